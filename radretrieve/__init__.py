@@ -1,0 +1,18 @@
+"""radretrieve: RadCLIP-based radiology retrieval.
+
+Heavy modules (torch, open_clip) are imported lazily so `radretrieve --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load_model"]
+
+
+def load_model(name_or_path: str, weights: str | None = None, device: str | None = None) -> Any:
+    """Load a RadCLIP model; see `radretrieve.models.loading.load_model`."""
+    from radretrieve.models.loading import load_model as _load
+
+    return _load(name_or_path, weights=weights, device=device)

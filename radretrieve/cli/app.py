@@ -1,0 +1,74 @@
+"""The `radretrieve` Typer app: thin commands over plain functions, one error boundary.
+
+Command modules live beside this file; each defines `register(app)`. Nothing heavy (torch, open_clip,
+faiss) is imported at module level anywhere under `radretrieve.cli`, so `--help` answers fast.
+Data goes to stdout; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+COMMAND_MODULES = ("models_cmd",)
+
+app = typer.Typer(
+    name="radretrieve",
+    help="RadCLIP radiology retrieval: embed archives into Parquet shards, index with FAISS, search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s"
+    )
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"radretrieve.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point: known errors become one line on stderr and exit code 1."""
+    from radretrieve.errors import RadRetrieveError
+
+    try:
+        app(standalone_mode=False)
+    except RadRetrieveError as exc:
+        if _state["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:  # raised by commands to end with a code
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one error boundary
+        if _state["debug"] or _is_usage_error(exc):
+            _reraise_usage(exc)
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    return hasattr(exc, "show") and hasattr(exc, "exit_code")
+
+
+def _reraise_usage(exc: Exception) -> None:
+    if _is_usage_error(exc):
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    raise exc

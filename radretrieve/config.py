@@ -1,0 +1,121 @@
+"""Frozen, JSON-serialisable configs for models, the slice pooling adapter and preprocessing.
+
+No torch import here: `radretrieve models` and `--help` read these without loading torch.
+The hash of a config (`config_hash`) goes into every shard and index, so two artefacts built with
+different preprocessing or models are never silently mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from radretrieve.errors import ConfigError
+
+FORMAT_VERSION = 1
+Pooling = Literal["attention", "mean", "max"]
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """RadCLIP's slice pooling adapter: per-slice embeddings [S, D] -> one volume embedding [D]."""
+
+    pooling: Pooling = "attention"  # "attention" (RadCLIP), or "mean"/"max" for ablations
+    heads: int = 8  # attention heads; must divide the embedding dim
+    layers: int = 1  # self-attention (transformer encoder) layers over the slice sequence
+    max_slices: int = 64  # learnable positions; longer volumes get linearly interpolated positions
+    mlp_ratio: float = 2.0  # hidden width of each layer's MLP, as a multiple of the embedding dim
+    dropout: float = 0.0  # dropout inside the attention layers (training only)
+    init_std: float = 0.02  # std of the output projection at init: small, so an untrained adapter ~ mean pooling
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How pixels become model input. Hashed into every shard (see `config_hash`)."""
+
+    image_size: int = 224  # square model input, pixels
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # CLIP normalisation mean (RGB)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # CLIP normalisation std (RGB)
+    # CT: one Hounsfield window (centre, width) per RGB channel: brain, soft tissue, lung.
+    ct_windows: tuple[tuple[float, float], ...] = ((40.0, 80.0), (40.0, 400.0), (-600.0, 1500.0))
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)  # MR: clip to these intensity percentiles, then min-max
+    xray_percentiles: tuple[float, float] = (0.5, 99.5)  # X-ray and other 2D: percentile min-max
+    n_slices: int = 32  # evenly spaced slices sampled from each volume
+    slice_spacing_mm: float | None = None  # if set, resample along the slice axis to this spacing first
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
+        if len(self.ct_windows) != 3:
+            raise ConfigError(f"ct_windows needs 3 (centre, width) pairs, got {len(self.ct_windows)}")
+        if self.n_slices < 1:
+            raise ConfigError(f"n_slices must be >= 1, got {self.n_slices}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole RadCLIP model: open_clip CLIP backbone + adapter + preprocessing defaults."""
+
+    name: str  # registry name, or where the model came from
+    clip: Mapping[str, Any]  # open_clip CLIP kwargs: embed_dim, vision_cfg, text_cfg, quick_gelu
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    seed: int = 0  # random init seed for registry models
+    tokenizer: str = "clip-bpe"  # "clip-bpe" (open_clip's bundled BPE) or "hf-hub:..." / an open_clip model name
+    description: str = ""  # one line for `radretrieve models`
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip["embed_dim"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip.get("text_cfg", {}).get("context_length", 77))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["clip"] = json.loads(json.dumps(self.clip))
+        out["format_version"] = FORMAT_VERSION
+        out["embed_dim"] = self.embed_dim
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"model config format_version {version} is not supported (expected {FORMAT_VERSION})")
+        try:
+            return cls(
+                name=str(data["name"]),
+                clip=dict(data["clip"]),
+                adapter=AdapterConfig(**_tuples(data.get("adapter", {}))),
+                preprocess=PreprocessConfig(**_tuples(data.get("preprocess", {}))),
+                seed=int(data.get("seed", 0)),
+                tokenizer=str(data.get("tokenizer", "clip-bpe")),
+                description=str(data.get("description", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"invalid model config: {exc}") from exc
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists; frozen configs want tuples back (hashable, stable equality)."""
+    return {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v) for k, v in d.items()}
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, compact JSON: the byte form that hashes are taken over."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a config (dataclass or mapping)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
