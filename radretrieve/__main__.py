@@ -1,0 +1,5 @@
+"""`python -m radretrieve` == the `radretrieve` console script."""
+
+from radretrieve.cli.app import main
+
+main()

@@ -1,0 +1,162 @@
+"""The RadCLIP model: an open_clip CLIP (image + text towers) and the slice pooling adapter.
+
+Encoders return L2-normalised float32 embeddings under `torch.inference_mode`, with bf16 autocast on CUDA.
+Volumes are encoded by flattening the slices of all volumes into chunks of at most `max_batch` slices
+(so short and long volumes share full batches), then regrouping per volume for the adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from radretrieve.config import ModelConfig, canonical_json
+from radretrieve.errors import InputShapeError
+from radretrieve.models.adapter import SlicePoolingAdapter
+from radretrieve.models.text import make_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def build_clip(cfg: ModelConfig) -> nn.Module:
+    """An open_clip `CLIP` from the config's `clip` kwargs (random init)."""
+    from open_clip.model import CLIP
+
+    c = cfg.clip
+    return CLIP(
+        embed_dim=int(c["embed_dim"]),
+        vision_cfg=dict(c["vision_cfg"]),
+        text_cfg=dict(c["text_cfg"]),
+        quick_gelu=bool(c.get("quick_gelu", False)),
+    )
+
+
+class RadCLIP(nn.Module):
+    """CLIP towers + slice pooling adapter; see module docstring."""
+
+    def __init__(self, cfg: ModelConfig, max_batch: int = 64) -> None:
+        super().__init__()
+        self.config = cfg
+        self.max_batch = max_batch  # slices per image-tower forward pass
+        self.clip = build_clip(cfg)
+        self.adapter = SlicePoolingAdapter(cfg.embed_dim, cfg.adapter)
+        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.context_length)
+        self.source: dict[str, str | None] = {"ref": cfg.name, "weights": None}  # how it was loaded
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.clip["vision_cfg"]["image_size"])
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the canonical config JSON and every tensor (name, dtype, shape, bytes), sorted by name."""
+        h = hashlib.sha256(canonical_json(_fingerprint_config(self.config)).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()[:32]
+
+    # ----------------------------------------------------------------- encoders
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Texts -> float32 [N, D], L2-normalised. Over-long texts are truncated (counted, warned once)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return torch.zeros(0, self.config.embed_dim)
+        out = []
+        with self._inference():
+            for start in range(0, len(texts), self.max_batch):
+                tokens = self.tokenizer(list(texts[start : start + self.max_batch])).to(self.device)
+                out.append(self.clip.encode_text(tokens).float())
+        return F.normalize(torch.cat(out), dim=-1).cpu()
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Preprocessed images float [N, 3, H, W] -> float32 [N, D], L2-normalised."""
+        self._check_images(images, "images")
+        with self._inference():
+            return F.normalize(self._slice_features(images), dim=-1).cpu()
+
+    def encode_volumes(self, volumes: Sequence[Tensor]) -> Tensor:
+        """Volumes, each preprocessed slices float [S_i, 3, H, W] (S_i >= 1) -> float32 [N, D], L2-normalised."""
+        if not volumes:
+            return torch.zeros(0, self.config.embed_dim)
+        for i, v in enumerate(volumes):
+            self._check_images(v, f"volume {i}")
+        with self._inference():
+            slices = F.normalize(self._slice_features(torch.cat(list(volumes))), dim=-1)
+            return self.pool(slices, [v.shape[0] for v in volumes]).cpu()
+
+    def pool(self, slice_embeddings: Tensor, counts: Sequence[int]) -> Tensor:
+        """Regroup per-slice embeddings float [sum(counts), D] into padded volumes and run the adapter."""
+        groups = torch.split(slice_embeddings, list(counts))
+        padded = nn.utils.rnn.pad_sequence(groups, batch_first=True)
+        lengths = torch.tensor(list(counts), device=padded.device)
+        pad_mask = torch.arange(padded.shape[1], device=padded.device)[None, :] >= lengths[:, None]
+        return F.normalize(self.adapter(padded.float(), pad_mask).float(), dim=-1)
+
+    def _slice_features(self, images: Tensor) -> Tensor:
+        """Unnormalised image-tower features float32 [N, D], computed in chunks of `max_batch`."""
+        feats = [
+            self.clip.encode_image(chunk.to(self.device, non_blocking=True)).float()
+            for chunk in torch.split(images, self.max_batch)
+        ]
+        return torch.cat(feats)
+
+    def _check_images(self, images: Tensor, what: str) -> None:
+        size = self.image_size
+        if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise InputShapeError(f"{what}: expected float [N, 3, {size}, {size}] with N >= 1, got {shape}")
+        if images.shape[0] == 0:
+            raise InputShapeError(f"{what}: empty (shape {tuple(images.shape)}); a volume needs at least one slice")
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), autocast:
+                yield
+        finally:
+            self.train(was_training)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write a model directory: config.json (+ fingerprint, source) and model.safetensors."""
+        from safetensors.torch import save_file
+
+        from radretrieve.shards import atomic_write_bytes
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(directory / (WEIGHTS_FILE + ".tmp")))
+        (directory / (WEIGHTS_FILE + ".tmp")).replace(directory / WEIGHTS_FILE)
+        meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source}
+        atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
+        return directory
+
+
+def _fingerprint_config(cfg: ModelConfig) -> dict:
+    """The parts of the config that change embeddings (not the name or description)."""
+    d = cfg.to_dict()
+    for key in ("name", "description", "seed"):
+        d.pop(key, None)
+    return d
