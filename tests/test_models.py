@@ -157,3 +157,13 @@ def test_weights_must_fit(tiny_model, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="junk.pt"):
         load_model("radclip-tiny", weights=str(tmp_path / "junk.pt"), device="cpu")
+
+
+def test_encode_mixed_equals_separate_calls(tiny_model):
+    img_a, img_b = _vols([1, 1], seed=3)
+    vol_a, vol_b = _vols([5, 13], seed=4)
+    mixed = tiny_model.encode_mixed([vol_a, img_a, vol_b, img_b], [True, False, True, False])
+    imgs = tiny_model.encode_images(torch.cat([img_a, img_b]))
+    vols = tiny_model.encode_volumes([vol_a, vol_b])
+    assert torch.allclose(mixed[[1, 3]], imgs, atol=1e-5)
+    assert torch.allclose(mixed[[0, 2]], vols, atol=1e-5)

@@ -100,6 +100,32 @@ class RadCLIP(nn.Module):
             slices = F.normalize(self._slice_features(torch.cat(list(volumes))), dim=-1)
             return self.pool(slices, [v.shape[0] for v in volumes]).cpu()
 
+    def encode_mixed(self, arrays: Sequence[Tensor], is_volume: Sequence[bool]) -> Tensor:
+        """2D images ([1, 3, H, W]) and volumes ([S_i, 3, H, W]) in one pass -> float32 [N, D], L2-normalised.
+
+        All slices share the image-tower chunks; images are used as they are, volumes go through the adapter.
+        Equal to `encode_images` / `encode_volumes` on the two groups (bulk indexing mixes both in a batch).
+        """
+        if len(arrays) != len(is_volume):
+            raise InputShapeError(f"encode_mixed: {len(arrays)} arrays but {len(is_volume)} kind flags")
+        if not arrays:
+            return torch.zeros(0, self.config.embed_dim)
+        for i, (a, vol) in enumerate(zip(arrays, is_volume)):
+            self._check_images(a, f"item {i}")
+            if not vol and a.shape[0] != 1:
+                raise InputShapeError(f"item {i}: a 2D image must be [1, 3, H, W], got {tuple(a.shape)}")
+        with self._inference():
+            slices = F.normalize(self._slice_features(torch.cat(list(arrays))), dim=-1)
+            groups = torch.split(slices, [a.shape[0] for a in arrays])
+            out = torch.empty(len(arrays), slices.shape[1], device=slices.device)
+            vol_idx = [i for i, v in enumerate(is_volume) if v]
+            img_idx = [i for i, v in enumerate(is_volume) if not v]
+            if img_idx:
+                out[img_idx] = torch.cat([groups[i] for i in img_idx])
+            if vol_idx:
+                out[vol_idx] = self.pool(torch.cat([groups[i] for i in vol_idx]), [arrays[i].shape[0] for i in vol_idx])
+            return out.cpu()
+
     def pool(self, slice_embeddings: Tensor, counts: Sequence[int]) -> Tensor:
         """Regroup per-slice embeddings float [sum(counts), D] into padded volumes and run the adapter."""
         groups = torch.split(slice_embeddings, list(counts))

@@ -1,0 +1,144 @@
+"""The stages of a task with typed batches between them: decode (worker processes) -> encode -> shard rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.plan import WorkItem
+from radretrieve.shards import shard_schema
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed input, as written to errors/*.jsonl (no patient data: source path, stage, type, message)."""
+
+    item_id: int | None  # id of the item that failed (None for scan-level failures)
+    source: str  # path relative to the archive root
+    stage: str  # scan | read | preprocess | encode
+    error_type: str  # e.g. CorruptFile, NoPixelData, MissingDecoder
+    message: str  # one line naming the file and the problem
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a reader worker hands to the encoder for one item."""
+
+    work: WorkItem  # the item
+    pixels: np.ndarray | None  # float32 [S, 3, H, W], preprocessed; None if it failed
+    shape: tuple[int, ...] = ()  # source array shape
+    spacing: tuple[float, ...] = ()  # mm
+    failure: Failure | None = None  # why it failed
+    seconds: float = 0.0  # decode + preprocess time in the worker
+
+
+def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
+    """Read and preprocess one item; never raises for bad input (the failure is returned instead)."""
+    from radretrieve.archive import read_item
+    from radretrieve.errors import ReadError
+
+    start = time.perf_counter()
+    item = work.item
+    try:
+        out = read_item(item, root, preprocess)
+        pixels = np.ascontiguousarray(out.pixels, dtype=np.float32)
+        return Decoded(work, pixels, tuple(out.shape), tuple(out.spacing), None, time.perf_counter() - start)
+    except ReadError as exc:
+        fail = Failure(work.item_id, item.source, exc.stage, getattr(exc, "error_type", type(exc).__name__), str(exc))
+    except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not stop the job
+        fail = Failure(work.item_id, item.source, "read", type(exc).__name__, f"{item.source}: {exc}")
+    return Decoded(work, None, failure=fail, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class Row:
+    """One output row before it becomes Arrow."""
+
+    work: WorkItem
+    embedding: np.ndarray  # float32 [D]
+    shape: tuple[int, ...] = ()
+    spacing: tuple[float, ...] = ()
+    slice_count: int = 0
+
+
+@dataclass
+class EncodeBatcher:
+    """Collects decoded items until `batch_slices` slices are waiting, then encodes them in one pass."""
+
+    model: Any  # RadCLIP
+    batch_slices: int  # slices per encoder call
+    pending: list[Decoded] = field(default_factory=list)
+    seconds: float = 0.0  # time spent in the encoder
+    slices: int = 0  # slices encoded so far
+
+    def add(self, item: Decoded) -> list[Row]:
+        self.pending.append(item)
+        if sum(d.pixels.shape[0] for d in self.pending) >= self.batch_slices:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[Row]:
+        if not self.pending:
+            return []
+        import torch
+
+        batch, self.pending = self.pending, []
+        start = time.perf_counter()
+        arrays = [torch.from_numpy(d.pixels) for d in batch]
+        emb = self.model.encode_mixed(arrays, [d.work.item.kind == "volume" for d in batch]).numpy()
+        self.seconds += time.perf_counter() - start
+        self.slices += sum(a.shape[0] for a in arrays)
+        return [Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch)]
+
+
+def encode_reports(model: Any, work: Sequence[WorkItem]) -> list[Row]:
+    """Report rows for the report work items of a task (text encoder)."""
+    if not work:
+        return []
+    emb = model.encode_text([w.study.report for w in work]).numpy()
+    return [Row(w, emb[i]) for i, w in enumerate(work)]
+
+
+def rows_to_table(rows: Sequence[Row], dim: int, metadata: dict[str, str]) -> pa.Table:
+    """Arrow table in the shard schema, rows sorted by item id (deterministic shard content)."""
+    rows = sorted(rows, key=lambda r: r.work.item_id)
+    cols: dict[str, list] = {name: [] for name in shard_schema(dim).names}
+    for r in rows:
+        for name, value in _row_fields(r).items():
+            cols[name].append(value)
+    emb = np.stack([r.embedding for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    arrays = [pa.array(cols[n], type=shard_schema(dim).field(n).type) for n in cols if n != "embedding"]
+    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim))
+    return pa.Table.from_arrays(arrays, schema=shard_schema(dim, metadata))
+
+
+def _row_fields(r: Row) -> dict[str, Any]:
+    study, item = r.work.study, r.work.item
+    labels = dict(study.labels) | (dict(item.labels) if item is not None else {})
+    common = {"item_id": r.work.item_id, "study_key": study.key, "labels": json.dumps(labels, sort_keys=True)}
+    if item is None:
+        return common | {
+            "kind": "report", "series_key": "", "source": "", "modality": _first(study, "modality"),
+            "body_part": _first(study, "body_part"), "description": "", "slice_count": 0, "shape": [],
+            "spacing": [], "text": study.report,
+        }
+    return common | {
+        "kind": item.kind, "series_key": item.series_key, "source": item.source, "modality": item.modality,
+        "body_part": item.body_part, "description": item.description, "slice_count": r.slice_count,
+        "shape": [int(x) for x in r.shape], "spacing": [float(x) for x in r.spacing],
+        "text": item.text or study.report,
+    }
+
+
+def _first(study: Any, attr: str) -> str:
+    """A report row inherits modality/body part from the study's first item, for filters."""
+    return next((getattr(it, attr) for it in study.items if getattr(it, attr)), "")

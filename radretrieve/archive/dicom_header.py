@@ -1,0 +1,184 @@
+"""DICOM headers through a PHI allow-list, decoder checks, and slice ordering of a series.
+
+PHI rule (DESIGN.md): only the attributes in `ALLOWED_TAGS` are ever parsed into Python values.
+Headers are read with pydicom's `specific_tags` so that patient name, id, birth date and every other
+attribute outside the list are skipped by the parser itself, not filtered afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from radretrieve.archive.records import ArchiveError
+
+log = logging.getLogger(__name__)
+
+# The only attributes that may reach an output: technical and linking attributes, no identifiers.
+ALLOWED_TAGS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
+    "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices",
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
+    "BitsAllocated", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
+)  # fmt: skip
+
+# Modalities whose single-frame files are separate 2D images even when a series has several.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "IO", "PX", "OT", "SC", "US", "XC", "ES", "NM"})
+
+# What to install for each family of compressed transfer syntaxes (named in MissingDecoder errors).
+_PLUGIN_HINT = (
+    "install one of: pylibjpeg with pylibjpeg-libjpeg/pylibjpeg-openjpeg/pylibjpeg-rle, "
+    "python-gdcm, or pillow (JPEG baseline/JPEG 2000 only)"
+)
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """The allow-listed header of one DICOM file."""
+
+    path: str  # root-relative path
+    sop_uid: str  # SOPInstanceUID ("" if missing)
+    study_uid: str  # StudyInstanceUID ("" if missing)
+    series_uid: str  # SeriesInstanceUID ("" if missing)
+    modality: str  # Modality ("" if missing)
+    body_part: str  # BodyPartExamined
+    description: str  # SeriesDescription, else StudyDescription
+    instance: int | None  # InstanceNumber
+    position: tuple[float, float, float] | None  # ImagePositionPatient (mm, LPS)
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient: row then column direction cosines
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing) in mm; (1, 1) if unknown
+    thickness: float | None  # SpacingBetweenSlices, else SliceThickness (mm)
+    rows: int  # Rows
+    cols: int  # Columns
+    frames: int  # NumberOfFrames (1 for single-frame files)
+
+
+def _floats(value: object, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def _text(ds: object, name: str) -> str:
+    value = getattr(ds, name, "")
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _number(ds: object, name: str, cast: type) -> object:
+    try:
+        value = getattr(ds, name, None)
+        return None if value is None or value == "" else cast(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(path: Path, rel: str) -> DicomHeader:
+    """Read the allow-listed header of `path` (no pixels). Raises ArchiveError for unusable files."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if path.stat().st_size == 0:
+        raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile", "scan")
+    try:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS))
+        except InvalidDicomError:  # no preamble/'DICM': old files without file meta
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS), force=True)
+        rows, cols = _number(ds, "Rows", int), _number(ds, "Columns", int)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage input
+        raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile", "scan") from None
+    if not getattr(ds, "SOPInstanceUID", None) and not getattr(ds, "SeriesInstanceUID", None) and rows is None:
+        raise ArchiveError(rel, "not a DICOM file (no DICOM attributes found)", "CorruptFile", "scan")
+    if not rows or not cols:
+        raise ArchiveError(rel, "DICOM object has no pixel data (e.g. a structured report)", "NoPixelData", "scan")
+    check_decoder(ds, rel, "scan")
+    return _header(ds, rel, int(rows), int(cols))
+
+
+def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True) -> DicomHeader:
+    """The allow-listed header; `with_ids=False` (reader workers) skips UIDs and texts, which cost time."""
+    text = _text if with_ids else (lambda _ds, _name: "")
+    spacing = _floats(getattr(ds, "PixelSpacing", None), 2) or _floats(getattr(ds, "ImagerPixelSpacing", None), 2)
+    thickness = _number(ds, "SpacingBetweenSlices", float) or _number(ds, "SliceThickness", float)
+    return DicomHeader(
+        path=rel,
+        sop_uid=text(ds, "SOPInstanceUID"),
+        study_uid=text(ds, "StudyInstanceUID"),
+        series_uid=text(ds, "SeriesInstanceUID"),
+        modality=text(ds, "Modality").upper(),
+        body_part=text(ds, "BodyPartExamined"),
+        description=text(ds, "SeriesDescription") or text(ds, "StudyDescription"),
+        instance=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
+        position=_floats(getattr(ds, "ImagePositionPatient", None), 3),  # type: ignore[arg-type]
+        orientation=_floats(getattr(ds, "ImageOrientationPatient", None), 6),
+        pixel_spacing=spacing or (1.0, 1.0),  # type: ignore[arg-type]
+        thickness=thickness if thickness and thickness > 0 else None,  # type: ignore[arg-type,operator]
+        rows=rows,
+        cols=cols,
+        frames=max(1, _number(ds, "NumberOfFrames", int) or 1),  # type: ignore[operator]
+    )
+
+
+def check_decoder(ds: object, rel: str, stage: str) -> None:
+    """Raise MissingDecoder if the file's transfer syntax has no installed pixel decoder."""
+    from pydicom.pixels import get_decoder
+
+    meta = getattr(ds, "file_meta", None)
+    uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if uid is None or not uid.is_compressed:
+        return
+    try:
+        available = get_decoder(uid).is_available
+    except NotImplementedError:
+        raise ArchiveError(rel, f"unsupported transfer syntax {uid}", "MissingDecoder", stage) from None  # type: ignore[arg-type]
+    if not available:
+        name = getattr(uid, "name", str(uid))
+        raise ArchiveError(rel, f"no decoder installed for '{name}': {_PLUGIN_HINT}", "MissingDecoder", stage)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SeriesOrder:
+    """A validated slice order of one single-frame DICOM series."""
+
+    headers: tuple[DicomHeader, ...]  # in ascending position along the slice normal (or InstanceNumber)
+    slice_spacing: float  # mm between consecutive slices (median step), or thickness/1.0 when unknown
+    gaps: tuple[int, ...]  # indices i where the step from slice i to i+1 exceeds 1.5x the median step
+
+
+def order_series(headers: list[DicomHeader], series_path: str) -> SeriesOrder:
+    """Order the slices of a series and check it is one stackable volume.
+
+    Raises MixedSeries for mixed sizes or orientations and DuplicateSlices for repeated positions.
+    """
+    sizes = {(h.rows, h.cols) for h in headers}
+    if len(sizes) > 1:
+        found = ", ".join(f"{r}x{c}" for r, c in sorted(sizes))
+        raise ArchiveError(series_path, f"series of {len(headers)} files mixes slice sizes ({found})", "MixedSeries", "scan")
+    orients = {tuple(round(v, 3) for v in h.orientation) for h in headers if h.orientation}
+    if len(orients) > 1:
+        raise ArchiveError(series_path, f"series mixes {len(orients)} slice orientations", "MixedSeries", "scan")
+    if all(h.position and h.orientation for h in headers):
+        normal = np.cross(np.array(headers[0].orientation[:3]), np.array(headers[0].orientation[3:]))  # type: ignore[index]
+        along = np.array([float(np.dot(normal, h.position)) for h in headers])  # type: ignore[arg-type]
+        order = np.argsort(along, kind="stable")
+        steps = np.diff(along[order])
+        if steps.size and np.min(steps) < 1e-3:
+            i = int(np.argmin(steps))
+            pair = f"{headers[order[i]].path} and {headers[order[i + 1]].path}"
+            raise ArchiveError(series_path, f"series has slices at duplicate positions ({pair})", "DuplicateSlices", "scan")
+    else:  # no geometry: fall back to InstanceNumber, then to the file name
+        order = np.array(sorted(range(len(headers)), key=lambda i: (headers[i].instance or 0, headers[i].path)))
+        steps = np.array([])
+    ordered = tuple(headers[i] for i in order)
+    median = float(np.median(steps)) if steps.size else (headers[0].thickness or 1.0)
+    gaps = tuple(int(i) for i in np.nonzero(steps > 1.5 * median)[0]) if steps.size else ()
+    if gaps:
+        log.warning("%s: %d slice gap(s) wider than 1.5x the median step %.3g mm", series_path, len(gaps), median)
+    return SeriesOrder(headers=ordered, slice_spacing=median, gaps=gaps)

@@ -1,0 +1,123 @@
+"""Manifest scans (DESIGN.md: Manifest): CSV, Parquet or JSON Lines with one row per source.
+
+Columns: `path` (required; relative to the manifest's folder or absolute; an image, a NIfTI, a DICOM
+file, a DICOM folder, or several image files of one volume joined by ';' in slice order), `text`
+(optional report/caption), `study` (optional grouping key), `split` (optional: train/val/test).
+Every other column is a string label. Items get the same keys as a folder scan of the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from radretrieve.archive.records import ArchiveError, ScanResult
+from radretrieve.archive.scanner import Collector, assemble, collect_files, file_format, walk, with_meta
+from radretrieve.errors import RadRetrieveError
+from radretrieve.ids import normalise_relpath
+
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
+_RESERVED = ("path", "text", "study", "split")
+
+
+class ManifestError(RadRetrieveError):
+    """The manifest file itself is unusable (unknown format, no `path` column, bad JSON line)."""
+
+
+def is_manifest(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def read_rows(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a manifest as string dicts (missing/None/NaN -> '')."""
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            _require_path(reader.fieldnames or [], path)
+            for row in reader:
+                yield {k: _str(v) for k, v in row.items() if k is not None}
+    elif name.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        _require_path(table.column_names, path)
+        for row in table.to_pylist():
+            yield {k: _str(v) for k, v in row.items()}
+    elif name.endswith((".jsonl", ".ndjson")):
+        yield from _jsonl_rows(path)
+    else:
+        raise ManifestError(f"{path.name}: unknown manifest format (use .csv, .parquet or .jsonl)")
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ManifestError(f"{path.name} line {n}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or "path" not in row:
+                raise ManifestError(f"{path.name} line {n}: each line needs an object with a 'path'")
+            yield {str(k): _str(v) for k, v in row.items()}
+
+
+def _require_path(columns: list[str], path: Path) -> None:
+    if "path" not in columns:
+        raise ManifestError(f"{path.name}: manifest needs a 'path' column (found: {', '.join(columns) or 'none'})")
+
+
+def _str(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return ""
+    return str(value).strip()
+
+
+def _relative(root: Path, raw: str) -> str:
+    """Manifest path -> root-relative key (absolute posix path when outside the root)."""
+    candidate = Path(raw) if os.path.isabs(raw) else root / raw
+    rel = os.path.relpath(os.path.abspath(candidate), os.path.abspath(root))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return Path(os.path.abspath(candidate)).as_posix()
+    return normalise_relpath(rel)
+
+
+def scan_manifest(manifest: Path, strict: bool = False) -> ScanResult:
+    """Scan the sources a manifest lists; each row's text/labels/split/study go onto its items."""
+    root = manifest.parent
+    col = Collector(strict=strict)
+    for row in read_rows(manifest):
+        start = len(col.items)
+        _collect_row(root, [p.strip() for p in row.get("path", "").split(";") if p.strip()], col)
+        labels = {k: v for k, v in row.items() if k not in _RESERVED}
+        meta = {"text": row.get("text", ""), "labels": labels, "split": row.get("split", ""), "study": row.get("study", "")}
+        col.items[start:] = [with_meta(item, meta) for item in col.items[start:]]
+    return assemble(root, col)
+
+
+def _collect_row(root: Path, raw_paths: list[str], col: Collector) -> None:
+    if not raw_paths:
+        col.error(ArchiveError("(manifest row)", "empty 'path'", "MissingFile", "scan"))
+        return
+    rels = [_relative(root, p) for p in raw_paths]
+    missing = [rel for rel in rels if not (root / rel).exists()]
+    if missing:
+        col.error(ArchiveError(missing[0], "file listed in the manifest does not exist", "MissingFile", "scan"))
+        return
+    if len(rels) == 1 and (root / rels[0]).is_dir():
+        collect_files(root, walk(root, rels[0]), col)  # a DICOM series/study folder
+        return
+    formats = {file_format(rel) for rel in rels}
+    if len(rels) > 1 and formats == {"image"}:
+        from radretrieve.archive.scanner import scan_image_stack
+
+        col.items.append(scan_image_stack(rels))
+    elif len(rels) > 1 and formats - {"dicom", "maybe-dicom"}:
+        col.error(ArchiveError(";".join(rels), "';'-joined paths must all be images or all DICOM", "MixedSeries", "scan"))
+    else:
+        collect_files(root, rels, col)

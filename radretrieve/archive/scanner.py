@@ -1,0 +1,279 @@
+"""Scan an archive folder (headers only) into studies and items; see the package docstring for keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Mapping
+
+from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader, order_series, read_header
+from radretrieve.archive.dicom_pixels import series_affine
+from radretrieve.archive.records import ArchiveError, ErrorRecord, Item, ScanResult, Study
+from radretrieve.archive.volumes import canonical_geometry
+from radretrieve.ids import item_id, normalise_relpath
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+SIDECAR_SUFFIXES = (".json", ".txt")
+
+
+def file_format(rel: str) -> str:
+    """'nifti', 'image', 'dicom' (known DICOM suffix), 'maybe-dicom' (no/numeric suffix) or 'other'."""
+    name = PurePosixPath(rel).name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    suffix = PurePosixPath(name).suffix
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    if suffix == "" or suffix[1:].isdigit():  # DICOM files are often named by UID ("1.2.840.1234")
+        return "maybe-dicom"
+    return "other"
+
+
+def stem_of(rel: str) -> str:
+    """Path without its image/volume suffix ('a/b.nii.gz' -> 'a/b'); folders are returned unchanged."""
+    lower = rel.lower()
+    for suffix in NIFTI_SUFFIXES + IMAGE_SUFFIXES + DICOM_SUFFIXES:
+        if lower.endswith(suffix):
+            return rel[: -len(suffix)]
+    return rel
+
+
+@dataclass
+class Collector:
+    """Accumulates items, errors and notes of one scan; `strict` turns the first error into an exception."""
+
+    strict: bool = False
+    items: list[Item] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+    notes: list[ErrorRecord] = field(default_factory=list)
+
+    def error(self, exc: ArchiveError) -> None:
+        if self.strict:
+            raise exc
+        log.warning("skipped %s", exc)
+        self.errors.append(ErrorRecord.from_error(exc))
+
+    def note(self, source: str, note_type: str, message: str) -> None:
+        log.info("%s: %s", source, message)
+        self.notes.append(ErrorRecord(source, "scan", note_type, f"{source}: {message}"))
+
+
+def walk(root: Path, sub: str = "") -> list[str]:
+    """Root-relative paths (sorted) of the non-hidden files under `root/sub`."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root / sub if sub else root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                out.append(normalise_relpath(os.path.relpath(os.path.join(dirpath, name), root)))
+    return sorted(out)
+
+
+def _parent(rel: str) -> str:
+    return normalise_relpath(str(PurePosixPath(rel).parent)) or "."
+
+
+def _item(key: str, **fields: object) -> Item:
+    return Item(item_id=item_id(key), item_key=key, **fields)  # type: ignore[arg-type]
+
+
+def collect_files(root: Path, rels: Iterable[str], col: Collector) -> None:
+    """Scan files (root-relative, or absolute for manifest entries outside the root) into `col`."""
+    dicom: list[DicomHeader] = []
+    for rel in rels:
+        fmt = file_format(rel)
+        try:
+            if fmt == "nifti":
+                col.items.append(scan_nifti(root, rel, col))
+            elif fmt == "image":
+                col.items.append(scan_image(root, rel))
+            elif fmt in ("dicom", "maybe-dicom"):
+                dicom.append(read_header(root / rel, rel))
+        except ArchiveError as exc:
+            if fmt == "maybe-dicom" and exc.error_type == "CorruptFile":
+                log.debug("ignored %s: not DICOM", rel)  # READMEs, licences and such without a suffix
+            else:
+                col.error(exc)
+        except OSError as exc:
+            col.error(ArchiveError(rel, f"cannot read file ({exc.strerror or type(exc).__name__})", "CorruptFile", "scan"))
+    group_dicom(dicom, col)
+
+
+def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
+    """A NIfTI volume from its header (the data is not read)."""
+    import nibabel as nib
+
+    if (root / rel).stat().st_size == 0:
+        raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile", "scan")
+    try:
+        img = nib.load(root / rel)
+        shape, zooms, affine = img.shape, img.header.get_zooms(), img.affine
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on garbage
+        raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__})", "CorruptFile", "scan") from None
+    if len(shape) == 4 and shape[3] > 1:
+        col.note(rel, "FirstVolume", f"4D NIfTI with {shape[3]} volumes: only the first is used")
+    if len(shape) < 2 or len(shape) > 4 or 0 in shape:
+        raise ArchiveError(rel, f"NIfTI has unsupported shape {tuple(shape)}", "CorruptFile", "scan")
+    shape3 = (tuple(shape) + (1,))[:3]
+    zooms3 = [float(z) if z > 0 else 1.0 for z in (tuple(zooms) + (1.0,))[:3]]
+    zyx, spacing = canonical_geometry(shape3, zooms3, affine)
+    key = "file:" + rel
+    return _item(key, kind="volume", study_key=_parent(rel), series_key=key, source=rel, files=(rel,),
+                 fmt="nifti", shape=zyx, spacing=spacing)  # fmt: skip
+
+
+def scan_image(root: Path, rel: str) -> Item:
+    """A 2D image from its header (PIL opens lazily; pixels are decoded at read time)."""
+    from PIL import Image
+
+    if (root / rel).stat().st_size == 0:
+        raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile", "scan")
+    try:
+        with Image.open(root / rel) as img:
+            width, height = img.size
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ...
+        raise ArchiveError(rel, f"not a readable image ({type(exc).__name__})", "CorruptFile", "scan") from None
+    key = "file:" + rel
+    return _item(key, kind="image", study_key=_parent(rel), series_key=key, source=rel, files=(rel,),
+                 fmt="image", shape=(height, width), spacing=(1.0, 1.0))  # fmt: skip
+
+
+def scan_image_stack(rels: list[str]) -> Item:
+    """Several image files forming one volume, in the given slice order (manifest `a.png;b.png`)."""
+    source = ";".join(rels)
+    key = "files:" + source
+    return _item(key, kind="volume", study_key=_parent(rels[0]), series_key=key, source=source,
+                 files=tuple(rels), fmt="image")  # fmt: skip
+
+
+def _dicom_fields(h: DicomHeader) -> dict[str, object]:
+    return {"study_key": h.study_uid or _parent(h.path), "fmt": "dicom", "modality": h.modality,
+            "body_part": h.body_part, "description": h.description}  # fmt: skip
+
+
+def group_dicom(headers: list[DicomHeader], col: Collector) -> None:
+    """Group DICOM headers into series (SeriesInstanceUID) and make image/volume items."""
+    by_series: dict[str, list[DicomHeader]] = defaultdict(list)
+    for h in headers:
+        by_series[h.series_uid or "file:" + h.path].append(h)
+    for series_key in sorted(by_series):
+        group = sorted(by_series[series_key], key=lambda h: h.path)
+        single = [h for h in group if h.frames == 1]
+        for h in group:
+            if h.frames > 1 or len(single) == 1 or h.modality in PROJECTION_MODALITIES:
+                col.items.append(_dicom_file_item(h, series_key))
+        if len(single) > 1 and single[0].modality not in PROJECTION_MODALITIES:
+            try:
+                col.items.append(_series_item(single, series_key, col))
+            except ArchiveError as exc:
+                col.error(exc)
+
+
+def _dicom_file_item(h: DicomHeader, series_key: str) -> Item:
+    key = "dicom:" + h.sop_uid if h.sop_uid else "file:" + h.path
+    kind = "volume" if h.frames > 1 else "image"
+    shape = (h.frames, h.rows, h.cols) if h.frames > 1 else (h.rows, h.cols)
+    spacing = ((h.thickness or 1.0),) + h.pixel_spacing if h.frames > 1 else h.pixel_spacing
+    return _item(key, kind=kind, series_key=series_key, source=h.path, files=(h.path,), shape=shape,
+                 spacing=tuple(spacing), **_dicom_fields(h))  # fmt: skip
+
+
+def _series_item(single: list[DicomHeader], series_key: str, col: Collector) -> Item:
+    folder = normalise_relpath(os.path.commonpath([str(PurePosixPath(h.path).parent) for h in single])) or "."
+    order = order_series(single, folder)
+    if order.gaps:
+        col.note(folder, "SliceGap", f"{len(order.gaps)} gap(s) wider than 1.5x the median slice step")
+    first = order.headers[0]
+    affine = series_affine(list(order.headers), order.slice_spacing)
+    zyx, spacing = canonical_geometry((first.cols, first.rows, len(single)),
+                                      (first.pixel_spacing[1], first.pixel_spacing[0], order.slice_spacing), affine)  # fmt: skip
+    key = "dicom-series:" + series_key
+    return _item(key, kind="volume", series_key=series_key, source=folder, files=tuple(h.path for h in order.headers),
+                 shape=zyx, spacing=spacing, **_dicom_fields(first))  # fmt: skip
+
+
+def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
+    """Report/labels next to a file or folder: `<stem>.json` ({"text", "labels", "split", "study"}) or `<stem>.txt`."""
+    stem = stem_of(rel)
+    if stem in ("", "."):
+        return {}
+    json_path, txt_path = root / (stem + ".json"), root / (stem + ".txt")
+    if json_path.is_file():
+        try:
+            data = json.loads(json_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            col.error(ArchiveError(stem + ".json", f"unreadable sidecar ({type(exc).__name__})", "CorruptSidecar", "scan"))
+            return {}
+        labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        return {"text": str(data.get("text") or ""), "labels": labels, "split": str(data.get("split") or ""),
+                "study": str(data.get("study") or "")}  # fmt: skip
+    if txt_path.is_file():
+        return {"text": txt_path.read_text(encoding="utf-8", errors="replace").strip()}
+    return {}
+
+
+def with_meta(item: Item, meta: Mapping[str, object]) -> Item:
+    """Attach report text, labels, split and study override; labels fill missing modality/body part."""
+    labels = {str(k): "" if v is None else str(v) for k, v in dict(meta.get("labels") or {}).items()}  # type: ignore[call-overload]
+    return dataclasses.replace(
+        item,
+        text=str(meta.get("text") or item.text),
+        labels=labels or item.labels,
+        split=str(meta.get("split") or item.split),
+        study_key=str(meta.get("study") or item.study_key),
+        modality=item.modality or labels.get("modality", ""),
+        body_part=item.body_part or labels.get("body_part", labels.get("region", "")),
+    )
+
+
+def assemble(root: Path, col: Collector) -> ScanResult:
+    """Group items into studies; drop duplicate keys (the same instance stored twice)."""
+    by_key: dict[str, Item] = {}
+    for item in sorted(col.items, key=lambda i: (i.item_key, i.source)):
+        if item.item_key in by_key:
+            col.note(item.source, "DuplicateItem", f"same source key as {by_key[item.item_key].source}; ignored")
+            continue
+        by_key[item.item_key] = item
+    by_study: dict[str, list[Item]] = defaultdict(list)
+    for item in by_key.values():
+        by_study[item.study_key].append(item)
+    studies = tuple(_study(key, by_study[key]) for key in sorted(by_study))
+    order = lambda r: (r.source, r.error_type, r.message)  # noqa: E731
+    return ScanResult(root=root, studies=studies, errors=tuple(sorted(col.errors, key=order)),
+                      notes=tuple(sorted(col.notes, key=order)))  # fmt: skip
+
+
+def _study(key: str, items: list[Item]) -> Study:
+    texts = list(dict.fromkeys(i.text for i in items if i.text))
+    labels: dict[str, str] = {}
+    for item in items:
+        for k, v in item.labels.items():
+            labels.setdefault(k, v)
+    split = next((i.split for i in items if i.split), "")
+    return Study(key=key, items=tuple(items), report="\n\n".join(texts), labels=labels, split=split)
+
+
+def scan_folder(root: Path, strict: bool = False) -> ScanResult:
+    """Walk `root`, scan every image/volume file, pair sidecar reports, group into studies."""
+    col = Collector(strict=strict)
+    collect_files(root, walk(root), col)
+    col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
+    return assemble(root, col)
+
+
+def _sidecar_base(item: Item) -> str:
+    # A multi-file DICOM series is described by a sidecar named after its folder; anything else by its file.
+    return item.source if item.fmt == "dicom" and len(item.files) > 1 else item.files[0]

@@ -1,0 +1,146 @@
+"""Load an Item's voxels as float32 [Z, Y, X] in one canonical arrangement, whatever the format.
+
+Canonical arrangement: nibabel's closest canonical (RAS+) orientation, then arranged as
+[Z (inferior -> superior), Y (anterior -> posterior), X (patient right -> patient left)], which is how
+radiologists view an axial slice (anterior up, patient's right on the viewer's left). DICOM series
+(positions/orientations in LPS) and NIfTI volumes (RAS affines) end up identical for the same anatomy.
+2D images are [1, Y, X] in their stored orientation. Values: Hounsfield units for CT, raw intensity
+otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from radretrieve.archive.dicom_header import order_series
+from radretrieve.archive.dicom_pixels import read_dicom, series_affine
+from radretrieve.archive.records import ArchiveError, Item
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """Decoded voxels of one item, before preprocessing."""
+
+    data: np.ndarray  # float32 [Z, Y, X] (Z = 1 for 2D images), canonical arrangement
+    spacing: tuple[float, float, float]  # (dz, dy, dx) in mm; dz = 1.0 for 2D images
+    is_2d: bool  # a single 2D image (its shape/spacing are reported without Z)
+
+
+def ras_to_zyx(data_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Reorient an [X, Y, Z] array with a RAS affine to canonical [Z, Y(P), X(L)]; return it and (dz, dy, dx)."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    to_ras = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
+    ras = nib.orientations.apply_orientation(data_xyz, to_ras)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing_ras = [float(zooms[int(ax)]) for ax in np.argsort(to_ras[:, 0])]  # zooms of output axes R, A, S
+    return _ras_array_to_zyx(ras), (spacing_ras[2], spacing_ras[1], spacing_ras[0])
+
+
+def _ras_array_to_zyx(ras: np.ndarray) -> np.ndarray:
+    # Flip R->L and A->P so rows run anterior->posterior and columns patient right->left (viewer's convention).
+    return np.ascontiguousarray(ras[::-1, ::-1, :].transpose(2, 1, 0), dtype=np.float32)
+
+
+def load_dicom_series(root: Path, files: Sequence[str], series_path: str) -> Volume:
+    """Read single-frame DICOM files of one series, order them along the slice normal, stack them."""
+    slices, headers = [], []
+    for rel in files:
+        arr, header = read_dicom(root / rel, rel)
+        slices.append(arr[0])
+        headers.append(header)
+    by_path = dict(zip([h.path for h in headers], slices))
+    order = order_series(headers, series_path)  # raises on mixed sizes/orientations, duplicates
+    stack = np.stack([by_path[h.path] for h in order.headers])  # [K, rows, cols]
+    affine = series_affine(list(order.headers), order.slice_spacing)
+    if affine is None:  # no geometry: keep InstanceNumber order, stored in-plane orientation
+        row_sp, col_sp = headers[0].pixel_spacing
+        return Volume(stack, (order.slice_spacing, row_sp, col_sp), is_2d=False)
+    data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine)
+    return Volume(data, spacing, is_2d=False)
+
+
+def load_dicom_file(root: Path, rel: str) -> Volume:
+    """A single DICOM file: a 2D image, or a multi-frame volume (frames kept in stored order)."""
+    arr, header = read_dicom(root / rel, rel)
+    row_sp, col_sp = header.pixel_spacing
+    if arr.shape[0] == 1:
+        return Volume(arr, (1.0, row_sp, col_sp), is_2d=True)
+    return Volume(arr, (header.thickness or 1.0, row_sp, col_sp), is_2d=False)
+
+
+def load_nifti(root: Path, rel: str) -> Volume:
+    """A NIfTI volume reoriented with `nibabel.as_closest_canonical`; 4D keeps the first volume."""
+    import nibabel as nib
+
+    path = root / rel
+    if path.stat().st_size == 0:
+        raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile")
+    try:
+        img = nib.as_closest_canonical(nib.load(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types on corrupt files
+        raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__}: {exc})", "CorruptFile") from None
+    if data.ndim == 4:
+        data = data[..., 0]  # 4D (time/echo series): the first volume
+    elif data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3 or min(data.shape) == 0:
+        raise ArchiveError(rel, f"NIfTI data has unsupported shape {data.shape}", "CorruptFile")
+    zooms = [float(z) if z > 0 else 1.0 for z in img.header.get_zooms()[:3]]
+    return Volume(_ras_array_to_zyx(data), (zooms[2], zooms[1], zooms[0]), is_2d=False)
+
+
+def load_image(root: Path, rel: str) -> np.ndarray:
+    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X]; colour converted to luma (PIL 'L')."""
+    from PIL import Image, ImageOps
+
+    path = root / rel
+    if path.stat().st_size == 0:
+        raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode not in ("L", "I", "I;16", "I;16B", "F"):
+                img = img.convert("L")
+            return np.asarray(img, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
+        raise ArchiveError(rel, f"not a readable image ({type(exc).__name__}: {exc})", "CorruptFile") from None
+
+
+def load_item(item: Item, root: Path) -> Volume:
+    """Decode all voxels of `item` (no preprocessing)."""
+    if item.fmt == "nifti":
+        return load_nifti(root, item.files[0])
+    if item.fmt == "dicom":
+        if len(item.files) == 1:
+            return load_dicom_file(root, item.files[0])
+        return load_dicom_series(root, item.files, item.source)
+    planes = [load_image(root, rel) for rel in item.files]
+    if len({p.shape for p in planes}) > 1:
+        raise ArchiveError(item.source, "image stack mixes image sizes", "MixedSeries")
+    return Volume(np.stack(planes), (1.0, 1.0, 1.0), is_2d=len(planes) == 1)
+
+
+def canonical_geometry(
+    shape_xyz: Sequence[int], zooms_xyz: Sequence[float], affine: np.ndarray | None
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Shape and spacing ([Z, Y, X] order) an array gets from `ras_to_zyx`, computed from headers only."""
+    if affine is None:
+        return (int(shape_xyz[2]), int(shape_xyz[1]), int(shape_xyz[0])), (
+            float(zooms_xyz[2]), float(zooms_xyz[1]), float(zooms_xyz[0]))  # fmt: skip
+    import nibabel as nib
+
+    axes = nib.orientations.io_orientation(affine)[:, 0].astype(int)  # RAS axis of each array axis
+    shape_ras, zoom_ras = [0, 0, 0], [1.0, 1.0, 1.0]
+    for i, ax in enumerate(axes):
+        shape_ras[ax], zoom_ras[ax] = int(shape_xyz[i]), float(zooms_xyz[i])
+    return (shape_ras[2], shape_ras[1], shape_ras[0]), (zoom_ras[2], zoom_ras[1], zoom_ras[0])

@@ -1,0 +1,54 @@
+"""`radretrieve index ARCHIVE --out DIR`: the bulk indexing job (thin wrapper over `pipelines.job`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def index(
+    archive: Path = typer.Argument(..., help="Archive folder, or a manifest (CSV/Parquet/JSONL)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
+    model: str = typer.Option("radclip-tiny", "--model", "-m", help="Registry name, model dir, open_clip name."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
+    workers: int = typer.Option(2, "--workers", help="Reader processes (0: decode in the main process)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Slices per encoder call."),
+    studies_per_task: int = typer.Option(64, "--studies-per-task", help="Studies per task (= per shard)."),
+    engine: str = typer.Option("local", "--engine", help="local | ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (engine ray)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
+    no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
+    from pipelines.job import IndexOptions, index_archive
+    from radretrieve.errors import RadRetrieveError
+    from radretrieve.models.loading import load_model
+
+    if engine not in ("local", "ray"):
+        raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
+    if not archive.exists():
+        raise RadRetrieveError(f"{archive}: archive not found")
+    m = load_model(model, weights=weights, device=device)
+    opts = IndexOptions(workers=workers, batch_size=batch_size, studies_per_task=studies_per_task,
+                        engine=engine, overwrite=overwrite, progress=not quiet, ray_address=ray_address)  # type: ignore[arg-type]
+    summary = index_archive(archive, out, m, opts)
+    for line in summary.lines():
+        typer.echo(line)
+    if not no_index:
+        _build_index(out, quiet)
+
+
+def _build_index(out: Path, quiet: bool) -> None:
+    """Build or update the FAISS indexes of the out dir (incremental when only new shards were added)."""
+    from indexers.build import build_indexes
+
+    for name, info in build_indexes(out).items():
+        typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index)

@@ -1,0 +1,194 @@
+"""Bulk indexing: shards, schema, resume after kill -9, bad files, incremental adds, model mismatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipelines.job import IndexOptions, index_archive
+from pipelines.plan import report_item_id
+from radretrieve.archive import read_item, scan, synthesize
+from radretrieve.errors import FingerprintMismatch
+from radretrieve.shards import read_manifest, shard_schema
+
+QUIET = dict(progress=False)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("arch") / "a"
+    synthesize(root, studies=6, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed(archive, tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "o"
+    index_archive(archive, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    return out
+
+
+def _rows(out: Path) -> dict:
+    """item_id -> row dict over the manifest's shards (independent of the catalog)."""
+    rows = {}
+    for entry in read_manifest(out).shards:
+        for r in pq.read_table(out / entry.file).to_pylist():
+            assert r["item_id"] not in rows, f"duplicate id {r['item_id']}"
+            rows[r["item_id"]] = r
+    return rows
+
+
+def _expected_ids(archive: Path) -> set[int]:
+    result = scan(archive)
+    ids = {it.item_id for it in result.items}
+    return ids | {report_item_id(s.key) for s in result.studies if s.report}
+
+
+def test_every_item_once_with_schema_and_metadata(archive, indexed, tiny_model):
+    rows = _rows(indexed)
+    assert set(rows) == _expected_ids(archive)
+    manifest = read_manifest(indexed)
+    assert len(manifest.shards) == 3  # 6 studies, 2 per task
+    for entry in manifest.shards:
+        schema = pq.read_schema(indexed / entry.file)
+        assert schema.remove_metadata() == shard_schema(128)
+        assert schema.metadata[b"radretrieve.fingerprint"].decode() == tiny_model.fingerprint
+        assert b"radretrieve.preprocess_hash" in schema.metadata and b"radretrieve.version" in schema.metadata
+    emb = np.array([r["embedding"] for r in rows.values()], dtype=np.float32)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_embeddings_equal_direct_encoding(archive, indexed, tiny_model):
+    rows = _rows(indexed)
+    result = scan(archive)
+    vol = next(it for it in result.items if it.kind == "volume")
+    pixels = read_item(vol, result.root, tiny_model.config.preprocess).pixels
+    direct = tiny_model.encode_volumes([torch.from_numpy(pixels)])[0].numpy()
+    assert np.allclose(rows[vol.item_id]["embedding"], direct, atol=1e-5)
+    study = result.studies[0]
+    text = tiny_model.encode_text([study.report])[0].numpy()
+    assert np.allclose(rows[report_item_id(study.key)]["embedding"], text, atol=1e-5)
+    assert rows[report_item_id(study.key)]["kind"] == "report"
+
+
+def test_worker_processes_give_the_same_shards(archive, indexed, tiny_model, tmp_path):
+    index_archive(archive, tmp_path / "o", tiny_model, IndexOptions(workers=2, studies_per_task=2, **QUIET))
+    a, b = _rows(indexed), _rows(tmp_path / "o")
+    assert set(a) == set(b)
+    for i in a:
+        assert np.allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-5)
+
+
+def test_rerun_is_a_no_op(archive, tiny_model, tmp_path):
+    out = tmp_path / "o"
+    index_archive(archive, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    before = read_manifest(out)
+    summary = index_archive(archive, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert summary.tasks == 0 and read_manifest(out) == before
+
+
+def test_other_model_is_refused_unless_overwrite(archive, indexed, tmp_path):
+    from radretrieve.models.loading import init_model
+    from radretrieve.models.registry import get_model_config
+
+    other = init_model(get_model_config("radclip-tiny").replace(seed=5))
+    out = tmp_path / "o"
+    shutil.copytree(indexed, out)
+    with pytest.raises(FingerprintMismatch, match="--overwrite"):
+        index_archive(archive, out, other, IndexOptions(workers=0, **QUIET))
+    index_archive(archive, out, other, IndexOptions(workers=0, overwrite=True, **QUIET))
+    assert read_manifest(out).fingerprint == other.fingerprint
+    assert set(_rows(out)) == _expected_ids(archive)
+
+
+def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp_path):
+    from radretrieve.catalog import Catalog
+
+    root = tmp_path / "a"
+    shutil.copytree(archive, root)
+    (root / "s0-00000" / "junk.dcm").write_bytes(os.urandom(2048))
+    (root / "s0-00001" / "empty.png").write_bytes(b"")
+    (root / "s0-00002" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    out = tmp_path / "o"
+    summary = index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert set(_rows(out)) == _expected_ids(archive)  # every good item is there
+    cat = Catalog(out)
+    errors = cat.sql("SELECT source, error_type FROM errors ORDER BY source")
+    sources = [s for s, _ in errors]
+    assert any(s.endswith("junk.dcm") for s in sources)
+    assert any(s.endswith("empty.png") for s in sources)
+    assert any(s.endswith("broken.nii.gz") for s in sources)
+    assert sum(summary.errors.values()) == len(errors) >= 3
+    # a rerun does not record the same failures twice
+    index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert len(Catalog(out).sql("SELECT * FROM errors")) == len(errors)
+
+
+def test_new_studies_are_added_incrementally(archive, indexed, tiny_model, tmp_path):
+    root = tmp_path / "a"
+    shutil.copytree(archive, root)
+    out = tmp_path / "o"
+    shutil.copytree(indexed, out)
+    before = {s.file for s in read_manifest(out).shards}
+    synthesize(tmp_path / "more", studies=3, seed=1)
+    shutil.copytree(tmp_path / "more", root / "batch2")
+    (root / "batch2" / "manifest.csv").unlink()
+    index_archive(root, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    manifest = read_manifest(out)
+    new_files = [s.file for s in manifest.shards if s.file not in before]
+    new_ids = {r for f in new_files for r in pq.read_table(out / f, columns=["item_id"]).column(0).to_pylist()}
+    assert new_ids == _expected_ids(root) - _expected_ids(archive)
+    assert set(_rows(out)) == _expected_ids(root)
+
+
+def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, indexed, archive):
+    root = tmp_path / "a"
+    synthesize(root, studies=16, seed=2)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "radretrieve", "index", str(root), "--out", str(out), "--workers", "0",
+           "--studies-per-task", "1", "--no-index", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "job finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(read_manifest(out).shards)
+    assert 3 <= partial < 16
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    rows = _rows(out)  # raises on duplicates
+    assert set(rows) == _expected_ids(root)
+    assert len(read_manifest(out).shards) == 16
+    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
+        Path(s.file).name for s in read_manifest(out).shards
+    )
+
+
+def test_ray_engine_equals_local(archive, indexed, tiny_model, tmp_path):
+    """A local Ray on 2 CPUs writes the same ids and embeddings as the local engine."""
+    import ray
+
+    out = tmp_path / "o"
+    try:
+        index_archive(archive, out, tiny_model, IndexOptions(workers=2, studies_per_task=2, engine="ray", **QUIET))
+    finally:
+        ray.shutdown()
+    a, b = _rows(indexed), _rows(out)
+    assert set(a) == set(b)
+    for i in a:
+        assert np.allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-5)
+        assert a[i]["study_key"] == b[i]["study_key"] and a[i]["slice_count"] == b[i]["slice_count"]
