@@ -1,0 +1,23 @@
+"""FAISS index building, loading, searching and evaluating (CPU, and GPU where faiss sees one).
+
+Public API (faiss is imported lazily inside the functions, so importing this package stays cheap)::
+
+    build_indexes(out_dir, BuildConfig(...)) -> {"items": IndexInfo, "reports": IndexInfo}
+    Searcher(out_dir, fingerprint=None, device="auto").search(queries, k, kind=, where=, params=, ...)
+    choose_plan(count, dim, max_memory, exact_threshold, index_type) -> IndexPlan
+"""
+
+from __future__ import annotations
+
+from indexers.build import BuildConfig, build_indexes
+from indexers.errors import FingerprintMismatch, IndexMissing, SearchArgError, StaleIndex, StudyNotFound
+from indexers.exact import exact_search, exact_search_stream, recall_at
+from indexers.meta import IndexInfo, read_index_json
+from indexers.plan import IndexPlan, SearchParams, choose_plan
+from indexers.search import Hit, Searcher, StudyQuery
+
+__all__ = [
+    "BuildConfig", "FingerprintMismatch", "Hit", "IndexInfo", "IndexMissing", "IndexPlan", "SearchArgError",
+    "SearchParams", "Searcher", "StaleIndex", "StudyNotFound", "StudyQuery", "build_indexes", "choose_plan",
+    "exact_search", "exact_search_stream", "read_index_json", "recall_at",
+]  # fmt: skip

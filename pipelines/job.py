@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import shutil
 import sys
@@ -21,6 +22,7 @@ from radretrieve.shards import (
 )
 
 log = logging.getLogger(__name__)
+ARCHIVE_FILE = "archive.json"  # {"root": archive root}; written by every run
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ class IndexSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # decode / encode / write
     slices: int = 0  # slices encoded
 
+    def to_dict(self) -> dict[str, Any]:
+        items = sum(v for k, v in self.rows.items() if k != "report")
+        return {
+            "studies": self.studies, "tasks": self.tasks, "rows": dict(self.rows), "errors": dict(self.errors),
+            "seconds": self.seconds, "items": items, "items_per_s": items / self.seconds if self.seconds else 0.0,
+            "slices": self.slices, "stage_seconds": dict(self.stage_seconds),
+        }
+
     def lines(self) -> list[str]:
         items = sum(v for k, v in self.rows.items() if k != "report")
         rate = items / self.seconds if self.seconds else 0.0
@@ -70,6 +80,8 @@ def index_archive(archive: Path, out_dir: Path, model: Any, options: IndexOption
     out_dir = Path(out_dir)
     manifest = _open_out_dir(out_dir, model, options.overwrite)
     result = scan(Path(archive))
+    # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
+    atomic_write_bytes(out_dir / ARCHIVE_FILE, json.dumps({"root": str(Path(result.root).resolve())}).encode())
     _write_scan_errors(out_dir, result.errors)
     done = done_item_ids(out_dir)
     first_seq = 1 + max((int(Path(s.file).stem.split("-")[1]) for s in manifest.shards), default=-1)

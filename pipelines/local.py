@@ -16,6 +16,13 @@ from pipelines.stages import Decoded, EncodeBatcher, decode
 from pipelines.tracker import Finish, StageTimes, TaskTracker
 
 
+def _init_worker() -> None:
+    """Readers are single-threaded: the encoder in the main process already uses every core's threads."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _decode_star(args: tuple[WorkItem, Path, Any]) -> Decoded:
     return decode(*args)
 
@@ -62,7 +69,7 @@ def _decoded_stream(
     # spawn, not fork: the parent holds torch thread pools that a forked child must not inherit
     ctx = mp.get_context("spawn")
     window = max(4, workers * 4)
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
         inflight: collections.deque = collections.deque()
         for args in jobs():
             inflight.append(pool.apply_async(_decode_star, (args,)))

@@ -17,7 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -172,14 +172,20 @@ def check_fingerprint(path: Path, expected: str) -> None:
 
 
 def iter_embeddings(
-    out_dir: Path, kinds: tuple[str, ...] = ("image", "volume"), batch_rows: int = 65536
+    out_dir: Path,
+    kinds: tuple[str, ...] = ("image", "volume"),
+    batch_rows: int = 65536,
+    files: Collection[str] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream (ids int64[n], vectors float32[n, D]) of the given kinds from the finished shards.
 
-    Memory is bounded by `batch_rows` rows at a time, whatever the archive size.
+    Memory is bounded by `batch_rows` rows at a time, whatever the archive size. `files` (manifest
+    `file` values) restricts the stream to those shards, e.g. the ones an index does not hold yet.
     """
     manifest = read_manifest(out_dir)
     for entry in manifest.shards:
+        if files is not None and entry.file not in files:
+            continue
         path = Path(out_dir) / entry.file
         check_fingerprint(path, manifest.fingerprint)
         pf = pq.ParquetFile(path)

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ("models_cmd",)
+COMMAND_MODULES = ("models_cmd", "index_cmd", "info_cmd", "synth_cmd", "bench_cmd", "convert_cmd", "train_cmd", "demo_cmd")
 
 app = typer.Typer(
     name="radretrieve",
@@ -34,6 +34,8 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s"
     )
+    if not verbose:  # faiss logs which SIMD build it loaded at INFO on every start
+        logging.getLogger("faiss").setLevel(logging.WARNING)
 
 
 for _name in COMMAND_MODULES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,7 @@ def index(
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
     from pipelines.job import IndexOptions, index_archive
@@ -36,17 +38,23 @@ def index(
     opts = IndexOptions(workers=workers, batch_size=batch_size, studies_per_task=studies_per_task,
                         engine=engine, overwrite=overwrite, progress=not quiet, ray_address=ray_address)  # type: ignore[arg-type]
     summary = index_archive(archive, out, m, opts)
-    for line in summary.lines():
-        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict()))
+    else:
+        for line in summary.lines():
+            typer.echo(line)
     if not no_index:
-        _build_index(out, quiet)
+        _build_index(out, quiet or as_json)
 
 
 def _build_index(out: Path, quiet: bool) -> None:
     """Build or update the FAISS indexes of the out dir (incremental when only new shards were added)."""
     from indexers.build import build_indexes
 
-    for name, info in build_indexes(out).items():
+    infos = build_indexes(out)
+    if quiet:
+        return
+    for name, info in infos.items():
         typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
 
 

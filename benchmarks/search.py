@@ -1,0 +1,124 @@
+"""Search benchmark: build time, memory, QPS (batched and single-query), p50/p99 latency and recall@10.
+
+For each size (default 100k and 1M vectors of dim 512, clustered like real embeddings) it writes a
+synthetic out dir with the real shard writer, builds each index type through `indexers.build_indexes`
+(so tuning to recall@10 >= 0.95 is part of the build) and measures search through `AnnIndex.search`,
+the call the Searcher makes. Recall is against exact brute force over all vectors on fresh queries.
+
+    python benchmarks/search.py --sizes 100000 --types flat,ivf_flat,ivf_pq,hnsw
+
+Writes benchmarks/results/search.json. Numbers depend on the machine and its load: never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from indexers import BuildConfig, Searcher, build_indexes  # noqa: E402
+from indexers.exact import exact_search, recall_at  # noqa: E402
+from tests.shard_fixtures import SyntheticItems, clustered_vectors, write_out_dir  # noqa: E402
+
+SHARD_ROWS = 50_000
+
+
+def make_out_dir(path: Path, n: int, dim: int, nq: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write n clustered vectors as shards; return (ids int64[n], vectors float32[n, D], queries float32[nq, D])."""
+    vecs = clustered_vectors(n + nq, dim, n_clusters=max(16, n // 500), seed=seed)
+    parts = []
+    for start in range(0, n, SHARD_ROWS):
+        stop = min(n, start + SHARD_ROWS)
+        parts.append(SyntheticItems.random(stop - start, dim, seed=start, id_offset=10**9 + 7 * start,
+                                           kinds=("volume",), vectors=vecs[start:stop]))  # fmt: skip
+    write_out_dir(path, parts, dim)
+    return np.concatenate([p.ids for p in parts]), vecs[:n], vecs[n:]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queries: np.ndarray,
+            truth: np.ndarray, args: argparse.Namespace) -> dict:  # fmt: skip
+    start = time.perf_counter()
+    cfg = BuildConfig(index_type=index_type, rebuild=True, max_memory=args.max_memory << 20, tune_queries=300)
+    info = build_indexes(out, cfg, targets=("items",))["items"]
+    build_s = time.perf_counter() - start
+    searcher = Searcher(out, device=args.device)
+    ann = searcher.index("items")
+    ann.search(queries[:10], 10)  # warm-up (lazy loads, catalog for re-ranking)
+    t0 = time.perf_counter()
+    _, found = ann.search(queries, 10)
+    batched_s = time.perf_counter() - t0
+    lat = []
+    for q in queries[: args.single]:
+        t1 = time.perf_counter()
+        ann.search(q[None, :], 10)
+        lat.append(time.perf_counter() - t1)
+    lat_ms = np.array(lat) * 1000
+    t2 = time.perf_counter()
+    searcher.search(queries[:20], 10)  # end to end incl. catalog rows, for reference
+    e2e_ms = (time.perf_counter() - t2) / 20 * 1000
+    searcher.close()
+    return {
+        "index_type": index_type,
+        "factory": info.plan.factory,
+        "search_params": info.params.to_json(),
+        "build_s": round(build_s, 2),
+        "index_file_mb": round((out / "index" / info.file).stat().st_size / 2**20, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "recall_at_10_tuning": info.recall_at_10,
+        "recall_at_10": round(recall_at(found, truth, 10), 4),
+        "qps_batched": round(len(queries) / batched_s, 1),
+        "qps_single": round(len(lat) / sum(lat), 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
+        "searcher_ms_per_query_batched_with_rows": round(e2e_ms, 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000", help="comma-separated vector counts")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--types", default="flat,ivf_flat,ivf_pq,hnsw", help="index types to measure")
+    ap.add_argument("--queries", type=int, default=1000, help="batched queries (also the recall set)")
+    ap.add_argument("--single", type=int, default=200, help="single-query calls timed for latency")
+    ap.add_argument("--max-memory", type=int, default=8192, help="MiB budget for the build")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
+    args = ap.parse_args()
+    import faiss
+
+    results = {"machine": {"platform": platform.platform(), "faiss": faiss.__version__,
+                           "omp_threads": faiss.omp_get_max_threads(), "gpus": faiss.get_num_gpus()},
+               "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}  # fmt: skip
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="radretrieve-bench-") as tmp:
+            out = Path(tmp)
+            t0 = time.perf_counter()
+            ids, vecs, queries = make_out_dir(out, n, args.dim, args.queries, seed=n)
+            _, truth = exact_search(queries, vecs, ids, 10)
+            print(f"n={n}: data + exact truth in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            for index_type in args.types.split(","):
+                row = {"n": n, "dim": args.dim, **measure(out, index_type, ids, vecs, queries, truth, args)}
+                results["runs"].append(row)
+                print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""One loaded index: CPU copy, optional GPU copy, per-call search params, exact re-ranking for IVF-PQ.
+
+`AnnIndex.search` is the single place that talks to a faiss index at query time. Search params are
+turned into a fresh faiss `SearchParameters*` object per call (never written onto the shared index), so
+concurrent callers with different params cannot disturb each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from indexers.device import fits_gpu, to_gpu, validate_search_args
+from indexers.plan import IndexPlan, SearchParams
+
+# fetch(ids int64[n]) -> (ids int64[m], vectors float32[m, D]) for m <= n found ids, ascending
+VectorFetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+RERANK_QUERY_BLOCK = 256  # queries re-ranked at once; bounds the [block, k', D] gather
+
+
+def faiss_params(plan: IndexPlan, params: SearchParams, k: int) -> Any:
+    """A fresh faiss SearchParameters object for this call (None for flat)."""
+    import faiss
+
+    if plan.index_type in ("ivf_flat", "ivf_pq"):
+        nprobe = min(params.nprobe or 1, plan.nlist)
+        return faiss.SearchParametersIVF(nprobe=nprobe)
+    if plan.index_type == "hnsw":
+        # efSearch below k would silently return fewer than k results
+        return faiss.SearchParametersHNSW(efSearch=max(params.ef_search or 16, k))
+    return None
+
+
+class AnnIndex:
+    """A faiss index (ids = item ids) with its plan, tuned params and device placement."""
+
+    def __init__(
+        self, index: Any, plan: IndexPlan, params: SearchParams, device: str = "cpu", fetch: VectorFetch | None = None
+    ) -> None:
+        self.cpu = index  # faiss.Index on CPU, as read from disk
+        self.plan = plan
+        self.params = params  # tuned defaults; per-call params override field by field
+        self.device = device  # "cpu" | "gpu" (already resolved)
+        self.fetch = fetch  # shard vectors by id, for IVF-PQ re-ranking
+        self.gpu: Any | None = None
+        self._gpu_ids: np.ndarray | None = None  # flat on GPU: position -> item id
+        if device == "gpu" and index.ntotal > 0:
+            self._to_gpu()
+
+    def _to_gpu(self) -> None:
+        import faiss
+
+        if self.plan.index_type == "flat":
+            # the IDMap2 wrapper is not clonable to GPU everywhere: move the inner flat, map ids here
+            self.gpu = to_gpu(faiss.downcast_index(self.cpu.index), "flat")
+            self._gpu_ids = faiss.vector_to_array(self.cpu.id_map).astype(np.int64)
+        else:
+            self.gpu = to_gpu(self.cpu, self.plan.index_type)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.cpu.ntotal)
+
+    def search(
+        self, queries: np.ndarray, k: int, params: SearchParams | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product.
+
+        queries: float32[Q, D]. Returns (scores float32[Q, k], ids int64[Q, k]); rows with fewer than k
+        results are padded with score -inf and id -1 (callers drop them).
+        """
+        p = self.params.merged(params)
+        # GPU limits are the caller's to enforce on user input (Searcher); internal requests beyond them
+        # (a grown over-fetch) quietly run on the CPU copy instead
+        validate_search_args(k, p, "cpu")
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.ntotal == 0 or len(q) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        rerank = self.plan.index_type == "ivf_pq" and p.rerank > 1 and self.fetch is not None
+        fetch_k = min(k * p.rerank if rerank else k, self.ntotal)
+        scores, ids = self._raw_search(q, fetch_k, p)
+        if rerank:
+            scores, ids = self._rerank(q, ids, k)
+        return _pad(scores, ids, k)
+
+    def _raw_search(self, q: np.ndarray, k: int, p: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+        fp = faiss_params(self.plan, p, k)
+        if self.gpu is not None and fits_gpu(k, p):
+            scores, pos = self.gpu.search(q, k, params=fp) if fp is not None else self.gpu.search(q, k)
+            if self._gpu_ids is None:
+                return scores, pos
+            return scores, np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
+        # CPU: the default, and the fallback for requests beyond the GPU limits
+        if fp is None:
+            return self.cpu.search(q, k)
+        return self.cpu.search(q, k, params=fp)
+
+    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores for candidate ids int64[Q, k'] from the shard vectors; best k per query."""
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        have_ids, have_vecs = self.fetch(np.unique(cand[cand >= 0])) if self.fetch else (np.empty(0, np.int64), None)
+        if len(have_ids) == 0:
+            return out_s, out_i
+        pos = np.minimum(np.searchsorted(have_ids, cand), len(have_ids) - 1)
+        valid = (cand >= 0) & (have_ids[pos] == cand)
+        kk = min(k, cand.shape[1])
+        for start in range(0, len(q), RERANK_QUERY_BLOCK):
+            sl = slice(start, start + RERANK_QUERY_BLOCK)
+            scores = np.einsum("qkd,qd->qk", have_vecs[pos[sl]], q[sl]).astype(np.float32)
+            scores[~valid[sl]] = -np.inf
+            ids = np.where(valid[sl], cand[sl], -1)
+            order = np.lexsort((ids, -scores), axis=1)[:, :kk]  # descending score, then ascending id
+            out_s[sl, :kk] = np.take_along_axis(scores, order, axis=1)
+            out_i[sl, :kk] = np.take_along_axis(ids, order, axis=1)
+        return out_s, np.where(np.isfinite(out_s), out_i, -1)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad/trim to [Q, k], with -1 ids forced to -inf scores (faiss pads with -3.4e38 or -inf)."""
+    q, have = ids.shape
+    out_s = np.full((q, k), -np.inf, np.float32)
+    out_i = np.full((q, k), -1, np.int64)
+    out_s[:, : min(have, k)] = scores[:, :k]
+    out_i[:, : min(have, k)] = ids[:, :k]
+    out_s[out_i < 0] = -np.inf
+    return out_s, out_i

@@ -1,0 +1,106 @@
+"""CPU/GPU placement of faiss indexes and the argument limits of each device.
+
+Every GPU call sits behind `num_gpus() > 0`, so a faiss-cpu build (which lacks the GPU symbols) or a
+machine without a GPU never touches one. faiss GPU indexes answer at most k = 2048 and probe at most
+nprobe = 2048 lists; asking for more is a user error on GPU, not a crash inside faiss.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from indexers.errors import SearchArgError
+from indexers.plan import SearchParams
+from radretrieve.errors import RadRetrieveError
+
+log = logging.getLogger(__name__)
+
+GPU_MAX_K = 2048  # faiss GPU top-k selection limit
+GPU_MAX_NPROBE = 2048  # faiss GPU IVF probe limit
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def num_gpus() -> int:
+    """GPUs visible to faiss; 0 for faiss-cpu builds."""
+    import faiss
+
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'gpu' when faiss sees a GPU, else 'cpu'. Asking for 'gpu' without one is an error."""
+    if device not in DEVICES:
+        raise RadRetrieveError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    gpus = num_gpus()
+    if device == "gpu" and gpus == 0:
+        raise RadRetrieveError("--device gpu: no GPU visible to faiss (is faiss-gpu installed?)")
+    if device == "auto":
+        return "gpu" if gpus > 0 else "cpu"
+    return device
+
+
+def validate_search_args(k: int, params: SearchParams | None, device: str) -> None:
+    """Raise `SearchArgError` (one line) if k or the search params are out of range for `device`."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SearchArgError(f"k must be an integer >= 1, got {k!r}")
+    if params is not None:
+        if params.nprobe is not None and params.nprobe < 1:
+            raise SearchArgError(f"nprobe must be >= 1, got {params.nprobe}")
+        if params.ef_search is not None and params.ef_search < 1:
+            raise SearchArgError(f"ef_search must be >= 1, got {params.ef_search}")
+        if params.rerank < 1:
+            raise SearchArgError(f"rerank must be >= 1, got {params.rerank}")
+    if device == "gpu":
+        if k > GPU_MAX_K:
+            raise SearchArgError(f"k = {k} is above the faiss GPU limit of {GPU_MAX_K}; use a smaller k or --device cpu")
+        if params is not None and params.nprobe is not None and params.nprobe > GPU_MAX_NPROBE:
+            raise SearchArgError(f"nprobe = {params.nprobe} is above the faiss GPU limit of {GPU_MAX_NPROBE}")
+
+
+def fits_gpu(k: int, params: SearchParams) -> bool:
+    """Whether an internal search (e.g. a grown over-fetch) is within the GPU limits."""
+    return k <= GPU_MAX_K and (params.nprobe is None or params.nprobe <= GPU_MAX_NPROBE)
+
+
+def gpu_supported(index_type: str) -> bool:
+    """faiss GPU has flat and IVF indexes; HNSW stays on CPU."""
+    return index_type in ("flat", "ivf_flat", "ivf_pq")
+
+
+def to_gpu(index: Any, index_type: str) -> Any | None:
+    """A GPU copy of a CPU index (all GPUs, sharded, when there are several), or None if unsupported.
+
+    Float16 storage halves GPU memory for flat/IVF-Flat vectors at ~1e-3 score error; IVF-PQ codes are
+    already compact, so it gets float16 lookup tables (needed for codes of 56+ bytes). The caller keeps the CPU index for requests
+    beyond the GPU limits. For 'flat' pass the *inner* IndexFlat (the IDMap2 wrapper is not clonable to
+    GPU in every faiss version); the caller maps positions back to ids.
+    """
+    gpus = num_gpus()
+    if gpus == 0 or not gpu_supported(index_type):
+        return None
+    import faiss
+
+    if gpus == 1:
+        opts = faiss.GpuClonerOptions()
+        _set_fp16(opts, index_type)
+        resources = faiss.StandardGpuResources()
+        gpu_index = faiss.index_cpu_to_gpu(resources, 0, index, opts)
+        gpu_index.referenced_objects = [resources]  # keep the resources alive with the index
+        return gpu_index
+    opts = faiss.GpuMultipleClonerOptions()
+    opts.shard = True  # split the vectors across GPUs rather than replicating them
+    _set_fp16(opts, index_type)
+    log.info("sharding %s index over %d GPUs", index_type, gpus)
+    return faiss.index_cpu_to_all_gpus(index, co=opts)
+
+
+
+def _set_fp16(opts: object, index_type: str) -> None:
+    if index_type == "ivf_pq":
+        opts.useFloat16LookupTables = True  # type: ignore[attr-defined]
+    else:
+        opts.useFloat16 = True  # type: ignore[attr-defined]

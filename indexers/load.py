@@ -1,0 +1,46 @@
+"""Open the indexes of an out dir, checking them against index.json and an expected fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from indexers.ann import AnnIndex, VectorFetch
+from indexers.errors import FingerprintMismatch, IndexMissing, StaleIndex
+from indexers.meta import IndexInfo, index_dir, read_index_json
+
+
+def check_fingerprint(infos: dict[str, IndexInfo], expected: str | None) -> None:
+    """Raise `FingerprintMismatch` if any index was built from another model's shards."""
+    if expected is None:
+        return
+    for info in infos.values():
+        if info.fingerprint != expected:
+            raise FingerprintMismatch(
+                f"index {info.name!r} was built with model fingerprint {info.fingerprint}, "
+                f"the model given has {expected}; use the index's model or re-embed"
+            )
+
+
+def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch | None) -> AnnIndex:
+    """Read one .faiss file (plain `faiss.read_index`) and wrap it; `device` is already resolved."""
+    import faiss
+
+    path = index_dir(out_dir) / info.file
+    if not path.is_file():
+        raise IndexMissing(f"{path}: missing (run `radretrieve build-index {out_dir}`)")
+    index = faiss.read_index(str(path))
+    if index.ntotal != info.count or index.d != info.plan.dim:
+        raise StaleIndex(
+            f"{path}: holds {index.ntotal} vectors of dim {index.d}, index.json says {info.count} of dim "
+            f"{info.plan.dim} (interrupted build?); run `radretrieve build-index {out_dir} --rebuild`"
+        )
+    return AnnIndex(index, info.plan, info.params, device, fetch)
+
+
+def read_infos(out_dir: Path, fingerprint: str | None = None) -> dict[str, IndexInfo]:
+    """index.json entries of an out dir, after the missing-dir and fingerprint checks."""
+    if not Path(out_dir).is_dir():
+        raise IndexMissing(f"{out_dir}: no such directory")
+    infos = read_index_json(out_dir, required=True)
+    check_fingerprint(infos, fingerprint)
+    return infos

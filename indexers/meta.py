@@ -1,0 +1,148 @@
+"""`OUT/index/index.json`: what each index holds and how to search it.
+
+Layout (format_version 1)::
+
+    {"format_version": 1, "fingerprint": ..., "dim": ..., "manifest_hash": ...,
+     "indexes": {"items": {<IndexInfo fields>}, "reports": {...}}}
+
+`shards` in each IndexInfo lists the manifest entries already added, which is what makes incremental
+builds possible: entries of the manifest not in that list are new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from indexers.errors import IndexMissing
+from indexers.plan import IndexPlan, SearchParams
+from radretrieve.errors import RadRetrieveError
+from radretrieve.shards import Manifest, ShardEntry, atomic_write_bytes
+
+INDEX_DIR = "index"
+INDEX_JSON = "index.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """One index of an out dir: which kinds go in, which file and catalog view hold it."""
+
+    name: str  # key in index.json: "items" | "reports"
+    file: str  # file name under OUT/index/
+    kinds: tuple[str, ...]  # shard `kind` values indexed together
+    view: str  # catalog view with the rows
+
+
+TARGETS: Mapping[str, Target] = {
+    "items": Target("items", "volumes.faiss", ("image", "volume"), "items"),
+    "reports": Target("reports", "reports.faiss", ("report",), "reports"),
+}
+
+
+def target(name: str) -> Target:
+    if name not in TARGETS:
+        raise RadRetrieveError(f"unknown index {name!r} (choose from {', '.join(TARGETS)})")
+    return TARGETS[name]
+
+
+def shard_key(entry: ShardEntry) -> dict[str, Any]:
+    """How an indexed shard is remembered: a re-run task with other rows counts as a different shard."""
+    return {"file": entry.file, "task_id": entry.task_id, "rows": entry.rows}
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """Hash of the fingerprint and the finished-shard list (order-free)."""
+    keys = sorted(json.dumps(shard_key(s), sort_keys=True) for s in manifest.shards)
+    payload = json.dumps({"fingerprint": manifest.fingerprint, "dim": manifest.dim, "shards": keys})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One index's entry in index.json."""
+
+    name: str  # "items" | "reports"
+    file: str  # file under OUT/index/, readable by faiss.read_index
+    kinds: tuple[str, ...]  # shard kinds it holds
+    plan: IndexPlan  # type, nlist, pq_m... (the factory string is derived from it)
+    params: SearchParams  # tuned default search params
+    count: int  # vectors in the index (== faiss ntotal)
+    recall_at_10: float  # measured vs exact on `recall_queries` sampled vectors (1.0 for flat)
+    recall_queries: int  # held-out queries used for the measurement
+    fingerprint: str  # model fingerprint of the shards
+    manifest_hash: str  # manifest_hash() when this index was last written
+    build_seconds: float  # wall time of the last build or incremental add (incl. tuning)
+    built_at: str  # ISO-8601 UTC time of the last write
+    shards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # shard_key() of indexed shards
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "kinds": list(self.kinds),
+            "index_type": self.plan.index_type,
+            "factory": self.plan.factory,
+            "metric": "inner_product",
+            "dim": self.plan.dim,
+            "planned_count": self.plan.count,
+            "nlist": self.plan.nlist,
+            "pq_m": self.plan.pq_m,
+            "hnsw_m": self.plan.hnsw_m,
+            "search_params": self.params.to_json(),
+            "count": self.count,
+            "recall_at_10": self.recall_at_10,
+            "recall_queries": self.recall_queries,
+            "fingerprint": self.fingerprint,
+            "manifest_hash": self.manifest_hash,
+            "build_seconds": self.build_seconds,
+            "built_at": self.built_at,
+            "shards": [dict(s) for s in self.shards],
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> "IndexInfo":
+        plan = IndexPlan(
+            data["index_type"], int(data["dim"]), int(data["planned_count"]),
+            int(data["nlist"]), int(data["pq_m"]), int(data["hnsw_m"]),
+        )  # fmt: skip
+        return IndexInfo(
+            data["name"], data["file"], tuple(data["kinds"]), plan, SearchParams.from_json(data["search_params"]),
+            int(data["count"]), float(data["recall_at_10"]), int(data["recall_queries"]), data["fingerprint"],
+            data["manifest_hash"], float(data["build_seconds"]), data["built_at"], tuple(data["shards"]),
+        )  # fmt: skip
+
+
+def index_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / INDEX_DIR
+
+
+def read_index_json(out_dir: Path, required: bool = True) -> dict[str, IndexInfo]:
+    """The indexes recorded in OUT/index/index.json ({} if absent and not `required`)."""
+    path = index_dir(out_dir) / INDEX_JSON
+    if not path.is_file():
+        if required:
+            raise IndexMissing(f"{out_dir}: no {INDEX_DIR}/{INDEX_JSON} (run `radretrieve build-index {out_dir}`)")
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version {data.get('format_version')} (expected {FORMAT_VERSION})")
+        return {name: IndexInfo.from_json(entry) for name, entry in data["indexes"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RadRetrieveError(f"{path}: unreadable index.json ({exc}); rebuild with --rebuild") from exc
+
+
+def write_index_json(out_dir: Path, infos: Mapping[str, IndexInfo], manifest: Manifest) -> None:
+    """Atomically (re)write index.json for `infos`."""
+    data = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": manifest.fingerprint,
+        "dim": manifest.dim,
+        "manifest_hash": manifest_hash(manifest),
+        "indexes": {name: info.to_json() for name, info in sorted(infos.items())},
+    }
+    atomic_write_bytes(index_dir(out_dir) / INDEX_JSON, json.dumps(data, indent=1).encode())

@@ -1,0 +1,222 @@
+"""The search API the CLI wraps: query vectors in, ranked hits with catalog fields out.
+
+    searcher = Searcher(out_dir, fingerprint=model.fingerprint)
+    hits = searcher.search(model.encode_text(["ct head bleed"]).numpy(), k=10, where="modality = 'CT'")
+    similar = searcher.similar("1.2.840...")             # study -> similar studies (one per study)
+    reports = searcher.reports_for("1234567890")         # study -> nearest reports
+
+Everything takes query vectors float32[Q, D] (L2-normalised, the model's space), so the text encoder and
+the on-the-fly image encoder live in the CLI, not here. Indexes and the catalog open lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from indexers.ann import AnnIndex
+from indexers.device import resolve_device, validate_search_args
+from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
+from indexers.filtered import SMALL_CANDIDATES, Filter, Picked, ann_filtered, exact_over
+from indexers.load import open_index, read_infos
+from indexers.meta import IndexInfo, manifest_hash, target
+from indexers.plan import SearchParams
+from radretrieve.catalog import Catalog
+from radretrieve.shards import iter_embeddings, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result (field names are the stable JSON output of the CLI)."""
+
+    item_id: int  # stable item id (the FAISS id)
+    score: float  # inner product with the query (cosine: vectors are L2-normalised)
+    rank: int  # 1-based rank within the query's results
+    kind: str = ""  # image | volume | report
+    study_key: str = ""  # study the item belongs to
+    source: str = ""  # path relative to the archive root
+    modality: str = ""  # CT, MR, ...
+    body_part: str = ""  # body part examined
+    description: str = ""  # series/study description
+    text: str = ""  # report text (for reports: the report)
+    labels: Mapping[str, str] = field(default_factory=dict)  # labels from the dataset manifest
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """A stored study (or item) resolved to a query vector."""
+
+    study_key: str  # the study's key ("" if the item has none)
+    item_ids: tuple[int, ...]  # items whose embeddings formed the vector
+    vector: np.ndarray  # float32[D], L2-normalised (mean of the items' embeddings, renormalised)
+
+
+class Searcher:
+    """Search one out dir's indexes. Not thread-safe (one duckdb connection); open one per thread."""
+
+    def __init__(
+        self, out_dir: Path, fingerprint: str | None = None, device: str = "auto",
+        small_candidates: int = SMALL_CANDIDATES,
+    ) -> None:  # fmt: skip
+        self.out_dir = Path(out_dir)
+        self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
+        self.device = resolve_device(device)
+        self.small_candidates = small_candidates  # filters with at most this many rows are scored exactly
+        self._catalog: Catalog | None = None
+        self._indexes: dict[str, AnnIndex] = {}
+        self._warn_if_stale()
+
+    def _warn_if_stale(self) -> None:
+        current = manifest_hash(read_manifest(self.out_dir))
+        if any(info.manifest_hash != current for info in self.infos.values()):
+            log.warning("%s: shards changed since the index was built; run `radretrieve build-index`", self.out_dir)
+
+    @property
+    def fingerprint(self) -> str:
+        return next(iter(self.infos.values())).fingerprint if self.infos else ""
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(self.out_dir)
+        return self._catalog
+
+    def index(self, name: str) -> AnnIndex:
+        """The loaded index `name` ("items" | "reports"), opened on first use."""
+        if name not in self._indexes:
+            info = self.infos.get(name)
+            if info is None:
+                raise IndexMissing(f"{self.out_dir}: no {name!r} index (run `radretrieve build-index {self.out_dir}`)")
+            view = target(name).view
+            fetch = (lambda ids: self.catalog.vectors(ids, view)) if info.plan.index_type == "ivf_pq" else None
+            self._indexes[name] = open_index(self.out_dir, info, self.device, fetch)
+        return self._indexes[name]
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self._indexes.clear()
+
+    # -- core ----------------------------------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int = 10, *, index: str = "items", kind: str | None = None,
+        where: str | None = None, params: SearchParams | None = None, dedupe_study: bool = False,
+        exclude_ids: Sequence[int] = (), exclude_studies: Sequence[str] = (),
+    ) -> list[list[Hit]]:  # fmt: skip
+        """Top-k hits per query. queries: float32[Q, D] (or [D]), L2-normalised.
+
+        `kind` (image | volume for items) and `where` (SQL over the catalog view) filter first; hits
+        always satisfy them, and there are exactly k per query unless fewer rows pass. `dedupe_study`
+        keeps the best hit per study; `exclude_*` drop ids/studies (e.g. the query's own study).
+        """
+        validate_search_args(k, params, self.device)
+        q = self._check_queries(queries, index)
+        tgt = target(index)
+        kinds = self._kinds(tgt.kinds, kind)
+        flt = Filter(exclude_ids=frozenset(int(i) for i in exclude_ids), exclude_studies=frozenset(exclude_studies),
+                     dedupe_study=dedupe_study)  # fmt: skip
+        if kinds != tgt.kinds or where is not None:
+            cand, studies = self.catalog.candidates(tgt.view, where, kinds)
+            flt = Filter(cand, studies, flt.exclude_ids, flt.exclude_studies, flt.dedupe_study)
+        picked = self._run(q, k, flt, index, params)
+        return self._hits(picked, tgt.view)
+
+    def _run(self, q: np.ndarray, k: int, flt: Filter, name: str, params: SearchParams | None) -> list[Picked]:
+        view = target(name).view
+        lookup = lambda ids: self.catalog.study_keys(ids, view)  # noqa: E731
+        if flt.candidates is not None and len(flt.candidates) <= self.small_candidates:
+            batches = lambda: [self.catalog.vectors(flt.candidates, view)]  # noqa: E731
+            return exact_over(q, k, flt, batches, len(flt.candidates), lookup)
+        kinds = target(name).kinds
+
+        def fallback(sub: np.ndarray) -> list[Picked]:
+            if flt.candidates is None:  # everything: stream the shards
+                n = self.index(name).ntotal
+                return exact_over(sub, k, flt, lambda: iter_embeddings(self.out_dir, kinds), n, lookup)
+            cands = flt.candidates
+            return exact_over(sub, k, flt, lambda: self.catalog.iter_vectors(cands, view), len(cands), lookup)
+
+        return ann_filtered(self.index(name), q, k, flt, params, lookup, fallback)
+
+    def _hits(self, picked: list[Picked], view: str) -> list[list[Hit]]:
+        rows = self.catalog.rows([i for p in picked for i, _ in p], view)
+        out = []
+        for p in picked:
+            hits = []
+            for rank, (item, score) in enumerate(p, start=1):
+                r = rows.get(item)
+                extra = {} if r is None else {f: getattr(r, f) for f in (
+                    "kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")}
+                hits.append(Hit(item, score, rank, **extra))
+            out.append(hits)
+        return out
+
+    def _check_queries(self, queries: np.ndarray, name: str) -> np.ndarray:
+        q = np.asarray(queries, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        dim = self.infos[name].plan.dim if name in self.infos else q.shape[-1]
+        if q.ndim != 2 or q.shape[1] != dim:
+            raise SearchArgError(f"query vectors must be float32[Q, {dim}], got shape {tuple(np.shape(queries))}")
+        return np.ascontiguousarray(q)
+
+    @staticmethod
+    def _kinds(allowed: tuple[str, ...], kind: str | None) -> tuple[str, ...]:
+        if kind is None:
+            return allowed
+        if kind not in allowed:
+            raise SearchArgError(f"--kind {kind!r}: choose from {', '.join(allowed)}")
+        return (kind,)
+
+    # -- study queries -------------------------------------------------------------------------------------
+    def resolve(self, ref: str | int) -> StudyQuery:
+        """A stored study as a query: `ref` is an item id (image/volume/report) or a study key."""
+        ref_s = str(ref).strip()
+        if ref_s.lstrip("-").isdigit():
+            found = self.catalog.find_item(int(ref_s))
+            if found is not None:
+                view, row = found
+                return self._query_of(np.array([row.item_id], np.int64), view, row.study_key)
+        ids = self.catalog.study_items(ref_s, "items")
+        if len(ids):
+            return self._query_of(ids, "items", ref_s)
+        ids = self.catalog.study_items(ref_s, "reports")
+        if len(ids):
+            return self._query_of(ids, "reports", ref_s)
+        raise StudyNotFound(f"{ref_s!r} is neither an item id nor a study key in {self.out_dir}")
+
+    def _query_of(self, ids: np.ndarray, view: str, study_key: str) -> StudyQuery:
+        got_ids, vecs = self.catalog.vectors(ids, view)
+        if len(got_ids) == 0:
+            raise StudyNotFound(f"study {study_key!r}: no embeddings in the shards")
+        # several series/images of one study: their mean direction stands for the study
+        mean = vecs.mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        return StudyQuery(study_key, tuple(int(i) for i in got_ids), mean.astype(np.float32))
+
+    def similar(
+        self, ref: str | int | StudyQuery, k: int = 10, *, kind: str | None = None, where: str | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """Study -> similar studies: one hit per study, the query's own study and items excluded."""
+        query = ref if isinstance(ref, StudyQuery) else self.resolve(ref)
+        exclude_studies = (query.study_key,) if query.study_key else ()
+        return self.search(
+            query.vector, k, kind=kind, where=where, params=params, dedupe_study=True,
+            exclude_ids=query.item_ids, exclude_studies=exclude_studies,
+        )[0]  # fmt: skip
+
+    def reports_for(
+        self, ref: str | int | StudyQuery | np.ndarray, k: int = 5, *, where: str | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """Study -> nearest reports. `ref`: a stored study/item, or a query vector float32[D]."""
+        vector = ref if isinstance(ref, np.ndarray) else (
+            ref if isinstance(ref, StudyQuery) else self.resolve(ref)).vector  # fmt: skip
+        return self.search(vector, k, index="reports", where=where, params=params)[0]

@@ -1,0 +1,115 @@
+"""Tune search params on held-out queries until recall@10 vs exact reaches the target.
+
+The sweep walks the cheapest knob upward (powers of two, then a bisection between the last miss and the
+first hit), so the chosen params are close to the cheapest that reach the target rather than up to 2x
+too expensive. If nothing reaches the target, the best setting tried is kept and its recall recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from indexers.ann import AnnIndex
+from indexers.exact import recall_at
+from indexers.plan import SearchParams
+
+log = logging.getLogger(__name__)
+RECALL_K = 10
+RERANK_FACTORS = (4, 16, 64)  # IVF-PQ over-fetch before exact re-ranking; a larger one only if the first fails
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Chosen params and what they measured."""
+
+    params: SearchParams  # cheapest params that reached the target (or the best tried)
+    recall: float  # recall@10 of `params` on the tuning queries
+    queries: int  # tuning queries used
+
+
+def drop_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """ids int64[Q, k+1] without each row's own id own int64[Q] (or its last column): int64[Q, k]."""
+    keep = ids != own[:, None]
+    out = np.full((len(ids), k), -1, np.int64)
+    for row in range(len(ids)):
+        kept = ids[row][keep[row]][:k]
+        out[row, : len(kept)] = kept
+    return out
+
+
+def measure_recall(
+    ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, params: SearchParams, own: np.ndarray | None = None
+) -> float:
+    """recall@10 of `ann` under `params`. queries float32[Q, D]; truth int64[Q, 11] exact ids.
+
+    Tuning queries are sampled index vectors; each one's own id (own int64[Q]) is dropped from both
+    lists (leave-one-out), because finding yourself is easy and made a graph index look better on
+    these queries than on real out-of-index ones (measured: HNSW 0.95 tuned vs 0.91 on fresh queries).
+    """
+    _, found = ann.search(queries, RECALL_K + 1, params)
+    if own is None:
+        return recall_at(found, truth, RECALL_K)
+    return recall_at(drop_self(found, own, RECALL_K), drop_self(truth, own, RECALL_K), RECALL_K)
+
+
+def _sweep(values: list[int], make: Callable[[int], SearchParams], score: Callable[[SearchParams], float],
+           target: float) -> tuple[SearchParams, float]:  # fmt: skip
+    """Smallest value in `values` (ascending) reaching `target`, refined by bisection; else the best."""
+    best = (make(values[0]), -1.0)
+    prev_miss: int | None = None
+    for value in values:
+        recall = score(make(value))
+        if recall > best[1]:
+            best = (make(value), recall)
+        if recall >= target:
+            hit = (value, recall)
+            lo = prev_miss
+            while lo is not None and hit[0] - lo > max(1, hit[0] // 8):
+                mid = (lo + hit[0]) // 2
+                r = score(make(mid))
+                if r >= target:
+                    hit = (mid, r)
+                else:
+                    lo = mid
+            return make(hit[0]), hit[1]
+        prev_miss = value
+    return best
+
+
+def _powers(upto: int, start: int = 1) -> list[int]:
+    out = []
+    v = start
+    while v < upto:
+        out.append(v)
+        v *= 2
+    return out + [upto]
+
+
+def tune(
+    ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, target: float = 0.95, own: np.ndarray | None = None
+) -> TuneResult:
+    """Tune `ann`'s params. queries float32[Q, D]; truth int64[Q, 11] exact top ids; own int64[Q] the
+    queries' own ids when they are index vectors (see `measure_recall`)."""
+    plan = ann.plan
+    score = lambda p: measure_recall(ann, queries, truth, p, own)  # noqa: E731
+    if plan.index_type == "flat":
+        return TuneResult(SearchParams(), 1.0, 0)
+    if plan.index_type == "hnsw":
+        params, recall = _sweep(_powers(4096, 16), lambda v: SearchParams(ef_search=v), score, target)
+    elif plan.index_type == "ivf_flat":
+        params, recall = _sweep(_powers(plan.nlist), lambda v: SearchParams(nprobe=v), score, target)
+    else:
+        params, recall = SearchParams(), -1.0
+        for factor in RERANK_FACTORS:
+            p, r = _sweep(_powers(plan.nlist), lambda v, f=factor: SearchParams(nprobe=v, rerank=f), score, target)
+            if r > recall:
+                params, recall = p, r
+            if recall >= target:
+                break
+    if recall < target:
+        log.warning("%s: recall@10 %.3f below target %.2f at the most thorough setting", plan.factory, recall, target)
+    return TuneResult(params, recall, len(queries))

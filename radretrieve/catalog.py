@@ -1,0 +1,282 @@
+"""duckdb catalog over an out dir: metadata filters first, then id -> row lookup for result display.
+
+Views (DESIGN.md: Catalog), over exactly the shards listed in manifest.json:
+
+* ``items``   image and volume rows, every shard column except ``embedding``;
+* ``reports`` report rows, same columns;
+* ``errors``  failed inputs from ``OUT/errors/*.jsonl`` (source, stage, error_type, message); empty if none.
+
+Metadata queries never read embeddings: the views leave the column out, and duckdb reads Parquet column
+by column. Vectors come only from `Catalog.vectors*`, which read ``embedding`` with an explicit
+``::FLOAT[D]`` cast (duckdb 2.x reads the fixed-size list as a variable list otherwise).
+
+The connection is in-memory, confined to the out dir (external access off, config locked), so a user's
+``--where`` fragment can read the views but no other file. One Catalog is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from radretrieve.errors import RadRetrieveError
+from radretrieve.shards import ERROR_DIR, Manifest, read_manifest
+
+# Columns of the items/reports views, with their duckdb types for the empty-view case.
+META_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("item_id", "BIGINT"), ("kind", "VARCHAR"), ("study_key", "VARCHAR"), ("series_key", "VARCHAR"),
+    ("source", "VARCHAR"), ("modality", "VARCHAR"), ("body_part", "VARCHAR"), ("description", "VARCHAR"),
+    ("slice_count", "INTEGER"), ("shape", "INTEGER[]"), ("spacing", "FLOAT[]"), ("text", "VARCHAR"),
+    ("labels", "VARCHAR"),
+)  # fmt: skip
+ERROR_COLUMNS = ("source", "stage", "error_type", "message")
+VIEW_KINDS: Mapping[str, tuple[str, ...]] = {"items": ("image", "volume"), "reports": ("report",)}
+ROW_FIELDS = ("item_id", "kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")
+FETCH_CHUNK = 50_000  # ids per vector fetch; bounds the registered id table and the result
+
+
+class BadWhere(RadRetrieveError):
+    """A user `--where` fragment is not valid SQL over the catalog."""
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """Display fields of one item/report row."""
+
+    item_id: int  # stable item id (the FAISS id)
+    kind: str  # image | volume | report
+    study_key: str  # study the item belongs to ("" if unknown)
+    source: str  # path relative to the archive root
+    modality: str  # CT, MR, ... ("" if unknown)
+    body_part: str  # body part ("" if unknown)
+    description: str  # series/study description
+    text: str  # paired report text (reports: the report)
+    labels: Mapping[str, str] = field(default_factory=dict)  # manifest/synthetic labels
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _one_line(exc: Exception) -> str:
+    """duckdb messages span several lines (a caret diagram); keep the first meaningful one."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_where(where: str) -> str:
+    """Reject fragments that could end the statement; returns the stripped fragment."""
+    frag = where.strip()
+    if not frag:
+        raise BadWhere("bad --where: empty expression")
+    if ";" in frag:
+        raise BadWhere("bad --where: ';' is not allowed (give one boolean expression)")
+    return frag
+
+
+class Catalog:
+    """duckdb views over one out dir's finished shards."""
+
+    def __init__(self, out_dir: Path, manifest: Manifest | None = None) -> None:
+        import duckdb
+
+        self.out_dir = Path(out_dir).resolve()
+        self.manifest = manifest or read_manifest(self.out_dir)
+        self._duckdb = duckdb
+        self.con = duckdb.connect()
+        files = [str(self.out_dir / s.file) for s in self.manifest.shards]
+        self._create_views(files, sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl")))
+        self._lock_down()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _create_views(self, files: list[str], error_files: list[str]) -> None:
+        names = ", ".join(name for name, _ in META_COLUMNS)
+        if files:
+            src = f"read_parquet([{', '.join(_sql_str(f) for f in files)}])"
+            for view, kinds in VIEW_KINDS.items():
+                cond = f"kind IN ({', '.join(_sql_str(k) for k in kinds)})"
+                self.con.execute(f"CREATE VIEW {view} AS SELECT {names} FROM {src} WHERE {cond}")
+                cast = f"embedding::FLOAT[{self.manifest.dim}] AS embedding"
+                self.con.execute(f"CREATE VIEW _{view}_vectors AS SELECT item_id, {cast} FROM {src} WHERE {cond}")
+        else:
+            typed = ", ".join(f"NULL::{t} AS {n}" for n, t in META_COLUMNS)
+            for view in VIEW_KINDS:
+                self.con.execute(f"CREATE VIEW {view} AS SELECT {typed} WHERE false")
+                vec = f"NULL::BIGINT AS item_id, NULL::FLOAT[{self.manifest.dim}] AS embedding"
+                self.con.execute(f"CREATE VIEW _{view}_vectors AS SELECT {vec} WHERE false")
+        if error_files:
+            cols = "{" + ", ".join(f"{_sql_str(c)}: 'VARCHAR'" for c in ERROR_COLUMNS) + "}"
+            lst = ", ".join(_sql_str(f) for f in error_files)
+            self.con.execute(
+                f"CREATE VIEW errors AS SELECT {', '.join(ERROR_COLUMNS)} FROM "
+                f"read_json([{lst}], format='newline_delimited', columns={cols}, ignore_errors=true)"
+            )
+        else:
+            self.con.execute(f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false")
+
+    def _lock_down(self) -> None:
+        # Views keep reading the shards (inside allowed_directories); a --where fragment cannot reach any
+        # other file, nor turn the settings back.
+        self.con.execute("SET allowed_directories = ?", [[str(self.out_dir) + "/"]])
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- metadata ----------------------------------------------------------------------------------------
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query over the views; duckdb errors become one-line `RadRetrieveError`s."""
+        try:
+            return self.con.execute(query, params or []).fetchall()
+        except self._duckdb.Error as exc:
+            raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
+
+    def _filter_sql(self, view: str, where: str | None, kinds: Sequence[str] | None) -> str:
+        if view not in VIEW_KINDS:
+            raise RadRetrieveError(f"unknown catalog view {view!r}")
+        conds = []
+        if kinds:
+            conds.append(f"kind IN ({', '.join(_sql_str(k) for k in kinds)})")
+        if where is not None:
+            conds.append(f"({check_where(where)})")
+        return f"FROM {view}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
+
+    def candidates(
+        self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows passing the filter: (item ids int64[n] sorted ascending, study keys object[n]).
+
+        `where` is a user SQL boolean expression over the view's columns, run as
+        ``SELECT item_id FROM <view> WHERE (<where>)``; errors become one-line `BadWhere`.
+        """
+        query = f"SELECT item_id, coalesce(study_key, '') AS study_key {self._filter_sql(view, where, kinds)} ORDER BY item_id"
+        try:
+            cols = self.con.execute(query).fetchnumpy()
+        except self._duckdb.Error as exc:
+            raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
+        ids = np.asarray(cols["item_id"], dtype=np.int64)
+        return ids, np.asarray(cols["study_key"], dtype=object)
+
+    def count(self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None) -> int:
+        try:
+            return int(self.con.execute(f"SELECT count(*) {self._filter_sql(view, where, kinds)}").fetchone()[0])
+        except self._duckdb.Error as exc:
+            raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
+
+    def rows(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, ItemRow]:
+        """id -> display row for the given ids (ids not in the view are absent)."""
+        out: dict[int, ItemRow] = {}
+        for chunk in self._id_chunks(ids):
+            name = self._register_ids(chunk)
+            try:
+                cols = ", ".join(f"coalesce({c}, '')" if c not in ("item_id",) else c for c in ROW_FIELDS)
+                found = self.sql(f"SELECT {cols} FROM {view} WHERE item_id IN (SELECT id FROM {name})")
+            finally:
+                self.con.unregister(name)
+            for r in found:
+                out[int(r[0])] = ItemRow(int(r[0]), *r[1:8], labels=_labels(r[8]))
+        return out
+
+    def study_keys(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, str]:
+        """id -> study key ("" if unknown) for the given ids; reads no embeddings."""
+        out: dict[int, str] = {}
+        for chunk in self._id_chunks(ids):
+            name = self._register_ids(chunk)
+            try:
+                found = self.sql(
+                    f"SELECT item_id, coalesce(study_key, '') FROM {self._view(view)} "
+                    f"WHERE item_id IN (SELECT id FROM {name})"
+                )
+            finally:
+                self.con.unregister(name)
+            out.update((int(i), s) for i, s in found)
+        return out
+
+    def study_items(self, study_key: str, view: str = "items") -> np.ndarray:
+        """Item ids int64[n] of one study in `view` (sorted)."""
+        rows = self.sql(f"SELECT item_id FROM {self._view(view)} WHERE study_key = ? ORDER BY item_id", [study_key])
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def find_item(self, item_id: int) -> tuple[str, ItemRow] | None:
+        """(view, row) of an item id in items or reports, or None."""
+        for view in VIEW_KINDS:
+            row = self.rows([item_id], view).get(int(item_id))
+            if row is not None:
+                return view, row
+        return None
+
+    # -- vectors -----------------------------------------------------------------------------------------
+    def vectors(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the given ids: (ids int64[m], float32[m, D]) in ascending id order; m <= len(ids)."""
+        got_ids: list[np.ndarray] = []
+        got_vecs: list[np.ndarray] = []
+        for chunk in self._id_chunks(ids):
+            name = self._register_ids(chunk)
+            try:
+                table = self._arrow(
+                    f"SELECT item_id, embedding FROM _{self._view(view)}_vectors "
+                    f"WHERE item_id IN (SELECT id FROM {name}) ORDER BY item_id"
+                )
+            finally:
+                self.con.unregister(name)
+            i, v = _table_vectors(table, self.manifest.dim)
+            got_ids.append(i)
+            got_vecs.append(v)
+        if not got_ids:
+            return np.empty(0, np.int64), np.empty((0, self.manifest.dim), np.float32)
+        ids_out = np.concatenate(got_ids)
+        order = np.argsort(ids_out, kind="stable")
+        return ids_out[order], np.concatenate(got_vecs)[order]
+
+    def iter_vectors(self, ids: np.ndarray, view: str = "items") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`vectors` in chunks of FETCH_CHUNK ids, for candidate sets too large to hold at once."""
+        for chunk in self._id_chunks(ids):
+            yield self.vectors(chunk, view)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _view(self, view: str) -> str:
+        if view not in VIEW_KINDS:
+            raise RadRetrieveError(f"unknown catalog view {view!r}")
+        return view
+
+    def _id_chunks(self, ids: Sequence[int] | np.ndarray) -> Iterator[np.ndarray]:
+        arr = np.unique(np.asarray(ids, dtype=np.int64))
+        for start in range(0, len(arr), FETCH_CHUNK):
+            yield arr[start : start + FETCH_CHUNK]
+
+    def _register_ids(self, ids: np.ndarray) -> str:
+        name = "_want_ids"
+        self.con.register(name, pa.table({"id": pa.array(ids, pa.int64())}))
+        return name
+
+    def _arrow(self, query: str) -> pa.Table:
+        try:
+            return self.con.sql(query).to_arrow_table()
+        except self._duckdb.Error as exc:
+            raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
+
+
+def _table_vectors(table: pa.Table, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = table.column("item_id").to_numpy().astype(np.int64, copy=False)
+    emb = table.column("embedding").combine_chunks()
+    if len(emb) == 0:
+        return ids, np.empty((0, dim), np.float32)
+    # flatten() (unlike .values) honours a sliced array's offset
+    flat = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return ids, np.ascontiguousarray(flat.reshape(len(emb), dim))
+
+
+def _labels(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
