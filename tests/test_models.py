@@ -134,6 +134,7 @@ def test_save_load_round_trip_is_exact(tiny_model, tmp_path):
     tiny_model.save(tmp_path / "m")
     again = load_model(str(tmp_path / "m"), device="cpu")
     assert again.fingerprint == tiny_model.fingerprint
+    assert again.source["ref"] == str(tmp_path / "m")  # an out dir built with it copies the dir, not the base name
     assert torch.equal(again.encode_volumes(vols), tiny_model.encode_volumes(vols))
     assert torch.equal(again.encode_text(texts), tiny_model.encode_text(texts))
 

@@ -74,7 +74,8 @@ def load_model_dir(directory: Path) -> RadCLIP:
     expected = meta.get("fingerprint")
     if expected and model.fingerprint != expected:
         raise ModelLoadError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (corrupt copy?)")
-    model.source = dict(meta.get("source") or {"ref": str(directory), "weights": None})
+    # the directory itself is the reference (its config.json "source" only says what it was trained from)
+    model.source = {"ref": str(directory), "weights": None}
     return model
 
 

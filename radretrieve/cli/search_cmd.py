@@ -1,0 +1,153 @@
+"""`build-index`, `search`, `reports`, `similar`: thin commands over `radretrieve.search_service`.
+
+Everything heavy (torch, faiss, duckdb) is imported inside the commands, so `radretrieve --help` stays fast.
+Results go to stdout (or `--out FILE`); logs and the "wrote FILE" note go to stderr.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+INDEX_OPT = typer.Option(..., "--index", "-i", help="Out dir with shards and index/ (from `radretrieve index`).")
+FORMAT_HELP = "table | json | html (html: a self-contained contact sheet with thumbnails; use with --out)."
+MODEL_HELP = "Override the out dir's model (must have the same fingerprint)."
+ARCHIVE_HELP = "Archive root for thumbnails (default: the root recorded in OUT/archive.json)."
+
+
+def parse_size(text: str) -> int:
+    """'4G', '512MiB', '1.5g', '1000000' -> bytes."""
+    from radretrieve.errors import RadRetrieveError
+
+    m = _SIZE.match(text)
+    if m is None or float(m.group(1)) <= 0:
+        raise RadRetrieveError(f"--max-memory {text!r}: give a size such as 4G, 512M or a byte count")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def build_index(
+    out_dir: Path = typer.Argument(..., help="Out dir written by `radretrieve index`."),
+    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for the index and the build (e.g. 4G)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of adding new shards."),
+) -> None:
+    """Build or update the FAISS indexes (items, reports) of an out dir; incremental unless --rebuild."""
+    from indexers.build import BuildConfig, build_indexes
+    from indexers.errors import IndexMissing
+
+    if not out_dir.is_dir():
+        raise IndexMissing(f"{out_dir}: no such directory")
+    infos = build_indexes(out_dir, BuildConfig(max_memory=parse_size(max_memory), rebuild=rebuild))
+    for name, info in infos.items():
+        typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every query command shares: which out dir and model, and where the output goes."""
+
+    index: Path  # out dir
+    model: Optional[str]  # override model (fingerprint-checked), None: the out dir's own
+    weights: Optional[str]  # weights for the override
+    fmt: str  # table | json | html
+    out: Optional[Path]  # output file, None: stdout
+    archive: Optional[Path]  # archive root for thumbnails, None: OUT/archive.json
+
+    def check(self, k: int) -> None:
+        """Argument errors first: before a model or an index is loaded."""
+        from radretrieve.search_output import check_format
+        from radretrieve.search_service import check_k
+
+        check_k(k)
+        check_format(self.fmt)
+
+    def __call__(self, title: str, query: Callable[[Any], list]) -> None:
+        """Open the service, run `query(service) -> [QueryResult]`, write the results."""
+        from radretrieve.search_output import render_results, write_output
+        from radretrieve.search_service import SearchService
+
+        service = SearchService(self.index, self.model, self.weights)
+        try:
+            text = render_results(self.fmt, query(service), title, service, self.archive)
+        finally:
+            service.close()
+        if write_output(text, self.out):
+            typer.echo(f"wrote {self.out}", err=True)
+        else:
+            typer.echo(text, nl=False)
+
+
+def search(
+    text: Optional[str] = typer.Argument(None, help="What to look for, e.g. 'ct abdomen hypodense lesion'."),
+    index: Path = INDEX_OPT,
+    k: int = typer.Option(10, "-k", help="Results per query (1 to 10000)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view: \"modality = 'CT'\"."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
+    query_file: Optional[Path] = typer.Option(None, "--query-file", help="Queries, one per line ('-': stdin)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+) -> None:
+    """Text -> studies: the images and volumes nearest to the query text."""
+    from radretrieve.errors import RadRetrieveError
+    from radretrieve.search_service import read_query_file
+
+    run = Run(index, model, weights, fmt, out, archive)
+    run.check(k)
+    texts = ([text] if text else []) + (read_query_file(query_file) if query_file is not None else [])
+    if not texts:
+        raise RadRetrieveError("give the query TEXT or --query-file FILE")
+    run("radretrieve search", lambda service: service.search_text(texts, k, kind=kind, where=where))
+
+
+STUDY_HELP = "Item id, study key/UID, or a DICOM file, series folder, NIfTI or image to encode on the fly."
+
+
+def reports(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    index: Path = INDEX_OPT,
+    k: int = typer.Option(5, "-k", help="Reports to return (1 to 10000)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the reports view."),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+) -> None:
+    """Study -> the nearest reports."""
+    run = Run(index, model, weights, fmt, out, archive)
+    run.check(k)
+    run("radretrieve reports", lambda service: [service.reports(study, k, where=where)])
+
+
+def similar(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    index: Path = INDEX_OPT,
+    k: int = typer.Option(10, "-k", help="Studies to return (1 to 10000)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+) -> None:
+    """Study -> similar studies: one hit per study, the query's own study left out."""
+    run = Run(index, model, weights, fmt, out, archive)
+    run.check(k)
+    run("radretrieve similar", lambda service: [service.similar(study, k, kind=kind, where=where)])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-index")(build_index)
+    app.command("search")(search)
+    app.command("reports")(reports)
+    app.command("similar")(similar)

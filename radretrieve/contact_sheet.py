@@ -1,0 +1,147 @@
+"""The HTML contact sheet of `--format html`: one self-contained file, viewable offline.
+
+Thumbnails are embedded as base64 PNG data URIs and the CSS is inline, so the file opens from a USB
+stick or an e-mail attachment with no server and no network. Every hit is one `<figure class="hit">`
+with exactly one `<img class="thumb">` (volumes: a strip of a few sampled slices in one PNG; sources
+that cannot be found: a grey "no preview" tile). All text is HTML-escaped. Only shard fields are shown,
+and the shards hold no patient identifiers (DESIGN.md: PHI).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from radretrieve.errors import RadRetrieveError
+
+if TYPE_CHECKING:  # only its fields are read; indexers sits above the core (DESIGN.md: import direction)
+    from indexers.search import Hit
+
+log = logging.getLogger(__name__)
+
+THUMB_HEIGHT = 128  # pixels; slices are scaled to this height, keeping their aspect ratio
+THUMB_SLICES = 3  # slices sampled from a volume for its strip
+GAP = 2  # pixels between the slices of a strip
+TEXT_LIMIT = 2000  # characters of report text shown per hit
+
+PreviewSource = Callable[["Hit"], str]  # hit -> source path relative to the archive root ("" if none)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
+h1{font-size:18px;margin:0 0 4px}
+section.query{margin-bottom:24px}
+.q{font-size:15px;background:#fff;border-left:4px solid #2a6fb0;padding:6px 10px;white-space:pre-wrap}
+.grid{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
+figure.hit{background:#fff;border:1px solid #ccc;border-radius:4px;margin:0;padding:8px;width:360px}
+figure.hit img{display:block;max-width:100%;background:#000;image-rendering:auto}
+figcaption{font-size:12px;margin-top:6px}
+.meta b{color:#2a6fb0}
+.report{white-space:pre-wrap;color:#444;margin-top:4px;max-height:9em;overflow:auto}
+"""
+
+
+def slice_strip(slices: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 [H, W] slices -> one uint8 [THUMB_HEIGHT, W'] strip, side by side with a black gap."""
+    from PIL import Image
+
+    parts = []
+    for s in slices:
+        img = Image.fromarray(np.ascontiguousarray(s, dtype=np.uint8))
+        width = max(1, round(img.width * THUMB_HEIGHT / max(img.height, 1)))
+        parts.append(np.asarray(img.resize((width, THUMB_HEIGHT), Image.BILINEAR)))
+        parts.append(np.zeros((THUMB_HEIGHT, GAP), np.uint8))
+    return np.concatenate(parts[:-1], axis=1) if parts else placeholder()
+
+
+def placeholder() -> np.ndarray:
+    """A grey tile with a darker cross, for hits whose source cannot be read (no text: no fonts needed)."""
+    tile = np.full((THUMB_HEIGHT, THUMB_HEIGHT), 200, np.uint8)
+    idx = np.arange(THUMB_HEIGHT)
+    tile[idx, idx] = tile[idx, THUMB_HEIGHT - 1 - idx] = 120
+    return tile
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """uint8 [H, W] -> 'data:image/png;base64,...'."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np.ndarray, bool]:
+    """(image uint8 [H, W], found): the windowed slice strip of `source` under `root`, or the placeholder."""
+    if root is None or not source:
+        return placeholder(), False
+    from radretrieve.archive import thumbnail_slices
+    from radretrieve.query_path import item_at
+
+    try:
+        found = item_at(root, source)
+        if found is None:
+            log.warning("no preview for %s: not found under the archive root", source)
+            return placeholder(), False
+        item, item_root = found
+        return slice_strip(thumbnail_slices(item, item_root, n=n)), True
+    except (RadRetrieveError, OSError, ValueError) as exc:  # a preview must never sink the whole sheet
+        log.warning("no preview for %s: %s", source, exc)
+        return placeholder(), False
+
+
+def _figure(hit: Hit, image: np.ndarray, found: bool) -> str:
+    e = html.escape
+    text = hit.text if len(hit.text) <= TEXT_LIMIT else hit.text[:TEXT_LIMIT] + "…"
+    alt = "preview" if found else "no preview"
+    meta = (
+        f"<b>#{hit.rank}</b> score {hit.score:.4f} · {e(hit.kind)} · {e(hit.modality or '?')}"
+        f" {e(hit.body_part)}<br>study {e(hit.study_key)}"
+        + (f"<br>{e(hit.description)}" if hit.description else "")
+        + (f"<br><small>{e(hit.source)}</small>" if hit.source else "")
+    )
+    report = f'<div class="report">{e(text)}</div>' if text else ""
+    return (
+        f'<figure class="hit" data-rank="{hit.rank}" data-item-id="{hit.item_id}">'
+        f'<img class="thumb" alt="{alt}" src="{png_data_uri(image)}">'
+        f'<figcaption><div class="meta">{meta}</div>{report}</figcaption></figure>'
+    )
+
+
+def render(
+    results: Sequence[tuple[str, Sequence[Hit]]], title: str, root: Path | None, source_of: PreviewSource,
+) -> str:  # fmt: skip
+    """The contact sheet for `results` ((query, hits) pairs) as one HTML document string."""
+    e = html.escape
+    sections = []
+    for query, hits in results:
+        figures = [_figure(h, *thumbnail(root, source_of(h))) for h in hits]
+        body = "".join(figures) if figures else "<p>No results.</p>"
+        sections.append(
+            f'<section class="query"><div class="q">{e(query)}</div>'
+            f'<p>{len(hits)} result(s)</p><div class="grid">{body}</div></section>'
+        )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>{e(title)}</h1>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_contact_sheet(
+    path: Path, out_dir: Path, query: str, hits: Sequence[Hit], archive: Path | None = None,
+    title: str = "radretrieve search",
+) -> Path:  # fmt: skip
+    """Write the sheet of one query's hits to `path` (atomically); sources are read from the out dir's
+    archive root (OUT/archive.json) or `archive`. Returns `path`."""
+    from radretrieve.search_service import archive_root
+    from radretrieve.shards import atomic_write_bytes
+
+    root = archive_root(Path(out_dir), archive)
+    atomic_write_bytes(Path(path), render([(query, hits)], title, root, lambda h: h.source).encode("utf-8"))
+    return Path(path)

@@ -1,0 +1,95 @@
+"""Files and folders outside the index: scan them, encode them on the fly, find an indexed source again.
+
+`reports` and `similar` accept a path (a DICOM file, a series or study folder, a NIfTI volume, an image)
+as the query study; `encode_path` turns it into one query vector with the index's model. The HTML contact
+sheet needs an `Item` for a hit's `source` to draw thumbnails; `item_at` rebuilds it from the file system.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radretrieve.archive import Item, ScanResult, read_item, scan
+from radretrieve.errors import RadRetrieveError, ReadError
+
+log = logging.getLogger(__name__)
+
+ITEMS_PER_BATCH = 16  # items per encoder call: bounds memory for a large query folder
+
+
+@dataclass(frozen=True)
+class EncodedPath:
+    """A path encoded with a model: one row per readable item, plus their mean as the study vector."""
+
+    path: Path  # the file or folder given
+    item_ids: tuple[int, ...]  # ids of the items found (keys relative to the path's folder)
+    vectors: np.ndarray  # float32[N, D], L2-normalised, one per item
+    vector: np.ndarray  # float32[D], L2-normalised mean of `vectors` (the query)
+
+
+def scan_path(path: Path) -> ScanResult:
+    """Scan one file, folder or manifest (headers only). A single file is scanned on its own, its folder as root."""
+    from radretrieve.archive.manifest import is_manifest
+    from radretrieve.archive.scanner import Collector, assemble, collect_files
+
+    path = Path(path)
+    if path.is_dir() or is_manifest(path):
+        return scan(path)
+    if not path.is_file():
+        raise ReadError(str(path), "no such file or folder", "scan")
+    # Scanning the parent folder would pull in its other files; collect just this one.
+    col = Collector()
+    collect_files(path.parent, [path.name], col)
+    return assemble(path.parent, col)
+
+
+def encode_path(model: Any, path: Path) -> EncodedPath:
+    """Read and encode every image/volume under `path` with `model` (its own preprocessing)."""
+    import torch
+
+    result = scan_path(path)
+    items = result.items
+    if not items:
+        why = f" ({result.errors[0].message})" if result.errors else ""
+        raise RadRetrieveError(f"{path}: no readable DICOM, NIfTI or image found{why}")
+    for err in result.errors:
+        log.warning("skipped %s", err.message)
+    cfg = model.config.preprocess
+    chunks = []
+    for start in range(0, len(items), ITEMS_PER_BATCH):
+        batch = items[start : start + ITEMS_PER_BATCH]
+        arrays = [torch.from_numpy(read_item(item, result.root, cfg).pixels) for item in batch]
+        chunks.append(model.encode_mixed(arrays, [item.kind == "volume" for item in batch]).numpy())
+    vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+    mean = vectors.mean(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-12)  # several items of one study: their mean direction
+    return EncodedPath(Path(path), tuple(item.item_id for item in items), vectors, mean.astype(np.float32))
+
+
+def item_at(root: Path, source: str) -> tuple[Item, Path] | None:
+    """The item stored as `source` (relative to `root`) and the root to read it from; None if gone.
+
+    `source` is a file, a DICOM series folder, or image files of one volume joined by ';'.
+    """
+    from radretrieve.archive.scanner import scan_image_stack
+
+    root = Path(root)
+    if ";" in source:
+        rels = source.split(";")
+        if not all((root / rel).is_file() for rel in rels):
+            return None
+        return scan_image_stack(rels), root
+    full = root / source
+    if not full.exists():
+        return None
+    result = scan_path(full)
+    if not result.items:
+        return None
+    # A series folder may hold stray files; the series itself is the item with the most files.
+    item = max(result.items, key=lambda i: len(i.files))
+    return item, result.root

@@ -1,0 +1,81 @@
+"""Render query results for the terminal (`table`), programs (`json`) and people (`html` contact sheet)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from radretrieve.errors import RadRetrieveError
+from radretrieve.search_service import QueryResult, SearchService
+
+FORMATS = ("table", "json", "html")
+TABLE_COLUMNS = ("rank", "score", "study", "modality", "description", "path")
+CELL_LIMIT = 48  # characters per table cell; the full text is in the JSON and HTML output
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise RadRetrieveError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return fmt
+
+
+def _cell(value: str) -> str:
+    one_line = " ".join(str(value).split())  # reports span lines; a table row must not
+    return one_line if len(one_line) <= CELL_LIMIT else one_line[: CELL_LIMIT - 1] + "…"
+
+
+def to_table(results: Sequence[QueryResult]) -> str:
+    """Aligned plain-text columns; a `query:` line above each result when there are several queries."""
+    lines: list[str] = []
+    for result in results:
+        if len(results) > 1:
+            lines.append(f"query: {_cell(result.query)}")
+        rows = [TABLE_COLUMNS] + [
+            (str(h.rank), f"{h.score:.4f}", _cell(h.study_key), _cell(h.modality),
+             _cell(h.description or h.text), _cell(h.source))  # reports have no description: show their text
+            for h in result.hits
+        ]  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        if not result.hits:
+            lines.append("(no results)")
+        if len(results) > 1:
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def to_json(results: Sequence[QueryResult]) -> str:
+    """`[{"query": ..., "hits": [{rank, score, item_id, kind, study_key, source, ...}]}]` (README)."""
+    return json.dumps([r.to_json() for r in results], indent=1, ensure_ascii=False) + "\n"
+
+
+def to_html(results: Sequence[QueryResult], title: str, service: SearchService, archive: Path | None) -> str:
+    """The contact sheet (radretrieve.contact_sheet), thumbnails read from the archive root."""
+    from radretrieve.contact_sheet import render
+    from radretrieve.search_service import archive_root
+
+    root = archive_root(service.out_dir, archive)
+    return render([(r.query, r.hits) for r in results], title, root, service.preview_source)
+
+
+def render_results(fmt: str, results: Sequence[QueryResult], title: str, service: SearchService,
+                   archive: Path | None = None) -> str:  # fmt: skip
+    if fmt == "json":
+        return to_json(results)
+    if fmt == "html":
+        return to_html(results, title, service, archive)
+    return to_table(results)
+
+
+def write_output(text: str, out: Path | None) -> bool:
+    """Write to `out` atomically and return True, or return False (the caller prints to stdout)."""
+    if out is None:
+        return False
+    from radretrieve.shards import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(Path(out), text.encode("utf-8"))
+    except OSError as exc:
+        raise RadRetrieveError(f"--out {out}: cannot write ({exc.strerror or type(exc).__name__})") from None
+    return True

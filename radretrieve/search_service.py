@@ -1,0 +1,187 @@
+"""What the `search`, `reports` and `similar` commands do, as plain functions over one out dir.
+
+    service = SearchService(Path("out"))                       # the out dir's own model, loaded on first use
+    results = service.search_text(["ct head bleed"], k=10, where="modality = 'CT'")
+    similar = service.similar("s0-00003", k=10)               # item id, study key, or a path to encode
+    service.close()
+
+Queries become vectors here (text with the model's text tower, a path scanned and encoded on the fly,
+a stored study from its shard embeddings); `indexers.search.Searcher` does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from radretrieve.errors import RadRetrieveError
+
+if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction); used at run time only lazily
+    from indexers.search import Hit, Searcher, StudyQuery
+
+log = logging.getLogger(__name__)
+
+MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
+ARCHIVE_FILE = "archive.json"  # OUT/archive.json: {"root": absolute archive root}, written by `index`
+JSON_FIELDS = ("rank", "score", "item_id", "kind", "study_key", "source", "modality", "body_part",
+               "description", "text", "labels")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One query and its ranked hits (the `--format json` output is a list of these)."""
+
+    query: str  # the query text, or the study reference / path as given
+    hits: tuple[Hit, ...]  # best first; `Hit.rank` is 1-based
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query": self.query, "hits": [hit_json(h) for h in self.hits]}
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """The stable JSON fields of a hit (README: "JSON output")."""
+    d = {key: getattr(hit, key) for key in JSON_FIELDS}
+    d.update(item_id=int(hit.item_id), score=float(hit.score), labels=dict(hit.labels))
+    return d
+
+
+def check_k(k: int) -> int:
+    """k must be in [1, MAX_K]; checked before any model or index is loaded."""
+    from indexers.errors import SearchArgError
+
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise SearchArgError(f"-k must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def archive_root(out_dir: Path, override: Path | None = None) -> Path | None:
+    """Where the indexed sources live: `override` (--archive), else OUT/archive.json, else None."""
+    if override is not None:
+        if not Path(override).is_dir():
+            raise RadRetrieveError(f"--archive {override}: no such folder")
+        return Path(override)
+    path = Path(out_dir) / ARCHIVE_FILE
+    if not path.is_file():
+        return None
+    try:
+        root = Path(json.loads(path.read_text(encoding="utf-8"))["root"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); no previews", path, type(exc).__name__)
+        return None
+    if not root.is_dir():
+        log.warning("archive root %s (from %s) is gone; pass --archive DIR for previews", root, path)
+        return None
+    return root
+
+
+def read_query_file(path: Path) -> list[str]:
+    """Queries from a UTF-8 text file (or '-' for stdin), one per non-blank line."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise RadRetrieveError(f"--query-file {path}: cannot read ({reason})") from None
+    queries = [line.strip() for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise RadRetrieveError(f"--query-file {path}: no query text in the file")
+    return queries
+
+
+class SearchService:
+    """Text/study/path queries over one out dir. `model`: an override that must match the fingerprint."""
+
+    def __init__(self, out_dir: Path, model: str | None = None, weights: str | None = None,
+                 device: str = "auto") -> None:  # fmt: skip
+        from indexers.errors import IndexMissing
+        from indexers.search import Searcher
+
+        self.out_dir = Path(out_dir)
+        if not self.out_dir.is_dir():
+            raise IndexMissing(f"--index {out_dir}: no such directory")
+        self._model: Any = None
+        if model is not None:  # load now: a mismatching override must fail before any search
+            self._model = self._load_model(model, weights)
+        fingerprint = self._model.fingerprint if self._model is not None else None
+        self.searcher: Searcher = Searcher(self.out_dir, fingerprint=fingerprint, device=device)
+
+    def _load_model(self, override: str | None, weights: str | None) -> Any:
+        from radretrieve.outdir import load_model_for_out_dir
+
+        return load_model_for_out_dir(self.out_dir, override, weights)
+
+    @property
+    def model(self) -> Any:
+        """The out dir's model (or the checked override), loaded on first use."""
+        if self._model is None:
+            self._model = self._load_model(None, None)
+            if self._model.fingerprint != self.searcher.fingerprint:
+                from radretrieve.errors import FingerprintMismatch
+
+                raise FingerprintMismatch(
+                    f"{self.out_dir}: the index was built with fingerprint {self.searcher.fingerprint}, the "
+                    f"out dir's model has {self._model.fingerprint}; run `radretrieve build-index --rebuild`"
+                )
+        return self._model
+
+    def close(self) -> None:
+        self.searcher.close()
+
+    # -- queries -----------------------------------------------------------------------------------------
+    def search_text(self, texts: Sequence[str], k: int = 10, *, kind: str | None = None,
+                    where: str | None = None) -> list[QueryResult]:  # fmt: skip
+        """Text -> items (images and volumes), one result per text."""
+        check_k(k)
+        if not texts or any(not t.strip() for t in texts):
+            raise RadRetrieveError("empty query text")
+        vectors = self.model.encode_text(list(texts)).numpy().astype(np.float32, copy=False)
+        hits = self.searcher.search(vectors, k, kind=kind, where=where)
+        return [QueryResult(t, tuple(h)) for t, h in zip(texts, hits)]
+
+    def study_query(self, ref: str) -> StudyQuery:
+        """An item id or study key from the catalog; else an existing path, encoded on the fly.
+
+        A path is a new study: nothing is excluded for it, so a copy of an indexed file finds itself.
+        """
+        from indexers.errors import StudyNotFound
+        from indexers.search import StudyQuery
+
+        try:
+            return self.searcher.resolve(ref)
+        except StudyNotFound:
+            path = Path(ref).expanduser()
+            if not path.exists():
+                raise StudyNotFound(
+                    f"{ref!r} is not an item id, a study key in {self.out_dir}, or an existing file/folder"
+                ) from None
+        from radretrieve.query_path import encode_path
+
+        encoded = encode_path(self.model, path)
+        return StudyQuery("", (), encoded.vector)
+
+    def similar(self, ref: str, k: int = 10, *, kind: str | None = None,
+                where: str | None = None) -> QueryResult:  # fmt: skip
+        """Study -> similar studies: one hit per study, the query's own study excluded."""
+        check_k(k)
+        query = self.study_query(ref)
+        return QueryResult(ref, tuple(self.searcher.similar(query, k, kind=kind, where=where)))
+
+    def reports(self, ref: str, k: int = 5, *, where: str | None = None) -> QueryResult:
+        """Study -> nearest reports."""
+        check_k(k)
+        query = self.study_query(ref)
+        return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)))
+
+    def preview_source(self, hit: Hit) -> str:
+        """The source to draw for `hit`: its own, or for a report (which has none) its study's first item's."""
+        if hit.source or not hit.study_key:
+            return hit.source
+        ids = self.searcher.catalog.study_items(hit.study_key, "items")
+        rows = self.searcher.catalog.rows(ids[:1], "items")
+        return next(iter(rows.values())).source if rows else ""
