@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -49,15 +50,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def rss_mb() -> float:
+    """Current resident set (Linux /proc), so each index's own footprint can be told apart."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queries: np.ndarray,
             truth: np.ndarray, args: argparse.Namespace) -> dict:  # fmt: skip
     start = time.perf_counter()
     cfg = BuildConfig(index_type=index_type, rebuild=True, max_memory=args.max_memory << 20, tune_queries=300)
     info = build_indexes(out, cfg, targets=("items",))["items"]
     build_s = time.perf_counter() - start
+    load_before = os.getloadavg()[0]
+    rss0 = rss_mb()
     searcher = Searcher(out, device=args.device)
     ann = searcher.index("items")
-    ann.search(queries[:10], 10)  # warm-up (lazy loads, catalog for re-ranking)
+    ann.search(queries[:10], 10)  # warm-up (lazy loads)
+    rss_loaded = rss_mb() - rss0  # the re-rank store is mapped, not loaded: only touched pages count
     t0 = time.perf_counter()
     _, found = ann.search(queries, 10)
     batched_s = time.perf_counter() - t0
@@ -77,7 +87,9 @@ def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queri
         "search_params": info.params.to_json(),
         "build_s": round(build_s, 2),
         "index_file_mb": round((out / "index" / info.file).stat().st_size / 2**20, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "store_file_mb": round((out / "index" / info.store.vectors).stat().st_size / 2**20, 1) if info.store else 0,
+        "rss_index_loaded_mb": round(rss_loaded, 1),
+        "peak_rss_mb_process": round(peak_rss_mb(), 1),
         "recall_at_10_tuning": info.recall_at_10,
         "recall_at_10": round(recall_at(found, truth, 10), 4),
         "qps_batched": round(len(queries) / batched_s, 1),
@@ -85,7 +97,15 @@ def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queri
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
         "searcher_ms_per_query_batched_with_rows": round(e2e_ms, 3),
+        "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # shared cores
     }
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -93,6 +113,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated vector counts")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--types", default="flat,ivf_flat,ivf_pq,hnsw", help="index types to measure")
+    ap.add_argument("--big", type=int, default=1_000_000, help="sizes from here on use --big-types")
+    ap.add_argument("--big-types", default="", help="index types for sizes >= --big (default: --types)")
     ap.add_argument("--queries", type=int, default=1000, help="batched queries (also the recall set)")
     ap.add_argument("--single", type=int, default=200, help="single-query calls timed for latency")
     ap.add_argument("--max-memory", type=int, default=8192, help="MiB budget for the build")
@@ -103,7 +125,7 @@ def main() -> None:
 
     results = {"machine": {"platform": platform.platform(), "faiss": faiss.__version__,
                            "omp_threads": faiss.omp_get_max_threads(), "gpus": faiss.get_num_gpus()},
-               "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}  # fmt: skip
+               "args": {k: str(v) for k, v in vars(args).items() if k != "out"}, "runs": []}  # fmt: skip
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="radretrieve-bench-") as tmp:
             out = Path(tmp)
@@ -111,12 +133,14 @@ def main() -> None:
             ids, vecs, queries = make_out_dir(out, n, args.dim, args.queries, seed=n)
             _, truth = exact_search(queries, vecs, ids, 10)
             print(f"n={n}: data + exact truth in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            for index_type in args.types.split(","):
+            types = args.types.split(",")
+            if n >= args.big and args.big_types:
+                types = args.big_types.split(",")
+            for index_type in types:
                 row = {"n": n, "dim": args.dim, **measure(out, index_type, ids, vecs, queries, truth, args)}
                 results["runs"].append(row)
                 print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+                write_results(args.out, results)  # after every run: a long sweep keeps what it measured
     print(f"wrote {args.out}", file=sys.stderr)
 
 

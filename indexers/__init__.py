@@ -5,6 +5,9 @@ Public API (faiss is imported lazily inside the functions, so importing this pac
     build_indexes(out_dir, BuildConfig(...)) -> {"items": IndexInfo, "reports": IndexInfo}
     Searcher(out_dir, fingerprint=None, device="auto").search(queries, k, kind=, where=, params=, ...)
     choose_plan(count, dim, max_memory, exact_threshold, index_type) -> IndexPlan
+
+OUT/index/ holds one .faiss file per target (volumes.faiss, reports.faiss), index.json, and for IVF-PQ
+a re-rank store (<target>.vectors.f32.npy or .f16.npy + <target>.vectors.ids.npy, memory-mapped).
 """
 
 from __future__ import annotations

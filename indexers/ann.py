@@ -1,5 +1,8 @@
 """One loaded index: CPU copy, optional GPU copy, per-call search params, exact re-ranking for IVF-PQ.
 
+Re-ranking reads the candidates' full vectors from the memory-mapped re-rank store (indexers/store.py);
+indexes built before the store existed fall back to a fetch function (duckdb over the shards, slow).
+
 `AnnIndex.search` is the single place that talks to a faiss index at query time. Search params are
 turned into a fresh faiss `SearchParameters*` object per call (never written onto the shared index), so
 concurrent callers with different params cannot disturb each other.
@@ -13,10 +16,11 @@ import numpy as np
 
 from indexers.device import fits_gpu, to_gpu, validate_search_args
 from indexers.plan import IndexPlan, SearchParams
+from indexers.store import VectorStore
 
 # fetch(ids int64[n]) -> (ids int64[m], vectors float32[m, D]) for m <= n found ids, ascending
 VectorFetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-RERANK_QUERY_BLOCK = 256  # queries re-ranked at once; bounds the [block, k', D] gather
+RERANK_BLOCK_ROWS = 32768  # candidate vectors gathered at once; bounds the float32 [queries, k', D] block
 
 
 def faiss_params(plan: IndexPlan, params: SearchParams, k: int) -> Any:
@@ -36,13 +40,15 @@ class AnnIndex:
     """A faiss index (ids = item ids) with its plan, tuned params and device placement."""
 
     def __init__(
-        self, index: Any, plan: IndexPlan, params: SearchParams, device: str = "cpu", fetch: VectorFetch | None = None
-    ) -> None:
+        self, index: Any, plan: IndexPlan, params: SearchParams, device: str = "cpu", fetch: VectorFetch | None = None,
+        store: VectorStore | None = None,
+    ) -> None:  # fmt: skip
         self.cpu = index  # faiss.Index on CPU, as read from disk
         self.plan = plan
         self.params = params  # tuned defaults; per-call params override field by field
         self.device = device  # "cpu" | "gpu" (already resolved)
-        self.fetch = fetch  # shard vectors by id, for IVF-PQ re-ranking
+        self.fetch = fetch  # shard vectors by id, for IVF-PQ re-ranking without a store (older indexes)
+        self.store = store  # memory-mapped vectors for IVF-PQ re-ranking (preferred over `fetch`)
         self.gpu: Any | None = None
         self._gpu_ids: np.ndarray | None = None  # flat on GPU: position -> item id
         if device == "gpu" and index.ntotal > 0:
@@ -77,7 +83,8 @@ class AnnIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.ntotal == 0 or len(q) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        rerank = self.plan.index_type == "ivf_pq" and p.rerank > 1 and self.fetch is not None
+        can = self.store is not None or self.fetch is not None
+        rerank = self.plan.index_type == "ivf_pq" and p.rerank > 1 and can
         fetch_k = min(k * p.rerank if rerank else k, self.ntotal)
         scores, ids = self._raw_search(q, fetch_k, p)
         if rerank:
@@ -97,24 +104,34 @@ class AnnIndex:
         return self.cpu.search(q, k, params=fp)
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores for candidate ids int64[Q, k'] from the shard vectors; best k per query."""
+        """Exact scores for candidate ids int64[Q, k'] from the stored vectors; best k per query."""
+        rows, table = self._candidate_rows(cand)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
-        have_ids, have_vecs = self.fetch(np.unique(cand[cand >= 0])) if self.fetch else (np.empty(0, np.int64), None)
-        if len(have_ids) == 0:
-            return out_s, out_i
-        pos = np.minimum(np.searchsorted(have_ids, cand), len(have_ids) - 1)
-        valid = (cand >= 0) & (have_ids[pos] == cand)
         kk = min(k, cand.shape[1])
-        for start in range(0, len(q), RERANK_QUERY_BLOCK):
-            sl = slice(start, start + RERANK_QUERY_BLOCK)
-            scores = np.einsum("qkd,qd->qk", have_vecs[pos[sl]], q[sl]).astype(np.float32)
-            scores[~valid[sl]] = -np.inf
-            ids = np.where(valid[sl], cand[sl], -1)
+        step = max(1, RERANK_BLOCK_ROWS // max(cand.shape[1], 1))
+        for start in range(0, len(q), step):
+            sl = slice(start, start + step)
+            valid = rows[sl] >= 0
+            vecs = np.asarray(table[np.maximum(rows[sl], 0)], dtype=np.float32)  # [b, k', D] gather
+            scores = np.einsum("qkd,qd->qk", vecs, q[sl]).astype(np.float32)
+            scores[~valid] = -np.inf
+            ids = np.where(valid, cand[sl], -1)
             order = np.lexsort((ids, -scores), axis=1)[:, :kk]  # descending score, then ascending id
             out_s[sl, :kk] = np.take_along_axis(scores, order, axis=1)
             out_i[sl, :kk] = np.take_along_axis(ids, order, axis=1)
         return out_s, np.where(np.isfinite(out_s), out_i, -1)
+
+    def _candidate_rows(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows int64[Q, k'] with -1 for absent ids, table [n, D]) to gather candidate vectors from."""
+        if self.store is not None:
+            rows = self.store.rows_of(cand)
+            return np.where(cand >= 0, rows, -1), self.store.vectors
+        have_ids, have_vecs = self.fetch(np.unique(cand[cand >= 0])) if self.fetch else (np.empty(0, np.int64), None)
+        if len(have_ids) == 0:
+            return np.full(cand.shape, -1, np.int64), np.zeros((1, self.plan.dim), np.float32)
+        pos = np.minimum(np.searchsorted(have_ids, cand), len(have_ids) - 1)
+        return np.where((cand >= 0) & (have_ids[pos] == cand), pos, -1), have_vecs
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from indexers.ann import AnnIndex, VectorFetch
 from indexers.errors import FingerprintMismatch, IndexMissing, StaleIndex
 from indexers.meta import IndexInfo, index_dir, read_index_json
+from indexers.store import VectorStore
 
 
 def check_fingerprint(infos: dict[str, IndexInfo], expected: str | None) -> None:
@@ -21,8 +22,16 @@ def check_fingerprint(infos: dict[str, IndexInfo], expected: str | None) -> None
             )
 
 
+def open_store(out_dir: Path, info: IndexInfo) -> VectorStore | None:
+    """The index's memory-mapped re-rank store, or None if it has none (not IVF-PQ, or built before)."""
+    return VectorStore(index_dir(out_dir), info.store) if info.store is not None else None
+
+
 def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch | None) -> AnnIndex:
-    """Read one .faiss file (plain `faiss.read_index`) and wrap it; `device` is already resolved."""
+    """Read one .faiss file (plain `faiss.read_index`) and wrap it; `device` is already resolved.
+
+    `fetch` is the slow fallback for IVF-PQ re-ranking when the index has no re-rank store.
+    """
     import faiss
 
     path = index_dir(out_dir) / info.file
@@ -34,7 +43,8 @@ def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch |
             f"{path}: holds {index.ntotal} vectors of dim {index.d}, index.json says {info.count} of dim "
             f"{info.plan.dim} (interrupted build?); run `radretrieve build-index {out_dir} --rebuild`"
         )
-    return AnnIndex(index, info.plan, info.params, device, fetch)
+    store = open_store(out_dir, info)
+    return AnnIndex(index, info.plan, info.params, device, fetch if store is None else None, store)
 
 
 def read_infos(out_dir: Path, fingerprint: str | None = None) -> dict[str, IndexInfo]:

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from indexers.errors import IndexMissing
 from indexers.plan import IndexPlan, SearchParams
+from indexers.store import StoreInfo
 from radretrieve.errors import RadRetrieveError
 from radretrieve.shards import Manifest, ShardEntry, atomic_write_bytes
 
@@ -78,6 +79,7 @@ class IndexInfo:
     build_seconds: float  # wall time of the last build or incremental add (incl. tuning)
     built_at: str  # ISO-8601 UTC time of the last write
     shards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # shard_key() of indexed shards
+    store: StoreInfo | None = None  # memory-mapped vectors for exact re-ranking (IVF-PQ); None otherwise
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class IndexInfo:
             "build_seconds": self.build_seconds,
             "built_at": self.built_at,
             "shards": [dict(s) for s in self.shards],
+            "store": self.store.to_json() if self.store is not None else None,
         }
 
     @staticmethod
@@ -113,6 +116,7 @@ class IndexInfo:
             data["name"], data["file"], tuple(data["kinds"]), plan, SearchParams.from_json(data["search_params"]),
             int(data["count"]), float(data["recall_at_10"]), int(data["recall_queries"]), data["fingerprint"],
             data["manifest_hash"], float(data["build_seconds"]), data["built_at"], tuple(data["shards"]),
+            StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
         )  # fmt: skip
 
 

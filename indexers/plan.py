@@ -7,8 +7,8 @@ The choice rule (`choose_plan`):
 * above it, if the full-precision vectors fit in `max_memory` -> IVF-Flat (`IVF{nlist},Flat`): cheap to
   train on a sample, cheap to add to incrementally, exact scores for what it returns;
 * otherwise -> IVF-PQ (`IVF{nlist},PQ{m}`: 8-bit codes, m bytes per vector, m <= dim/8) whose codes
-  fit the budget, with exact re-ranking of an over-fetched candidate list from the shard vectors (so
-  scores stay exact). Not 4-bit fast-scan: with inner product its scores are not comparable across
+  fit the budget, with exact re-ranking of an over-fetched candidate list from the re-rank store, a
+  memory-mapped copy of the shard vectors next to the index (indexers/store.py; scores stay exact). Not 4-bit fast-scan: with inner product its scores are not comparable across
   inverted lists (recall fell as nprobe grew, measured), and faiss GPU lacks it.
 * HNSW (`IDMap2,HNSW32,Flat`) only on request (`index_type="hnsw"`): its build is slow on few cores.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -22,10 +22,11 @@ from indexers.ann import AnnIndex
 from indexers.device import resolve_device, validate_search_args
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
 from indexers.filtered import SMALL_CANDIDATES, Filter, Picked, ann_filtered, exact_over
-from indexers.load import open_index, read_infos
+from indexers.load import open_index, open_store, read_infos
 from indexers.meta import IndexInfo, manifest_hash, target
 from indexers.plan import SearchParams
-from radretrieve.catalog import Catalog
+from indexers.store import VectorStore
+from radretrieve.catalog import FETCH_CHUNK, Catalog
 from radretrieve.shards import iter_embeddings, read_manifest
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Searcher:
         self.small_candidates = small_candidates  # filters with at most this many rows are scored exactly
         self._catalog: Catalog | None = None
         self._indexes: dict[str, AnnIndex] = {}
+        self._stores: dict[str, VectorStore | None] = {}
         self._warn_if_stale()
 
     def _warn_if_stale(self) -> None:
@@ -94,15 +96,36 @@ class Searcher:
             if info is None:
                 raise IndexMissing(f"{self.out_dir}: no {name!r} index (run `radretrieve build-index {self.out_dir}`)")
             view = target(name).view
+            # the catalog fetch is only the fallback for IVF-PQ indexes built without a re-rank store
             fetch = (lambda ids: self.catalog.vectors(ids, view)) if info.plan.index_type == "ivf_pq" else None
             self._indexes[name] = open_index(self.out_dir, info, self.device, fetch)
         return self._indexes[name]
+
+    def vectors(self, ids: np.ndarray, name: str = "items") -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of `ids` in index `name`: (ids int64[m], float32[m, D]) ascending, m <= len(ids).
+
+        From the memory-mapped re-rank store where the index has one (a page-cache read), else from the
+        shards through the catalog (a Parquet scan).
+        """
+        if name not in self._stores:
+            info = self.infos.get(name)
+            self._stores[name] = open_store(self.out_dir, info) if info is not None else None
+        store = self._stores[name]
+        if store is not None:
+            return store.fetch(ids)
+        return self.catalog.vectors(ids, target(name).view)
+
+    def _iter_vectors(self, ids: np.ndarray, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`vectors` in chunks of FETCH_CHUNK ids, for candidate sets too large to hold at once."""
+        for start in range(0, len(ids), FETCH_CHUNK):
+            yield self.vectors(ids[start : start + FETCH_CHUNK], name)
 
     def close(self) -> None:
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
         self._indexes.clear()
+        self._stores.clear()
 
     # -- core ----------------------------------------------------------------------------------------------
     def search(
@@ -132,7 +155,7 @@ class Searcher:
         view = target(name).view
         lookup = lambda ids: self.catalog.study_keys(ids, view)  # noqa: E731
         if flt.candidates is not None and len(flt.candidates) <= self.small_candidates:
-            batches = lambda: [self.catalog.vectors(flt.candidates, view)]  # noqa: E731
+            batches = lambda: [self.vectors(flt.candidates, name)]  # noqa: E731
             return exact_over(q, k, flt, batches, len(flt.candidates), lookup)
         kinds = target(name).kinds
 
@@ -141,7 +164,7 @@ class Searcher:
                 n = self.index(name).ntotal
                 return exact_over(sub, k, flt, lambda: iter_embeddings(self.out_dir, kinds), n, lookup)
             cands = flt.candidates
-            return exact_over(sub, k, flt, lambda: self.catalog.iter_vectors(cands, view), len(cands), lookup)
+            return exact_over(sub, k, flt, lambda: self._iter_vectors(cands, name), len(cands), lookup)
 
         return ann_filtered(self.index(name), q, k, flt, params, lookup, fallback)
 
@@ -192,7 +215,7 @@ class Searcher:
         raise StudyNotFound(f"{ref_s!r} is neither an item id nor a study key in {self.out_dir}")
 
     def _query_of(self, ids: np.ndarray, view: str, study_key: str) -> StudyQuery:
-        got_ids, vecs = self.catalog.vectors(ids, view)
+        got_ids, vecs = self.vectors(ids, view)  # view names are index names
         if len(got_ids) == 0:
             raise StudyNotFound(f"study {study_key!r}: no embeddings in the shards")
         # several series/images of one study: their mean direction stands for the study

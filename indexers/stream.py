@@ -1,0 +1,99 @@
+"""Streaming passes over an out dir's shards: counting, uniform sampling, filling an index (+ store).
+
+Every pass reads the shards batch by batch (`radretrieve.shards.iter_embeddings`), so memory stays at
+one batch plus what the caller keeps (a sample, the index), whatever the archive size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Collection, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexers.store import StoreWriter
+from radretrieve.shards import ShardEntry, iter_embeddings, read_manifest
+
+
+def count_rows(out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str, ...]) -> int:
+    """Rows of the given kinds, from the manifest counts (reading only `kind` where counts are missing)."""
+    total = 0
+    for entry in entries:
+        if entry.counts:
+            total += sum(int(entry.counts.get(k, 0)) for k in kinds)
+        else:
+            col = pq.read_table(Path(out_dir) / entry.file, columns=["kind"]).column("kind").to_numpy()
+            total += int(np.isin(col, kinds).sum())
+    return total
+
+
+def sample_rows(
+    out_dir: Path, kinds: tuple[str, ...], total: int, n: int, seed: int, batch_rows: int,
+    files: Collection[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A uniform sample of min(n, total) rows (ids int64[m], vectors float32[m, D]) in random order.
+
+    `total` is the row count of the streamed shards (`files`, or all). Positions are drawn up front and
+    picked out while streaming, so memory is the sample plus one batch.
+    """
+    rng = np.random.default_rng(seed)
+    m = min(n, total)
+    wanted = np.sort(rng.choice(total, size=m, replace=False)) if m else np.empty(0, np.int64)
+    ids_out, vecs_out, seen = [], [], 0
+    for ids, vecs in iter_embeddings(out_dir, kinds, batch_rows, files=files):
+        lo, hi = np.searchsorted(wanted, [seen, seen + len(ids)])
+        if hi > lo:
+            local = wanted[lo:hi] - seen
+            ids_out.append(ids[local])
+            vecs_out.append(vecs[local])
+        seen += len(ids)
+    if not ids_out:
+        return np.empty(0, np.int64), np.empty((0, read_manifest(out_dir).dim), np.float32)
+    perm = rng.permutation(sum(len(i) for i in ids_out))
+    return np.concatenate(ids_out)[perm], np.concatenate(vecs_out)[perm]
+
+
+def without(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]], skip: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (ids, vectors) batches with the ids in `skip` (int64[m], sorted) left out."""
+    for ids, vecs in batches:
+        if len(skip):
+            keep = ~np.isin(ids, skip)
+            if not keep.all():
+                ids, vecs = ids[keep], vecs[keep]
+        if len(ids):
+            yield ids, vecs
+
+
+def add_shards(
+    index: Any, out_dir: Path, kinds: tuple[str, ...], batch_rows: int, files: set[str] | None,
+    store: StoreWriter | None = None, skip: np.ndarray | None = None,
+) -> int:  # fmt: skip
+    """Stream the (given) shards into `index` with their item ids; returns rows added to the index.
+
+    `store` receives every streamed row; `skip` (int64[m], sorted) are ids kept out of the index for
+    now (the held-out tuning queries, added by the caller after tuning).
+    """
+    added = 0
+    for ids, vecs in iter_embeddings(out_dir, kinds, batch_rows, files=files):
+        if store is not None:
+            store.add(ids, vecs)
+        if skip is not None and len(skip):
+            keep = ~np.isin(ids, skip)
+            ids, vecs = ids[keep], vecs[keep]
+        if len(ids):
+            index.add_with_ids(np.ascontiguousarray(vecs), ids)
+            added += len(ids)
+    return added
+
+
+def shard_dtypes(out_dir: Path, entries: tuple[ShardEntry, ...]) -> set[str]:
+    """Storage dtypes ("float16"/"float32") of the shards' embedding column (Parquet footers only)."""
+    out = set()
+    for entry in entries:
+        field = pq.read_schema(Path(out_dir) / entry.file).field("embedding")
+        out.add("float16" if field.type.value_type == pa.float16() else "float32")
+    return out
