@@ -1,0 +1,186 @@
+"""Cross-modal retrieval benchmark: text -> image and image -> text metrics over embedded data.
+
+The plain functions under `radretrieve bench retrieval`. Embeddings come from an out dir or from a model
+run over a manifest (`radretrieve.bench_sources`); this module turns them into runs:
+
+- ``text->image`` / ``image->text``: a report (one per study) and an image or volume are relevant to each
+  other when they share a study key (pair relevance; a study with several items has several relevant items);
+- ``text->image [organ+modality]`` / ``image->text [organ+modality]``: label-aware relevance, a hit counts
+  when the gallery item agrees with the query on every listed label (RadCLIP's organ and modality matching).
+  Missing labels ("", "unknown") match nothing, so such queries are left out of that run (``n_scored``).
+
+Scores are dot products of L2-normalised embeddings (cosine); the metrics and their tie convention are
+those of `radretrieve.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radretrieve.bench_report import ReportFiles, write_report
+from radretrieve.errors import RadRetrieveError
+from radretrieve.metrics import (
+    DEFAULT_KS,
+    RetrievalResult,
+    evaluate_embeddings,
+    group_relevance,
+    label_relevance,
+)
+
+log = logging.getLogger(__name__)
+
+# Label sets tried when none is given: RadCLIP's organ + modality matching, if the data has those labels.
+DEFAULT_LABEL_SET: tuple[str, ...] = ("organ", "modality")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the retrieval problem (the texts, or the images and volumes), row-aligned arrays."""
+
+    ids: np.ndarray  # int64 [n]: item ids (report row ids for texts)
+    vectors: np.ndarray  # float32 [n, D]: L2-normalised embeddings
+    study_keys: tuple[str, ...]  # per row: study key ("" = unknown, matches nothing)
+    labels: tuple[Mapping[str, str], ...]  # per row: string labels (organ, modality, ...)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != n or len(self.study_keys) != n or len(self.labels) != n:
+            raise ValueError(
+                f"Side arrays disagree: {n} ids, vectors {self.vectors.shape}, "
+                f"{len(self.study_keys)} study keys, {len(self.labels)} label rows"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def label_columns(self, keys: Sequence[str]) -> dict[str, list[str | None]]:
+        """Label name -> one value per row (None where the row lacks the label)."""
+        return {k: [row.get(k) for row in self.labels] for k in keys}
+
+    def label_keys(self) -> set[str]:
+        return {k for row in self.labels for k in row}
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Embedded benchmark data: report texts and images/volumes in one space, plus where they came from."""
+
+    texts: Side  # one row per study report
+    images: Side  # one row per image or volume
+    meta: Mapping[str, Any] = field(default_factory=dict)  # model, fingerprint, data set, read errors...
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Settings of one retrieval benchmark run."""
+
+    ks: tuple[int, ...] = DEFAULT_KS  # depths of recall@k and precision@k
+    label_sets: tuple[tuple[str, ...], ...] | None = None  # label-aware runs; None = organ+modality if present
+    n_bootstrap: int = 1000  # bootstrap resamples of the queries for the CIs (0 = no CI)
+    confidence: float = 0.95  # CI level
+    seed: int = 0  # bootstrap RNG seed
+
+
+def parse_label_sets(values: Sequence[str] | None) -> tuple[tuple[str, ...], ...] | None:
+    """``["organ,modality", "organ"]`` -> ``(("organ", "modality"), ("organ",))``; ``["none"]`` -> ``()``;
+    no values -> None (the default set, where the data has it)."""
+    if not values:
+        return None
+    if [v.strip().lower() for v in values] == ["none"]:
+        return ()
+    sets = []
+    for value in values:
+        keys = tuple(k.strip() for k in value.split(",") if k.strip())
+        if not keys:
+            raise RadRetrieveError(f"--labels {value!r}: give label names separated by commas, e.g. organ,modality")
+        sets.append(keys)
+    return tuple(sets)
+
+
+def resolve_label_sets(emb: Embedded, wanted: tuple[tuple[str, ...], ...] | None) -> tuple[tuple[str, ...], ...]:
+    """The label sets to run. Explicit sets must exist in the data; the default set is cut down to the
+    labels the data has (and dropped, with a log line, when it has none)."""
+    have = emb.texts.label_keys() & emb.images.label_keys()
+    if wanted is None:
+        keys = tuple(k for k in DEFAULT_LABEL_SET if k in have)
+        if not keys:
+            log.info("no organ/modality labels on both sides; label-aware runs skipped (see --labels)")
+            return ()
+        return (keys,)
+    for keys in wanted:
+        absent = [k for k in keys if k not in have]
+        if absent:
+            raise RadRetrieveError(
+                f"--labels {','.join(keys)}: {absent} not found on both texts and images; labels present: "
+                f"{sorted(have) or 'none'}"
+            )
+    return wanted
+
+
+def _evaluate(queries: Side, gallery: Side, relevance: Any, options: BenchOptions) -> RetrievalResult:
+    return evaluate_embeddings(
+        queries.vectors, gallery.vectors, relevance, ks=options.ks, n_bootstrap=options.n_bootstrap,
+        seed=options.seed, confidence=options.confidence,
+    )  # fmt: skip
+
+
+def _run_or_note(name: str, queries: Side, gallery: Side, relevance: Any, options: BenchOptions,
+                 out: dict[str, RetrievalResult]) -> None:  # fmt: skip
+    # A run where no query has a relevant item (e.g. every modality "unknown") is logged, not fatal:
+    # the other runs of the same data are still worth reporting.
+    try:
+        out[name] = _evaluate(queries, gallery, relevance, options)
+    except ValueError as exc:
+        if "no query has a relevant" not in str(exc):
+            raise
+        log.warning("%s: no query has a relevant gallery item; run left out", name)
+
+
+def retrieval_results(emb: Embedded, options: BenchOptions = BenchOptions()) -> dict[str, RetrievalResult]:
+    """Every run (pairs by study, then each label set) in both directions, keyed by run name."""
+    texts, images = emb.texts, emb.images
+    if len(texts) == 0 or len(images) == 0:
+        raise RadRetrieveError(f"nothing to benchmark: {len(texts)} report texts and {len(images)} images/volumes")
+    if texts.vectors.shape[1] != images.vectors.shape[1]:
+        raise RadRetrieveError(f"text and image embeddings differ in dimension: {texts.vectors.shape[1]} vs "
+                               f"{images.vectors.shape[1]}")  # fmt: skip
+    out: dict[str, RetrievalResult] = {}
+    _run_or_note("text->image", texts, images, group_relevance(texts.study_keys, images.study_keys), options, out)
+    _run_or_note("image->text", images, texts, group_relevance(images.study_keys, texts.study_keys), options, out)
+    for keys in resolve_label_sets(emb, options.label_sets):
+        tag = "+".join(keys)
+        t_cols, i_cols = texts.label_columns(keys), images.label_columns(keys)
+        _run_or_note(f"text->image [{tag}]", texts, images, label_relevance(t_cols, i_cols, keys), options, out)
+        _run_or_note(f"image->text [{tag}]", images, texts, label_relevance(i_cols, t_cols, keys), options, out)
+    if not out:
+        raise RadRetrieveError("no run had a query with a relevant gallery item: check the study keys and labels")
+    return out
+
+
+def bench_retrieval(
+    emb: Embedded,
+    out_dir: Path,
+    options: BenchOptions = BenchOptions(),
+    *,
+    name: str = "retrieval",
+    title: str | None = None,
+    plot: bool = True,
+) -> tuple[dict[str, RetrievalResult], ReportFiles]:
+    """Compute every run and write ``out_dir/{name}.json``, ``.md`` and ``.png`` (see `bench_report`)."""
+    results = retrieval_results(emb, options)
+    meta = dict(emb.meta) | {"n_texts": len(emb.texts), "n_images": len(emb.images), "ks": list(options.ks)}
+    files = write_report(results, Path(out_dir), name=name, title=title or "Cross-modal retrieval", meta=meta,
+                         plot=plot)  # fmt: skip
+    return results, files
+
+
+__all__ = [
+    "BenchOptions", "DEFAULT_LABEL_SET", "Embedded", "Side", "bench_retrieval", "parse_label_sets",
+    "resolve_label_sets", "retrieval_results",
+]  # fmt: skip

@@ -1,0 +1,115 @@
+"""`radretrieve bench retrieval` and `radretrieve bench all`: thin commands over `radretrieve.benchmarking`
+and the `benchmarks` suite. Heavy modules are imported inside the commands (`--help` stays torch-free)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+bench_app = typer.Typer(
+    help="Measure retrieval precision (bench retrieval) or run the benchmark suite (bench all).",
+    no_args_is_help=True,
+)
+
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    from radretrieve.errors import RadRetrieveError
+
+    try:
+        ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
+    except ValueError as exc:
+        raise RadRetrieveError(f"--k {text!r}: give depths separated by commas, e.g. 1,5,10") from exc
+    if not ks or ks[0] < 1:
+        raise RadRetrieveError(f"--k {text!r}: every depth must be >= 1")
+    return ks
+
+
+def _load_embeddings(index: Optional[Path], model: Optional[str], weights: Optional[str], data: Optional[Path],
+                     split: Optional[str], batch_size: int, device: Optional[str]):  # fmt: skip
+    from radretrieve.errors import RadRetrieveError
+
+    if (index is None) == (data is None):
+        raise RadRetrieveError("give either --index DIR, or --model M --data MANIFEST (not both)")
+    if index is not None:
+        if model is not None or weights is not None:
+            raise RadRetrieveError("--model/--weights go with --data; an out dir already holds its embeddings")
+        from radretrieve.bench_sources import embeddings_from_index
+
+        return embeddings_from_index(index, split)
+    if model is None:
+        raise RadRetrieveError("--data needs --model (e.g. --model radclip-tiny)")
+    if not data.exists():
+        raise RadRetrieveError(f"{data}: manifest not found")
+    from radretrieve import load_model
+    from radretrieve.bench_sources import embeddings_from_model
+
+    return embeddings_from_model(load_model(model, weights=weights, device=device), data, split, batch_size)
+
+
+@bench_app.command("retrieval")
+def retrieval(
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to encode --data with (registry name or dir)."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
+    out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for NAME.json, NAME.md, NAME.png."),
+    labels: Optional[List[str]] = typer.Option(
+        None, "--labels", help="Label set for label-aware runs, e.g. organ,modality (repeatable; 'none' = off). "
+        "Default: organ,modality where the data has them."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only studies of this split (train, val, test)."),
+    k: str = typer.Option("1,5,10", "--k", help="Depths of recall@k and precision@k."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0 = none)."),
+    confidence: float = typer.Option(0.95, "--confidence", help="CI level."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Slices per encoder call (--model)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (--model; default cuda if present)."),
+    name: str = typer.Option("retrieval", "--name", help="Base name of the report files."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
+) -> None:
+    """Text -> image and image -> text retrieval metrics (Recall@k, P@k, mAP, MRR, median rank, bootstrap CIs)."""
+    from radretrieve.benchmarking import BenchOptions, bench_retrieval, parse_label_sets
+
+    options = BenchOptions(ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap,
+                           confidence=confidence, seed=seed)  # fmt: skip
+    emb = _load_embeddings(index, model, weights, data, split, batch_size, device)
+    _, files = bench_retrieval(emb, out, options, name=name, plot=not no_plot)
+    typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
+    written = [p for p in (files.json, files.markdown, files.png) if p is not None]
+    typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+def suite_dir() -> Path:
+    """The `benchmarks` folder of a source checkout (it is not part of the installed package)."""
+    import radretrieve
+
+    return Path(radretrieve.__file__).resolve().parents[1] / "benchmarks"
+
+
+@bench_app.command("all", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_all(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, "--quick", help="Small sizes: minutes on a laptop CPU."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run just this benchmark (repeatable)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default benchmarks/results)."),
+    list_only: bool = typer.Option(False, "--list", help="List the benchmarks and whether each can run."),
+) -> None:
+    """Run the benchmark suite (`python -m benchmarks`): each benchmark in its own process; failures are recorded."""
+    from radretrieve.errors import RadRetrieveError
+
+    folder = suite_dir()
+    if not (folder / "__main__.py").is_file():
+        raise RadRetrieveError("bench all needs a source checkout: the benchmarks/ folder is not installed")
+    args = [sys.executable, "-m", "benchmarks"] + (["--quick"] if quick else []) + (["--list"] if list_only else [])
+    args += [a for name in only or [] for a in ("--only", name)]
+    args += ["--results", str(results.resolve())] if results is not None else []
+    code = subprocess.run(args + list(ctx.args), cwd=folder.parent).returncode
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
