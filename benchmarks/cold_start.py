@@ -38,6 +38,7 @@ def make_out_dir(out: Path, n: int, seed: int = 0) -> dict:
     """Synthetic shards for `n` volumes in `out`, manifest pointing at radclip-tiny; index built."""
     import radretrieve
     from indexers import build_indexes
+    from radretrieve.models.text_fast import save_text_tower
     from radretrieve.shards import Manifest, write_manifest
     from tests.shard_fixtures import SyntheticItems, append_shard, clustered_vectors
 
@@ -46,6 +47,7 @@ def make_out_dir(out: Path, n: int, seed: int = 0) -> dict:
     manifest = Manifest(model.fingerprint, "pp-cold-start", dim,
                         {"ref": MODEL, "weights": None, "fingerprint": model.fingerprint})  # fmt: skip
     write_manifest(out, manifest)
+    save_text_tower(model, out)  # as `radretrieve index` does: text search starts without open_clip
     vecs = clustered_vectors(n, dim, n_clusters=max(16, n // 500), seed=seed)
     for i, start in enumerate(range(0, n, SHARD_ROWS)):
         stop = min(n, start + SHARD_ROWS)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pipelines.plan import Task, done_item_ids, make_plan
 from pipelines.stages import Failure, Row, rows_to_table
 from radretrieve.config import config_hash
+from radretrieve.models.text_fast import save_text_tower
 from radretrieve.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.shards import (
     ERROR_DIR, MANIFEST, SHARD_DIR, Manifest, ShardEntry, atomic_write_bytes, read_manifest, shard_metadata,
@@ -79,6 +80,7 @@ def index_archive(archive: Path, out_dir: Path, model: Any, options: IndexOption
     start = time.perf_counter()
     out_dir = Path(out_dir)
     manifest = _open_out_dir(out_dir, model, options.overwrite)
+    save_text_tower(model, out_dir)  # lets `radretrieve search` encode text without building the whole model
     result = scan(Path(archive))
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
     atomic_write_bytes(out_dir / ARCHIVE_FILE, json.dumps({"root": str(Path(result.root).resolve())}).encode())

@@ -130,6 +130,16 @@ class SearchService:
                 )
         return self._model
 
+    def _text_encoder(self) -> Any:
+        """The stored text tower of the out dir when it matches the index (fast start), else the model."""
+        if self._model is None:
+            from radretrieve.models.text_fast import FastTextEncoder
+
+            fast = FastTextEncoder.load(self.out_dir, self.searcher.fingerprint)
+            if fast is not None:
+                return fast
+        return self.model
+
     def close(self) -> None:
         self.searcher.close()
 
@@ -140,7 +150,7 @@ class SearchService:
         check_k(k)
         if not texts or any(not t.strip() for t in texts):
             raise RadRetrieveError("empty query text")
-        vectors = self.model.encode_text(list(texts)).numpy().astype(np.float32, copy=False)
+        vectors = self._text_encoder().encode_text(list(texts)).numpy().astype(np.float32, copy=False)
         hits = self.searcher.search(vectors, k, kind=kind, where=where)
         return [QueryResult(t, tuple(h)) for t, h in zip(texts, hits)]
 
