@@ -106,13 +106,15 @@ def test_mean_pooling_equals_manual_mean(tiny_model):
     assert torch.allclose(m.encode_volumes([vol])[0], expected, atol=1e-5)
 
 
-def test_positions_interpolate_beyond_max_slices(tiny_model):
+def test_positions_are_relative_to_each_volume(tiny_model):
     cfg = AdapterConfig(max_slices=8)
     m = init_model(tiny_model.config.replace(adapter=cfg))
     out = m.encode_volumes(_vols([20]))
     assert out.shape == (1, 128) and torch.isfinite(out).all()
-    pos = m.adapter.positions(20)
-    assert torch.allclose(pos[0], m.adapter.pos[0]) and torch.allclose(pos[-1], m.adapter.pos[-1])
+    for length in (3, 20):  # relative positions: first and last slice always get the table's ends
+        pos = m.adapter.positions(length)
+        assert pos.shape == (length, 128)
+        assert torch.allclose(pos[0], m.adapter.pos[0]) and torch.allclose(pos[-1], m.adapter.pos[-1])
 
 
 def test_bad_shapes_are_clear_errors(tiny_model):

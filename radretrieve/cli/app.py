@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ("models_cmd", "index_cmd", "info_cmd", "synth_cmd", "bench_cmd", "convert_cmd", "train_cmd", "demo_cmd")
+COMMAND_MODULES = ("models_cmd", "index_cmd", "info_cmd", "synth_cmd", "bench_cmd", "convert_cmd", "train_cmd", "demo_cmd", "search_cmd")
 
 app = typer.Typer(
     name="radretrieve",

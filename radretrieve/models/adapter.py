@@ -1,7 +1,9 @@
 """RadCLIP's slice pooling adapter: per-slice embeddings of a volume -> one volume embedding.
 
 Attention pooling: a learned query (CLS) token is prepended to the slice sequence, a learnable
-positional encoding of slice position is added, and multi-head self-attention layers mix the sequence;
+positional encoding of slice position is added (relative position: the table of `max_slices` positions
+is linearly interpolated to each volume's own slice count, so the first and last slices of every volume
+get the table's ends and "upper third" means the same whatever the slice count), and multi-head self-attention layers mix the sequence;
 the CLS output is projected and added to the masked mean of the slices, then L2-normalised. The
 residual mean keeps an untrained adapter close to mean pooling (small projection at init), so a
 pretrained CLIP gives sensible volume embeddings before the adapter is trained. `mean` and `max`
@@ -44,11 +46,18 @@ class SlicePoolingAdapter(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def positions(self, length: int) -> Tensor:
-        """Positional encodings [length, D]; linearly interpolated when length > max_slices."""
-        if length <= self.cfg.max_slices:
-            return self.pos[:length]
+        """Positional encodings [length, D]: the table resampled to `length` slices (relative position)."""
+        if length == self.cfg.max_slices:
+            return self.pos
         grid = self.pos.t().unsqueeze(0)  # [1, D, max_slices]
         return F.interpolate(grid, size=length, mode="linear", align_corners=True)[0].t()
+
+    def _position_grid(self, lengths: Tensor, width: int) -> Tensor:
+        """[B, width, D]: each volume's own positions, zero over its padding."""
+        out = self.pos.new_zeros(len(lengths), width, self.dim)
+        for n in lengths.unique().tolist():
+            out[lengths == n, :n] = self.positions(int(n))
+        return out
 
     def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -61,7 +70,7 @@ class SlicePoolingAdapter(nn.Module):
             return F.normalize(mean, dim=-1)
         if self.cfg.pooling == "max":
             return F.normalize(x.masked_fill(pad_mask.unsqueeze(-1), float("-inf")).amax(1), dim=-1)
-        seq = x + self.positions(x.shape[1]).to(x.dtype)
+        seq = x + self._position_grid((~pad_mask).sum(1), x.shape[1]).to(x.dtype)
         cls = self.cls.to(x.dtype).expand(x.shape[0], 1, -1)
         seq = torch.cat([cls, seq], dim=1)
         mask = torch.cat([torch.zeros_like(pad_mask[:, :1]), pad_mask], dim=1)
