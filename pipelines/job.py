@@ -75,12 +75,29 @@ class IndexSummary:
 
 def index_archive(archive: Path, out_dir: Path, model: Any, options: IndexOptions = IndexOptions()) -> IndexSummary:
     """Embed an archive folder or manifest into `out_dir` (shards + manifest + errors)."""
-    from radretrieve.archive import scan
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
+    try:
+        return _index(archive, out_dir, model, options, readers, start)
+    finally:
+        if readers is not None:
+            readers.terminate()
+
+
+def _start_readers(options: IndexOptions) -> Any:
+    if options.engine != "local":
+        return None
+    from pipelines.local import start_readers
+
+    return start_readers(options.workers)
+
+
+def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, start: float) -> IndexSummary:
+    from radretrieve.archive import scan
+
     manifest = _open_out_dir(out_dir, model, options.overwrite)
-    save_text_tower(model, out_dir)  # lets `radretrieve search` encode text without building the whole model
+    save_text_tower(model, out_dir, manifest.fingerprint)  # lets `radretrieve search` encode text without building the whole model
     result = scan(Path(archive))
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
     atomic_write_bytes(out_dir / ARCHIVE_FILE, json.dumps({"root": str(Path(result.root).resolve())}).encode())
@@ -93,7 +110,7 @@ def index_archive(archive: Path, out_dir: Path, model: Any, options: IndexOption
     writer = _ShardWriter(out_dir, manifest, model, summary)
     runner = _engine(options)
     bar = _progress(tasks, options.progress)
-    times = runner(tasks, result.root, model, options, writer.finish, bar)
+    times = runner(tasks, result.root, model, options, writer.finish, bar, readers)
     bar.close()
     summary.seconds = time.perf_counter() - start
     summary.stage_seconds = {"decode": times.decode, "encode": times.encode, "write": times.write}
@@ -105,17 +122,17 @@ def _engine(options: IndexOptions) -> Any:
     if options.engine == "ray":
         from pipelines.ray_engine import run_ray
 
-        return lambda tasks, root, model, o, finish, bar: run_ray(tasks, root, model, o, finish, bar)
+        return lambda tasks, root, model, o, finish, bar, _readers: run_ray(tasks, root, model, o, finish, bar)
     from pipelines.local import run_local
 
-    def run(tasks, root, model, o, finish, bar):  # noqa: ANN001 - adapter to a common signature
+    def run(tasks, root, model, o, finish, bar, readers):  # noqa: ANN001 - adapter to a common signature
         def on_item(decoded):  # noqa: ANN001
             bar.update(1)
             if decoded.failure is not None:
                 bar.errors += 1
                 bar.set_postfix(errors=bar.errors, refresh=False)
 
-        return run_local(tasks, root, model, o.batch_size, o.workers, finish, on_item)
+        return run_local(tasks, root, model, o.batch_size, o.workers, finish, on_item, readers)
 
     return run
 
@@ -173,7 +190,7 @@ def _open_out_dir(out_dir: Path, model: Any, overwrite: bool) -> Manifest:
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RadRetrieveError(f"{out_dir} exists, is not empty and is not a radretrieve out dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir), ())
+    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir, fingerprint), ())
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -17,10 +17,23 @@ from pipelines.tracker import Finish, StageTimes, TaskTracker
 
 
 def _init_worker() -> None:
-    """Readers are single-threaded: the encoder in the main process already uses every core's threads."""
+    """Readers are single-threaded (the encoder in the main process already uses every core's threads),
+    and import the readers now, while the job is still scanning and planning, not on their first item."""
     import torch
 
+    import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel, torch ops
+
     torch.set_num_threads(1)
+
+
+def start_readers(workers: int) -> Any:
+    """A pool of `workers` reader processes (None for 0), started early so their start-up is hidden.
+
+    spawn, not fork: the parent holds torch thread pools that a forked child must not inherit.
+    """
+    if workers <= 0:
+        return None
+    return mp.get_context("spawn").Pool(workers, initializer=_init_worker)
 
 
 def _decode_star(args: tuple[WorkItem, Path, Any]) -> Decoded:
@@ -35,12 +48,16 @@ def run_local(
     workers: int,
     finish: Finish,
     on_item: Callable[[Decoded], None] = lambda d: None,
+    pool: Any = None,
 ) -> StageTimes:
-    """Decode, encode and finish every task; `finish(task, rows, failures)` writes its shard."""
+    """Decode, encode and finish every task; `finish(task, rows, failures)` writes its shard.
+
+    `pool`: readers from `start_readers` (the caller closes it); without one, a pool of `workers` is made here.
+    """
     times = StageTimes()
     batcher = EncodeBatcher(model, batch_slices)
     tracker = TaskTracker(model, finish, times)
-    for decoded in _decoded_stream(tasks, root, model.config.preprocess, workers, tracker):
+    for decoded in _decoded_stream(tasks, root, model.config.preprocess, workers, tracker, pool):
         times.decode += decoded.seconds
         on_item(decoded)
         if decoded.failure is not None:
@@ -53,7 +70,7 @@ def run_local(
 
 
 def _decoded_stream(
-    tasks: Sequence[Task], root: Path, preprocess: Any, workers: int, tracker: TaskTracker
+    tasks: Sequence[Task], root: Path, preprocess: Any, workers: int, tracker: TaskTracker, pool: Any
 ) -> Iterator[Decoded]:
     """Open each task in turn and yield its decoded items in order."""
 
@@ -66,10 +83,10 @@ def _decoded_stream(
         for args in jobs():
             yield _decode_star(args)
         return
-    # spawn, not fork: the parent holds torch thread pools that a forked child must not inherit
-    ctx = mp.get_context("spawn")
+    own = pool is None
+    pool = start_readers(workers) if own else pool
     window = max(4, workers * 4)
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
+    try:
         inflight: collections.deque = collections.deque()
         for args in jobs():
             inflight.append(pool.apply_async(_decode_star, (args,)))
@@ -77,3 +94,6 @@ def _decoded_stream(
                 yield inflight.popleft().get()
         while inflight:
             yield inflight.popleft().get()
+    finally:
+        if own:
+            pool.terminate()

@@ -17,8 +17,10 @@ from radretrieve.shards import read_manifest
 LOCAL_MODEL_DIR = "model"
 
 
-def model_reference(model: Any, out_dir: Path) -> dict[str, Any]:
-    """How to load `model` again from `out_dir`; copies a local model directory into the out dir."""
+def model_reference(model: Any, out_dir: Path, fingerprint: str | None = None) -> dict[str, Any]:
+    """How to load `model` again from `out_dir`; copies a local model directory into the out dir.
+
+    `fingerprint`: the model's, when the caller has it already (hashing a large model takes seconds)."""
     ref = str(model.source.get("ref") or model.config.name)
     weights = model.source.get("weights")
     if Path(ref).is_dir():
@@ -29,7 +31,7 @@ def model_reference(model: Any, out_dir: Path) -> dict[str, Any]:
         ref, weights = LOCAL_MODEL_DIR, None
     elif weights and Path(weights).is_file():
         weights = str(Path(weights).resolve())
-    return {"ref": ref, "weights": weights, "fingerprint": model.fingerprint}
+    return {"ref": ref, "weights": weights, "fingerprint": fingerprint or model.fingerprint}
 
 
 def load_model_for_out_dir(out_dir: Path, override: str | None = None, weights: str | None = None,

@@ -45,26 +45,39 @@ def supports_fast_text(model: Any) -> bool:
     return model.config.tokenizer == "clip-bpe" and not (custom & set(t)) and hasattr(model.clip, "token_embedding")
 
 
-def save_text_tower(model: Any, out_dir: Path) -> Path | None:
-    """Write OUT/text_tower.safetensors (atomically); None when unsupported or too large."""
+def save_text_tower(model: Any, out_dir: Path, fingerprint: str | None = None) -> Path | None:
+    """Write OUT/text_tower.safetensors (atomically) unless it is there for this model already; None when
+    unsupported or too large. `fingerprint`: the model's, when the caller has it (saves hashing again)."""
     from safetensors.torch import save_file
 
     if not supports_fast_text(model):
         return None
+    fingerprint = fingerprint or model.fingerprint
+    path = Path(out_dir) / TEXT_FILE
+    if _stored_fingerprint(path) == fingerprint:
+        return path
     state = {k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items() if k.startswith(_TEXT_PREFIXES)}
     if sum(v.numel() * v.element_size() for v in state.values()) > MAX_BYTES:
         return None
     t = model.config.clip["text_cfg"]
     meta = {
-        "fingerprint": model.fingerprint, "heads": str(int(t.get("heads", 8))),
+        "fingerprint": fingerprint, "heads": str(int(t.get("heads", 8))),
         "quick_gelu": json.dumps(bool(model.config.clip.get("quick_gelu", False))),
         "context_length": str(model.config.context_length),
     }
-    path = Path(out_dir) / TEXT_FILE
     tmp = path.with_name(f".{TEXT_FILE}.tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as fh:
+        return (fh.metadata() or {}).get("fingerprint")
 
 
 class FastTextEncoder:
@@ -85,12 +98,10 @@ class FastTextEncoder:
         from safetensors.torch import load_file
 
         path = Path(out_dir) / TEXT_FILE
-        if not path.is_file():
+        if _stored_fingerprint(path) != fingerprint:
             return None
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        if meta.get("fingerprint") != fingerprint:
-            return None
         return cls(load_file(str(path)), meta)
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
