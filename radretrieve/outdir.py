@@ -51,9 +51,10 @@ def load_model_for_out_dir(out_dir: Path, override: str | None = None, weights: 
             raise RadRetrieveError(f"{out_dir}: manifest does not say which model built it; pass --model")
         path = out_dir / ref if ref == LOCAL_MODEL_DIR else ref
         model = load_model(str(path), weights=manifest.model.get("weights"), device=device)
-    if model.fingerprint != manifest.fingerprint:
+    fingerprint = model.fingerprint  # hashes every weight: once
+    if fingerprint != manifest.fingerprint:
         raise FingerprintMismatch(
-            f"model fingerprint {model.fingerprint} differs from the index's {manifest.fingerprint} "
+            f"model fingerprint {fingerprint} differs from the index's {manifest.fingerprint} "
             f"({out_dir}); use the model the index was built with"
         )
     return model

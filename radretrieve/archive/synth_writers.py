@@ -42,6 +42,8 @@ def _base_dataset(ids: DicomIds, sop_class: str, sop_uid: str, modality: str) ->
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID = ids.study_uid, ids.series_uid
+    # Synthetic, non-identifying values so the files look like real DICOM; the readers' PHI allow-list never
+    # parses these attributes (tests/test_archive_dicom.py proves no name or id reaches any output).
     ds.PatientName, ds.PatientID = "SYNTHETIC^PHANTOM", ids.patient_id
     ds.StudyDate = ds.SeriesDate = "20000101"
     ds.Modality, ds.BodyPartExamined = modality, ids.body_part

@@ -20,6 +20,12 @@ INDEX_OPT = typer.Option(..., "--index", "-i", help="Out dir with shards and ind
 FORMAT_HELP = "table | json | html (html: a self-contained contact sheet with thumbnails; use with --out)."
 MODEL_HELP = "Override the out dir's model (must have the same fingerprint)."
 ARCHIVE_HELP = "Archive root for thumbnails (default: the root recorded in OUT/archive.json)."
+# Options shared by search, reports and similar (Typer reads each default's OptionInfo; reuse is safe).
+FORMAT_OPT = typer.Option("table", "--format", "-f", help=FORMAT_HELP)
+OUT_OPT = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout.")
+MODEL_OPT = typer.Option(None, "--model", "-m", help=MODEL_HELP)
+WEIGHTS_OPT = typer.Option(None, "--weights", "-w", help="Weights for --model.")
+ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
 
 
 def parse_size(text: str) -> int:
@@ -89,12 +95,12 @@ def search(
     k: int = typer.Option(10, "-k", help="Results per query (1 to 10000)."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view: \"modality = 'CT'\"."),
     kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
-    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
+    fmt: str = FORMAT_OPT,
+    out: Optional[Path] = OUT_OPT,
     query_file: Optional[Path] = typer.Option(None, "--query-file", help="Queries, one per line ('-': stdin)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
-    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+    model: Optional[str] = MODEL_OPT,
+    weights: Optional[str] = WEIGHTS_OPT,
+    archive: Optional[Path] = ARCHIVE_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text."""
     from radretrieve.errors import RadRetrieveError
@@ -116,11 +122,11 @@ def reports(
     index: Path = INDEX_OPT,
     k: int = typer.Option(5, "-k", help="Reports to return (1 to 10000)."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the reports view."),
-    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
-    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+    fmt: str = FORMAT_OPT,
+    out: Optional[Path] = OUT_OPT,
+    model: Optional[str] = MODEL_OPT,
+    weights: Optional[str] = WEIGHTS_OPT,
+    archive: Optional[Path] = ARCHIVE_OPT,
 ) -> None:
     """Study -> the nearest reports."""
     run = Run(index, model, weights, fmt, out, archive)
@@ -134,11 +140,11 @@ def similar(
     k: int = typer.Option(10, "-k", help="Studies to return (1 to 10000)."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view."),
     kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
-    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output here instead of stdout."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights for --model."),
-    archive: Optional[Path] = typer.Option(None, "--archive", help=ARCHIVE_HELP),
+    fmt: str = FORMAT_OPT,
+    out: Optional[Path] = OUT_OPT,
+    model: Optional[str] = MODEL_OPT,
+    weights: Optional[str] = WEIGHTS_OPT,
+    archive: Optional[Path] = ARCHIVE_OPT,
 ) -> None:
     """Study -> similar studies: one hit per study, the query's own study left out."""
     run = Run(index, model, weights, fmt, out, archive)
