@@ -5,7 +5,8 @@ process tree for CPU seconds and summed RSS), then time the raw encoder forward 
 and batch size on pre-decoded tensors. Writes benchmarks/results/index_throughput.json.
 
     python -m benchmarks.index_throughput --model radclip-tiny --studies 1000 10000
-    python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 20 --image-size 224
+    python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 20 --image-size 224 --batch-size 64
+    python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 200 --image-size 224 --device cuda --workers 14
 
 Goals (2 cores): ViT-B/16 end-to-end/raw ratio >= 0.95; radclip-tiny keeps both cores >= 90% busy in
 the steady state; peak RSS flat from 1k to 10k studies.
@@ -25,9 +26,9 @@ from benchmarks.common import write_json
 from benchmarks.procstat import TreeSampler
 
 
-def run_index(archive: Path, out: Path, model: str, workers: int, batch: int) -> dict:
+def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, device: str) -> dict:
     cmd = [sys.executable, "-m", "radretrieve", "index", str(archive), "--out", str(out), "--model", model,
-           "--workers", str(workers), "--batch-size", str(batch), "--no-index", "--json", "-q"]
+           "--workers", str(workers), "--batch-size", str(batch), "--device", device, "--no-index", "--json", "-q"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(proc.pid).start()
@@ -41,14 +42,14 @@ def run_index(archive: Path, out: Path, model: str, workers: int, batch: int) ->
                       "busy_cores_steady": sampler.busy_cores()}
 
 
-def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int) -> dict:
+def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int, device: str) -> dict:
     """Items/s of encode_mixed alone, on items decoded beforehand (same model, same batch size)."""
     import torch
 
     from radretrieve import load_model
     from radretrieve.archive import read_item, scan
 
-    model = load_model(model_name, device="cpu")
+    model = load_model(model_name, device=device)
     result = scan(archive)
     items = result.items[:max_items]
     decoded = [(torch.from_numpy(read_item(it, result.root, model.config.preprocess).pixels), it.kind == "volume")
@@ -66,7 +67,7 @@ def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int) -> d
     start = time.perf_counter()
     for b in batches:
         arrays, flags = zip(*b)
-        model.encode_mixed(list(arrays), list(flags))
+        model.encode_mixed(list(arrays), list(flags))  # returns on the CPU: the GPU has finished
     secs = time.perf_counter() - start
     slices = sum(a.shape[0] for a, _ in decoded)
     return {"items": len(decoded), "slices": slices, "seconds": secs, "items_per_s": len(decoded) / secs,
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=64, help="synthetic slice size (pixels)")
     ap.add_argument("--raw-items", type=int, default=200, help="items decoded beforehand for the raw timing")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--quick", action="store_true", help="100 studies only")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -94,15 +96,15 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             synthesize(archive, studies=n, seed=0, image_size=args.image_size)
             synth_s = time.perf_counter() - t0
-            e2e = run_index(archive, Path(tmp) / f"out-{n}", args.model, args.workers, args.batch_size)
-            raw = raw_encoder(archive, args.model, args.batch_size, args.raw_items)
+            e2e = run_index(archive, Path(tmp) / f"out-{n}", args.model, args.workers, args.batch_size, args.device)
+            raw = raw_encoder(archive, args.model, args.batch_size, args.raw_items, args.device)
             ratio = e2e["items_per_s"] / raw["items_per_s"]
             runs.append({"studies": n, "synth_seconds": synth_s, "end_to_end": e2e, "raw_encoder": raw,
                          "ratio_end_to_end_over_raw": ratio})
             print(f"{n:>6} studies: {e2e['items_per_s']:.1f} items/s end to end, raw encoder "
                   f"{raw['items_per_s']:.1f} items/s, ratio {ratio:.2f}, busy cores {e2e['busy_cores_steady']:.2f}, "
                   f"peak RSS {e2e['peak_rss_mb']:.0f} MB, stages {e2e['stage_seconds']}")
-    path = write_json("index_throughput", {"model": args.model, "workers": args.workers,
+    path = write_json("index_throughput", {"model": args.model, "device": args.device, "workers": args.workers,
                                            "batch_size": args.batch_size, "runs": runs}, args.out)
     print(f"wrote {path}")
 

@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -94,11 +95,23 @@ def _start_readers(options: IndexOptions) -> Any:
 
 
 def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, start: float) -> IndexSummary:
+    manifest = _open_out_dir(out_dir, model, options.overwrite)
+    # lets `radretrieve search` encode text without building the whole model; written (mostly file I/O,
+    # outside the GIL) on a thread while the job scans and encodes, instead of before it
+    with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
+        tower = background.submit(save_text_tower, model, out_dir, manifest.fingerprint)
+        summary = _scan_and_run(archive, out_dir, model, options, readers, manifest)
+        tower.result()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _scan_and_run(archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, manifest: Manifest) -> IndexSummary:
     from radretrieve.archive import scan
 
-    manifest = _open_out_dir(out_dir, model, options.overwrite)
-    save_text_tower(model, out_dir, manifest.fingerprint)  # lets `radretrieve search` encode text without building the whole model
-    result = scan(Path(archive))
+    # the readers are idle until the plan exists: they read the headers meanwhile
+    map_fn = (lambda fn, rels: readers.imap(fn, rels, chunksize=64)) if readers is not None else map
+    result = scan(Path(archive), map_fn=map_fn)
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
     atomic_write_bytes(out_dir / ARCHIVE_FILE, json.dumps({"root": str(Path(result.root).resolve())}).encode())
     _write_scan_errors(out_dir, result.errors)
@@ -112,7 +125,6 @@ def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, read
     bar = _progress(tasks, options.progress)
     times = runner(tasks, result.root, model, options, writer.finish, bar, readers)
     bar.close()
-    summary.seconds = time.perf_counter() - start
     summary.stage_seconds = {"decode": times.decode, "encode": times.encode, "write": times.write}
     summary.slices = times.slices
     return summary

@@ -1,13 +1,16 @@
 """The local engine: reader processes feeding one encoder; shards written as tasks complete.
 
-Memory stays bounded by workers x prefetch decoded items plus one encoder batch: at most `window` decode
-jobs are in flight, and results are consumed in submission order.
+Decode jobs are submitted ahead of the encoder up to `PREFETCH_BATCHES` encoder batches' worth of slices, so
+the readers keep decoding the next batch while the encoder runs (with a window of a few items instead, the
+readers ran dry half-way through each encoder call). Memory stays bounded by that window plus one encoder
+batch, whatever the archive's size; results are consumed in submission order.
 """
 
 from __future__ import annotations
 
 import collections
 import multiprocessing as mp
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -15,15 +18,21 @@ from pipelines.plan import Task, WorkItem
 from pipelines.stages import Decoded, EncodeBatcher, decode
 from pipelines.tracker import Finish, StageTimes, TaskTracker
 
+PREFETCH_BATCHES = 2  # encoder batches of slices decoded or being decoded ahead of the encoder
+READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores: 1.81 -> 1.91 cores busy)
+
 
 def _init_worker() -> None:
-    """Readers are single-threaded (the encoder in the main process already uses every core's threads),
-    and import the readers now, while the job is still scanning and planning, not on their first item."""
-    import torch
+    """Import the readers now, while the job is still scanning and planning, not on their first item.
 
-    import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel, torch ops
+    Readers never import torch (preprocessing is numpy only): that would cost each one about 0.5 GB.
+    They run at a lower priority than the encoder: they work ahead of it anyway (see PREFETCH_BATCHES),
+    and a reader that preempts one of the encoder's intra-op threads stalls the whole thread team.
+    """
+    import os
 
-    torch.set_num_threads(1)
+    os.nice(READER_NICENESS)
+    import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel
 
 
 def start_readers(workers: int) -> Any:
@@ -55,22 +64,45 @@ def run_local(
     `pool`: readers from `start_readers` (the caller closes it); without one, a pool of `workers` is made here.
     """
     times = StageTimes()
-    batcher = EncodeBatcher(model, batch_slices)
     tracker = TaskTracker(model, finish, times)
-    for decoded in _decoded_stream(tasks, root, model.config.preprocess, workers, tracker, pool):
-        times.decode += decoded.seconds
-        on_item(decoded)
-        if decoded.failure is not None:
-            tracker.add_failure(decoded.work.item_id, decoded.failure)
-        else:
-            tracker.add_rows(batcher.add(decoded))
-    tracker.add_rows(batcher.flush())
+    window = Window(PREFETCH_BATCHES * batch_slices, max(4, workers * 4), model.config.preprocess.n_slices)
+    was_training = model.training
+    model.eval()  # once, up front: the encoder thread must not toggle train/eval under the caller
+    batcher = EncodeBatcher(model, batch_slices)
+    try:
+        for decoded in _decoded_stream(tasks, root, model.config.preprocess, workers, tracker, pool, window):
+            times.decode += decoded.seconds
+            on_item(decoded)
+            if decoded.failure is not None:
+                tracker.add_failure(decoded.work.item_id, decoded.failure)
+            else:
+                tracker.add_rows(batcher.add(decoded))
+        tracker.add_rows(batcher.flush())
+    finally:
+        batcher.close()
+        model.train(was_training)
     times.encode, times.slices = batcher.seconds, batcher.slices
     return times
 
 
+@dataclass(frozen=True)
+class Window:
+    """How far decoding may run ahead: `slices` slices (estimated from the item kind) and at least `items`."""
+
+    slices: int  # slice budget of the submitted-but-not-consumed items
+    items: int  # items always allowed in flight, however large they are
+    depth: int  # slices per volume at most (the preprocessing's depth): the estimate for a volume
+
+    def cost(self, work: WorkItem) -> int:
+        return 1 if work.item.kind == "image" else self.depth
+
+    def full(self, n_items: int, n_slices: int) -> bool:
+        return n_items >= self.items and n_slices >= self.slices
+
+
 def _decoded_stream(
-    tasks: Sequence[Task], root: Path, preprocess: Any, workers: int, tracker: TaskTracker, pool: Any
+    tasks: Sequence[Task], root: Path, preprocess: Any, workers: int, tracker: TaskTracker, pool: Any,
+    window: Window,
 ) -> Iterator[Decoded]:
     """Open each task in turn and yield its decoded items in order."""
 
@@ -85,15 +117,18 @@ def _decoded_stream(
         return
     own = pool is None
     pool = start_readers(workers) if own else pool
-    window = max(4, workers * 4)
     try:
-        inflight: collections.deque = collections.deque()
+        inflight: collections.deque = collections.deque()  # (async result, estimated slices)
+        slices = 0
         for args in jobs():
-            inflight.append(pool.apply_async(_decode_star, (args,)))
-            if len(inflight) >= window:
-                yield inflight.popleft().get()
+            inflight.append((pool.apply_async(_decode_star, (args,)), window.cost(args[0])))
+            slices += inflight[-1][1]
+            while window.full(len(inflight), slices):
+                result, cost = inflight.popleft()
+                slices -= cost
+                yield result.get()
         while inflight:
-            yield inflight.popleft().get()
+            yield inflight.popleft()[0].get()
     finally:
         if own:
             pool.terminate()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -72,32 +74,70 @@ class Row:
 
 @dataclass
 class EncodeBatcher:
-    """Collects decoded items until `batch_slices` slices are waiting, then encodes them in one pass."""
+    """Collects decoded items until `batch_slices` slices are waiting, then encodes them in one pass.
+
+    A batch is encoded on a thread of its own, so that the caller keeps receiving decoded items (and
+    writing shards) meanwhile; one batch is in flight at a time (back-pressure: memory stays at one
+    batch being encoded plus one filling), and rows come back in order. Call `close` when done.
+    """
 
     model: Any  # RadCLIP
     batch_slices: int  # slices per encoder call
     pending: list[Decoded] = field(default_factory=list)
     seconds: float = 0.0  # time spent in the encoder
     slices: int = 0  # slices encoded so far
+    _running: collections.deque = field(default_factory=collections.deque)  # (batch, future), oldest first
+    _pool: ThreadPoolExecutor | None = None
 
     def add(self, item: Decoded) -> list[Row]:
+        """Queue an item; returns the rows of batches finished by now (possibly none)."""
         self.pending.append(item)
         if sum(d.pixels.shape[0] for d in self.pending) >= self.batch_slices:
-            return self.flush()
-        return []
+            return self._dispatch()
+        return self._ready()
 
     def flush(self) -> list[Row]:
-        if not self.pending:
-            return []
+        """Encode what is pending and wait for every batch in flight."""
+        rows = self._dispatch() if self.pending else []
+        while self._running:
+            rows += self._take()
+        return rows
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _dispatch(self) -> list[Row]:
+        batch, self.pending = self.pending, []
+        rows = []
+        while self._running:  # back-pressure: wait for the batch in flight
+            rows += self._take()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
+        self._running.append((batch, self._pool.submit(self._encode, batch)))
+        return rows + self._ready()
+
+    def _ready(self) -> list[Row]:
+        rows = []
+        while self._running and self._running[0][1].done():
+            rows += self._take()
+        return rows
+
+    def _take(self) -> list[Row]:
+        batch, future = self._running.popleft()
+        emb, seconds = future.result()
+        self.seconds += seconds
+        self.slices += sum(d.pixels.shape[0] for d in batch)
+        return [Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch)]
+
+    def _encode(self, batch: list[Decoded]) -> tuple[np.ndarray, float]:
         import torch
 
-        batch, self.pending = self.pending, []
         start = time.perf_counter()
         arrays = [torch.from_numpy(d.pixels) for d in batch]
         emb = self.model.encode_mixed(arrays, [d.work.item.kind == "volume" for d in batch]).numpy()
-        self.seconds += time.perf_counter() - start
-        self.slices += sum(a.shape[0] for a in arrays)
-        return [Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch)]
+        return emb, time.perf_counter() - start
 
 
 def encode_reports(model: Any, work: Sequence[WorkItem]) -> list[Row]:

@@ -112,7 +112,8 @@ def test_other_model_is_refused_unless_overwrite(archive, indexed, tmp_path):
     assert set(_rows(out)) == _expected_ids(archive)
 
 
-def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: headers are scanned and items decoded in reader processes
+def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp_path, workers):
     from radretrieve.catalog import Catalog
 
     root = tmp_path / "a"
@@ -121,7 +122,7 @@ def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp
     (root / "s0-00001" / "empty.png").write_bytes(b"")
     (root / "s0-00002" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     out = tmp_path / "o"
-    summary = index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    summary = index_archive(root, out, tiny_model, IndexOptions(workers=workers, **QUIET))
     assert set(_rows(out)) == _expected_ids(archive)  # every good item is there
     cat = Catalog(out)
     errors = cat.sql("SELECT source, error_type FROM errors ORDER BY source")
@@ -131,7 +132,7 @@ def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp
     assert any(s.endswith("broken.nii.gz") for s in sources)
     assert sum(summary.errors.values()) == len(errors) >= 3
     # a rerun does not record the same failures twice
-    index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    index_archive(root, out, tiny_model, IndexOptions(workers=workers, **QUIET))
     assert len(Catalog(out).sql("SELECT * FROM errors")) == len(errors)
 
 

@@ -38,11 +38,12 @@ __all__ = [
 ]  # fmt: skip
 
 
-def scan(root_or_manifest: str | Path, strict: bool = False) -> ScanResult:
+def scan(root_or_manifest: str | Path, strict: bool = False, map_fn: Any = map) -> ScanResult:
     """Scan an archive folder, or a manifest file (.csv, .parquet, .jsonl), reading headers only.
 
     Bad inputs become `ScanResult.errors` and scanning goes on; with `strict=True` the first one is
-    raised as an ArchiveError instead.
+    raised as an ArchiveError instead. `map_fn` maps the per-file header reads of a folder (in order),
+    e.g. a process pool's `imap` to read headers in parallel; manifests are scanned row by row.
     """
     from radretrieve.archive.manifest import is_manifest, scan_manifest
     from radretrieve.archive.scanner import scan_folder
@@ -52,7 +53,7 @@ def scan(root_or_manifest: str | Path, strict: bool = False) -> ScanResult:
         return scan_manifest(path, strict=strict)
     if not path.is_dir():
         raise ReadError(str(path), "not a folder or a manifest (.csv, .parquet, .jsonl)", "scan")
-    return scan_folder(path, strict=strict)
+    return scan_folder(path, strict=strict, map_fn=map_fn)
 
 
 def synthesize(out: str | Path, studies: int, seed: int = 0, **options: Any) -> "SynthSummary":

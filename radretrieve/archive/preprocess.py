@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from radretrieve.archive.records import ArchiveError
+from radretrieve.archive.resize import resize_bilinear
 from radretrieve.config import PreprocessConfig
 
 Mode = Literal["ct", "mr", "xray"]
@@ -70,9 +71,6 @@ def check_values(data: np.ndarray, source: str) -> None:
 
 def resize_slices(slices: np.ndarray, spacing_yx: tuple[float, float], size: int) -> np.ndarray:
     """Resize [S, Y, X] so the longer physical side is `size` pixels; keeps the aspect ratio."""
-    import torch
-    import torch.nn.functional as F
-
     s, h, w = slices.shape
     phys_h, phys_w = h * spacing_yx[0], w * spacing_yx[1]
     scale = size / max(phys_h, phys_w)
@@ -80,10 +78,8 @@ def resize_slices(slices: np.ndarray, spacing_yx: tuple[float, float], size: int
     out_w = min(size, max(1, round(phys_w * scale)))
     if (out_h, out_w) == (h, w):
         return slices
-    x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
     antialias = out_h < h or out_w < w  # antialias only matters (and only costs) when shrinking
-    y = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=antialias)
-    return y[:, 0].numpy()
+    return resize_bilinear(slices, out_h, out_w, antialias)
 
 
 def to_unit(slices: np.ndarray, mode: Mode, cfg: PreprocessConfig, source: str) -> np.ndarray:

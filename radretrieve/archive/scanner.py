@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader, order_series, read_header
 from radretrieve.archive.dicom_pixels import series_affine
@@ -88,25 +89,57 @@ def _item(key: str, **fields: object) -> Item:
     return Item(item_id=item_id(key), item_key=key, **fields)  # type: ignore[arg-type]
 
 
-def collect_files(root: Path, rels: Iterable[str], col: Collector) -> None:
-    """Scan files (root-relative, or absolute for manifest entries outside the root) into `col`."""
+MapFn = Callable[[Callable[[str], "FileScan"], Iterable[str]], Iterable["FileScan"]]
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What scanning one file gave; plain data, so that reader processes can scan files in parallel."""
+
+    rel: str  # the file, root-relative
+    fmt: str  # file_format(rel)
+    item: Item | None = None  # a NIfTI volume or a 2D image
+    header: DicomHeader | None = None  # a DICOM file's allow-listed header
+    error: tuple[str, str, str, str] | None = None  # ArchiveError(path, reason, error_type, stage)
+    notes: tuple[ErrorRecord, ...] = ()  # Collector.notes made while scanning it
+
+
+def scan_file(root: Path, rel: str) -> FileScan:
+    """Scan one file's header; never raises for bad input."""
+    fmt = file_format(rel)
+    notes = Collector()
+    try:
+        if fmt == "nifti":
+            return FileScan(rel, fmt, item=scan_nifti(root, rel, notes), notes=tuple(notes.notes))
+        if fmt == "image":
+            return FileScan(rel, fmt, item=scan_image(root, rel))
+        if fmt in ("dicom", "maybe-dicom"):
+            return FileScan(rel, fmt, header=read_header(root / rel, rel))
+    except ArchiveError as exc:
+        return FileScan(rel, fmt, error=(exc.path, exc.reason, exc.error_type, exc.stage))
+    except OSError as exc:
+        return FileScan(rel, fmt, error=(rel, f"cannot read file ({exc.strerror or type(exc).__name__})", "CorruptFile", "scan"))
+    return FileScan(rel, fmt)
+
+
+def collect_files(root: Path, rels: Iterable[str], col: Collector, map_fn: MapFn = map) -> None:
+    """Scan files (root-relative, or absolute for manifest entries outside the root) into `col`.
+
+    `map_fn`: how `scan_file` is mapped over the files, in order (e.g. a process pool's `imap`).
+    """
     dicom: list[DicomHeader] = []
-    for rel in rels:
-        fmt = file_format(rel)
-        try:
-            if fmt == "nifti":
-                col.items.append(scan_nifti(root, rel, col))
-            elif fmt == "image":
-                col.items.append(scan_image(root, rel))
-            elif fmt in ("dicom", "maybe-dicom"):
-                dicom.append(read_header(root / rel, rel))
-        except ArchiveError as exc:
-            if fmt == "maybe-dicom" and exc.error_type == "CorruptFile":
-                log.debug("ignored %s: not DICOM", rel)  # READMEs, licences and such without a suffix
+    for res in map_fn(functools.partial(scan_file, root), rels):
+        col.notes.extend(res.notes)
+        if res.error is not None:
+            exc = ArchiveError(*res.error)
+            if res.fmt == "maybe-dicom" and exc.error_type == "CorruptFile":
+                log.debug("ignored %s: not DICOM", res.rel)  # READMEs, licences and such without a suffix
             else:
                 col.error(exc)
-        except OSError as exc:
-            col.error(ArchiveError(rel, f"cannot read file ({exc.strerror or type(exc).__name__})", "CorruptFile", "scan"))
+        elif res.header is not None:
+            dicom.append(res.header)
+        elif res.item is not None:
+            col.items.append(res.item)
     group_dicom(dicom, col)
 
 
@@ -266,10 +299,10 @@ def _study(key: str, items: list[Item]) -> Study:
     return Study(key=key, items=tuple(items), report="\n\n".join(texts), labels=labels, split=split)
 
 
-def scan_folder(root: Path, strict: bool = False) -> ScanResult:
+def scan_folder(root: Path, strict: bool = False, map_fn: MapFn = map) -> ScanResult:
     """Walk `root`, scan every image/volume file, pair sidecar reports, group into studies."""
     col = Collector(strict=strict)
-    collect_files(root, walk(root), col)
+    collect_files(root, walk(root), col, map_fn)
     col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
     return assemble(root, col)
 

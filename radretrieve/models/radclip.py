@@ -67,7 +67,8 @@ class RadCLIP(nn.Module):
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():  # the buffer itself, not a bytes copy of it (hashlib reads it outside the GIL)
+                h.update(t.reshape(-1).view(torch.uint8).numpy())
         return h.hexdigest()[:32]
 
     # ----------------------------------------------------------------- encoders
