@@ -25,7 +25,7 @@ READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores:
 def _init_worker() -> None:
     """Import the readers now, while the job is still scanning and planning, not on their first item.
 
-    Readers never import torch (preprocessing is numpy only): that would cost each one about 0.5 GB.
+    Readers never import torch (preprocessing is numpy and Pillow): that would cost each one about 0.5 GB.
     They run at a lower priority than the encoder: they work ahead of it anyway (see PREFETCH_BATCHES),
     and a reader that preempts one of the encoder's intra-op threads stalls the whole thread team.
     """
