@@ -11,7 +11,7 @@ import pytest
 
 from indexers import BuildConfig, SearchArgError, SearchParams, Searcher, build_indexes, choose_plan
 from indexers.device import GPU_MAX_K, num_gpus, resolve_device, to_gpu, validate_search_args
-from indexers.plan import needs_rebuild
+from indexers.plan import HNSW_EF_CONSTRUCTION, needs_rebuild
 from radretrieve.errors import RadRetrieveError
 from tests.shard_fixtures import SyntheticItems, clustered_vectors, write_out_dir
 
@@ -91,9 +91,13 @@ def test_hnsw_on_request(tmp_path) -> None:
     write_out_dir(tmp_path, [items], dim)
     info = build_indexes(tmp_path, BuildConfig(index_type="hnsw"), targets=("items",))["items"]
     assert info.plan.factory.startswith("IDMap2,HNSW") and info.params.ef_search and info.recall_at_10 >= 0.95
-    hits = Searcher(tmp_path).search(vecs[:20], 10)
+    searcher = Searcher(tmp_path)
+    hits = searcher.search(vecs[:20], 10)
     truth = brute_force_ids(vecs[:20], vecs, items.ids, 10)
     assert recall([[h.item_id for h in q] for q in hits], truth) >= 0.9
+    # the graph in the written file was linked with the wider construction search (1M: recall 0.94 -> 0.96)
+    graph = faiss.downcast_index(faiss.downcast_index(searcher.index("items").cpu).index).hnsw
+    assert graph.efConstruction == HNSW_EF_CONSTRUCTION > 40
 
 
 def test_choose_plan_rule() -> None:
