@@ -38,9 +38,9 @@ def make_out_dir(out: Path, n: int, seed: int = 0) -> dict:
     """Synthetic shards for `n` volumes in `out`, manifest pointing at radclip-tiny; index built."""
     import radretrieve
     from indexers import build_indexes
-    from radretrieve.models.text_fast import save_text_tower
-    from radretrieve.shards import Manifest, write_manifest
-    from tests.shard_fixtures import SyntheticItems, append_shard, clustered_vectors
+    from radretrieve.outdir.text_tower import save_text_tower
+    from radretrieve.outdir.manifest import Manifest, write_manifest
+    from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors
 
     model = radretrieve.load_model(MODEL)
     dim = int(model.encode_text(["probe"]).shape[-1])

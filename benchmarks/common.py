@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from radretrieve.foundation.fileio import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -29,7 +31,5 @@ def machine() -> dict[str, Any]:
 
 def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
     path = out or RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine()} | payload
-    path.write_text(json.dumps(payload, indent=1))
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=1))

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     sizes = [100] if args.quick else args.studies
-    from radretrieve.archive import synthesize
+    from radretrieve.synth import synthesize
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:

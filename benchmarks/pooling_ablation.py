@@ -2,7 +2,7 @@
 and 64 slices per volume, on a synthetic CT/MR archive whose reports say where along the volume a lesion is.
 
 Protocol (the same for every variant, so only the pooling and the slice count differ):
-1. one synthetic archive (`radretrieve.archive.synthesize`, CT and MR volumes only);
+1. one synthetic archive (`radretrieve.synth.synthesize`, CT and MR volumes only);
 2. stage 1 once: radclip-tiny's image and text towers trained on slice-text pairs (`radretrieve.training`);
 3. per variant: that base with the variant's adapter and `n_slices`; stage 2 trains the attention adapter
    (mean and max have no parameters, so stage 2 is skipped for them);
@@ -76,8 +76,8 @@ def variant(base: Any, pooling: str, slices: int) -> Any:
 
 
 def run_variant(base: Any, pooling: str, slices: int, manifest: Path, out: Path, sizes: Sizes, seed: int) -> dict[str, Any]:
-    from radretrieve.bench_sources import embeddings_from_model
-    from radretrieve.benchmarking import BenchOptions, retrieval_results
+    from radretrieve.evaluation.sources import embeddings_from_model
+    from radretrieve.evaluation.retrieval import BenchOptions, retrieval_results
     from radretrieve.training import ImageStageConfig, TrainConfig, VolumeStageConfig, train
 
     model = variant(base, pooling, slices)
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from radretrieve.archive import synthesize
-    from radretrieve.bench_report import write_report
+    from radretrieve.synth import synthesize
+    from radretrieve.evaluation.report import write_report
 
     torch.manual_seed(args.seed)
     start = time.perf_counter()

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_json
-from radretrieve.archive import Item, read_item, scan, synthesize
-from radretrieve.config import PreprocessConfig
+from radretrieve.archive import Item, read_item, scan
+from radretrieve.synth import synthesize
+from radretrieve.foundation.config import PreprocessConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

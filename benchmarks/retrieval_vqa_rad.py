@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from radretrieve import load_model
-    from radretrieve.bench_sources import embeddings_from_model
-    from radretrieve.benchmarking import BenchOptions, bench_retrieval
+    from radretrieve.evaluation.sources import embeddings_from_model
+    from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval
     from radretrieve.datasets.vqa_rad import convert_vqa_rad
 
     split = "test" if args.quick and args.split is None else args.split

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from indexers import BuildConfig, Searcher, build_indexes  # noqa: E402
 from indexers.exact import exact_search, recall_at  # noqa: E402
-from tests.shard_fixtures import SyntheticItems, clustered_vectors, write_out_dir  # noqa: E402
+from radretrieve.foundation.fileio import atomic_write_text  # noqa: E402
+from radretrieve.testing.shards import SyntheticItems, clustered_vectors, write_out_dir  # noqa: E402
 
 SHARD_ROWS = 50_000
 
@@ -102,10 +103,7 @@ def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queri
 
 
 def write_results(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite import SuiteEntry, entry_dict
+from radretrieve.foundation.fileio import atomic_path, atomic_write_text
 
 # Leaf names worth showing first in a headline: rates, recall/precision, ratios.
 _PREFERRED = re.compile(r"per_s|qps|recall|precision|map|mrr|ratio|speedup", re.IGNORECASE)
@@ -84,9 +84,7 @@ def markdown(entries: Sequence[SuiteEntry], machine: Mapping[str, Any], quick: b
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def plot(entries: Sequence[SuiteEntry], path: Path) -> Path | None:
@@ -108,9 +106,8 @@ def plot(entries: Sequence[SuiteEntry], path: Path) -> Path | None:
         ax.set_xlabel("wall time (s)")
         ax.set_title("benchmark suite")
         fig.tight_layout()
-        tmp = path.with_name(path.name + ".tmp")
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
     return path

@@ -32,8 +32,9 @@ import torch
 
 from benchmarks.common import RESULTS, write_json
 from radretrieve import load_model
-from radretrieve.archive import Item, read_item, scan, synthesize
-from radretrieve.metrics import evaluate_embeddings, label_relevance
+from radretrieve.archive import Item, read_item, scan
+from radretrieve.synth import synthesize
+from radretrieve.evaluation.metrics import evaluate_embeddings, label_relevance
 from radretrieve.models.adapter import SlicePoolingAdapter
 from radretrieve.training import DataConfig, ImageStageConfig, TextConfig, TrainConfig, VolumeStageConfig, train
 from radretrieve.training import presets

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,8 +38,9 @@ from indexers.plan import (
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
 from indexers.tune import RECALL_K, tune
-from radretrieve.errors import RadRetrieveError
-from radretrieve.shards import Manifest, read_manifest
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_path
+from radretrieve.outdir.manifest import Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +97,8 @@ def write_faiss(index: Any, path: Path) -> None:
     """Write a faiss index atomically: temp file in the same folder, then rename over `path`."""
     import faiss
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def _update_mode(existing: IndexInfo | None, manifest: Manifest, wanted: IndexPlan, path: Path) -> str:

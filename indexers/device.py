@@ -14,7 +14,7 @@ import numpy as np
 
 from indexers.errors import SearchArgError
 from indexers.plan import SearchParams
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from radretrieve.errors import FingerprintMismatch, RadRetrieveError
+from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 
 __all__ = ["FingerprintMismatch", "IndexMissing", "SearchArgError", "StaleIndex", "StudyNotFound"]
 

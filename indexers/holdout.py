@@ -19,7 +19,7 @@ import numpy as np
 
 from indexers.exact import exact_search_stream
 from indexers.stream import sample_rows, without
-from radretrieve.shards import iter_embeddings
+from radretrieve.outdir.shards import iter_embeddings
 
 
 @dataclass(frozen=True)

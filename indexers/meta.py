@@ -20,11 +20,11 @@ from typing import Any, Mapping
 from indexers.errors import IndexMissing
 from indexers.plan import IndexPlan, SearchParams
 from indexers.store import StoreInfo
-from radretrieve.errors import RadRetrieveError
-from radretrieve.shards import Manifest, ShardEntry, atomic_write_bytes
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.outdir.layout import INDEX_DIR, INDEX_JSON
+from radretrieve.outdir.manifest import Manifest, ShardEntry
+from radretrieve.foundation.fileio import atomic_write_bytes
 
-INDEX_DIR = "index"
-INDEX_JSON = "index.json"
 FORMAT_VERSION = 1
 
 

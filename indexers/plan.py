@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
 
 INDEX_TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 DEFAULT_MAX_MEMORY = 4 << 30  # 4 GiB: the index plus the build's working set must fit

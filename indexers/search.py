@@ -26,8 +26,9 @@ from indexers.load import open_index, open_store, read_infos
 from indexers.meta import IndexInfo, manifest_hash, target
 from indexers.plan import SearchParams
 from indexers.store import VectorStore
-from radretrieve.catalog import FETCH_CHUNK, Catalog
-from radretrieve.shards import iter_embeddings, read_manifest
+from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
+from radretrieve.outdir.shards import iter_embeddings
+from radretrieve.outdir.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,6 @@ and rename them; the loader checks their lengths against index.json, so a crash 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from indexers.errors import StaleIndex
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_path, commit, temp_path
 
 STORE_DTYPES = ("auto", "float32", "float16")
 COPY_ROWS = 65536  # rows copied at once when an incremental add rewrites the store
@@ -109,12 +108,6 @@ class VectorStore:
         return uniq[keep], self.take(rows[keep])
 
 
-def _temp(folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return Path(tmp)
-
-
 class StoreWriter:
     """Write side: rows are appended in index-add order into a temp file, renamed into place by `commit`.
 
@@ -131,7 +124,7 @@ class StoreWriter:
         self.base = base
         base_rows = base.count if base is not None else 0
         self.total = base_rows + new_rows
-        self._tmp = _temp(self.folder, self.files[0])
+        self._tmp = temp_path(self.folder / self.files[0])
         self._out = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.dtype(dtype), shape=(self.total, dim))
         self._filled = 0
         self._new_ids: list[np.ndarray] = []
@@ -171,11 +164,9 @@ class StoreWriter:
             ids = np.concatenate([self._base_map[0], new_ids])
             rows = np.concatenate([self._base_map[1], rows])
         order = np.argsort(ids, kind="stable")
-        ids_tmp = _temp(self.folder, self.files[1])
-        with open(ids_tmp, "wb") as fh:
+        with atomic_path(self.folder / self.files[1]) as ids_tmp, open(ids_tmp, "xb") as fh:
             np.save(fh, np.stack([ids[order], rows[order]]))
-        os.replace(ids_tmp, self.folder / self.files[1])
-        os.replace(self._tmp, self.folder / self.files[0])
+        commit(self._tmp, self.folder / self.files[0])
         return StoreInfo(self.files[0], self.files[1], self.dtype, self.total)
 
     def abort(self) -> None:

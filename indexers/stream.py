@@ -1,6 +1,6 @@
 """Streaming passes over an out dir's shards: counting, uniform sampling, filling an index (+ store).
 
-Every pass reads the shards batch by batch (`radretrieve.shards.iter_embeddings`), so memory stays at
+Every pass reads the shards batch by batch (`radretrieve.outdir.shards.iter_embeddings`), so memory stays at
 one batch plus what the caller keeps (a sample, the index), whatever the archive size.
 """
 
@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexers.store import StoreWriter
-from radretrieve.shards import ShardEntry, iter_embeddings, read_manifest
+from radretrieve.outdir.manifest import ShardEntry, read_manifest
+from radretrieve.outdir.shards import iter_embeddings
 
 
 def count_rows(out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str, ...]) -> int:

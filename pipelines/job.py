@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import shutil
 import sys
@@ -15,16 +14,16 @@ from typing import Any, Literal
 
 from pipelines.plan import Task, done_item_ids, make_plan
 from pipelines.stages import Failure, Row, rows_to_table
-from radretrieve.config import config_hash
-from radretrieve.models.text_fast import save_text_tower
-from radretrieve.errors import FingerprintMismatch, RadRetrieveError
-from radretrieve.shards import (
-    ERROR_DIR, MANIFEST, SHARD_DIR, Manifest, ShardEntry, atomic_write_bytes, read_manifest, shard_metadata,
-    write_manifest, write_shard,
-)
+from radretrieve.foundation.config import config_hash
+from radretrieve.outdir.archive_root import write_archive_root
+from radretrieve.outdir.text_tower import save_text_tower
+from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
+from radretrieve.outdir.layout import ERROR_DIR, MANIFEST, SHARD_DIR
+from radretrieve.outdir.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.outdir.shards import shard_metadata, write_shard
 
 log = logging.getLogger(__name__)
-ARCHIVE_FILE = "archive.json"  # {"root": archive root}; written by every run
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, read
     # lets `radretrieve search` encode text without building the whole model; written (mostly file I/O,
     # outside the GIL) on a thread while the job scans and encodes, instead of before it
     with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
-        tower = background.submit(save_text_tower, model, out_dir, manifest.fingerprint)
+        tower = background.submit(save_text_tower, model, out_dir)
         summary = _scan_and_run(archive, out_dir, model, options, readers, manifest)
         tower.result()
     summary.seconds = time.perf_counter() - start
@@ -113,7 +112,7 @@ def _scan_and_run(archive: Path, out_dir: Path, model: Any, options: IndexOption
     map_fn = (lambda fn, rels: readers.imap(fn, rels, chunksize=64)) if readers is not None else map
     result = scan(Path(archive), map_fn=map_fn)
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
-    atomic_write_bytes(out_dir / ARCHIVE_FILE, json.dumps({"root": str(Path(result.root).resolve())}).encode())
+    write_archive_root(out_dir, result.root)
     _write_scan_errors(out_dir, result.errors)
     done = done_item_ids(out_dir)
     first_seq = 1 + max((int(Path(s.file).stem.split("-")[1]) for s in manifest.shards), default=-1)
@@ -182,7 +181,7 @@ class _ShardWriter:
 
 def _open_out_dir(out_dir: Path, model: Any, overwrite: bool) -> Manifest:
     """Create or reopen an out dir; refuse another model/preprocessing unless `overwrite`."""
-    from radretrieve.outdir import model_reference
+    from radretrieve.outdir.model_ref import model_reference
 
     fingerprint, prep = model.fingerprint, config_hash(model.config.preprocess)
     if (out_dir / MANIFEST).is_file():

@@ -17,8 +17,9 @@ from typing import Any, Iterable, Sequence
 
 import pyarrow.parquet as pq
 
-from radretrieve.ids import item_id
-from radretrieve.shards import ERROR_DIR, read_manifest
+from radretrieve.foundation.ids import item_id
+from radretrieve.outdir.layout import ERROR_DIR
+from radretrieve.outdir.manifest import read_manifest
 
 
 def report_item_id(study_key: str) -> int:

@@ -42,7 +42,7 @@ class _EncoderActor:
     """Loads the model once per actor and encodes decoded batches (failed rows pass through)."""
 
     def __init__(self, ref: str, weights: str | None, fingerprint: str, batch_slices: int) -> None:
-        from radretrieve.errors import FingerprintMismatch
+        from radretrieve.foundation.errors import FingerprintMismatch
         from radretrieve.models.loading import load_model
 
         self.model = load_model(ref, weights=weights)
@@ -70,8 +70,6 @@ class _EncoderActor:
 def run_ray(tasks: Sequence[Task], root: Path, model: Any, options: Any, finish: Any, bar: Any) -> StageTimes:
     """Run all tasks on Ray Data; shards are written by the driver as tasks complete."""
     import ray
-
-    from radretrieve.outdir import model_reference
 
     if not ray.is_initialized():
         ray.init(address=options.ray_address, num_cpus=None if options.ray_address else max(1, options.workers),

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.plan import WorkItem
-from radretrieve.shards import shard_schema
+from radretrieve.outdir.shards import shard_schema
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Decoded:
 def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
     """Read and preprocess one item; never raises for bad input (the failure is returned instead)."""
     from radretrieve.archive import read_item
-    from radretrieve.errors import ReadError
+    from radretrieve.foundation.errors import ReadError
 
     start = time.perf_counter()
     item = work.item

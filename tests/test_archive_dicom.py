@@ -17,9 +17,9 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from radretrieve.archive import ArchiveError, Item, load_volume, read_item, scan, thumbnail_slices
-from radretrieve.config import PreprocessConfig
-from radretrieve.errors import ReadError
-from radretrieve.ids import item_id
+from radretrieve.foundation.config import PreprocessConfig
+from radretrieve.foundation.errors import ReadError
+from radretrieve.foundation.ids import item_id
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # local: get_testdata_file may download
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

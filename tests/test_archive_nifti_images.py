@@ -17,7 +17,7 @@ from PIL import Image
 from radretrieve.archive import ArchiveError, load_volume, read_item, scan
 from radretrieve.archive.manifest import ManifestError
 from radretrieve.archive.preprocess import slice_positions
-from radretrieve.config import PreprocessConfig
+from radretrieve.foundation.config import PreprocessConfig
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -212,6 +212,6 @@ def test_scan_stays_a_function_after_submodule_imports() -> None:
 
     import radretrieve.archive as archive
 
-    for name in ("scanner", "manifest", "read", "synth", "volumes", "preprocess"):
+    for name in ("scanner", "manifest", "read", "volumes", "preprocess"):
         importlib.import_module(f"radretrieve.archive.{name}")
-    assert callable(archive.scan) and callable(archive.synthesize) and callable(archive.read_item)
+    assert callable(archive.scan) and callable(archive.read_item)

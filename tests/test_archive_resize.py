@@ -37,8 +37,9 @@ def test_smooth_image_keeps_its_values_when_shrunk():
 
 def test_reader_processes_never_import_torch(tmp_path):
     """Each reader would carry about 0.5 GB more if they did."""
-    from radretrieve.archive import read_item, scan, synthesize
-    from radretrieve.config import PreprocessConfig
+    from radretrieve.archive import read_item, scan
+    from radretrieve.synth import synthesize
+    from radretrieve.foundation.config import PreprocessConfig
 
     synthesize(tmp_path / "a", studies=2, seed=0, image_size=48)  # resized to 32: the resize path runs
     result = scan(tmp_path / "a")

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radretrieve.archive import load_volume, read_item, scan, synthesize
-from radretrieve.archive.synth_phantoms import LesionSpec, phantom_volume
-from radretrieve.config import PreprocessConfig
-from radretrieve.errors import RadRetrieveError
+from radretrieve.archive import load_volume, read_item, scan
+from radretrieve.synth import synthesize
+from radretrieve.synth.phantoms import LesionSpec, phantom_volume
+from radretrieve.foundation.config import PreprocessConfig
+from radretrieve.foundation.errors import RadRetrieveError
 
 N = 24  # enough studies for every modality at seed 0, small enough to stay fast
 

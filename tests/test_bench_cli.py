@@ -16,8 +16,8 @@ from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
 from radretrieve.cli.app import app
-from radretrieve.errors import RadRetrieveError
-from tests.shard_fixtures import SyntheticItems, normalise, write_out_dir
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.testing.shards import SyntheticItems, normalise, write_out_dir
 
 VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa-rad"
 needs_vqa = pytest.mark.skipif(not (VQA_RAD / "vqa_rad.json").is_file(), reason="VQA-RAD sample not present")
@@ -188,7 +188,7 @@ def encode_independently(manifest: Path, model) -> tuple[np.ndarray, np.ndarray,
     import torch
 
     from radretrieve.archive import read_item
-    from radretrieve.bench_sources import scan_archive
+    from radretrieve.evaluation.sources import scan_archive
 
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radretrieve.bench_report import load_results, write_report
-from radretrieve.metrics import evaluate_similarity, pair_relevance
+from radretrieve.evaluation.report import load_results, write_report
+from radretrieve.evaluation.metrics import evaluate_similarity, pair_relevance
 
 
 def _results() -> dict:

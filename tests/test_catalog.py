@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radretrieve.catalog import BadWhere, Catalog
-from radretrieve.shards import write_shard
-from tests.shard_fixtures import SyntheticItems, write_errors, write_out_dir
+from radretrieve.outdir.catalog import BadWhere, Catalog
+from radretrieve.outdir.shards import write_shard
+from radretrieve.testing.shards import SyntheticItems, write_errors, write_out_dir
 
 DIM = 8
 

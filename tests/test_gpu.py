@@ -155,7 +155,7 @@ def test_volume_padding_and_masks_on_gpu() -> None:
 # ------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def train_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from radretrieve.archive import synthesize
+    from radretrieve.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("train-synth"), 12, seed=1).manifest
 
@@ -293,7 +293,7 @@ def test_training_resumes_on_gpu(trained, train_archive: Path, tmp_path: Path) -
 # ------------------------------------------------------------------ bulk indexing
 @pytest.fixture(scope="module")
 def index_archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from radretrieve.archive import synthesize
+    from radretrieve.synth import synthesize
 
     root = tmp_path_factory.mktemp("index-synth") / "a"
     synthesize(root, studies=6, seed=0)
@@ -316,7 +316,7 @@ def _shard_rows(out: Path) -> dict[str, list[dict]]:
     """Shard file -> its rows, over the manifest's shards."""
     import pyarrow.parquet as pq
 
-    from radretrieve.shards import read_manifest
+    from radretrieve.outdir.manifest import read_manifest
 
     return {entry.file: pq.read_table(out / entry.file).to_pylist() for entry in read_manifest(out).shards}
 
@@ -330,7 +330,7 @@ def _expected_ids(archive: Path) -> set[int]:
 
 
 def test_index_on_gpu_writes_the_cpu_items_and_embeddings(indexed, index_archive_dir: Path, cpu_model) -> None:
-    from radretrieve.shards import read_manifest
+    from radretrieve.outdir.manifest import read_manifest
 
     cpu_m, gpu_m = read_manifest(indexed["cpu"]), read_manifest(indexed[GPU])
     assert gpu_m.fingerprint == cpu_m.fingerprint == cpu_model.fingerprint
@@ -371,10 +371,10 @@ def test_index_on_gpu_with_reader_processes_matches(indexed, index_archive_dir: 
 
 
 def test_text_tower_written_by_a_gpu_job_encodes_like_the_gpu_model(indexed, gpu_model) -> None:
-    from radretrieve.models.text_fast import FastTextEncoder
-    from radretrieve.shards import read_manifest
+    from radretrieve.outdir.text_tower import load_text_tower
+    from radretrieve.outdir.manifest import read_manifest
 
-    fast = FastTextEncoder.load(indexed[GPU], read_manifest(indexed[GPU]).fingerprint)
+    fast = load_text_tower(indexed[GPU], read_manifest(indexed[GPU]).fingerprint)
     assert fast is not None, "text_tower.safetensors missing or written for another fingerprint"
     reports = sorted((r for rows in _shard_rows(indexed[GPU]).values() for r in rows if r["kind"] == "report"),
                      key=lambda r: r["item_id"])  # fmt: skip

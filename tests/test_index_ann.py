@@ -12,8 +12,8 @@ import pytest
 from indexers import BuildConfig, SearchArgError, SearchParams, Searcher, build_indexes, choose_plan
 from indexers.device import GPU_MAX_K, num_gpus, resolve_device, to_gpu, validate_search_args
 from indexers.plan import HNSW_EF_CONSTRUCTION, needs_rebuild
-from radretrieve.errors import RadRetrieveError
-from tests.shard_fixtures import SyntheticItems, clustered_vectors, write_out_dir
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.testing.shards import SyntheticItems, clustered_vectors, write_out_dir
 
 
 def brute_force_ids(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexers import BuildConfig, Searcher, build_indexes, exact_search, exact_search_stream, recall_at
-from tests.shard_fixtures import SyntheticItems, normalise, write_out_dir
+from radretrieve.testing.shards import SyntheticItems, normalise, write_out_dir
 
 DIM = 16
 

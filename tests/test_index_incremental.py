@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 
 from indexers import BuildConfig, Searcher, build_indexes
-from radretrieve.shards import read_manifest, write_manifest
-from tests.shard_fixtures import SyntheticItems, append_shard, clustered_vectors, write_out_dir
+from radretrieve.outdir.manifest import read_manifest, write_manifest
+from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors, write_out_dir
 
 DIM = 16
 

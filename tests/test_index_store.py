@@ -12,8 +12,8 @@ from indexers import BuildConfig, Searcher, build_indexes
 from indexers.errors import StaleIndex
 from indexers.meta import read_index_json
 from indexers.store import StoreInfo, VectorStore, resolve_dtype
-from radretrieve.errors import RadRetrieveError
-from tests.shard_fixtures import SyntheticItems, append_shard, clustered_vectors, write_out_dir
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors, write_out_dir
 
 DIM = 32
 PQ = BuildConfig(index_type="ivf_pq", tune_queries=100)

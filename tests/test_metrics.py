@@ -15,18 +15,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from radretrieve import metrics
-from radretrieve.metrics import (
-    evaluate,
-    evaluate_embeddings,
-    evaluate_similarity,
-    group_relevance,
-    label_relevance,
-    matrix_relevance,
-    pair_relevance,
-    per_query_stats,
-    rank_block,
-)
+from radretrieve.evaluation import metrics
+from radretrieve.evaluation.metrics import evaluate, evaluate_embeddings, evaluate_similarity, group_relevance, label_relevance, matrix_relevance, pair_relevance, per_query_stats, rank_block
 
 KS = (1, 5, 10, 20)  # 20 > N for the 11-item cases
 

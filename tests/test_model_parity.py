@@ -71,10 +71,11 @@ def test_parity_with_transformers_clip(tmp_path):
 
 def test_fast_text_encoder_equals_the_full_model(tiny_model, tmp_path):
     """The stored text tower used by `radretrieve search` gives the model's own text embeddings."""
-    from radretrieve.models.text_fast import FastTextEncoder, save_text_tower
+    from radretrieve.outdir.text_tower import load_text_tower
+    from radretrieve.outdir.text_tower import save_text_tower
 
     assert save_text_tower(tiny_model, tmp_path) is not None
-    fast = FastTextEncoder.load(tmp_path, tiny_model.fingerprint)
+    fast = load_text_tower(tmp_path, tiny_model.fingerprint)
     texts = TEXTS + ["lesion " * 80]  # one past the context length: truncated the same way
     assert torch.allclose(fast.encode_text(texts), tiny_model.encode_text(texts), atol=1e-5)
-    assert FastTextEncoder.load(tmp_path, "0" * 32) is None  # another model's tower is never used
+    assert load_text_tower(tmp_path, "0" * 32) is None  # another model's tower is never used

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from radretrieve.config import AdapterConfig
-from radretrieve.errors import ConfigError, InputShapeError, ModelLoadError
+from radretrieve.foundation.config import AdapterConfig
+from radretrieve.foundation.errors import ConfigError, InputShapeError, ModelLoadError
 from radretrieve.models.loading import init_model, load_model
 from radretrieve.models.radclip import RadCLIP
 from radretrieve.models.registry import count_parameters, get_model_config, list_models

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,9 +17,11 @@ import torch
 
 from pipelines.job import IndexOptions, index_archive
 from pipelines.plan import report_item_id
-from radretrieve.archive import read_item, scan, synthesize
-from radretrieve.errors import FingerprintMismatch
-from radretrieve.shards import read_manifest, shard_schema
+from radretrieve.archive import read_item, scan
+from radretrieve.synth import synthesize
+from radretrieve.foundation.errors import FingerprintMismatch
+from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.shards import shard_schema
 
 QUIET = dict(progress=False)
 
@@ -114,7 +115,7 @@ def test_other_model_is_refused_unless_overwrite(archive, indexed, tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 2])  # 2: headers are scanned and items decoded in reader processes
 def test_bad_files_go_to_errors_and_the_rest_is_indexed(archive, tiny_model, tmp_path, workers):
-    from radretrieve.catalog import Catalog
+    from radretrieve.outdir.catalog import Catalog
 
     root = tmp_path / "a"
     shutil.copytree(archive, root)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +13,8 @@ import torch
 from pipelines.local import Window, start_readers
 from pipelines.plan import WorkItem
 from pipelines.stages import Decoded, EncodeBatcher
-from radretrieve.archive import scan, synthesize
+from radretrieve.archive import scan
+from radretrieve.synth import synthesize
 
 
 def test_scan_in_reader_processes_equals_scan_in_process(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 
 from indexers import BuildConfig, FingerprintMismatch, IndexMissing, SearchArgError, Searcher, StudyNotFound
 from indexers import build_indexes
-from radretrieve.catalog import BadWhere
-from tests.shard_fixtures import SyntheticItems, clustered_vectors, write_out_dir
+from radretrieve.outdir.catalog import BadWhere
+from radretrieve.testing.shards import SyntheticItems, clustered_vectors, write_out_dir
 
 DIM = 16
 

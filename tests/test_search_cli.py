@@ -80,7 +80,8 @@ def env(tmp_path_factory):
     from indexers.build import build_indexes
     from pipelines.job import IndexOptions, index_archive
     from radretrieve import load_model
-    from radretrieve.archive import scan, synthesize
+    from radretrieve.archive import scan
+    from radretrieve.synth import synthesize
 
     tmp = tmp_path_factory.mktemp("search_cli")
     arch, out = tmp / "arch", tmp / "out"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from radretrieve import load_model
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.errors import ConfigError
 from radretrieve.training import (
     CheckpointConfig,
     DataConfig,
@@ -47,7 +47,7 @@ def _text_keys(state: dict[str, torch.Tensor]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from radretrieve.archive import synthesize
+    from radretrieve.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("synth"), 12, seed=1).manifest
 

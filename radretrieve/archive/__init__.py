@@ -1,9 +1,10 @@
 """Read real archives: DICOM series, NIfTI volumes, 2D images and their reports.
 
 `scan(root_or_manifest)` finds studies and items reading headers only; `read_item(item, root, cfg)`
-decodes and preprocesses one item into CLIP input; `synthesize(out, studies)` writes a synthetic archive.
+decodes and preprocesses one item into CLIP input. This package only reads: synthetic archives are written
+by `radretrieve.synth`.
 
-Item keys (-> `radretrieve.ids.item_id`, the int64 FAISS id), stable across runs and machines:
+Item keys (-> `radretrieve.foundation.ids.item_id`, the int64 FAISS id), stable across runs and machines:
 
 - ``dicom-series:<SeriesInstanceUID>``  a series of single-frame slices (CT, MR, PT ...) -> volume
 - ``dicom:<SOPInstanceUID>``            one DICOM file: a 2D image (CR/DX/single slice, or any file of a
@@ -11,7 +12,7 @@ Item keys (-> `radretrieve.ids.item_id`, the int64 FAISS id), stable across runs
 - ``file:<relative path>``              a NIfTI volume, a PNG/JPEG image, or a DICOM file without a UID
 - ``files:<p1;p2;...>``                 a manifest volume made of several image files, in slice order
 
-Paths are normalised root-relative POSIX paths (``radretrieve.ids.normalise_relpath``); the root is
+Paths are normalised root-relative POSIX paths (``radretrieve.foundation.ids.normalise_relpath``); the root is
 the scanned folder, or the manifest's folder for a manifest scan, so a folder scan and a scan of a
 manifest written next to it give the same keys. DICOM keys do not depend on file names at all.
 
@@ -23,18 +24,15 @@ optional ``labels``/``split``/``study``); a DICOM series folder ``ct/`` -> ``ct.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from radretrieve.archive.read import load_volume, read_item, thumbnail_slices
 from radretrieve.archive.records import ArchiveError, Decoded, ErrorRecord, Item, ScanResult, Study
-from radretrieve.errors import ReadError
-
-if TYPE_CHECKING:
-    from radretrieve.archive.synth import SynthSummary
+from radretrieve.foundation.errors import ReadError
 
 __all__ = [
-    "ArchiveError", "Decoded", "ErrorRecord", "Item", "ScanResult", "Study", "SynthSummary",
-    "load_volume", "read_item", "scan", "synthesize", "thumbnail_slices",
+    "ArchiveError", "Decoded", "ErrorRecord", "Item", "ScanResult", "Study",
+    "load_volume", "read_item", "scan", "thumbnail_slices",
 ]  # fmt: skip
 
 
@@ -54,18 +52,3 @@ def scan(root_or_manifest: str | Path, strict: bool = False, map_fn: Any = map) 
     if not path.is_dir():
         raise ReadError(str(path), "not a folder or a manifest (.csv, .parquet, .jsonl)", "scan")
     return scan_folder(path, strict=strict, map_fn=map_fn)
-
-
-def synthesize(out: str | Path, studies: int, seed: int = 0, **options: Any) -> "SynthSummary":
-    """Write a deterministic synthetic archive; see radretrieve.archive.synth.synthesize."""
-    from radretrieve.archive.synth import synthesize as _synthesize
-
-    return _synthesize(Path(out), studies, seed=seed, **options)
-
-
-def __getattr__(name: str) -> Any:  # SynthSummary without importing the generator eagerly
-    if name == "SynthSummary":
-        from radretrieve.archive.synth import SynthSummary
-
-        return SynthSummary
-    raise AttributeError(name)

@@ -16,8 +16,8 @@ from typing import Iterator
 
 from radretrieve.archive.records import ArchiveError, ScanResult
 from radretrieve.archive.scanner import Collector, assemble, collect_files, file_format, walk, with_meta
-from radretrieve.errors import RadRetrieveError
-from radretrieve.ids import normalise_relpath
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.ids import normalise_relpath
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
 _RESERVED = ("path", "text", "study", "split")

@@ -21,7 +21,7 @@ import numpy as np
 
 from radretrieve.archive.records import ArchiveError
 from radretrieve.archive.resize import resize_bilinear
-from radretrieve.config import PreprocessConfig
+from radretrieve.foundation.config import PreprocessConfig
 
 Mode = Literal["ct", "mr", "xray"]
 _PERCENTILE_SAMPLE = 1 << 18  # voxels used to estimate percentiles (strided subsample; fast, stable)

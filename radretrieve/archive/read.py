@@ -10,7 +10,7 @@ from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.preprocess import intensity_mode, preprocess, slice_positions, take_slices
 from radretrieve.archive.records import ArchiveError, Decoded, Item
 from radretrieve.archive.volumes import Volume, load_item, ras_to_zyx
-from radretrieve.config import PreprocessConfig
+from radretrieve.foundation.config import PreprocessConfig
 
 _DISPLAY_CT_WINDOW = (40.0, 400.0)  # soft-tissue window for thumbnails: the general-purpose CT view
 
@@ -25,7 +25,7 @@ def load_volume(item: Item, root: Path) -> tuple[np.ndarray, tuple[float, float,
 def read_item(item: Item, root: Path, cfg: PreprocessConfig) -> Decoded:
     """Decode and preprocess one item into model input (see radretrieve.archive.preprocess).
 
-    Raises ArchiveError (a radretrieve.errors.ReadError) naming the file and the reason.
+    Raises ArchiveError (a radretrieve.foundation.errors.ReadError) naming the file and the reason.
     """
     root = Path(root)
     vol = _sparse_series(item, root, cfg) if _can_read_sparse(item, cfg) else None

@@ -12,7 +12,7 @@ from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
-from radretrieve.errors import ReadError
+from radretrieve.foundation.errors import ReadError
 
 Kind = Literal["image", "volume"]
 Fmt = Literal["dicom", "nifti", "image"]
@@ -85,7 +85,7 @@ class ErrorRecord:
 class Item:
     """One encodable unit: a 2D image or a 3D volume (a DICOM series, a NIfTI file, an image stack)."""
 
-    item_id: int  # radretrieve.ids.item_id(item_key): the FAISS id
+    item_id: int  # radretrieve.foundation.ids.item_id(item_key): the FAISS id
     item_key: str  # stable source key, see radretrieve.archive.__init__ for the scheme
     kind: Kind  # "image" (2D) or "volume" (3D)
     study_key: str  # manifest/sidecar `study`, else StudyInstanceUID, else the parent folder

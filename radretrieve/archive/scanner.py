@@ -16,7 +16,7 @@ from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader,
 from radretrieve.archive.dicom_pixels import series_affine
 from radretrieve.archive.records import ArchiveError, ErrorRecord, Item, ScanResult, Study
 from radretrieve.archive.volumes import canonical_geometry
-from radretrieve.ids import item_id, normalise_relpath
+from radretrieve.foundation.ids import item_id, normalise_relpath
 
 log = logging.getLogger(__name__)
 

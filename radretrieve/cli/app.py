@@ -44,7 +44,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console-script entry point: known errors become one line on stderr and exit code 1."""
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     try:
         app(standalone_mode=False)

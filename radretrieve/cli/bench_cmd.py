@@ -1,4 +1,4 @@
-"""`radretrieve bench retrieval` and `radretrieve bench all`: thin commands over `radretrieve.benchmarking`
+"""`radretrieve bench retrieval` and `radretrieve bench all`: thin commands over `radretrieve.evaluation.retrieval`
 and the `benchmarks` suite. Heavy modules are imported inside the commands (`--help` stays torch-free)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ bench_app = typer.Typer(
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     try:
         ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
@@ -30,14 +30,14 @@ def _parse_ks(text: str) -> tuple[int, ...]:
 
 def _load_embeddings(index: Optional[Path], model: Optional[str], weights: Optional[str], data: Optional[Path],
                      split: Optional[str], batch_size: int, device: Optional[str]):  # fmt: skip
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     if (index is None) == (data is None):
         raise RadRetrieveError("give either --index DIR, or --model M --data MANIFEST (not both)")
     if index is not None:
         if model is not None or weights is not None:
             raise RadRetrieveError("--model/--weights go with --data; an out dir already holds its embeddings")
-        from radretrieve.bench_sources import embeddings_from_index
+        from radretrieve.evaluation.sources import embeddings_from_index
 
         return embeddings_from_index(index, split)
     if model is None:
@@ -45,7 +45,7 @@ def _load_embeddings(index: Optional[Path], model: Optional[str], weights: Optio
     if not data.exists():
         raise RadRetrieveError(f"{data}: manifest not found")
     from radretrieve import load_model
-    from radretrieve.bench_sources import embeddings_from_model
+    from radretrieve.evaluation.sources import embeddings_from_model
 
     return embeddings_from_model(load_model(model, weights=weights, device=device), data, split, batch_size)
 
@@ -71,7 +71,7 @@ def retrieval(
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
 ) -> None:
     """Text -> image and image -> text retrieval metrics (Recall@k, P@k, mAP, MRR, median rank, bootstrap CIs)."""
-    from radretrieve.benchmarking import BenchOptions, bench_retrieval, parse_label_sets
+    from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval, parse_label_sets
 
     options = BenchOptions(ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap,
                            confidence=confidence, seed=seed)  # fmt: skip
@@ -98,7 +98,7 @@ def run_all(
     list_only: bool = typer.Option(False, "--list", help="List the benchmarks and whether each can run."),
 ) -> None:
     """Run the benchmark suite (`python -m benchmarks`): each benchmark in its own process; failures are recorded."""
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     folder = suite_dir()
     if not (folder / "__main__.py").is_file():

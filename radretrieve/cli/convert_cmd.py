@@ -20,7 +20,7 @@ def vqa_rad(
 ) -> None:
     """VQA-RAD -> one manifest row per image: report-like text from its QA pairs, organ/modality/plane labels."""
     from radretrieve.datasets.vqa_rad import convert_vqa_rad
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     try:
         images = convert_vqa_rad(src, out_manifest, seed=seed, absolute_paths=absolute_paths)

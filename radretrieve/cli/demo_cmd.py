@@ -17,7 +17,7 @@ def demo(
     """Run the whole system on a synthetic archive: train radclip-tiny, index, search, score, contact sheet."""
     import logging
 
-    from radretrieve.demo import DemoOptions, run_demo
+    from radretrieve.application.demo import DemoOptions, run_demo
 
     logging.getLogger("radretrieve.training").setLevel(logging.WARNING)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731 - progress goes to stderr

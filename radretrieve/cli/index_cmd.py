@@ -27,7 +27,7 @@ def index(
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
     from pipelines.job import IndexOptions, index_archive
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
     from radretrieve.models.loading import load_model
 
     if engine not in ("local", "ray"):

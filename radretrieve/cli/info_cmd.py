@@ -11,7 +11,7 @@ import typer
 
 def collect_info(out_dir: Path) -> dict[str, Any]:
     """Counts by kind and modality, errors by type, model fingerprint and reference, bytes on disk."""
-    from radretrieve.catalog import Catalog
+    from radretrieve.outdir.catalog import Catalog
 
     cat = Catalog(out_dir)
     try:
@@ -35,7 +35,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show counts by kind and modality, errors by type, the model fingerprint and the size on disk."""
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     if not out_dir.is_dir():
         raise RadRetrieveError(f"{out_dir}: out dir not found")

@@ -1,4 +1,4 @@
-"""`build-index`, `search`, `reports`, `similar`: thin commands over `radretrieve.search_service`.
+"""`build-index`, `search`, `reports`, `similar`: thin commands over `radretrieve.application.search_service`.
 
 Everything heavy (torch, faiss, duckdb) is imported inside the commands, so `radretrieve --help` stays fast.
 Results go to stdout (or `--out FILE`); logs and the "wrote FILE" note go to stderr.
@@ -30,7 +30,7 @@ ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
 
 def parse_size(text: str) -> int:
     """'4G', '512MiB', '1.5g', '1000000' -> bytes."""
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
 
     m = _SIZE.match(text)
     if m is None or float(m.group(1)) <= 0:
@@ -67,16 +67,16 @@ class Run:
 
     def check(self, k: int) -> None:
         """Argument errors first: before a model or an index is loaded."""
-        from radretrieve.search_output import check_format
-        from radretrieve.search_service import check_k
+        from radretrieve.application.render import check_format
+        from radretrieve.application.search_service import check_k
 
         check_k(k)
         check_format(self.fmt)
 
     def __call__(self, title: str, query: Callable[[Any], list]) -> None:
         """Open the service, run `query(service) -> [QueryResult]`, write the results."""
-        from radretrieve.search_output import render_results, write_output
-        from radretrieve.search_service import SearchService
+        from radretrieve.application.render import render_results, write_output
+        from radretrieve.application.search_service import SearchService
 
         service = SearchService(self.index, self.model, self.weights)
         try:
@@ -103,8 +103,8 @@ def search(
     archive: Optional[Path] = ARCHIVE_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text."""
-    from radretrieve.errors import RadRetrieveError
-    from radretrieve.search_service import read_query_file
+    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.application.search_service import read_query_file
 
     run = Run(index, model, weights, fmt, out, archive)
     run.check(k)

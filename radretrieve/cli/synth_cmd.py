@@ -17,7 +17,7 @@ def synth(
     lesion_rate: float = typer.Option(0.7, "--lesion-rate", help="Fraction of studies with a lesion."),
 ) -> None:
     """Write DICOM CT series, NIfTI MR volumes, PNG/DICOM radiographs, reports and manifest.csv."""
-    from radretrieve.archive.synth import synthesize
+    from radretrieve.synth.generate import synthesize
 
     summary = synthesize(
         out, studies, seed=seed, image_size=image_size, min_slices=min_slices, max_slices=max_slices,

@@ -36,7 +36,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
 ) -> None:
     """Fine-tune RadCLIP in two stages (image encoder on 2D pairs, then the slice pooling adapter on volumes)."""
-    from radretrieve.errors import RadRetrieveError
+    from radretrieve.foundation.errors import RadRetrieveError
     from radretrieve.training import TrainConfig
     from radretrieve.training.api import train as run_train
 

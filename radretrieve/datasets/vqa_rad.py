@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from radretrieve.foundation.fileio import atomic_write_text
 
 ORGANS = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
 MODALITIES = ("CT", "MRI", "X-ray", "US", "unknown")
@@ -227,16 +230,13 @@ def convert_vqa_rad(
     splits = assign_splits([im.image_name for im in images], fractions, seed)
     manifest.parent.mkdir(parents=True, exist_ok=True)
     base = manifest.parent.resolve()
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for im in images:
-            image_path = root / "images" / im.image_name
-            path = str(image_path) if absolute_paths else Path(os.path.relpath(image_path, base)).as_posix()
-            study = Path(im.image_name).stem
-            writer.writerow(
-                [path, im.text, study, splits[im.image_name], im.organ, im.modality, im.plane, im.case]
-            )
-    os.replace(tmp, manifest)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    for im in images:
+        image_path = root / "images" / im.image_name
+        path = str(image_path) if absolute_paths else Path(os.path.relpath(image_path, base)).as_posix()
+        study = Path(im.image_name).stem
+        writer.writerow([path, im.text, study, splits[im.image_name], im.organ, im.modality, im.plane, im.case])
+    atomic_write_text(manifest, buf.getvalue())
     return images

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from radretrieve.config import AdapterConfig
-from radretrieve.errors import ConfigError, InputShapeError
+from radretrieve.foundation.config import AdapterConfig
+from radretrieve.foundation.errors import ConfigError, InputShapeError
 
 
 class SlicePoolingAdapter(nn.Module):

@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from radretrieve.errors import ModelLoadError
+from radretrieve.foundation.errors import ModelLoadError
 
 HF_MARKER = "vision_model.embeddings.patch_embedding.weight"
 _LAYER = re.compile(r"^(text_model|vision_model)\.encoder\.layers\.(\d+)\.(.+)$")

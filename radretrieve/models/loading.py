@@ -19,8 +19,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from radretrieve.config import ModelConfig
-from radretrieve.errors import ConfigError, ModelLoadError
+from radretrieve.foundation.config import ModelConfig
+from radretrieve.foundation.errors import ConfigError, ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP
 from radretrieve.models.registry import get_model_config, list_models
@@ -164,7 +164,7 @@ def _from_open_clip(name: str, tag: str | None) -> RadCLIP:
 
 
 def _wrap_open_clip_config(name: str, clip_cfg: dict, pre: Mapping) -> ModelConfig:
-    from radretrieve.config import PreprocessConfig
+    from radretrieve.foundation.config import PreprocessConfig
 
     size = clip_cfg["vision_cfg"].get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size

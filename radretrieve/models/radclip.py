@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from radretrieve.config import ModelConfig, canonical_json
-from radretrieve.errors import InputShapeError
+from radretrieve.foundation.config import ModelConfig, canonical_json
+from radretrieve.foundation.errors import InputShapeError
 from radretrieve.models.adapter import SlicePoolingAdapter
 from radretrieve.models.text import make_tokenizer
 
@@ -169,13 +169,12 @@ class RadCLIP(nn.Module):
         """Write a model directory: config.json (+ fingerprint, source) and model.safetensors."""
         from safetensors.torch import save_file
 
-        from radretrieve.shards import atomic_write_bytes
+        from radretrieve.foundation.fileio import atomic_path, atomic_write_bytes
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / (WEIGHTS_FILE + ".tmp")))
-        (directory / (WEIGHTS_FILE + ".tmp")).replace(directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp))
         meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source}
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
         return directory

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from radretrieve.config import ModelConfig
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.config import ModelConfig
+from radretrieve.foundation.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _EXTRA: dict[str, ModelConfig] = {}  # configs added at run time with add_model_config (tests, plugins)

@@ -1,7 +1,7 @@
 """A text-only encoder for fast CLI start-up: `radretrieve search` without building the whole model.
 
-`radretrieve index` stores the text tower's weights in `OUT/text_tower.safetensors` (with the model's
-fingerprint in its metadata). `FastTextEncoder` computes open_clip's `CLIP.encode_text` from them in plain
+`radretrieve index` stores the text tower's weights in the out dir (`radretrieve.outdir.text_tower`, with the
+model's fingerprint in its metadata). `FastTextEncoder` computes open_clip's `CLIP.encode_text` from them in plain
 torch, with open_clip's bundled BPE tokenizer loaded on its own, so a text search does not import open_clip
 (and with it torchvision, timm and transformers), which costs seconds. A parity test checks it against
 the full model; a fingerprint mismatch or a non-standard text tower falls back to the full model.
@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TEXT_FILE = "text_tower.safetensors"
 MAX_BYTES = 300 * 2**20  # larger text towers (ViT-L's is ~500 MB) are not duplicated into every out dir
 _TEXT_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
@@ -45,39 +44,21 @@ def supports_fast_text(model: Any) -> bool:
     return model.config.tokenizer == "clip-bpe" and not (custom & set(t)) and hasattr(model.clip, "token_embedding")
 
 
-def save_text_tower(model: Any, out_dir: Path, fingerprint: str | None = None) -> Path | None:
-    """Write OUT/text_tower.safetensors (atomically) unless it is there for this model already; None when
-    unsupported or too large. `fingerprint`: the model's, when the caller has it (saves hashing again)."""
-    from safetensors.torch import save_file
-
+def text_tower_state(model: Any) -> tuple[dict[str, Tensor], dict[str, str]] | None:
+    """The text tower's tensors and the metadata `FastTextEncoder` needs (fingerprint included), or None when
+    the tower is not the standard one or is too large to duplicate into an out dir."""
     if not supports_fast_text(model):
         return None
-    fingerprint = fingerprint or model.fingerprint
-    path = Path(out_dir) / TEXT_FILE
-    if _stored_fingerprint(path) == fingerprint:
-        return path
     state = {k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items() if k.startswith(_TEXT_PREFIXES)}
     if sum(v.numel() * v.element_size() for v in state.values()) > MAX_BYTES:
         return None
     t = model.config.clip["text_cfg"]
     meta = {
-        "fingerprint": fingerprint, "heads": str(int(t.get("heads", 8))),
+        "fingerprint": model.fingerprint, "heads": str(int(t.get("heads", 8))),
         "quick_gelu": json.dumps(bool(model.config.clip.get("quick_gelu", False))),
         "context_length": str(model.config.context_length),
     }
-    tmp = path.with_name(f".{TEXT_FILE}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
-
-
-def _stored_fingerprint(path: Path) -> str | None:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as fh:
-        return (fh.metadata() or {}).get("fingerprint")
+    return state, meta
 
 
 class FastTextEncoder:
@@ -90,19 +71,6 @@ class FastTextEncoder:
         self.fingerprint = meta["fingerprint"]
         self.layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
         self._bpe = bpe_module().SimpleTokenizer(context_length=self.context_length)
-
-    @classmethod
-    def load(cls, out_dir: Path, fingerprint: str) -> "FastTextEncoder | None":
-        """The stored tower if it exists and belongs to `fingerprint`, else None."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(out_dir) / TEXT_FILE
-        if _stored_fingerprint(path) != fingerprint:
-            return None
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        return cls(load_file(str(path)), meta)
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """Token ids long [N, context_length], truncated like `radretrieve.models.text.ClipTokenizer`."""

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from radretrieve.config import config_hash
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.config import config_hash
+from radretrieve.foundation.errors import ConfigError
 from radretrieve.models.radclip import RadCLIP
-from radretrieve.shards import atomic_write_bytes
+from radretrieve.foundation.fileio import atomic_write_bytes
 from radretrieve.training.checkpoint import (
     CHECKPOINTS,
     Progress,

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_dir
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
@@ -55,19 +56,14 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     final = checkpoint_dir(out, progress.step)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(schedule.state_dict(), tmp / "schedule.pt")
-    torch.save({"cpu": torch.get_rng_state()} | _cuda_rng(), tmp / "rng.pt")
-    (tmp / STATE_FILE).write_text(json.dumps(asdict(progress), indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(schedule.state_dict(), tmp / "schedule.pt")
+        torch.save({"cpu": torch.get_rng_state()} | _cuda_rng(), tmp / "rng.pt")
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(progress), indent=1))
     for old in list_checkpoints(out)[:-keep]:
         shutil.rmtree(old)
     return final

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from radretrieve.config import config_hash
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.config import config_hash
+from radretrieve.foundation.errors import ConfigError
 
 TextSource = Literal["report", "template", "mixed"]
 Precision = Literal["auto", "fp32", "bf16"]

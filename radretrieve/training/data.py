@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from radretrieve.archive import ArchiveError, Item, ScanResult, Study, read_item, scan
-from radretrieve.config import PreprocessConfig
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.config import PreprocessConfig
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.training.config import DataConfig, TextConfig
 from radretrieve.training.texts import candidate_texts, slice_texts, stable_hash, template_labels
 

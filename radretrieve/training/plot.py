@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from radretrieve.foundation.fileio import atomic_path
+
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
     """Write `path` (PNG); None when there is nothing to plot. matplotlib (Agg) is imported only here."""
@@ -30,9 +32,9 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path

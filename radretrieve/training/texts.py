@@ -11,7 +11,7 @@ import re
 import string
 from typing import Mapping, Sequence
 
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.errors import ConfigError
 from radretrieve.training.config import TextConfig
 
 _SPACES = re.compile(r"\s+")

@@ -1,4 +1,4 @@
-"""Validation retrieval metrics (text -> image/volume) via `radretrieve.metrics`."""
+"""Validation retrieval metrics (text -> image/volume) via `radretrieve.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from radretrieve.metrics import evaluate_embeddings, group_relevance
+from radretrieve.evaluation.metrics import evaluate_embeddings, group_relevance
 
 
 def retrieval_metrics(text_emb: Tensor, item_emb: Tensor, texts: Sequence[str], ks: Sequence[int]) -> dict[str, float]:

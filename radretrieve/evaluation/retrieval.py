@@ -1,7 +1,7 @@
 """Cross-modal retrieval benchmark: text -> image and image -> text metrics over embedded data.
 
 The plain functions under `radretrieve bench retrieval`. Embeddings come from an out dir or from a model
-run over a manifest (`radretrieve.bench_sources`); this module turns them into runs:
+run over a manifest (`radretrieve.evaluation.sources`); this module turns them into runs:
 
 - ``text->image`` / ``image->text``: a report (one per study) and an image or volume are relevant to each
   other when they share a study key (pair relevance; a study with several items has several relevant items);
@@ -10,7 +10,7 @@ run over a manifest (`radretrieve.bench_sources`); this module turns them into r
   Missing labels ("", "unknown") match nothing, so such queries are left out of that run (``n_scored``).
 
 Scores are dot products of L2-normalised embeddings (cosine); the metrics and their tie convention are
-those of `radretrieve.metrics`.
+those of `radretrieve.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from radretrieve.bench_report import ReportFiles, write_report
-from radretrieve.errors import RadRetrieveError
-from radretrieve.metrics import (
-    DEFAULT_KS,
-    RetrievalResult,
-    evaluate_embeddings,
-    group_relevance,
-    label_relevance,
-)
+from radretrieve.evaluation.report import ReportFiles, write_report
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.evaluation.metrics import DEFAULT_KS, RetrievalResult, evaluate_embeddings, group_relevance, label_relevance
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Each JSON sidecar holds the same text, labels, split and study as the manifest r
 folder and scanning the manifest give the same items. Study keys carry the seed (`s{seed}-{index}`), so
 archives made with different seeds can be merged into one (an incremental-indexing test does). Everything is derived from `seed` (UIDs via
 pydicom's `generate_uid` with seed-derived entropy, noise via numpy Generators): same seed, same bytes.
-The lesion's position along the slice axis shows only through slice order (see synth_phantoms).
+The lesion's position along the slice axis shows only through slice order (see radretrieve.synth.phantoms).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Mapping
 
 import numpy as np
 
-from radretrieve.archive.synth_phantoms import POSITIONS, REGIONS, LesionSpec, lesion_radius, phantom_volume, radiograph
-from radretrieve.archive.synth_reports import report
-from radretrieve.archive.synth_writers import DicomIds, write_ct_series, write_nifti, write_png, write_radiograph_dicom
-from radretrieve.errors import RadRetrieveError
-from radretrieve.shards import atomic_write_bytes
+from radretrieve.synth.phantoms import POSITIONS, REGIONS, LesionSpec, lesion_radius, phantom_volume, radiograph
+from radretrieve.synth.reports import report
+from radretrieve.synth.writers import DicomIds, write_ct_series, write_nifti, write_png, write_radiograph_dicom
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.csv"
 LABEL_COLUMNS = ("region", "modality", "lesion", "position", "side", "density", "size")
@@ -153,11 +153,12 @@ def write_study(out: Path, seed: int, index: int, truth: StudyTruth, opts: Synth
     return f"{truth.key}/ct", truth.depth
 
 
-def synthesize(out: Path, studies: int, seed: int = 0, **options: object) -> SynthSummary:
+def synthesize(out: str | Path, studies: int, seed: int = 0, **options: object) -> SynthSummary:
     """Write `studies` synthetic studies under `out` (must be empty or absent) plus `manifest.csv`.
 
     Options: image_size, min_slices, max_slices, lesion_rate, modality_weights (see SynthOptions).
     """
+    out = Path(out)
     opts = SynthOptions(**options)  # type: ignore[arg-type]
     _validate(out, studies, opts)
     out.mkdir(parents=True, exist_ok=True)

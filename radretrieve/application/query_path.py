@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from radretrieve.archive import Item, ScanResult, read_item, scan
-from radretrieve.errors import RadRetrieveError, ReadError
+from radretrieve.foundation.errors import RadRetrieveError, ReadError
 
 log = logging.getLogger(__name__)
 

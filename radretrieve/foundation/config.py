@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from radretrieve.errors import ConfigError
+from radretrieve.foundation.errors import ConfigError
 
 FORMAT_VERSION = 1
 Pooling = Literal["attention", "mean", "max"]

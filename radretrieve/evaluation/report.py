@@ -1,7 +1,7 @@
 """Write retrieval benchmark results as JSON, a Markdown table and a PNG bar chart with CI error bars.
 
 Input: a mapping of a run name (e.g. "text->image", "image->text (organ+modality)") to a
-`radretrieve.metrics.RetrievalResult` or its ``to_dict()`` form. matplotlib is imported only when a plot is
+`radretrieve.evaluation.metrics.RetrievalResult` or its ``to_dict()`` form. matplotlib is imported only when a plot is
 written, with the Agg backend, so the module works on machines without a display.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radretrieve.errors import RadRetrieveError
-from radretrieve.metrics import RetrievalResult
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_path
+from radretrieve.evaluation.metrics import RetrievalResult
 
 # Metrics whose values are ranks (not fractions in [0, 1]): formatted differently and kept off the chart.
 RANK_METRICS = frozenset({"median_rank"})
@@ -117,9 +117,8 @@ def plot_runs(runs: Mapping[str, Mapping[str, Any]], path: Path, title: str | No
 
 
 def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_report(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radretrieve.archive.synth_phantoms import LesionSpec
+from radretrieve.synth.phantoms import LesionSpec
 
 _EXAM = {
     "CT": ("CT of the {region}.", "Non-contrast CT {region}.", "Computed tomography of the {region}.", "{Region} CT."),

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from radretrieve.errors import RadRetrieveError
-from radretrieve.search_service import QueryResult, SearchService
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.application.search_service import QueryResult, SearchService
 
 FORMATS = ("table", "json", "html")
 TABLE_COLUMNS = ("rank", "score", "study", "modality", "description", "path")
@@ -51,9 +51,9 @@ def to_json(results: Sequence[QueryResult]) -> str:
 
 
 def to_html(results: Sequence[QueryResult], title: str, service: SearchService, archive: Path | None) -> str:
-    """The contact sheet (radretrieve.contact_sheet), thumbnails read from the archive root."""
-    from radretrieve.contact_sheet import render
-    from radretrieve.search_service import archive_root
+    """The contact sheet (radretrieve.application.contact_sheet), thumbnails read from the archive root."""
+    from radretrieve.application.contact_sheet import render
+    from radretrieve.outdir.archive_root import archive_root
 
     root = archive_root(service.out_dir, archive)
     return render([(r.query, r.hits) for r in results], title, root, service.preview_source)
@@ -72,7 +72,7 @@ def write_output(text: str, out: Path | None) -> bool:
     """Write to `out` atomically and return True, or return False (the caller prints to stdout)."""
     if out is None:
         return False
-    from radretrieve.shards import atomic_write_bytes
+    from radretrieve.foundation.fileio import atomic_write_bytes
 
     try:
         atomic_write_bytes(Path(out), text.encode("utf-8"))

@@ -60,7 +60,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _synthesize(opts: DemoOptions, say: Callable[[str], None]) -> Path:
-    from radretrieve.archive import synthesize
+    from radretrieve.synth import synthesize
 
     archive = opts.workdir / "archive"
     if (archive / "manifest.csv").is_file():
@@ -166,6 +166,6 @@ def _report_queries(out: Path, test_csv: Path, k: int) -> list[tuple[str, bool, 
 
 
 def _contact_sheet(out: Path, model: Any, score: QueryScore, path: Path) -> Path:
-    from radretrieve.contact_sheet import write_contact_sheet
+    from radretrieve.application.contact_sheet import write_contact_sheet
 
     return write_contact_sheet(path, out, score.text, list(score.hits))

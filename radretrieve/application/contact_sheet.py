@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
 
 if TYPE_CHECKING:  # only its fields are read; indexers sits above the core (DESIGN.md: import direction)
     from indexers.search import Hit
@@ -81,7 +81,7 @@ def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np
     if root is None or not source:
         return placeholder(), False
     from radretrieve.archive import thumbnail_slices
-    from radretrieve.query_path import item_at
+    from radretrieve.application.query_path import item_at
 
     try:
         found = item_at(root, source)
@@ -139,8 +139,8 @@ def write_contact_sheet(
 ) -> Path:  # fmt: skip
     """Write the sheet of one query's hits to `path` (atomically); sources are read from the out dir's
     archive root (OUT/archive.json) or `archive`. Returns `path`."""
-    from radretrieve.search_service import archive_root
-    from radretrieve.shards import atomic_write_bytes
+    from radretrieve.outdir.archive_root import archive_root
+    from radretrieve.foundation.fileio import atomic_write_bytes
 
     root = archive_root(Path(out_dir), archive)
     atomic_write_bytes(Path(path), render([(query, hits)], title, root, lambda h: h.source).encode("utf-8"))

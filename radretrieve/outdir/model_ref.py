@@ -11,10 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from radretrieve.errors import FingerprintMismatch, RadRetrieveError
-from radretrieve.shards import read_manifest
-
-LOCAL_MODEL_DIR = "model"
+from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
+from radretrieve.outdir.layout import MODEL_DIR
+from radretrieve.outdir.manifest import read_manifest
 
 
 def model_reference(model: Any, out_dir: Path, fingerprint: str | None = None) -> dict[str, Any]:
@@ -24,11 +23,11 @@ def model_reference(model: Any, out_dir: Path, fingerprint: str | None = None) -
     ref = str(model.source.get("ref") or model.config.name)
     weights = model.source.get("weights")
     if Path(ref).is_dir():
-        target = Path(out_dir) / LOCAL_MODEL_DIR
+        target = Path(out_dir) / MODEL_DIR
         if target.exists():
             shutil.rmtree(target)
         model.save(target)
-        ref, weights = LOCAL_MODEL_DIR, None
+        ref, weights = MODEL_DIR, None
     elif weights and Path(weights).is_file():
         weights = str(Path(weights).resolve())
     return {"ref": ref, "weights": weights, "fingerprint": fingerprint or model.fingerprint}
@@ -49,7 +48,7 @@ def load_model_for_out_dir(out_dir: Path, override: str | None = None, weights: 
         ref = manifest.model.get("ref")
         if not ref:
             raise RadRetrieveError(f"{out_dir}: manifest does not say which model built it; pass --model")
-        path = out_dir / ref if ref == LOCAL_MODEL_DIR else ref
+        path = out_dir / ref if ref == MODEL_DIR else ref
         model = load_model(str(path), weights=manifest.model.get("weights"), device=device)
     fingerprint = model.fingerprint  # hashes every weight: once
     if fingerprint != manifest.fingerprint:

@@ -17,16 +17,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from radretrieve.shards import (
-    SHARD_DIR,
-    Manifest,
-    ShardEntry,
-    read_manifest,
-    shard_metadata,
-    shard_schema,
-    write_manifest,
-    write_shard,
-)
+from radretrieve.outdir.layout import SHARD_DIR
+from radretrieve.outdir.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from radretrieve.outdir.shards import shard_metadata, shard_schema, write_shard
 
 FINGERPRINT = "test-fingerprint"
 MODALITIES = ("CT", "MR", "CR")

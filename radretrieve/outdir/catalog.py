@@ -24,8 +24,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from radretrieve.errors import RadRetrieveError
-from radretrieve.shards import ERROR_DIR, Manifest, read_manifest
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.outdir.layout import ERROR_DIR
+from radretrieve.outdir.manifest import Manifest, read_manifest
 
 # Columns of the items/reports views, with their duckdb types for the empty-view case.
 META_COLUMNS: tuple[tuple[str, str], ...] = (

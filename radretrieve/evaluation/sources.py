@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from radretrieve.benchmarking import Embedded, Side
-from radretrieve.errors import RadRetrieveError, ReadError
+from radretrieve.evaluation.retrieval import Embedded, Side
+from radretrieve.foundation.errors import RadRetrieveError, ReadError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def _index_side(cat: Any, view: str, split: str | None) -> Side:
 
 def embeddings_from_index(out_dir: Path, split: str | None = None) -> Embedded:
     """Report rows (texts) and image/volume rows (images) of an out dir written by `radretrieve index`."""
-    from radretrieve.catalog import Catalog
-    from radretrieve.shards import MANIFEST
+    from radretrieve.outdir.catalog import Catalog
+    from radretrieve.outdir.layout import MANIFEST
 
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST).is_file():

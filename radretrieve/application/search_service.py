@@ -11,7 +11,6 @@ a stored study from its shard embeddings); `indexers.search.Searcher` does the r
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from radretrieve.errors import RadRetrieveError
+from radretrieve.foundation.errors import RadRetrieveError
 
 if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction); used at run time only lazily
     from indexers.search import Hit, Searcher, StudyQuery
@@ -27,7 +26,6 @@ if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction);
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
-ARCHIVE_FILE = "archive.json"  # OUT/archive.json: {"root": absolute archive root}, written by `index`
 JSON_FIELDS = ("rank", "score", "item_id", "kind", "study_key", "source", "modality", "body_part",
                "description", "text", "labels")  # fmt: skip
 
@@ -57,26 +55,6 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise SearchArgError(f"-k must be between 1 and {MAX_K}, got {k}")
     return k
-
-
-def archive_root(out_dir: Path, override: Path | None = None) -> Path | None:
-    """Where the indexed sources live: `override` (--archive), else OUT/archive.json, else None."""
-    if override is not None:
-        if not Path(override).is_dir():
-            raise RadRetrieveError(f"--archive {override}: no such folder")
-        return Path(override)
-    path = Path(out_dir) / ARCHIVE_FILE
-    if not path.is_file():
-        return None
-    try:
-        root = Path(json.loads(path.read_text(encoding="utf-8"))["root"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: unreadable (%s); no previews", path, type(exc).__name__)
-        return None
-    if not root.is_dir():
-        log.warning("archive root %s (from %s) is gone; pass --archive DIR for previews", root, path)
-        return None
-    return root
 
 
 def read_query_file(path: Path) -> list[str]:
@@ -112,7 +90,7 @@ class SearchService:
         self.searcher: Searcher = Searcher(self.out_dir, fingerprint=fingerprint, device=device)
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:
-        from radretrieve.outdir import load_model_for_out_dir
+        from radretrieve.outdir.model_ref import load_model_for_out_dir
 
         return load_model_for_out_dir(self.out_dir, override, weights)
 
@@ -122,7 +100,7 @@ class SearchService:
         if self._model is None:
             self._model = self._load_model(None, None)
             if self._model.fingerprint != self.searcher.fingerprint:
-                from radretrieve.errors import FingerprintMismatch
+                from radretrieve.foundation.errors import FingerprintMismatch
 
                 raise FingerprintMismatch(
                     f"{self.out_dir}: the index was built with fingerprint {self.searcher.fingerprint}, the "
@@ -133,9 +111,9 @@ class SearchService:
     def _text_encoder(self) -> Any:
         """The stored text tower of the out dir when it matches the index (fast start), else the model."""
         if self._model is None:
-            from radretrieve.models.text_fast import FastTextEncoder
+            from radretrieve.outdir.text_tower import load_text_tower
 
-            fast = FastTextEncoder.load(self.out_dir, self.searcher.fingerprint)
+            fast = load_text_tower(self.out_dir, self.searcher.fingerprint)
             if fast is not None:
                 return fast
         return self.model
@@ -170,7 +148,7 @@ class SearchService:
                 raise StudyNotFound(
                     f"{ref!r} is not an item id, a study key in {self.out_dir}, or an existing file/folder"
                 ) from None
-        from radretrieve.query_path import encode_path
+        from radretrieve.application.query_path import encode_path
 
         encoded = encode_path(self.model, path)
         return StudyQuery("", (), encoded.vector)

@@ -1,0 +1,24 @@
+"""Every name under an out dir, in one place (DESIGN.md: data contracts).
+
+    OUT/manifest.json              finished shards; readers trust only this file (radretrieve.outdir.manifest)
+    OUT/shards/part-<task>.parquet one per task, written atomically (radretrieve.outdir.shards)
+    OUT/errors/<task>.jsonl        failed inputs of that task; errors/scan.jsonl for the scan
+    OUT/archive.json               where the archive root is, for thumbnails (radretrieve.outdir.archive_root)
+    OUT/text_tower.safetensors     the model's text tower, for a fast text-search start (radretrieve.outdir.text_tower)
+    OUT/model/                     a copy of a locally trained model directory (radretrieve.outdir.model_ref)
+    OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
+"""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+ERROR_DIR = "errors"
+SCAN_ERRORS = "scan.jsonl"  # under ERROR_DIR: scan-level failures, rewritten on every run
+ARCHIVE_FILE = "archive.json"
+TEXT_TOWER_FILE = "text_tower.safetensors"
+MODEL_DIR = "model"
+INDEX_DIR = "index"
+INDEX_JSON = "index.json"  # under INDEX_DIR
+# Names a command may create or replace in an out dir; anything else found there is left alone.
+OWNED = (MANIFEST, SHARD_DIR, ERROR_DIR, ARCHIVE_FILE, TEXT_TOWER_FILE, MODEL_DIR, INDEX_DIR)

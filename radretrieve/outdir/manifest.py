@@ -1,0 +1,76 @@
+"""`OUT/manifest.json`: the finished shards of an out dir, and how to load its model again.
+
+Readers trust only the shards listed here: a shard file not in the manifest is an interrupted write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.outdir.layout import MANIFEST
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One finished shard in the manifest."""
+
+    file: str  # relative to the out dir, e.g. "shards/part-00003.parquet"
+    task_id: str  # stable id of the task that produced it
+    rows: int  # rows in the shard
+    counts: Mapping[str, int] = field(default_factory=dict)  # rows per kind
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json`: what an out dir holds. Readers trust only the shards listed here."""
+
+    fingerprint: str  # model fingerprint
+    preprocess_hash: str  # preprocessing config hash
+    dim: int  # embedding dimension
+    model: Mapping[str, Any]  # how to load the model again: {"ref": name/path, "weights": ...}
+    shards: tuple[ShardEntry, ...] = ()
+
+    def to_json(self) -> str:
+        data = {
+            "format_version": 1,
+            "fingerprint": self.fingerprint,
+            "preprocess_hash": self.preprocess_hash,
+            "dim": self.dim,
+            "model": dict(self.model),
+            "shards": [
+                {"file": s.file, "task_id": s.task_id, "rows": s.rows, "counts": dict(s.counts)} for s in self.shards
+            ],
+        }
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    def with_shard(self, entry: ShardEntry) -> "Manifest":
+        kept = tuple(s for s in self.shards if s.task_id != entry.task_id)
+        return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept + (entry,))
+
+    @property
+    def finished_tasks(self) -> frozenset[str]:
+        return frozenset(s.task_id for s in self.shards)
+
+
+def read_manifest(out_dir: Path) -> Manifest:
+    """Read `OUT/manifest.json`; a one-line error if it is missing or unreadable."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise RadRetrieveError(f"{out_dir}: no {MANIFEST} (not a radretrieve out dir, or nothing indexed yet)")
+    try:
+        data = json.loads(path.read_text())
+        shards = tuple(
+            ShardEntry(s["file"], s["task_id"], int(s["rows"]), dict(s.get("counts", {}))) for s in data["shards"]
+        )
+        return Manifest(data["fingerprint"], data["preprocess_hash"], int(data["dim"]), data["model"], shards)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RadRetrieveError(f"{path}: unreadable manifest ({exc})") from exc
+
+
+def write_manifest(out_dir: Path, manifest: Manifest) -> None:
+    atomic_write_bytes(Path(out_dir) / MANIFEST, manifest.to_json().encode())
