@@ -36,8 +36,9 @@ def _list(ctx: SuiteContext, names: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (CPU-friendly)")
     ap.add_argument("--only", action="append", metavar="NAME", help="run just this benchmark (repeatable)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")

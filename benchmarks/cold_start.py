@@ -38,26 +38,27 @@ def make_out_dir(out: Path, n: int, seed: int = 0) -> dict:
     """Synthetic shards for `n` volumes in `out`, manifest pointing at radclip-tiny; index built."""
     import radretrieve
     from indexers import build_indexes
-    from radretrieve.outdir.text_tower import save_text_tower
     from radretrieve.outdir.manifest import Manifest, write_manifest
+    from radretrieve.outdir.text_tower import save_text_tower
     from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors
 
     model = radretrieve.load_model(MODEL)
     dim = int(model.encode_text(["probe"]).shape[-1])
-    manifest = Manifest(model.fingerprint, "pp-cold-start", dim,
-                        {"ref": MODEL, "weights": None, "fingerprint": model.fingerprint})  # fmt: skip
+    manifest = Manifest(
+        model.fingerprint, "pp-cold-start", dim, {"ref": MODEL, "weights": None, "fingerprint": model.fingerprint}
+    )
     write_manifest(out, manifest)
     save_text_tower(model, out)  # as `radretrieve index` does: text search starts without open_clip
     vecs = clustered_vectors(n, dim, n_clusters=max(16, n // 500), seed=seed)
     for i, start in enumerate(range(0, n, SHARD_ROWS)):
         stop = min(n, start + SHARD_ROWS)
-        part = SyntheticItems.random(stop - start, dim, seed=i, id_offset=10**9 + 7 * start, kinds=("volume",),
-                                     vectors=vecs[start:stop])  # fmt: skip
+        part = SyntheticItems.random(
+            stop - start, dim, seed=i, id_offset=10**9 + 7 * start, kinds=("volume",), vectors=vecs[start:stop]
+        )
         append_shard(out, part, f"task-{i:05d}")
     t0 = time.perf_counter()
     infos = build_indexes(out)
-    return {"dim": dim, "build_index_s": round(time.perf_counter() - t0, 2),
-            "index_type": infos["items"].plan.factory}  # fmt: skip
+    return {"dim": dim, "build_index_s": round(time.perf_counter() - t0, 2), "index_type": infos["items"].plan.factory}
 
 
 def run_once(cmd: list[str]) -> tuple[float, str]:
@@ -104,12 +105,18 @@ def main() -> None:
         walls = [run_once(cmd)[0] for _ in range(args.runs)]
         _, printed = run_once(cmd)
         payload = {
-            "items": args.items, "model": MODEL, "query": args.query, **setup,
+            "items": args.items,
+            "model": MODEL,
+            "query": args.query,
+            **setup,
             "command": "python -m radretrieve search QUERY --index OUT",
-            "runs_s": [round(w, 3) for w in walls], "median_s": round(statistics.median(walls), 3),
-            "goal_s": 3.0, "loadavg_1m": round(os.getloadavg()[0], 2),
-            "printed_lines": len(printed.splitlines()), "slowest_imports": import_profile(cmd),
-        }  # fmt: skip
+            "runs_s": [round(w, 3) for w in walls],
+            "median_s": round(statistics.median(walls), 3),
+            "goal_s": 3.0,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "printed_lines": len(printed.splitlines()),
+            "slowest_imports": import_profile(cmd),
+        }
         path = write_json("cold_start", payload, args.out)
         print(f"median {payload['median_s']} s over {walls}; wrote {path}", file=sys.stderr)
     finally:

@@ -112,9 +112,18 @@ class Check:
 
     def __init__(self, out: Path, budget_s: float, settings: dict[str, Any]) -> None:
         self.out, self.deadline, self.started = out, time.monotonic() + budget_s, time.monotonic()
-        self.data: dict[str, Any] = {"benchmark": "gpu_check", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                     "machine": machine(), "settings": settings, "reference": REFERENCE,
-                                     "encode": [], "volume": [], "search": [], "skipped": [], "errors": []}  # fmt: skip
+        self.data: dict[str, Any] = {
+            "benchmark": "gpu_check",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": machine(),
+            "settings": settings,
+            "reference": REFERENCE,
+            "encode": [],
+            "volume": [],
+            "search": [],
+            "skipped": [],
+            "errors": [],
+        }
         self.save()
 
     def left(self) -> float:
@@ -123,11 +132,13 @@ class Check:
     def phase(self, name: str, needs_s: float, fn: Callable[[], Any], into: str) -> None:
         """Run ``fn`` if ``needs_s`` seconds are left; its result goes to ``data[into]``, an error to ``errors``."""
         if self.left() < needs_s:
-            self.data["skipped"].append({"phase": name, "reason": f"time budget: {self.left():.0f} s left, needs ~{needs_s:.0f} s"})
+            self.data["skipped"].append(
+                {"phase": name, "reason": f"time budget: {self.left():.0f} s left, needs ~{needs_s:.0f} s"}
+            )
         else:
             try:
                 self.data[into].append(fn())
-            except Exception as exc:  # noqa: BLE001 - one failed phase (OOM, no compiler) must not stop the rest
+            except Exception as exc:
                 self.data["errors"].append({"phase": name, "error": f"{type(exc).__name__}: {str(exc)[:500]}"})
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -146,12 +157,20 @@ def log(line: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                            "cuda": torch.version.cuda, "gpu": None}  # fmt: skip
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "cuda": torch.version.cuda,
+        "gpu": None,
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info |= {"gpu": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1),
-                 "bf16_supported": torch.cuda.is_bf16_supported()}  # fmt: skip
+        info |= {
+            "gpu": props.name,
+            "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+            "bf16_supported": torch.cuda.is_bf16_supported(),
+        }
     return info
 
 
@@ -187,24 +206,43 @@ def encode(shape: VitShape, device: torch.device, dtype: torch.dtype, compiled: 
         per_call, calls = rate(lambda: run(images), device, warmup=2, min_s=min_s)
     ips = shape.batch / per_call
     ref = REFERENCE.get(shape.name)
-    return {"model": shape.name, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled, "batch": shape.batch,
-            "images_per_s": round(ips, 1), "first_call_s": round(first_s, 2), "calls_timed": calls,
-            "x_reference_a100": round(ips / ref, 2) if ref else None}  # fmt: skip
+    return {
+        "model": shape.name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "compiled": compiled,
+        "batch": shape.batch,
+        "images_per_s": round(ips, 1),
+        "first_call_s": round(first_s, 2),
+        "calls_timed": calls,
+        "x_reference_a100": round(ips / ref, 2) if ref else None,
+    }
 
 
-def volumes(shape: VitShape, device: torch.device, dtype: torch.dtype, slices: int, n_vol: int, min_s: float) -> dict[str, Any]:
+def volumes(
+    shape: VitShape, device: torch.device, dtype: torch.dtype, slices: int, n_vol: int, min_s: float
+) -> dict[str, Any]:
     """Volumes/s: all slices of ``n_vol`` volumes through the tower in one batch, then the pooling layer."""
     tower = VisionTower(shape).to(device=device, dtype=dtype).eval()
-    pool = SlicePooling(shape.embed_dim, slices, heads=8 if shape.embed_dim % 8 == 0 else 4).to(device=device, dtype=dtype).eval()
+    pool = (
+        SlicePooling(shape.embed_dim, slices, heads=8 if shape.embed_dim % 8 == 0 else 4)
+        .to(device=device, dtype=dtype)
+        .eval()
+    )
     vols = torch.randn(n_vol * slices, 3, shape.image_size, shape.image_size, device=device, dtype=dtype)
     emb = torch.randn(n_vol, slices, shape.embed_dim, device=device, dtype=dtype)
     with torch.inference_mode():
         full, calls = rate(lambda: pool(tower(vols).view(n_vol, slices, -1)), device, warmup=2, min_s=min_s)
         pool_only, _ = rate(lambda: pool(emb), device, warmup=2, min_s=min(min_s, 1.0))
-    return {"model": shape.name, "dtype": str(dtype).removeprefix("torch."), "slices_per_volume": slices,
-            "volumes_per_batch": n_vol, "volumes_per_s": round(n_vol / full, 2),
-            "slices_per_s": round(n_vol * slices / full, 1), "pooling_fraction": round(pool_only / full, 4),
-            "calls_timed": calls}  # fmt: skip
+    return {
+        "model": shape.name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "slices_per_volume": slices,
+        "volumes_per_batch": n_vol,
+        "volumes_per_s": round(n_vol / full, 2),
+        "slices_per_s": round(n_vol * slices / full, 1),
+        "pooling_fraction": round(pool_only / full, 4),
+        "calls_timed": calls,
+    }
 
 
 def _vectors(n: int, dim: int, device: torch.device, seed: int) -> Tensor:
@@ -220,20 +258,31 @@ def search_torch(n: int, dim: int, n_q: int, k: int, device: torch.device, min_s
     batch = min(1024, n_q)
 
     def run() -> Tensor:
-        return torch.cat([(queries[i : i + batch].half() @ base.T).topk(k, dim=1).indices for i in range(0, n_q, batch)])
+        return torch.cat(
+            [(queries[i : i + batch].half() @ base.T).topk(k, dim=1).indices for i in range(0, n_q, batch)]
+        )
 
     per_call, calls = rate(run, device, warmup=1, min_s=min_s)
     check = min(256, n_q)
     exact = (queries[:check] @ base32.T).topk(k, dim=1).indices
     got = run()[:check]
     recall = (got[:, :, None] == exact[:, None, :]).any(dim=2).float().mean().item()
-    return {"backend": "torch-matmul-topk", "n": n, "dim": dim, "dtype": "float16", "queries": n_q, "k": k,
-            "query_batch": batch, "qps": round(n_q / per_call, 1), f"recall@{k}_vs_fp32": round(recall, 4),
-            "calls_timed": calls}  # fmt: skip
+    return {
+        "backend": "torch-matmul-topk",
+        "n": n,
+        "dim": dim,
+        "dtype": "float16",
+        "queries": n_q,
+        "k": k,
+        "query_batch": batch,
+        "qps": round(n_q / per_call, 1),
+        f"recall@{k}_vs_fp32": round(recall, 4),
+        "calls_timed": calls,
+    }
 
 
 def search_faiss(n: int, dim: int, n_q: int, k: int, device: torch.device, min_s: float) -> dict[str, Any]:
-    import faiss  # noqa: PLC0415 - optional
+    import faiss
 
     if device.type != "cuda" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         raise RuntimeError("faiss is importable but has no GPU support here (faiss-cpu?)")
@@ -244,8 +293,17 @@ def search_faiss(n: int, dim: int, n_q: int, k: int, device: torch.device, min_s
     index.add(_vectors(n, dim, device, 0).cpu().numpy())
     queries = _vectors(n_q, dim, device, 1).cpu().numpy()
     per_call, calls = rate(lambda: index.search(queries, k), torch.device("cpu"), warmup=1, min_s=min_s)
-    return {"backend": "faiss-gpu-flat-ip", "faiss": faiss.__version__, "n": n, "dim": dim, "dtype": "float16",
-            "queries": n_q, "k": k, "qps": round(n_q / per_call, 1), "calls_timed": calls}  # fmt: skip
+    return {
+        "backend": "faiss-gpu-flat-ip",
+        "faiss": faiss.__version__,
+        "n": n,
+        "dim": dim,
+        "dtype": "float16",
+        "queries": n_q,
+        "k": k,
+        "qps": round(n_q / per_call, 1),
+        "calls_timed": calls,
+    }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -271,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16
     torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 recall reference only; encoders run in bf16
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"device": str(device), "tiny": args.tiny, "min_s": args.min_s, "budget_s": args.budget_s,
-                "compile": compile_on, "shapes": {k: asdict(v) for k, v in shapes.items()}}  # fmt: skip
+    settings = {
+        "device": str(device),
+        "tiny": args.tiny,
+        "min_s": args.min_s,
+        "budget_s": args.budget_s,
+        "compile": compile_on,
+        "shapes": {k: asdict(v) for k, v in shapes.items()},
+    }
     check = Check(args.out, args.budget_s, settings)
     t = args.min_s
     for name, shape in shapes.items():

@@ -6,7 +6,8 @@ and batch size on pre-decoded tensors. Writes benchmarks/results/index_throughpu
 
     python -m benchmarks.index_throughput --model radclip-tiny --studies 1000 10000
     python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 20 --image-size 224 --batch-size 64
-    python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 200 --image-size 224 --device cuda --workers 14
+    python -m benchmarks.index_throughput --model radclip-vit-b-16 --studies 200 --image-size 224 \
+        --device cuda --workers 14
 
 Goals (2 cores): ViT-B/16 end-to-end/raw ratio >= 0.95; radclip-tiny keeps both cores >= 90% busy in
 the steady state; peak RSS flat from 1k to 10k studies.
@@ -27,8 +28,26 @@ from benchmarks.procstat import TreeSampler
 
 
 def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, device: str) -> dict:
-    cmd = [sys.executable, "-m", "radretrieve", "index", str(archive), "--out", str(out), "--model", model,
-           "--workers", str(workers), "--batch-size", str(batch), "--device", device, "--no-index", "--json", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radretrieve",
+        "index",
+        str(archive),
+        "--out",
+        str(out),
+        "--model",
+        model,
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(batch),
+        "--device",
+        device,
+        "--no-index",
+        "--json",
+        "-q",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(proc.pid).start()
@@ -38,8 +57,11 @@ def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, de
     if proc.returncode != 0:
         raise RuntimeError(f"index failed: {stderr.strip().splitlines()[-1:]}")
     summary = json.loads(stdout.strip().splitlines()[-1])
-    return summary | {"process_wall_s": wall, "peak_rss_mb": sampler.peak_rss / 2**20,
-                      "busy_cores_steady": sampler.busy_cores()}
+    return summary | {
+        "process_wall_s": wall,
+        "peak_rss_mb": sampler.peak_rss / 2**20,
+        "busy_cores_steady": sampler.busy_cores(),
+    }
 
 
 def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int, device: str) -> dict:
@@ -52,8 +74,10 @@ def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int, devi
     model = load_model(model_name, device=device)
     result = scan(archive)
     items = result.items[:max_items]
-    decoded = [(torch.from_numpy(read_item(it, result.root, model.config.preprocess).pixels), it.kind == "volume")
-               for it in items]
+    decoded = [
+        (torch.from_numpy(read_item(it, result.root, model.config.preprocess).pixels), it.kind == "volume")
+        for it in items
+    ]
     batches, cur, n = [], [], 0
     for arr, vol in decoded:
         cur.append((arr, vol))
@@ -70,8 +94,13 @@ def raw_encoder(archive: Path, model_name: str, batch: int, max_items: int, devi
         model.encode_mixed(list(arrays), list(flags))  # returns on the CPU: the GPU has finished
     secs = time.perf_counter() - start
     slices = sum(a.shape[0] for a, _ in decoded)
-    return {"items": len(decoded), "slices": slices, "seconds": secs, "items_per_s": len(decoded) / secs,
-            "slices_per_s": slices / secs}
+    return {
+        "items": len(decoded),
+        "slices": slices,
+        "seconds": secs,
+        "items_per_s": len(decoded) / secs,
+        "slices_per_s": slices / secs,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,13 +128,31 @@ def main(argv: list[str] | None = None) -> None:
             e2e = run_index(archive, Path(tmp) / f"out-{n}", args.model, args.workers, args.batch_size, args.device)
             raw = raw_encoder(archive, args.model, args.batch_size, args.raw_items, args.device)
             ratio = e2e["items_per_s"] / raw["items_per_s"]
-            runs.append({"studies": n, "synth_seconds": synth_s, "end_to_end": e2e, "raw_encoder": raw,
-                         "ratio_end_to_end_over_raw": ratio})
-            print(f"{n:>6} studies: {e2e['items_per_s']:.1f} items/s end to end, raw encoder "
-                  f"{raw['items_per_s']:.1f} items/s, ratio {ratio:.2f}, busy cores {e2e['busy_cores_steady']:.2f}, "
-                  f"peak RSS {e2e['peak_rss_mb']:.0f} MB, stages {e2e['stage_seconds']}")
-    path = write_json("index_throughput", {"model": args.model, "device": args.device, "workers": args.workers,
-                                           "batch_size": args.batch_size, "runs": runs}, args.out)
+            runs.append(
+                {
+                    "studies": n,
+                    "synth_seconds": synth_s,
+                    "end_to_end": e2e,
+                    "raw_encoder": raw,
+                    "ratio_end_to_end_over_raw": ratio,
+                }
+            )
+            print(
+                f"{n:>6} studies: {e2e['items_per_s']:.1f} items/s end to end, raw encoder "
+                f"{raw['items_per_s']:.1f} items/s, ratio {ratio:.2f}, busy cores {e2e['busy_cores_steady']:.2f}, "
+                f"peak RSS {e2e['peak_rss_mb']:.0f} MB, stages {e2e['stage_seconds']}"
+            )
+    path = write_json(
+        "index_throughput",
+        {
+            "model": args.model,
+            "device": args.device,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "runs": runs,
+        },
+        args.out,
+    )
     print(f"wrote {path}")
 
 

@@ -54,8 +54,11 @@ def base_model(manifest: Path, out: Path, sizes: Sizes, seed: int) -> Any:
     """Stage 1 only: radclip-tiny's towers trained on slice-text pairs (its text tower starts random)."""
     from radretrieve.training import ImageStageConfig, TrainConfig, VolumeStageConfig, train
 
-    cfg = TrainConfig(seed=seed, image_stage=ImageStageConfig(epochs=sizes.image_epochs, train_text=True, text_lr=1e-4),
-                      volume_stage=VolumeStageConfig(epochs=0))  # fmt: skip
+    cfg = TrainConfig(
+        seed=seed,
+        image_stage=ImageStageConfig(epochs=sizes.image_epochs, train_text=True, text_lr=1e-4),
+        volume_stage=VolumeStageConfig(epochs=0),
+    )
     return train(cfg, manifest, out, model="radclip-tiny", device="cpu").model
 
 
@@ -75,23 +78,32 @@ def variant(base: Any, pooling: str, slices: int) -> Any:
     return model.eval()
 
 
-def run_variant(base: Any, pooling: str, slices: int, manifest: Path, out: Path, sizes: Sizes, seed: int) -> dict[str, Any]:
-    from radretrieve.evaluation.sources import embeddings_from_model
+def run_variant(
+    base: Any, pooling: str, slices: int, manifest: Path, out: Path, sizes: Sizes, seed: int
+) -> dict[str, Any]:
     from radretrieve.evaluation.retrieval import BenchOptions, retrieval_results
+    from radretrieve.evaluation.sources import embeddings_from_model
     from radretrieve.training import ImageStageConfig, TrainConfig, VolumeStageConfig, train
 
     model = variant(base, pooling, slices)
     start = time.perf_counter()
-    cfg = TrainConfig(seed=seed, image_stage=ImageStageConfig(epochs=0),
-                      volume_stage=VolumeStageConfig(epochs=sizes.volume_epochs))  # fmt: skip
+    cfg = TrainConfig(
+        seed=seed, image_stage=ImageStageConfig(epochs=0), volume_stage=VolumeStageConfig(epochs=sizes.volume_epochs)
+    )
     trained = train(cfg, manifest, out, model=model, device="cpu").model.eval()
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     emb = embeddings_from_model(trained, manifest, split="test")
     encode_s = time.perf_counter() - start
     results = retrieval_results(emb, BenchOptions(label_sets=LABEL_SETS, n_bootstrap=500, seed=seed))
-    return {"pooling": pooling, "slices": slices, "train_s": round(train_s, 2), "eval_encode_s": round(encode_s, 2),
-            "test_volumes": len(emb.images), "results": {k: v.to_dict() for k, v in results.items()}}  # fmt: skip
+    return {
+        "pooling": pooling,
+        "slices": slices,
+        "train_s": round(train_s, 2),
+        "eval_encode_s": round(encode_s, 2),
+        "test_volumes": len(emb.images),
+        "results": {k: v.to_dict() for k, v in results.items()},
+    }
 
 
 def _row_metrics(row: dict[str, Any]) -> dict[str, Any]:
@@ -113,27 +125,41 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from radretrieve.synth import synthesize
     from radretrieve.evaluation.report import write_report
+    from radretrieve.synth import synthesize
 
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        summary = synthesize(Path(tmp) / "archive", sizes.studies, seed=args.seed, min_slices=sizes.min_slices,
-                             max_slices=sizes.max_slices, modality_weights=(0.5, 0.5, 0.0))  # fmt: skip
+        summary = synthesize(
+            Path(tmp) / "archive",
+            sizes.studies,
+            seed=args.seed,
+            min_slices=sizes.min_slices,
+            max_slices=sizes.max_slices,
+            modality_weights=(0.5, 0.5, 0.0),
+        )
         base = base_model(summary.manifest, Path(tmp) / "base", sizes, args.seed)
         for slices in sizes.slices:
             for pooling in POOLINGS:
                 log.info("variant %s, %d slices", pooling, slices)
-                rows.append(run_variant(base, pooling, slices, summary.manifest, Path(tmp) / f"{pooling}-{slices}",
-                                        sizes, args.seed))  # fmt: skip
+                rows.append(
+                    run_variant(
+                        base, pooling, slices, summary.manifest, Path(tmp) / f"{pooling}-{slices}", sizes, args.seed
+                    )
+                )
     out = args.out.resolve()
     runs = {f"{r['pooling']} x{r['slices']}": _row_metrics(r) for r in rows}
     files = write_report(runs, out.parent, name=out.stem, title="Pooling ablation: text -> volume (test split)")
     by_position = {f"{r['pooling']} x{r['slices']}": r["results"].get("text->image [position]") for r in rows}
-    payload = {"sizes": dataclasses.asdict(sizes), "seed": args.seed, "seconds": round(time.perf_counter() - start, 1),
-               "variants": rows, "headline": _headline(runs, by_position)}  # fmt: skip
+    payload = {
+        "sizes": dataclasses.asdict(sizes),
+        "seed": args.seed,
+        "seconds": round(time.perf_counter() - start, 1),
+        "variants": rows,
+        "headline": _headline(runs, by_position),
+    }
     write_json(NAME, payload, files.json)  # replaces the report JSON with the full payload (same folder)
     print(files.markdown.read_text(encoding="utf-8"), end="")
     return 0

@@ -63,7 +63,7 @@ class TreeSampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _cpu_seen: dict[int, float] = field(default_factory=dict)
 
-    def start(self) -> "TreeSampler":
+    def start(self) -> TreeSampler:
         threading.Thread(target=self._run, daemon=True).start()
         return self
 

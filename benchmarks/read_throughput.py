@@ -20,8 +20,8 @@ from typing import Any
 
 from benchmarks.common import write_json
 from radretrieve.archive import Item, read_item, scan
-from radretrieve.synth import synthesize
 from radretrieve.foundation.config import PreprocessConfig
+from radretrieve.synth import synthesize
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -39,7 +39,7 @@ def measure(items: list[tuple[str, Item, Path]], cfg: PreprocessConfig, repeat: 
     slices: dict[str, int] = defaultdict(int)
     count: dict[str, int] = defaultdict(int)
     seconds: dict[str, float] = defaultdict(float)
-    for name, item, root in items:  # warm-up: file cache, torch kernels
+    for _name, item, root in items:  # warm-up: file cache, torch kernels
         read_item(item, root, cfg)
     for _ in range(repeat):
         for name, item, root in items:
@@ -97,26 +97,42 @@ def main() -> None:
         items, scan_s = _collect(archive, None, args.limit)
         real: list[tuple[str, Item, Path]] = []
         scans: dict[str, float] = {"synthetic": round(scan_s, 3)}
-        for label, folder in (("jpeg_vqa_rad", SHARED / "vqa-rad" / "images"), ("nifti_real", SHARED / "ct-head"),
-                              ("nifti_real", SHARED / "mri-t1-brain")):  # fmt: skip
+        for label, folder in (
+            ("jpeg_vqa_rad", SHARED / "vqa-rad" / "images"),
+            ("nifti_real", SHARED / "ct-head"),
+            ("nifti_real", SHARED / "mri-t1-brain"),
+        ):
             if folder.is_dir():
                 found, seconds = _collect(folder, label, args.limit)
                 real += found
                 scans[folder.name] = round(seconds, 3)
         results = measure(items + real, cfg, args.repeat)
     payload: dict[str, Any] = {
-        "config": {"image_size": args.image_size, "n_slices": args.n_slices, "threads": args.threads,
-                   "studies": args.studies, "repeat": args.repeat, "worker_pid_cpus": len(os.sched_getaffinity(0))},  # fmt: skip
-        "synthesize": {"studies": summary.studies, "files": summary.files, "seconds": round(synth_s, 2),
-                       "studies_per_s": round(summary.studies / synth_s, 1)},  # fmt: skip
+        "config": {
+            "image_size": args.image_size,
+            "n_slices": args.n_slices,
+            "threads": args.threads,
+            "studies": args.studies,
+            "repeat": args.repeat,
+            "worker_pid_cpus": len(os.sched_getaffinity(0)),
+        },
+        "synthesize": {
+            "studies": summary.studies,
+            "files": summary.files,
+            "seconds": round(synth_s, 2),
+            "studies_per_s": round(summary.studies / synth_s, 1),
+        },
         "scan_seconds": scans,
         "scan_files_per_s": round(summary.files / max(scan_s, 1e-9), 1),
         "read": results,
     }
     path = write_json("read_throughput", payload, args.out)
     for name, row in results.items():
-        print(f"{name:<14} {row['slices_per_s']:>9.1f} slices/s  {row['items_per_s']:>8.2f} items/s  ({row['items']} items)")
-    print(f"synthesize: {payload['synthesize']['studies_per_s']} studies/s; scan: {payload['scan_files_per_s']} files/s")
+        rates = f"{row['slices_per_s']:>9.1f} slices/s  {row['items_per_s']:>8.2f} items/s"
+        print(f"{name:<14} {rates}  ({row['items']} items)")
+    print(
+        f"synthesize: {payload['synthesize']['studies_per_s']} studies/s; scan: {payload['scan_files_per_s']} files/s"
+    )
     print(f"wrote {path}")
 
 

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from radretrieve import load_model
-    from radretrieve.evaluation.sources import embeddings_from_model
-    from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval
     from radretrieve.datasets.vqa_rad import convert_vqa_rad
+    from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval
+    from radretrieve.evaluation.sources import embeddings_from_model
 
     split = "test" if args.quick and args.split is None else args.split
     start = time.perf_counter()
@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     _, files = bench_retrieval(emb, out.parent, options, name=out.stem, title=title)
     payload = json.loads(files.json.read_text(encoding="utf-8"))
-    payload = {"benchmark": NAME, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
-               "seconds": round(time.perf_counter() - start, 2)} | payload  # fmt: skip
+    payload = {
+        "benchmark": NAME,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - start, 2),
+    } | payload
     files.json.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     print(files.markdown.read_text(encoding="utf-8"), end="")
     return 0

@@ -41,8 +41,11 @@ def make_out_dir(path: Path, n: int, dim: int, nq: int, seed: int) -> tuple[np.n
     parts = []
     for start in range(0, n, SHARD_ROWS):
         stop = min(n, start + SHARD_ROWS)
-        parts.append(SyntheticItems.random(stop - start, dim, seed=start, id_offset=10**9 + 7 * start,
-                                           kinds=("volume",), vectors=vecs[start:stop]))  # fmt: skip
+        parts.append(
+            SyntheticItems.random(
+                stop - start, dim, seed=start, id_offset=10**9 + 7 * start, kinds=("volume",), vectors=vecs[start:stop]
+            )
+        )
     write_out_dir(path, parts, dim)
     return np.concatenate([p.ids for p in parts]), vecs[:n], vecs[n:]
 
@@ -57,8 +60,15 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(out: Path, index_type: str, ids: np.ndarray, vecs: np.ndarray, queries: np.ndarray,
-            truth: np.ndarray, args: argparse.Namespace) -> dict:  # fmt: skip
+def measure(
+    out: Path,
+    index_type: str,
+    ids: np.ndarray,
+    vecs: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    args: argparse.Namespace,
+) -> dict:
     start = time.perf_counter()
     cfg = BuildConfig(index_type=index_type, rebuild=True, max_memory=args.max_memory << 20, tune_queries=300)
     info = build_indexes(out, cfg, targets=("items",))["items"]
@@ -121,9 +131,16 @@ def main() -> None:
     args = ap.parse_args()
     import faiss
 
-    results = {"machine": {"platform": platform.platform(), "faiss": faiss.__version__,
-                           "omp_threads": faiss.omp_get_max_threads(), "gpus": faiss.get_num_gpus()},
-               "args": {k: str(v) for k, v in vars(args).items() if k != "out"}, "runs": []}  # fmt: skip
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+            "omp_threads": faiss.omp_get_max_threads(),
+            "gpus": faiss.get_num_gpus(),
+        },
+        "args": {k: str(v) for k, v in vars(args).items() if k != "out"},
+        "runs": [],
+    }
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="radretrieve-bench-") as tmp:
             out = Path(tmp)

@@ -44,20 +44,38 @@ class BenchSpec:
 
 
 SPECS: tuple[BenchSpec, ...] = (
-    BenchSpec("encode_throughput", "encoder images/s and volumes/s (32 slices)",
-              quick_args=("--models", "radclip-tiny", "--repeats", "1")),
+    BenchSpec(
+        "encode_throughput",
+        "encoder images/s and volumes/s (32 slices)",
+        quick_args=("--models", "radclip-tiny", "--repeats", "1"),
+    ),
     BenchSpec("index_throughput", "bulk indexing items/s, and its ratio to encoding alone"),
-    BenchSpec("read_throughput", "reader slices/s per format, one worker",
-              quick_args=("--studies", "24", "--limit", "8", "--repeat", "1")),
-    BenchSpec("search", "search QPS and recall@10 against exact search", args=("--sizes", "100000"),
-              quick_args=("--sizes", "20000", "--queries", "200", "--single", "50")),
-    BenchSpec("train_quality", "retrieval precision after training on synthetic data and VQA-RAD",
-              quick_args=("--studies", "120", "--epochs-2d", "2", "--epochs-3d", "10", "--vqa-epochs", "3"),
-              timeout_s=3600.0, quick_timeout_s=600.0),
+    BenchSpec(
+        "read_throughput",
+        "reader slices/s per format, one worker",
+        quick_args=("--studies", "24", "--limit", "8", "--repeat", "1"),
+    ),
+    BenchSpec(
+        "search",
+        "search QPS and recall@10 against exact search",
+        args=("--sizes", "100000"),
+        quick_args=("--sizes", "20000", "--queries", "200", "--single", "50"),
+    ),
+    BenchSpec(
+        "train_quality",
+        "retrieval precision after training on synthetic data and VQA-RAD",
+        quick_args=("--studies", "120", "--epochs-2d", "2", "--epochs-3d", "10", "--vqa-epochs", "3"),
+        timeout_s=3600.0,
+        quick_timeout_s=600.0,
+    ),
     BenchSpec("retrieval_vqa_rad", "bench retrieval on VQA-RAD, untrained radclip-tiny (chance baseline)"),
-    BenchSpec("pooling_ablation", "attention vs mean vs max pooling; 8/16/32/64 slices",
-              requires=("radretrieve.training",), quick_timeout_s=600.0),
-)  # fmt: skip
+    BenchSpec(
+        "pooling_ablation",
+        "attention vs mean vs max pooling; 8/16/32/64 slices",
+        requires=("radretrieve.training",),
+        quick_timeout_s=600.0,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +161,9 @@ def run_one(spec: BenchSpec, ctx: SuiteContext) -> SuiteEntry:
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
     start = time.time()
     try:
-        proc = subprocess.run([ctx.python, *argv], cwd=ctx.package_dir.parent, env=env, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            [ctx.python, *argv], cwd=ctx.package_dir.parent, env=env, capture_output=True, text=True, timeout=timeout
+        )
         output, code = (proc.stdout or "") + (proc.stderr or ""), proc.returncode
     except subprocess.TimeoutExpired as exc:
         output = _text(exc.stdout) + _text(exc.stderr)
@@ -153,11 +172,13 @@ def run_one(spec: BenchSpec, ctx: SuiteContext) -> SuiteEntry:
     log_path.write_text(" ".join(["python", *argv]) + "\n\n" + output, encoding="utf-8")
     base = {"seconds": round(seconds, 2), "command": tuple(argv), "log": str(log_path.relative_to(ctx.results))}
     if code is None:
-        return SuiteEntry(spec.name, spec.what, "timeout", f"still running after {timeout:.0f} s", **base,
-                          output_tail=_tail(output))  # fmt: skip
+        return SuiteEntry(
+            spec.name, spec.what, "timeout", f"still running after {timeout:.0f} s", **base, output_tail=_tail(output)
+        )
     if code != 0:
-        return SuiteEntry(spec.name, spec.what, "failed", f"exit code {code}: {_last_line(output)}", **base,
-                          output_tail=_tail(output))  # fmt: skip
+        return SuiteEntry(
+            spec.name, spec.what, "failed", f"exit code {code}: {_last_line(output)}", **base, output_tail=_tail(output)
+        )
     payload, problem = _read_result(json_path, start)
     if problem:
         return SuiteEntry(spec.name, spec.what, "failed", problem, **base, output_tail=_tail(output))
@@ -216,5 +237,16 @@ def entry_dict(entry: SuiteEntry) -> dict[str, Any]:
     return data
 
 
-__all__ = ["BenchSpec", "SPECS", "SuiteContext", "SuiteEntry", "command", "entry_dict", "missing_requirement",
-           "module_source", "run_one", "run_suite", "select"]  # fmt: skip
+__all__ = [
+    "BenchSpec",
+    "SPECS",
+    "SuiteContext",
+    "SuiteEntry",
+    "command",
+    "entry_dict",
+    "missing_requirement",
+    "module_source",
+    "run_one",
+    "run_suite",
+    "select",
+]

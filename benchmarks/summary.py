@@ -43,7 +43,11 @@ def _retrieval_headline(results: Mapping[str, Any]) -> str:
     parts = []
     for run, data in results.items():
         metrics = data.get("metrics", {})
-        shown = [f"{m} {_fmt(metrics[m]['value'])}" for m in ("recall@1", "mAP") if metrics.get(m, {}).get("value") is not None]
+        shown = [
+            f"{m} {_fmt(metrics[m]['value'])}"
+            for m in ("recall@1", "mAP")
+            if metrics.get(m, {}).get("value") is not None
+        ]
         parts.append(f"{run}: " + ", ".join(shown))
     return "; ".join(parts)
 
@@ -51,7 +55,11 @@ def _retrieval_headline(results: Mapping[str, Any]) -> str:
 def headline(payload: Mapping[str, Any]) -> str:
     """A few numbers that say what a benchmark found: rates and precision first, then whatever comes first."""
     results = payload.get("results")
-    if isinstance(results, Mapping) and results and all(isinstance(v, Mapping) and "metrics" in v for v in results.values()):
+    if (
+        isinstance(results, Mapping)
+        and results
+        and all(isinstance(v, Mapping) and "metrics" in v for v in results.values())
+    ):
         return _retrieval_headline(results)
     if isinstance(payload.get("headline"), str):  # a benchmark may say it itself
         return payload["headline"]
@@ -62,18 +70,23 @@ def headline(payload: Mapping[str, Any]) -> str:
 
 def _machine_line(machine: Mapping[str, Any]) -> str:
     gpu = machine.get("gpu") or "no GPU"
-    return (f"{machine.get('cpus')} CPUs ({machine.get('machine')}), {gpu}, Python {machine.get('python')}, "
-            f"torch {machine.get('torch', '-')}")  # fmt: skip
+    return (
+        f"{machine.get('cpus')} CPUs ({machine.get('machine')}), {gpu}, Python {machine.get('python')}, "
+        f"torch {machine.get('torch', '-')}"
+    )
 
 
 def markdown(entries: Sequence[SuiteEntry], machine: Mapping[str, Any], quick: bool, when: str) -> str:
     """The SUMMARY.md table."""
     mode = "quick" if quick else "full"
     lines = [
-        "# Benchmark summary", "",
-        f"Run {when} ({mode} sizes) on {_machine_line(machine)}.", "",
-        "| benchmark | what | status | seconds | headline |", "|---|---|---|---|---|",
-    ]  # fmt: skip
+        "# Benchmark summary",
+        "",
+        f"Run {when} ({mode} sizes) on {_machine_line(machine)}.",
+        "",
+        "| benchmark | what | status | seconds | headline |",
+        "|---|---|---|---|---|",
+    ]
     for e in entries:
         text = headline(e.payload) if e.status == "ok" else e.reason
         text = text.replace("|", "\\|").replace("\n", " ")
@@ -113,11 +126,18 @@ def plot(entries: Sequence[SuiteEntry], path: Path) -> Path | None:
     return path
 
 
-def write_outputs(entries: Sequence[SuiteEntry], results: Path, machine: Mapping[str, Any], quick: bool) -> dict[str, Path]:
+def write_outputs(
+    entries: Sequence[SuiteEntry], results: Path, machine: Mapping[str, Any], quick: bool
+) -> dict[str, Path]:
     """suite.json, SUMMARY.md and suite.png in ``results``; returns their paths by kind."""
     when = time.strftime("%Y-%m-%dT%H:%M:%S")
-    payload = {"benchmark": "suite", "when": when, "machine": dict(machine), "quick": quick,
-               "entries": [entry_dict(e) for e in entries]}  # fmt: skip
+    payload = {
+        "benchmark": "suite",
+        "when": when,
+        "machine": dict(machine),
+        "quick": quick,
+        "entries": [entry_dict(e) for e in entries],
+    }
     paths = {"json": results / "suite.json", "markdown": results / "SUMMARY.md"}
     _atomic_text(paths["json"], json.dumps(payload, indent=1) + "\n")
     _atomic_text(paths["markdown"], markdown(entries, machine, quick, when))

@@ -24,8 +24,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +34,18 @@ import torch
 from benchmarks.common import RESULTS, write_json
 from radretrieve import load_model
 from radretrieve.archive import Item, read_item, scan
-from radretrieve.synth import synthesize
 from radretrieve.evaluation.metrics import evaluate_embeddings, label_relevance
 from radretrieve.models.adapter import SlicePoolingAdapter
-from radretrieve.training import DataConfig, ImageStageConfig, TextConfig, TrainConfig, VolumeStageConfig, train
-from radretrieve.training import presets
+from radretrieve.synth import synthesize
+from radretrieve.training import (
+    DataConfig,
+    ImageStageConfig,
+    TextConfig,
+    TrainConfig,
+    VolumeStageConfig,
+    presets,
+    train,
+)
 from radretrieve.training.texts import render, template_labels
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -56,7 +64,9 @@ def vqa_recipe(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         text=TextConfig(source="mixed", templates=(RM_TEMPLATE,)),
         data=DataConfig(val_fraction=0.1),
-        image_stage=ImageStageConfig(epochs=args.vqa_epochs, batch_size=32, lr=args.lr, train_text=True, text_lr=args.lr),
+        image_stage=ImageStageConfig(
+            epochs=args.vqa_epochs, batch_size=32, lr=args.lr, train_text=True, text_lr=args.lr
+        ),
         volume_stage=VolumeStageConfig(epochs=0),
     )
 
@@ -69,18 +79,30 @@ def _decode(items: Sequence[Item], root: Path, model: Any) -> list[torch.Tensor]
     return [torch.from_numpy(read_item(it, root, model.config.preprocess).pixels) for it in items]
 
 
-def text_queries(labels: Sequence[Mapping[str, str]], keys: Sequence[str], template: str,
-                 where: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, list[str]]]:  # fmt: skip
+def text_queries(
+    labels: Sequence[Mapping[str, str]], keys: Sequence[str], template: str, where: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, list[str]]]:
     """One query per distinct value combination of `keys` in the gallery (optionally only where labels match
     `where`); returns the query texts and their labels (for label-aware relevance)."""
-    combos = sorted({tuple(lab.get(k, "") for k in keys) for lab in labels
-                     if all(lab.get(k) for k in keys) and all(lab.get(k) == v for k, v in (where or {}).items())})  # fmt: skip
+    combos = sorted(
+        {
+            tuple(lab.get(k, "") for k in keys)
+            for lab in labels
+            if all(lab.get(k) for k in keys) and all(lab.get(k) == v for k, v in (where or {}).items())
+        }
+    )
     texts = [render(template, dict(zip(keys, c))) for c in combos]
     return texts, {k: [c[i] for c in combos] for i, k in enumerate(keys)}
 
 
-def precision_at_5(model: Any, gallery: np.ndarray, labels: Sequence[Mapping[str, str]], keys: Sequence[str],
-                   template: str, where: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def precision_at_5(
+    model: Any,
+    gallery: np.ndarray,
+    labels: Sequence[Mapping[str, str]],
+    keys: Sequence[str],
+    template: str,
+    where: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Label-aware text -> gallery precision@5 (and chance: the mean fraction of relevant items)."""
     texts, q_labels = text_queries(labels, keys, template, where)
     g_labels = {k: [lab.get(k, "") for lab in labels] for k in keys}
@@ -89,10 +111,14 @@ def precision_at_5(model: Any, gallery: np.ndarray, labels: Sequence[Mapping[str
     counts = [int(rel.block(i, i + 1).sum()) for i in range(len(texts))]
     # chance: expected precision of a random ranking; ceiling: the best possible (a query with 3 relevant
     # items cannot score above 3/5), so a score is read against both.
-    return {"precision@5": round(res.metrics["precision@5"].value, 4),
-            "chance": round(float(np.mean(counts)) / gallery.shape[0], 4),
-            "ceiling": round(float(np.mean([min(c, 5) / 5 for c in counts])), 4),
-            "queries": texts, "relevant_per_query": counts, "n_gallery": int(gallery.shape[0])}  # fmt: skip
+    return {
+        "precision@5": round(res.metrics["precision@5"].value, 4),
+        "chance": round(float(np.mean(counts)) / gallery.shape[0], 4),
+        "ceiling": round(float(np.mean([min(c, 5) / 5 for c in counts])), 4),
+        "queries": texts,
+        "relevant_per_query": counts,
+        "n_gallery": int(gallery.shape[0]),
+    }
 
 
 def mean_pooling(model: Any) -> Any:
@@ -117,16 +143,25 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     test = [it for it in found.items if it.split in ("val", "test") and it.kind == "volume"]
     volumes = _decode(test, found.root, result.model)
     labels = [_labels(it) for it in test]
-    out: dict[str, Any] = {"studies": args.studies, "held_out_volumes": len(test), "train_seconds": round(t_train, 1),
-                           "synth_seconds": round(t_synth, 1), "history": list(result.history)}  # fmt: skip
-    models = {"trained": result.model, "trained_mean_pooling": mean_pooling(result.model),
-              "untrained": load_model("radclip-tiny", device=args.device)}  # fmt: skip
+    out: dict[str, Any] = {
+        "studies": args.studies,
+        "held_out_volumes": len(test),
+        "train_seconds": round(t_train, 1),
+        "synth_seconds": round(t_synth, 1),
+        "history": list(result.history),
+    }
+    models = {
+        "trained": result.model,
+        "trained_mean_pooling": mean_pooling(result.model),
+        "untrained": load_model("radclip-tiny", device=args.device),
+    }
     for name, model in models.items():
         gallery = model.encode_volumes(volumes).numpy()
         out[name] = {
             "region_modality": precision_at_5(model, gallery, labels, ("region", "modality"), RM_TEMPLATE),
-            "lesion_position": precision_at_5(model, gallery, labels, ("lesion", "position"), POSITION_TEMPLATE,
-                                              where={"lesion": "present"}),  # fmt: skip
+            "lesion_position": precision_at_5(
+                model, gallery, labels, ("lesion", "position"), POSITION_TEMPLATE, where={"lesion": "present"}
+            ),
         }
     attn = out["trained"]["lesion_position"]["precision@5"]
     mean = out["trained_mean_pooling"]["lesion_position"]["precision@5"]
@@ -150,15 +185,21 @@ def vqa_rad(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     test = [it for it in found.items if it.split == "test"]
     images = torch.cat(_decode(test, found.root, result.model))
     labels = [_labels(it) for it in test]
-    out: dict[str, Any] = {"test_images": len(test), "train_seconds": round(t_train, 1), "history": list(result.history)}
+    out: dict[str, Any] = {
+        "test_images": len(test),
+        "train_seconds": round(t_train, 1),
+        "history": list(result.history),
+    }
     for name, model in {"trained": result.model, "untrained": load_model("radclip-tiny", device=args.device)}.items():
         gallery = model.encode_images(images).numpy()
         out[name] = precision_at_5(model, gallery, labels, ("region", "modality"), RM_TEMPLATE)
         # Organ alone: every test image has one (modality is known for only about a third), so more signal.
         out[name]["organ_only"] = precision_at_5(model, gallery, labels, ("region",), "{region}")
     out["chance"] = out["trained"]["chance"]
-    out["goals"] = {"above_untrained": out["trained"]["precision@5"] > out["untrained"]["precision@5"],
-                    "above_chance": out["trained"]["precision@5"] > out["chance"]}  # fmt: skip
+    out["goals"] = {
+        "above_untrained": out["trained"]["precision@5"] > out["untrained"]["precision@5"],
+        "above_chance": out["trained"]["precision@5"] > out["chance"],
+    }
     return out
 
 
@@ -182,16 +223,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         # paths are recorded by name only: result files are committed and must not carry this machine's paths
-        payload: dict[str, Any] = {"args": {k: v.name if isinstance(v, Path) else (Path(v).name if k == "vqa" else v)
-                                            for k, v in vars(args).items()}}
+        payload: dict[str, Any] = {
+            "args": {
+                k: v.name if isinstance(v, Path) else (Path(v).name if k == "vqa" else v) for k, v in vars(args).items()
+            }
+        }
         if "synthetic" not in args.skip:
             payload["synthetic"] = synthetic(args, work)
         if "vqa" not in args.skip:
             payload["vqa_rad"] = vqa_rad(args, work)
         payload["recipe"] = {"synthetic": synthetic_recipe(args).to_dict(), "vqa_rad": vqa_recipe(args).to_dict()}
     path = write_json("train_quality", payload, args.out)
-    brief = {k: {m: v[m] for m in ("trained", "trained_mean_pooling", "untrained", "goals", "chance") if m in v}
-             for k, v in payload.items() if k in ("synthetic", "vqa_rad")}  # fmt: skip
+    brief = {
+        k: {m: v[m] for m in ("trained", "trained_mean_pooling", "untrained", "goals", "chance") if m in v}
+        for k, v in payload.items()
+        if k in ("synthetic", "vqa_rad")
+    }
     print(json.dumps(_without_queries(brief), indent=1))
     print(f"wrote {path}")
 

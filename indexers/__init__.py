@@ -20,7 +20,22 @@ from indexers.plan import IndexPlan, SearchParams, choose_plan
 from indexers.search import Hit, Searcher, StudyQuery
 
 __all__ = [
-    "BuildConfig", "FingerprintMismatch", "Hit", "IndexInfo", "IndexMissing", "IndexPlan", "SearchArgError",
-    "SearchParams", "Searcher", "StaleIndex", "StudyNotFound", "StudyQuery", "build_indexes", "choose_plan",
-    "exact_search", "exact_search_stream", "read_index_json", "recall_at",
-]  # fmt: skip
+    "BuildConfig",
+    "FingerprintMismatch",
+    "Hit",
+    "IndexInfo",
+    "IndexMissing",
+    "IndexPlan",
+    "SearchArgError",
+    "SearchParams",
+    "Searcher",
+    "StaleIndex",
+    "StudyNotFound",
+    "StudyQuery",
+    "build_indexes",
+    "choose_plan",
+    "exact_search",
+    "exact_search_stream",
+    "read_index_json",
+    "recall_at",
+]

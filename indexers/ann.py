@@ -10,7 +10,8 @@ concurrent callers with different params cannot disturb each other.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +41,14 @@ class AnnIndex:
     """A faiss index (ids = item ids) with its plan, tuned params and device placement."""
 
     def __init__(
-        self, index: Any, plan: IndexPlan, params: SearchParams, device: str = "cpu", fetch: VectorFetch | None = None,
+        self,
+        index: Any,
+        plan: IndexPlan,
+        params: SearchParams,
+        device: str = "cpu",
+        fetch: VectorFetch | None = None,
         store: VectorStore | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.cpu = index  # faiss.Index on CPU, as read from disk
         self.plan = plan
         self.params = params  # tuned defaults; per-call params override field by field
@@ -68,9 +74,7 @@ class AnnIndex:
     def ntotal(self) -> int:
         return int(self.cpu.ntotal)
 
-    def search(
-        self, queries: np.ndarray, k: int, params: SearchParams | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product.
 
         queries: float32[Q, D]. Returns (scores float32[Q, k], ids int64[Q, k]); rows with fewer than k

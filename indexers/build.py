@@ -27,14 +27,27 @@ from typing import Any
 import numpy as np
 
 from indexers.ann import AnnIndex
-from indexers.holdout import HeldOut, hold_out, held_out_truth
+from indexers.holdout import HeldOut, held_out_truth, hold_out
 from indexers.meta import (
-    TARGETS, IndexInfo, Target, index_dir, manifest_hash, read_index_json, shard_key, write_index_json,
-)  # fmt: skip
+    TARGETS,
+    IndexInfo,
+    Target,
+    index_dir,
+    manifest_hash,
+    read_index_json,
+    shard_key,
+    write_index_json,
+)
 from indexers.plan import (
-    DEFAULT_EXACT_THRESHOLD, DEFAULT_MAX_MEMORY, HNSW_EF_CONSTRUCTION, INDEX_SHARE, IndexPlan, SearchParams, choose_plan,
+    DEFAULT_EXACT_THRESHOLD,
+    DEFAULT_MAX_MEMORY,
+    HNSW_EF_CONSTRUCTION,
+    INDEX_SHARE,
+    IndexPlan,
+    SearchParams,
+    choose_plan,
     needs_rebuild,
-)  # fmt: skip
+)
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
 from indexers.tune import RECALL_K, tune
@@ -139,8 +152,15 @@ def build_target(
         train = _training_sample(out_dir, tgt, plan, config, total, batch_rows)
         index = new_index(plan, train)
         del train
-    held = hold_out(out_dir, tgt.kinds, new_rows, config.tune_queries if plan.index_type != "flat" else 0,
-                    config.seed + 1, batch_rows, files)  # fmt: skip
+    held = hold_out(
+        out_dir,
+        tgt.kinds,
+        new_rows,
+        config.tune_queries if plan.index_type != "flat" else 0,
+        config.seed + 1,
+        batch_rows,
+        files,
+    )
     store = _store_writer(out_dir, tgt, plan, config, manifest, new_rows, base)
     try:
         add_shards(index, out_dir, tgt.kinds, batch_rows, files, store, skip=held.ids)
@@ -158,11 +178,21 @@ def build_target(
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
     write_faiss(index, path)
     return IndexInfo(
-        tgt.name, tgt.file, tgt.kinds, plan, params, int(index.ntotal), recall, len(held), manifest.fingerprint,
-        manifest_hash(manifest), round(time.perf_counter() - start, 3),
-        datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(shard_key(s) for s in manifest.shards),
+        tgt.name,
+        tgt.file,
+        tgt.kinds,
+        plan,
+        params,
+        int(index.ntotal),
+        recall,
+        len(held),
+        manifest.fingerprint,
+        manifest_hash(manifest),
+        round(time.perf_counter() - start, 3),
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        tuple(shard_key(s) for s in manifest.shards),
         store_info,
-    )  # fmt: skip
+    )
 
 
 def _store_ok(folder: Path, info: IndexInfo) -> bool:
@@ -175,13 +205,20 @@ def _store_ok(folder: Path, info: IndexInfo) -> bool:
 
 
 def _store_writer(
-    out_dir: Path, tgt: Target, plan: IndexPlan, config: BuildConfig, manifest: Manifest, new_rows: int,
+    out_dir: Path,
+    tgt: Target,
+    plan: IndexPlan,
+    config: BuildConfig,
+    manifest: Manifest,
+    new_rows: int,
     base: StoreInfo | None,
-) -> StoreWriter | None:  # fmt: skip
+) -> StoreWriter | None:
     """A writer for the re-rank store when the plan re-ranks (IVF-PQ); an add keeps the base's dtype."""
     if plan.index_type != "ivf_pq":
         return None
-    dtype = base.dtype if base is not None else resolve_dtype(config.store_dtype, shard_dtypes(out_dir, manifest.shards))
+    dtype = (
+        base.dtype if base is not None else resolve_dtype(config.store_dtype, shard_dtypes(out_dir, manifest.shards))
+    )
     return StoreWriter(index_dir(out_dir), tgt.name, plan.dim, dtype, new_rows, base)
 
 
@@ -207,9 +244,15 @@ def _training_sample(
 
 
 def _tune(
-    out_dir: Path, tgt: Target, plan: IndexPlan, index: Any, config: BuildConfig, held: HeldOut, batch_rows: int,
+    out_dir: Path,
+    tgt: Target,
+    plan: IndexPlan,
+    index: Any,
+    config: BuildConfig,
+    held: HeldOut,
+    batch_rows: int,
     store: StoreInfo | None,
-) -> tuple[SearchParams, float]:  # fmt: skip
+) -> tuple[SearchParams, float]:
     """(params, recall@10) tuned on the held-out rows (not yet in `index`) vs streamed exact truth."""
     if plan.index_type == "flat" or len(held) == 0:
         return SearchParams(), 1.0

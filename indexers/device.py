@@ -56,7 +56,9 @@ def validate_search_args(k: int, params: SearchParams | None, device: str) -> No
             raise SearchArgError(f"rerank must be >= 1, got {params.rerank}")
     if device == "gpu":
         if k > GPU_MAX_K:
-            raise SearchArgError(f"k = {k} is above the faiss GPU limit of {GPU_MAX_K}; use a smaller k or --device cpu")
+            raise SearchArgError(
+                f"k = {k} is above the faiss GPU limit of {GPU_MAX_K}; use a smaller k or --device cpu"
+            )
         if params is not None and params.nprobe is not None and params.nprobe > GPU_MAX_NPROBE:
             raise SearchArgError(f"nprobe = {params.nprobe} is above the faiss GPU limit of {GPU_MAX_NPROBE}")
 
@@ -75,9 +77,9 @@ def to_gpu(index: Any, index_type: str) -> Any | None:
     """A GPU copy of a CPU index (all GPUs, sharded, when there are several), or None if unsupported.
 
     Float16 storage halves GPU memory for flat/IVF-Flat vectors at ~1e-3 score error; IVF-PQ codes are
-    already compact, so it gets float16 lookup tables (needed for codes of 56+ bytes). The caller keeps the CPU index for requests
-    beyond the GPU limits. For 'flat' pass the *inner* IndexFlat (the IDMap2 wrapper is not clonable to
-    GPU in every faiss version); the caller maps positions back to ids.
+    already compact, so it gets float16 lookup tables (needed for codes of 56+ bytes). The caller keeps the CPU
+    index for requests beyond the GPU limits. For 'flat' pass the *inner* IndexFlat (the IDMap2 wrapper is not
+    clonable to GPU in every faiss version); the caller maps positions back to ids.
     """
     gpus = num_gpus()
     if gpus == 0 or not gpu_supported(index_type):
@@ -96,7 +98,6 @@ def to_gpu(index: Any, index_type: str) -> Any | None:
     _set_fp16(opts, index_type)
     log.info("sharding %s index over %d GPUs", index_type, gpus)
     return faiss.index_cpu_to_all_gpus(index, co=opts)
-
 
 
 def _set_fp16(opts: object, index_type: str) -> None:

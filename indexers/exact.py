@@ -7,7 +7,7 @@ Missing results (k > n) are padded with id -1 and score -inf, as faiss does.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -68,9 +68,7 @@ class TopK:
         return scores, ids
 
 
-def exact_search(
-    queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product. queries float32[Q, D], vectors float32[n, D], ids int64[n]."""
     return exact_search_stream(queries, [(ids, vectors)], k)
 

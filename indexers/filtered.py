@@ -11,8 +11,8 @@ Two strategies, chosen by the size of the candidate set the catalog returns for 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -84,9 +84,13 @@ def _studies_for(ids: np.ndarray, flt: Filter, lookup: StudyLookup) -> dict[int,
 
 
 def exact_over(
-    queries: np.ndarray, k: int, flt: Filter, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
-    n_candidates: int, lookup: StudyLookup,
-) -> list[Picked]:  # fmt: skip
+    queries: np.ndarray,
+    k: int,
+    flt: Filter,
+    batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    n_candidates: int,
+    lookup: StudyLookup,
+) -> list[Picked]:
     """Exact top-k over streamed candidate vectors; the kept depth grows until k hits survive the rules."""
     depth = min(n_candidates, k + len(flt.exclude_ids) + (3 * k if flt.needs_studies else 0))
     while True:
@@ -99,9 +103,14 @@ def exact_over(
 
 
 def ann_filtered(
-    ann: AnnIndex, queries: np.ndarray, k: int, flt: Filter, params: SearchParams | None, lookup: StudyLookup,
+    ann: AnnIndex,
+    queries: np.ndarray,
+    k: int,
+    flt: Filter,
+    params: SearchParams | None,
+    lookup: StudyLookup,
     fallback: Callable[[np.ndarray], list[Picked]],
-) -> list[Picked]:  # fmt: skip
+) -> list[Picked]:
     """Over-fetch from the ANN index and post-filter; queries the ANN cannot satisfy go to `fallback`."""
     n = ann.ntotal
     n_cand = n if flt.candidates is None else len(flt.candidates)

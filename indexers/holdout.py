@@ -11,9 +11,9 @@ how optimistic or pessimistic it is depends on the dimension (it over-shot at 51
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
 
 import numpy as np
 
@@ -34,9 +34,14 @@ class HeldOut:
 
 
 def hold_out(
-    out_dir: Path, kinds: tuple[str, ...], rows: int, n: int, seed: int, batch_rows: int,
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    rows: int,
+    n: int,
+    seed: int,
+    batch_rows: int,
     files: Collection[str] | None = None,
-) -> HeldOut:  # fmt: skip
+) -> HeldOut:
     """Sample min(n, rows) of the `rows` rows in `files` (None: all shards) to hold out.
 
     At most a fifth of the rows is held out, so a small index is still tuned on most of its content.

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from indexers.errors import IndexMissing
 from indexers.plan import IndexPlan, SearchParams
 from indexers.store import StoreInfo
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_write_bytes
 from radretrieve.outdir.layout import INDEX_DIR, INDEX_JSON
 from radretrieve.outdir.manifest import Manifest, ShardEntry
-from radretrieve.foundation.fileio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -107,17 +108,31 @@ class IndexInfo:
         }
 
     @staticmethod
-    def from_json(data: Mapping[str, Any]) -> "IndexInfo":
+    def from_json(data: Mapping[str, Any]) -> IndexInfo:
         plan = IndexPlan(
-            data["index_type"], int(data["dim"]), int(data["planned_count"]),
-            int(data["nlist"]), int(data["pq_m"]), int(data["hnsw_m"]),
-        )  # fmt: skip
+            data["index_type"],
+            int(data["dim"]),
+            int(data["planned_count"]),
+            int(data["nlist"]),
+            int(data["pq_m"]),
+            int(data["hnsw_m"]),
+        )
         return IndexInfo(
-            data["name"], data["file"], tuple(data["kinds"]), plan, SearchParams.from_json(data["search_params"]),
-            int(data["count"]), float(data["recall_at_10"]), int(data["recall_queries"]), data["fingerprint"],
-            data["manifest_hash"], float(data["build_seconds"]), data["built_at"], tuple(data["shards"]),
+            data["name"],
+            data["file"],
+            tuple(data["kinds"]),
+            plan,
+            SearchParams.from_json(data["search_params"]),
+            int(data["count"]),
+            float(data["recall_at_10"]),
+            int(data["recall_queries"]),
+            data["fingerprint"],
+            data["manifest_hash"],
+            float(data["build_seconds"]),
+            data["built_at"],
+            tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
-        )  # fmt: skip
+        )
 
 
 def index_dir(out_dir: Path) -> Path:

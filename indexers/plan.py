@@ -8,8 +8,9 @@ The choice rule (`choose_plan`):
   train on a sample, cheap to add to incrementally, exact scores for what it returns;
 * otherwise -> IVF-PQ (`IVF{nlist},PQ{m}`: 8-bit codes, m bytes per vector, m <= dim/8) whose codes
   fit the budget, with exact re-ranking of an over-fetched candidate list from the re-rank store, a
-  memory-mapped copy of the shard vectors next to the index (indexers/store.py; scores stay exact). Not 4-bit fast-scan: with inner product its scores are not comparable across
-  inverted lists (recall fell as nprobe grew, measured), and faiss GPU lacks it.
+  memory-mapped copy of the shard vectors next to the index (indexers/store.py; scores stay exact).
+  Not 4-bit fast-scan: with inner product its scores are not comparable across inverted lists (recall fell
+  as nprobe grew, measured), and faiss GPU lacks it.
 * HNSW (`IDMap2,HNSW32,Flat`) only on request (`index_type="hnsw"`): its build is slow on few cores
   (1M x 512 on 2 cores: 243 s against 90 s for IVF-Flat, measured).
 """
@@ -46,11 +47,11 @@ class SearchParams:
         return {"nprobe": self.nprobe, "ef_search": self.ef_search, "rerank": self.rerank}
 
     @staticmethod
-    def from_json(data: dict[str, Any] | None) -> "SearchParams":
+    def from_json(data: dict[str, Any] | None) -> SearchParams:
         data = data or {}
         return SearchParams(data.get("nprobe"), data.get("ef_search"), int(data.get("rerank", 1)))
 
-    def merged(self, override: "SearchParams | None") -> "SearchParams":
+    def merged(self, override: SearchParams | None) -> SearchParams:
         """These (tuned) params with the fields set in `override` replacing them."""
         if override is None:
             return self

@@ -12,9 +12,9 @@ the on-the-fly image encoder live in the CLI, not here. Indexes and the catalog 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +27,8 @@ from indexers.meta import IndexInfo, manifest_hash, target
 from indexers.plan import SearchParams
 from indexers.store import VectorStore
 from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
-from radretrieve.outdir.shards import iter_embeddings
 from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.shards import iter_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,12 @@ class Searcher:
     """Search one out dir's indexes. Not thread-safe (one duckdb connection); open one per thread."""
 
     def __init__(
-        self, out_dir: Path, fingerprint: str | None = None, device: str = "auto",
+        self,
+        out_dir: Path,
+        fingerprint: str | None = None,
+        device: str = "auto",
         small_candidates: int = SMALL_CANDIDATES,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
         self.device = resolve_device(device)
@@ -130,10 +133,18 @@ class Searcher:
 
     # -- core ----------------------------------------------------------------------------------------------
     def search(
-        self, queries: np.ndarray, k: int = 10, *, index: str = "items", kind: str | None = None,
-        where: str | None = None, params: SearchParams | None = None, dedupe_study: bool = False,
-        exclude_ids: Sequence[int] = (), exclude_studies: Sequence[str] = (),
-    ) -> list[list[Hit]]:  # fmt: skip
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        index: str = "items",
+        kind: str | None = None,
+        where: str | None = None,
+        params: SearchParams | None = None,
+        dedupe_study: bool = False,
+        exclude_ids: Sequence[int] = (),
+        exclude_studies: Sequence[str] = (),
+    ) -> list[list[Hit]]:
         """Top-k hits per query. queries: float32[Q, D] (or [D]), L2-normalised.
 
         `kind` (image | volume for items) and `where` (SQL over the catalog view) filter first; hits
@@ -144,8 +155,11 @@ class Searcher:
         q = self._check_queries(queries, index)
         tgt = target(index)
         kinds = self._kinds(tgt.kinds, kind)
-        flt = Filter(exclude_ids=frozenset(int(i) for i in exclude_ids), exclude_studies=frozenset(exclude_studies),
-                     dedupe_study=dedupe_study)  # fmt: skip
+        flt = Filter(
+            exclude_ids=frozenset(int(i) for i in exclude_ids),
+            exclude_studies=frozenset(exclude_studies),
+            dedupe_study=dedupe_study,
+        )
         if kinds != tgt.kinds or where is not None:
             cand, studies = self.catalog.candidates(tgt.view, where, kinds)
             flt = Filter(cand, studies, flt.exclude_ids, flt.exclude_studies, flt.dedupe_study)
@@ -176,8 +190,23 @@ class Searcher:
             hits = []
             for rank, (item, score) in enumerate(p, start=1):
                 r = rows.get(item)
-                extra = {} if r is None else {f: getattr(r, f) for f in (
-                    "kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")}
+                extra = (
+                    {}
+                    if r is None
+                    else {
+                        f: getattr(r, f)
+                        for f in (
+                            "kind",
+                            "study_key",
+                            "source",
+                            "modality",
+                            "body_part",
+                            "description",
+                            "text",
+                            "labels",
+                        )
+                    }
+                )
                 hits.append(Hit(item, score, rank, **extra))
             out.append(hits)
         return out
@@ -225,22 +254,38 @@ class Searcher:
         return StudyQuery(study_key, tuple(int(i) for i in got_ids), mean.astype(np.float32))
 
     def similar(
-        self, ref: str | int | StudyQuery, k: int = 10, *, kind: str | None = None, where: str | None = None,
+        self,
+        ref: str | int | StudyQuery,
+        k: int = 10,
+        *,
+        kind: str | None = None,
+        where: str | None = None,
         params: SearchParams | None = None,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Study -> similar studies: one hit per study, the query's own study and items excluded."""
         query = ref if isinstance(ref, StudyQuery) else self.resolve(ref)
         exclude_studies = (query.study_key,) if query.study_key else ()
         return self.search(
-            query.vector, k, kind=kind, where=where, params=params, dedupe_study=True,
-            exclude_ids=query.item_ids, exclude_studies=exclude_studies,
-        )[0]  # fmt: skip
+            query.vector,
+            k,
+            kind=kind,
+            where=where,
+            params=params,
+            dedupe_study=True,
+            exclude_ids=query.item_ids,
+            exclude_studies=exclude_studies,
+        )[0]
 
     def reports_for(
-        self, ref: str | int | StudyQuery | np.ndarray, k: int = 5, *, where: str | None = None,
+        self,
+        ref: str | int | StudyQuery | np.ndarray,
+        k: int = 5,
+        *,
+        where: str | None = None,
         params: SearchParams | None = None,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Study -> nearest reports. `ref`: a stored study/item, or a query vector float32[D]."""
-        vector = ref if isinstance(ref, np.ndarray) else (
-            ref if isinstance(ref, StudyQuery) else self.resolve(ref)).vector  # fmt: skip
+        vector = (
+            ref if isinstance(ref, np.ndarray) else (ref if isinstance(ref, StudyQuery) else self.resolve(ref)).vector
+        )
         return self.search(vector, k, index="reports", where=where, params=params)[0]

@@ -21,9 +21,10 @@ and rename them; the loader checks their lengths against index.json, so a crash 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class StoreInfo:
         return {"vectors": self.vectors, "ids": self.ids, "dtype": self.dtype, "count": self.count}
 
     @staticmethod
-    def from_json(data: Mapping[str, Any] | None) -> "StoreInfo | None":
+    def from_json(data: Mapping[str, Any] | None) -> StoreInfo | None:
         if not data:
             return None
         return StoreInfo(data["vectors"], data["ids"], data["dtype"], int(data["count"]))
@@ -115,8 +116,9 @@ class StoreWriter:
     new rows; `new_rows` must be the exact number of rows `add` will receive (a mismatch is an error).
     """
 
-    def __init__(self, folder: Path, name: str, dim: int, dtype: str, new_rows: int,
-                 base: StoreInfo | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, folder: Path, name: str, dim: int, dtype: str, new_rows: int, base: StoreInfo | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dtype = dtype
@@ -153,7 +155,9 @@ class StoreWriter:
     def commit(self) -> StoreInfo:
         """Flush, write the id map, rename both files into place; returns the index.json entry."""
         if self._filled != self.total:
-            raise RadRetrieveError(f"re-rank store: {self._filled} rows written, {self.total} counted (shards changed?)")
+            raise RadRetrieveError(
+                f"re-rank store: {self._filled} rows written, {self.total} counted (shards changed?)"
+            )
         self._out.flush()
         del self._out
         base_count = self.base.count if self.base is not None else 0

@@ -6,8 +6,9 @@ one batch plus what the caller keeps (a sample, the index), whatever the archive
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,9 +32,14 @@ def count_rows(out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str,
 
 
 def sample_rows(
-    out_dir: Path, kinds: tuple[str, ...], total: int, n: int, seed: int, batch_rows: int,
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    total: int,
+    n: int,
+    seed: int,
+    batch_rows: int,
     files: Collection[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """A uniform sample of min(n, total) rows (ids int64[m], vectors float32[m, D]) in random order.
 
     `total` is the row count of the streamed shards (`files`, or all). Positions are drawn up front and
@@ -70,9 +76,14 @@ def without(
 
 
 def add_shards(
-    index: Any, out_dir: Path, kinds: tuple[str, ...], batch_rows: int, files: set[str] | None,
-    store: StoreWriter | None = None, skip: np.ndarray | None = None,
-) -> int:  # fmt: skip
+    index: Any,
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    batch_rows: int,
+    files: set[str] | None,
+    store: StoreWriter | None = None,
+    skip: np.ndarray | None = None,
+) -> int:
     """Stream the (given) shards into `index` with their item ids; returns rows added to the index.
 
     `store` receives every streamed row; `skip` (int64[m], sorted) are ids kept out of the index for

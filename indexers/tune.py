@@ -8,8 +8,8 @@ too expensive. If nothing reaches the target, the best setting tried is kept and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -42,8 +42,9 @@ def measure_recall(ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, params
     return recall_at(found, truth, RECALL_K)
 
 
-def _sweep(values: list[int], make: Callable[[int], SearchParams], score: Callable[[SearchParams], float],
-           target: float) -> tuple[SearchParams, float]:  # fmt: skip
+def _sweep(
+    values: list[int], make: Callable[[int], SearchParams], score: Callable[[SearchParams], float], target: float
+) -> tuple[SearchParams, float]:
     """Smallest value in `values` (ascending) reaching `target`, refined by bisection; else the best.
 
     Stops early when doubling the value gains under PLATEAU recall: the index is limited by something

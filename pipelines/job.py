@@ -15,13 +15,13 @@ from typing import Any, Literal
 from pipelines.plan import Task, done_item_ids, make_plan
 from pipelines.stages import Failure, Row, rows_to_table
 from radretrieve.foundation.config import config_hash
-from radretrieve.outdir.archive_root import write_archive_root
-from radretrieve.outdir.text_tower import save_text_tower
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
+from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.outdir.archive_root import write_archive_root
 from radretrieve.outdir.layout import ERROR_DIR, MANIFEST, SHARD_DIR
 from radretrieve.outdir.manifest import Manifest, ShardEntry, read_manifest, write_manifest
-from radretrieve.foundation.fileio import atomic_write_bytes
 from radretrieve.outdir.shards import shard_metadata, write_shard
+from radretrieve.outdir.text_tower import save_text_tower
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,15 @@ class IndexSummary:
     def to_dict(self) -> dict[str, Any]:
         items = sum(v for k, v in self.rows.items() if k != "report")
         return {
-            "studies": self.studies, "tasks": self.tasks, "rows": dict(self.rows), "errors": dict(self.errors),
-            "seconds": self.seconds, "items": items, "items_per_s": items / self.seconds if self.seconds else 0.0,
-            "slices": self.slices, "stage_seconds": dict(self.stage_seconds),
+            "studies": self.studies,
+            "tasks": self.tasks,
+            "rows": dict(self.rows),
+            "errors": dict(self.errors),
+            "seconds": self.seconds,
+            "items": items,
+            "items_per_s": items / self.seconds if self.seconds else 0.0,
+            "slices": self.slices,
+            "stage_seconds": dict(self.stage_seconds),
         }
 
     def lines(self) -> list[str]:
@@ -105,7 +111,9 @@ def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, read
     return summary
 
 
-def _scan_and_run(archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, manifest: Manifest) -> IndexSummary:
+def _scan_and_run(
+    archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, manifest: Manifest
+) -> IndexSummary:
     from radretrieve.archive import scan
 
     # the readers are idle until the plan exists: they read the headers meanwhile
@@ -136,8 +144,8 @@ def _engine(options: IndexOptions) -> Any:
         return lambda tasks, root, model, o, finish, bar, _readers: run_ray(tasks, root, model, o, finish, bar)
     from pipelines.local import run_local
 
-    def run(tasks, root, model, o, finish, bar, readers):  # noqa: ANN001 - adapter to a common signature
-        def on_item(decoded):  # noqa: ANN001
+    def run(tasks, root, model, o, finish, bar, readers):
+        def on_item(decoded):
             bar.update(1)
             if decoded.failure is not None:
                 bar.errors += 1
@@ -151,8 +159,14 @@ def _engine(options: IndexOptions) -> Any:
 def _progress(tasks: list[Task], enabled: bool) -> Any:
     from tqdm import tqdm
 
-    bar = tqdm(total=sum(t.n_images for t in tasks), unit="item", desc="indexing", file=sys.stderr,
-               disable=not enabled, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(t.n_images for t in tasks),
+        unit="item",
+        desc="indexing",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
     bar.errors = 0
     return bar
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from pipelines.plan import Task, WorkItem
 from pipelines.stages import Decoded, EncodeBatcher, decode
@@ -101,7 +102,12 @@ class Window:
 
 
 def _decoded_stream(
-    tasks: Sequence[Task], root: Path, preprocess: Any, workers: int, tracker: TaskTracker, pool: Any,
+    tasks: Sequence[Task],
+    root: Path,
+    preprocess: Any,
+    workers: int,
+    tracker: TaskTracker,
+    pool: Any,
     window: Window,
 ) -> Iterator[Decoded]:
     """Open each task in turn and yield its decoded items in order."""

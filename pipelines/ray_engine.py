@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,15 @@ log = logging.getLogger(__name__)
 
 def _read_batch(batch: dict[str, np.ndarray], root: str, preprocess: Any) -> dict[str, Any]:
     """Ray map_batches UDF (CPU): decode + preprocess each work item of the batch."""
-    out: dict[str, list] = {"i": [], "pixels": [], "shape": [], "spacing": [], "failure": [], "seconds": [],
-                            "is_volume": []}
+    out: dict[str, list] = {
+        "i": [],
+        "pixels": [],
+        "shape": [],
+        "spacing": [],
+        "failure": [],
+        "seconds": [],
+        "is_volume": [],
+    }
     for i, work, is_volume in zip(batch["i"], batch["work"], batch["is_volume"]):
         d = decode(work, Path(root), preprocess)
         out["i"].append(int(i))
@@ -59,8 +67,10 @@ class _EncoderActor:
         if ok:
             import torch
 
-            arrays = [torch.from_numpy(np.asarray(batch["pixels"][j], np.float32).reshape(-1, 3, self.side, self.side))
-                      for j in ok]
+            arrays = [
+                torch.from_numpy(np.asarray(batch["pixels"][j], np.float32).reshape(-1, 3, self.side, self.side))
+                for j in ok
+            ]
             emb[ok] = self.model.encode_mixed(arrays, [bool(batch["is_volume"][j]) for j in ok]).numpy()
             counts[ok] = [a.shape[0] for a in arrays]
         keep = ("i", "shape", "spacing", "failure", "seconds")
@@ -72,8 +82,13 @@ def run_ray(tasks: Sequence[Task], root: Path, model: Any, options: Any, finish:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=options.ray_address, num_cpus=None if options.ray_address else max(1, options.workers),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=options.ray_address,
+            num_cpus=None if options.ray_address else max(1, options.workers),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -87,19 +102,29 @@ def run_ray(tasks: Sequence[Task], root: Path, model: Any, options: Any, finish:
     return times
 
 
-def _stream(ray: Any, work: list, root: Path, model: Any, options: Any, tracker: TaskTracker,
-            times: StageTimes, bar: Any) -> None:
+def _stream(
+    ray: Any, work: list, root: Path, model: Any, options: Any, tracker: TaskTracker, times: StageTimes, bar: Any
+) -> None:
     ref = model.source.get("ref") or model.config.name
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
     ds = ray.data.from_items([{"i": i, "work": w, "is_volume": w.item.kind == "volume"} for i, w in enumerate(work)])
     # Different CPU requests keep Ray from fusing the read stage into the encoder actor, so decoding runs
     # in parallel tasks while the actor encodes.
-    ds = ds.map_batches(_read_batch, batch_size=8, num_cpus=0.5,
-                        fn_kwargs={"root": str(root), "preprocess": model.config.preprocess})
     ds = ds.map_batches(
-        _EncoderActor, batch_size=max(1, options.batch_size // 32), concurrency=1, num_cpus=1, num_gpus=1 if use_gpu else 0,
-        fn_constructor_kwargs={"ref": ref, "weights": model.source.get("weights"),
-                               "fingerprint": model.fingerprint, "batch_slices": options.batch_size},
+        _read_batch, batch_size=8, num_cpus=0.5, fn_kwargs={"root": str(root), "preprocess": model.config.preprocess}
+    )
+    ds = ds.map_batches(
+        _EncoderActor,
+        batch_size=max(1, options.batch_size // 32),
+        concurrency=1,
+        num_cpus=1,
+        num_gpus=1 if use_gpu else 0,
+        fn_constructor_kwargs={
+            "ref": ref,
+            "weights": model.source.get("weights"),
+            "fingerprint": model.fingerprint,
+            "batch_slices": options.batch_size,
+        },
     )
 
     for row in ds.iter_rows():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import collections
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,7 +57,7 @@ def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
         return Decoded(work, pixels, tuple(out.shape), tuple(out.spacing), None, time.perf_counter() - start)
     except ReadError as exc:
         fail = Failure(work.item_id, item.source, exc.stage, getattr(exc, "error_type", type(exc).__name__), str(exc))
-    except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not stop the job
+    except Exception as exc:
         fail = Failure(work.item_id, item.source, "read", type(exc).__name__, f"{item.source}: {exc}")
     return Decoded(work, None, failure=fail, seconds=time.perf_counter() - start)
 
@@ -167,14 +168,27 @@ def _row_fields(r: Row) -> dict[str, Any]:
     common = {"item_id": r.work.item_id, "study_key": study.key, "labels": json.dumps(labels, sort_keys=True)}
     if item is None:
         return common | {
-            "kind": "report", "series_key": "", "source": "", "modality": _first(study, "modality"),
-            "body_part": _first(study, "body_part"), "description": "", "slice_count": 0, "shape": [],
-            "spacing": [], "text": study.report,
+            "kind": "report",
+            "series_key": "",
+            "source": "",
+            "modality": _first(study, "modality"),
+            "body_part": _first(study, "body_part"),
+            "description": "",
+            "slice_count": 0,
+            "shape": [],
+            "spacing": [],
+            "text": study.report,
         }
     return common | {
-        "kind": item.kind, "series_key": item.series_key, "source": item.source, "modality": item.modality,
-        "body_part": item.body_part, "description": item.description, "slice_count": r.slice_count,
-        "shape": [int(x) for x in r.shape], "spacing": [float(x) for x in r.spacing],
+        "kind": item.kind,
+        "series_key": item.series_key,
+        "source": item.source,
+        "modality": item.modality,
+        "body_part": item.body_part,
+        "description": item.description,
+        "slice_count": r.slice_count,
+        "shape": [int(x) for x in r.shape],
+        "spacing": [float(x) for x in r.spacing],
         "text": item.text or study.report,
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from radretrieve.foundation.version import __version__
+
 __all__ = ["__version__", "load_model"]
 
 

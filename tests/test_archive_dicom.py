@@ -64,7 +64,9 @@ def test_ct_windows_are_the_three_channels(tmp_path: Path) -> None:
         np.testing.assert_allclose(dec.pixels[0, c], (unit - cfg.mean[c]) / cfg.std[c], atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_implicit.dcm", "MR_small_expb.dcm"])
+@pytest.mark.parametrize(
+    "variant", ["MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_implicit.dcm", "MR_small_expb.dcm"]
+)
 def test_mr_transfer_syntax_variants_decode_like_mr_small(tmp_path: Path, variant: str) -> None:
     ref = pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm").pixel_array.astype(np.float32)
     item = _only_item(_copy(tmp_path, variant))
@@ -120,9 +122,16 @@ def test_head_ct_round_trip_as_shuffled_dicom_series(tmp_path: Path) -> None:
     random.Random(7).shuffle(order)
     for n, k in enumerate(order):  # file names shuffled, instance numbers reversed: only positions tell order
         # NIfTI voxel (i, j, k) is at RAS (i*sx, j*sy, k*sz) = LPS (-i*sx, -j*sy, k*sz): rows run -x, columns -y.
-        _slice(tmp_path / "series" / f"{n:05d}.dcm", data[:, :, k].T + 1024, k * sz, series, study,
-               ImageOrientationPatient=[-1, 0, 0, 0, -1, 0], PixelSpacing=[sy, sx],
-               InstanceNumber=data.shape[2] - k)  # fmt: skip
+        _slice(
+            tmp_path / "series" / f"{n:05d}.dcm",
+            data[:, :, k].T + 1024,
+            k * sz,
+            series,
+            study,
+            ImageOrientationPatient=[-1, 0, 0, 0, -1, 0],
+            PixelSpacing=[sy, sx],
+            InstanceNumber=data.shape[2] - k,
+        )
     shutil.copy(HEAD_CT, tmp_path / "head.nii.gz")
     result = scan(tmp_path)
     assert result.errors == ()
@@ -177,8 +186,16 @@ def test_mixed_sizes_duplicates_and_gaps_are_reported(tmp_path: Path) -> None:
 
 def test_monochrome1_is_inverted(tmp_path: Path) -> None:
     ramp = np.arange(64, dtype=np.uint16).reshape(8, 8)
-    _slice(tmp_path / "m1.dcm", ramp, 0, generate_uid(), generate_uid(), Modality="CR",
-           PhotometricInterpretation="MONOCHROME1", RescaleIntercept=0)  # fmt: skip
+    _slice(
+        tmp_path / "m1.dcm",
+        ramp,
+        0,
+        generate_uid(),
+        generate_uid(),
+        Modality="CR",
+        PhotometricInterpretation="MONOCHROME1",
+        RescaleIntercept=0,
+    )
     vol, _ = load_volume(_only_item(tmp_path), tmp_path)
     np.testing.assert_array_equal(vol[0], 63.0 - ramp)
 
@@ -190,8 +207,13 @@ def test_bad_dicom_inputs_are_typed_errors_and_scanning_goes_on(tmp_path: Path) 
     (tmp_path / "README").write_text("not dicom, no suffix: ignored")
     result = scan(tmp_path)
     kinds = {e.source: e.error_type for e in result.errors}
-    assert kinds == {"test-SR.dcm": "NoPixelData", "MR_small_jpeg_ls_lossless.dcm": "MissingDecoder",
-                     "rtplan.dcm": "NoPixelData", "random.dcm": "CorruptFile", "empty.dcm": "EmptyFile"}  # fmt: skip
+    assert kinds == {
+        "test-SR.dcm": "NoPixelData",
+        "MR_small_jpeg_ls_lossless.dcm": "MissingDecoder",
+        "rtplan.dcm": "NoPixelData",
+        "random.dcm": "CorruptFile",
+        "empty.dcm": "EmptyFile",
+    }
     missing = next(e for e in result.errors if e.error_type == "MissingDecoder")
     assert "pylibjpeg" in missing.message and "gdcm" in missing.message and missing.source in missing.message
     assert [i.source for i in result.items] == ["CT_small.dcm"]
@@ -206,7 +228,11 @@ def _fake_item(name: str) -> Item:
 
 @pytest.mark.parametrize(
     ("name", "error_type"),
-    [("MR_truncated.dcm", "CorruptFile"), ("test-SR.dcm", "NoPixelData"), ("MR_small_jpeg_ls_lossless.dcm", "MissingDecoder")],
+    [
+        ("MR_truncated.dcm", "CorruptFile"),
+        ("test-SR.dcm", "NoPixelData"),
+        ("MR_small_jpeg_ls_lossless.dcm", "MissingDecoder"),
+    ],
 )
 def test_read_stage_errors(tmp_path: Path, name: str, error_type: str) -> None:
     _copy(tmp_path, name)
@@ -262,8 +288,17 @@ def test_native_fast_path_matches_pydicom_for_12_bit_data(tmp_path: Path, signed
     rng = np.random.default_rng(3)
     stored = rng.integers(-2048 if signed else 0, 2048 if signed else 4096, (6, 5))
     raw = (stored & 0x0FFF) | (0xA000 if not signed else 0)  # 12 bits stored; junk in the unused high bits
-    _slice(tmp_path / "a.dcm", raw, 0, generate_uid(), generate_uid(), BitsStored=12, HighBit=11,
-           PixelRepresentation=int(signed), RescaleIntercept=0)  # fmt: skip
+    _slice(
+        tmp_path / "a.dcm",
+        raw,
+        0,
+        generate_uid(),
+        generate_uid(),
+        BitsStored=12,
+        HighBit=11,
+        PixelRepresentation=int(signed),
+        RescaleIntercept=0,
+    )
     vol, _ = load_volume(_only_item(tmp_path), tmp_path)
     np.testing.assert_array_equal(vol[0], pydicom.dcmread(tmp_path / "a.dcm").pixel_array.astype(np.float32))
     np.testing.assert_array_equal(vol[0], stored.astype(np.float32))

@@ -85,7 +85,9 @@ def test_vqa_rad_jpegs_scan_and_read(tmp_path: Path) -> None:
         small = np.asarray(Image.fromarray(grey).resize(_fit(grey.shape, 64), Image.BILINEAR), dtype=np.float32)
         got = _crop(_unnormalise(dec.pixels, cfg)[0], small.shape)
         assert np.corrcoef(got.ravel(), small.ravel())[0, 1] > 0.97
-        np.testing.assert_allclose(dec.pixels[0, 0] * cfg.std[0] + cfg.mean[0], dec.pixels[0, 2] * cfg.std[2] + cfg.mean[2], atol=1e-5)
+        np.testing.assert_allclose(
+            dec.pixels[0, 0] * cfg.std[0] + cfg.mean[0], dec.pixels[0, 2] * cfg.std[2] + cfg.mean[2], atol=1e-5
+        )
 
 
 def _fit(shape: tuple[int, ...], size: int) -> tuple[int, int]:
@@ -113,8 +115,11 @@ def test_bad_images_and_volumes(tmp_path: Path) -> None:
     (tmp_path / "truncated.png").write_bytes(raw[: len(raw) // 2])
     result = scan(tmp_path)
     assert {e.source: e.error_type for e in result.errors} == {
-        "empty.png": "EmptyFile", "empty.nii.gz": "EmptyFile", "garbage.jpg": "CorruptFile", "garbage.nii": "CorruptFile",
-    }  # fmt: skip
+        "empty.png": "EmptyFile",
+        "empty.nii.gz": "EmptyFile",
+        "garbage.jpg": "CorruptFile",
+        "garbage.nii": "CorruptFile",
+    }
     outcome = {}
     for item in result.items:
         try:
@@ -123,7 +128,12 @@ def test_bad_images_and_volumes(tmp_path: Path) -> None:
         except ArchiveError as exc:
             outcome[item.source] = exc.error_type
             assert item.source in str(exc)
-    assert outcome == {"constant.png": "ConstantImage", "nan.nii.gz": "NaNImage", "good.png": "ok", "truncated.png": "CorruptFile"}
+    assert outcome == {
+        "constant.png": "ConstantImage",
+        "nan.nii.gz": "NaNImage",
+        "good.png": "ok",
+        "truncated.png": "CorruptFile",
+    }
 
 
 def _make_sources(root: Path) -> None:
@@ -159,7 +169,11 @@ def test_manifest_formats(tmp_path: Path, fmt: str) -> None:
     assert [(e.source, e.error_type) for e in result.errors] == [("missing.png", "MissingFile")]
     assert [s.key for s in result.studies] == ["S1", "S2"]
     s1 = result.studies[0]
-    assert s1.report == "Chest X-ray, normal.\n\nA stack." and s1.split == "train" and dict(s1.labels) == {"region": "chest"}
+    assert (
+        s1.report == "Chest X-ray, normal.\n\nA stack."
+        and s1.split == "train"
+        and dict(s1.labels) == {"region": "chest"}
+    )
     stack = next(i for i in result.items if i.kind == "volume" and i.fmt == "image")
     assert stack.item_key == "files:b.png;c.png;d.png" and stack.files == ("b.png", "c.png", "d.png")
     vol, _ = load_volume(stack, tmp_path)
@@ -179,7 +193,9 @@ def test_manifest_without_path_column_is_an_error(tmp_path: Path) -> None:
 def test_sidecar_reports(tmp_path: Path) -> None:
     _make_sources(tmp_path)
     (tmp_path / "a.txt").write_text("Plain text report.\n")
-    (tmp_path / "v.json").write_text(json.dumps({"text": "JSON report.", "labels": {"finding": "none"}, "split": "val"}))
+    (tmp_path / "v.json").write_text(
+        json.dumps({"text": "JSON report.", "labels": {"finding": "none"}, "split": "val"})
+    )
     (tmp_path / "b.json").write_text("{broken")
     result = scan(tmp_path)
     by_source = {i.source: i for i in result.items}

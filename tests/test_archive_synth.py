@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from radretrieve.archive import load_volume, read_item, scan
-from radretrieve.synth import synthesize
-from radretrieve.synth.phantoms import LesionSpec, phantom_volume
 from radretrieve.foundation.config import PreprocessConfig
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.synth import synthesize
+from radretrieve.synth.phantoms import LesionSpec, phantom_volume
 
 N = 24  # enough studies for every modality at seed 0, small enough to stay fast
 
@@ -29,7 +29,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes(archive: Path, tmp_path: Path) -> None:
@@ -53,7 +57,9 @@ def test_folder_scan_equals_manifest_scan(archive: Path) -> None:
     for study in folder.studies:
         row = rows[study.key]
         assert study.report == row["text"] and study.split == row["split"]
-        assert dict(study.labels) == {k: row[k] for k in ("region", "modality", "lesion", "position", "side", "density", "size")}
+        assert dict(study.labels) == {
+            k: row[k] for k in ("region", "modality", "lesion", "position", "side", "density", "size")
+        }
     modalities = {i.modality for i in folder.items}
     assert {"CT", "MR"} <= modalities and modalities & {"XR", "DX", "CR"}
     assert {i.fmt for i in folder.items} == {"dicom", "nifti", "image"}

@@ -70,9 +70,13 @@ def hand_items() -> SyntheticItems:
     vectors = np.stack([eye[0], eye[1], eye[2], eye[3], eye[0], eye[0], eye[2], d])
     studies = ("A", "B", "C", "D") * 2
     return SyntheticItems(
-        ids=np.arange(10, 18, dtype=np.int64), vectors=vectors, kinds=("image",) * 4 + ("report",) * 4,
-        studies=studies, modalities=("CT", "CT", "MR", "MR") * 2, body_parts=("HEAD",) * 8,
-    )  # fmt: skip
+        ids=np.arange(10, 18, dtype=np.int64),
+        vectors=vectors,
+        kinds=("image",) * 4 + ("report",) * 4,
+        studies=studies,
+        modalities=("CT", "CT", "MR", "MR") * 2,
+        body_parts=("HEAD",) * 8,
+    )
 
 
 def test_index_hand_computed_values(tmp_path: Path) -> None:
@@ -109,13 +113,26 @@ def test_index_random_matches_reference_and_sklearn(tmp_path: Path) -> None:
     ]
     write_out_dir(tmp_path / "idx", parts, dim=8)
     out = tmp_path / "bench"
-    invoke("bench", "retrieval", "--index", str(tmp_path / "idx"), "--out", str(out), "--bootstrap", "0",
-           "--labels", "modality", "--no-plot")  # fmt: skip
+    invoke(
+        "bench",
+        "retrieval",
+        "--index",
+        str(tmp_path / "idx"),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "0",
+        "--labels",
+        "modality",
+        "--no-plot",
+    )
     runs = report(out)
     assert not (out / "retrieval.png").exists()
 
     def side(kinds: set[str]) -> tuple[np.ndarray, list[str], list[str]]:
-        rows = [(i, p.vectors[i], p.studies[i], p.modalities[i]) for p in parts for i in range(60) if p.kinds[i] in kinds]
+        rows = [
+            (i, p.vectors[i], p.studies[i], p.modalities[i]) for p in parts for i in range(60) if p.kinds[i] in kinds
+        ]
         return np.stack([r[1] for r in rows]), [r[2] for r in rows], [r[3] for r in rows]
 
     tv, ts, tm = side({"report"})
@@ -202,8 +219,20 @@ def encode_independently(manifest: Path, model) -> tuple[np.ndarray, np.ndarray,
 @needs_vqa
 def test_model_on_vqa_rad_matches_reference(vqa_subset: Path, tmp_path: Path, tiny_model) -> None:
     out = tmp_path / "bench"
-    invoke("bench", "retrieval", "--model", "radclip-tiny", "--data", str(vqa_subset), "--out", str(out),
-           "--device", "cpu", "--bootstrap", "300")  # fmt: skip
+    invoke(
+        "bench",
+        "retrieval",
+        "--model",
+        "radclip-tiny",
+        "--data",
+        str(vqa_subset),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--bootstrap",
+        "300",
+    )
     payload = json.loads((out / "retrieval.json").read_text())
     assert payload["meta"]["read_errors"] == 0 and payload["meta"]["n_images"] == 20
     runs = payload["results"]
@@ -220,10 +249,11 @@ def test_model_on_vqa_rad_matches_reference(vqa_subset: Path, tmp_path: Path, ti
     pair = np.equal.outer(study, study)
     label = np.array([[a is not None and a == b for b in both] for a in both])
     cases = {
-        "text->image": (texts @ images.T, pair), "image->text": (images @ texts.T, pair),
+        "text->image": (texts @ images.T, pair),
+        "image->text": (images @ texts.T, pair),
         "text->image [organ+modality]": (texts @ images.T, label),
         "image->text [organ+modality]": (images @ texts.T, label),
-    }  # fmt: skip
+    }
     for name, (sim, rel) in cases.items():
         assert values(runs[name]) == pytest.approx(reference(sim, rel), abs=1e-6), name
     assert runs["text->image [organ+modality]"]["n_scored"] == 14
@@ -233,13 +263,37 @@ def test_model_on_vqa_rad_matches_reference(vqa_subset: Path, tmp_path: Path, ti
 def test_index_and_model_sources_agree(vqa_subset: Path, tmp_path: Path) -> None:
     """`index` + `bench --index` reports exactly what `bench --model --data` reports (CIs included)."""
     # The real `radretrieve index` in its own process, as a user runs it.
-    cmd = [sys.executable, "-m", "radretrieve", "index", str(vqa_subset), "--out", str(tmp_path / "idx"),
-           "--workers", "0", "--no-index", "--quiet", "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "radretrieve",
+        "index",
+        str(vqa_subset),
+        "--out",
+        str(tmp_path / "idx"),
+        "--workers",
+        "0",
+        "--no-index",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     invoke("bench", "retrieval", "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "a"), "--no-plot")
-    invoke("bench", "retrieval", "--model", "radclip-tiny", "--data", str(vqa_subset), "--device", "cpu",
-           "--out", str(tmp_path / "b"), "--no-plot")  # fmt: skip
+    invoke(
+        "bench",
+        "retrieval",
+        "--model",
+        "radclip-tiny",
+        "--data",
+        str(vqa_subset),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "b"),
+        "--no-plot",
+    )
     a, b = report(tmp_path / "a"), report(tmp_path / "b")
     assert set(a) == set(b)
     for name in a:
@@ -252,8 +306,25 @@ def test_split_filter_and_convert_errors(vqa_subset: Path, tmp_path: Path) -> No
     with vqa_subset.open(newline="") as f:
         n_test = sum(r["split"] == "test" for r in csv.DictReader(f))
     out = tmp_path / "bench"
-    invoke("bench", "retrieval", "--model", "radclip-tiny", "--data", str(vqa_subset), "--device", "cpu",
-           "--split", "test", "--out", str(out), "--no-plot", "--labels", "none", "--bootstrap", "0")  # fmt: skip
+    invoke(
+        "bench",
+        "retrieval",
+        "--model",
+        "radclip-tiny",
+        "--data",
+        str(vqa_subset),
+        "--device",
+        "cpu",
+        "--split",
+        "test",
+        "--out",
+        str(out),
+        "--no-plot",
+        "--labels",
+        "none",
+        "--bootstrap",
+        "0",
+    )
     runs = report(out)
     assert set(runs) == {"text->image", "image->text"}
     assert runs["text->image"]["n_queries"] == runs["text->image"]["n_gallery"] == n_test > 0

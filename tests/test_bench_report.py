@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radretrieve.evaluation.report import load_results, write_report
 from radretrieve.evaluation.metrics import evaluate_similarity, pair_relevance
+from radretrieve.evaluation.report import load_results, write_report
 
 
 def _results() -> dict:

@@ -54,8 +54,14 @@ def test_outcomes_are_recorded_and_one_failure_does_not_stop_the_rest(fake_suite
     ]
     entries = run_suite(specs, fake_suite)
     got = [(e.name, e.status) for e in entries]
-    assert got == [("crash", "failed"), ("good", "ok"), ("absent", "skipped"), ("plain", "failed"),
-                   ("slow", "timeout"), ("good", "skipped")]  # fmt: skip
+    assert got == [
+        ("crash", "failed"),
+        ("good", "ok"),
+        ("absent", "skipped"),
+        ("plain", "failed"),
+        ("slow", "timeout"),
+        ("good", "skipped"),
+    ]
     crash, good, absent, plain, slow, needs = entries
     assert crash.reason == "exit code 3: ValueError: boom" and "working..." in crash.output_tail
     assert good.payload["results"][0]["images_per_s"] == 12.5 and good.result == "good.json"
@@ -98,8 +104,15 @@ def test_headlines() -> None:
 
 def test_select_and_the_real_spec_list() -> None:
     names = [s.name for s in SPECS]
-    for wanted in ("encode_throughput", "index_throughput", "read_throughput", "search", "train_quality",
-                   "retrieval_vqa_rad", "pooling_ablation"):  # fmt: skip
+    for wanted in (
+        "encode_throughput",
+        "index_throughput",
+        "read_throughput",
+        "search",
+        "train_quality",
+        "retrieval_vqa_rad",
+        "pooling_ablation",
+    ):
         assert wanted in names
     assert [s.name for s in select(SPECS, ["search"])] == ["search"]
     with pytest.raises(ValueError, match="unknown benchmark"):
@@ -107,8 +120,13 @@ def test_select_and_the_real_spec_list() -> None:
 
 
 def test_bench_all_list_through_the_cli() -> None:
-    proc = subprocess.run([sys.executable, "-m", "radretrieve", "bench", "all", "--list", "--quick"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "radretrieve", "bench", "all", "--list", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     assert set(lines) == {s.name for s in SPECS}
@@ -118,15 +136,21 @@ def test_bench_all_list_through_the_cli() -> None:
 # ---------------------------------------------------------------- gpu_check
 def test_gpu_check_script_runs_on_cpu_tiny(tmp_path: Path) -> None:
     out = tmp_path / "gpu"
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out), "--device", "cpu", "--tiny",
-                           "--min-s", "0.05"], capture_output=True, text=True, timeout=120,
-                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out), "--device", "cpu", "--tiny", "--min-s", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "gpu_check.json").read_text())
     assert (out / "gpu_check.log").read_text().strip().endswith("gpu_check.json")
     assert data["reference"]["ViT-B-16"] == 1100 and data["reference"]["ViT-L-14"] == 312
     assert [(r["model"], r["compiled"], r["dtype"]) for r in data["encode"]] == [
-        ("tiny-B", False, "bfloat16"), ("tiny-L", False, "bfloat16")]  # fmt: skip
+        ("tiny-B", False, "bfloat16"),
+        ("tiny-L", False, "bfloat16"),
+    ]
     assert all(r["images_per_s"] > 0 for r in data["encode"])
     [vol] = data["volume"]
     assert vol["slices_per_volume"] == 32 and vol["slices_per_s"] == pytest.approx(32 * vol["volumes_per_s"], rel=0.01)
@@ -151,11 +175,21 @@ def test_gpu_check_towers_have_clip_shapes() -> None:
         cfg = get_model_config(name)
         v = cfg["vision_cfg"]
         with torch.device("meta"):
-            ref = VisionTransformer(image_size=v["image_size"], patch_size=v["patch_size"], width=v["width"],
-                                    layers=v["layers"], heads=v["width"] // 64, mlp_ratio=4.0,
-                                    output_dim=cfg["embed_dim"])  # fmt: skip
+            ref = VisionTransformer(
+                image_size=v["image_size"],
+                patch_size=v["patch_size"],
+                width=v["width"],
+                layers=v["layers"],
+                heads=v["width"] // 64,
+                mlp_ratio=4.0,
+                output_dim=cfg["embed_dim"],
+            )
             mine = VisionTower(shape)
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert count(mine) == count(ref), name
         assert (shape.width, shape.layers, shape.patch, shape.embed_dim) == (
-            v["width"], v["layers"], v["patch_size"], cfg["embed_dim"])  # fmt: skip
+            v["width"],
+            v["layers"],
+            v["patch_size"],
+            cfg["embed_dim"],
+        )

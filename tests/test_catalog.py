@@ -34,10 +34,13 @@ def test_views_cover_manifest_shards_only(out) -> None:
 
 def test_errors_view(tmp_path) -> None:
     write_out_dir(tmp_path, [SyntheticItems.random(3, DIM, seed=0)], DIM)
-    write_errors(tmp_path, [
-        {"source": "a.dcm", "stage": "read", "error_type": "ReadError", "message": "truncated", "extra": 1},
-        {"source": "b.nii", "stage": "encode", "error_type": "ValueError", "message": "bad shape"},
-    ])  # fmt: skip
+    write_errors(
+        tmp_path,
+        [
+            {"source": "a.dcm", "stage": "read", "error_type": "ReadError", "message": "truncated", "extra": 1},
+            {"source": "b.nii", "stage": "encode", "error_type": "ValueError", "message": "bad shape"},
+        ],
+    )
     rows = Catalog(tmp_path).sql("SELECT source, stage, error_type, message FROM errors ORDER BY source")
     assert rows == [("a.dcm", "read", "ReadError", "truncated"), ("b.nii", "encode", "ValueError", "bad shape")]
 
@@ -54,9 +57,11 @@ def test_where_filters_and_kind(out) -> None:
     cat = Catalog(path)
     ids, studies = cat.candidates("items", "modality = 'CT' AND body_part <> 'KNEE'", kinds=("volume",))
     expect = sorted(
-        int(i) for src in (items, more) for i, k, m, b in zip(src.ids, src.kinds, src.modalities, src.body_parts)
+        int(i)
+        for src in (items, more)
+        for i, k, m, b in zip(src.ids, src.kinds, src.modalities, src.body_parts)
         if k == "volume" and m == "CT" and b != "KNEE"
-    )  # fmt: skip
+    )
     assert ids.tolist() == expect and len(expect) > 0
     assert len(studies) == len(ids)
 
@@ -93,8 +98,12 @@ def test_rows_and_vectors_by_id(tmp_path) -> None:
     rows = cat.rows(list(want) + [123456789], "items")
     assert sorted(rows) == sorted(want.tolist())  # unknown id: absent, not an error
     r = rows[int(items.ids[2])]
-    assert (r.kind, r.study_key, r.modality, r.labels["modality"]) == ("volume", items.studies[2], items.modalities[2],
-                                                                       items.modalities[2])  # fmt: skip
+    assert (r.kind, r.study_key, r.modality, r.labels["modality"]) == (
+        "volume",
+        items.studies[2],
+        items.modalities[2],
+        items.modalities[2],
+    )
     got_ids, vecs = cat.vectors(want[::-1], "items")
     assert got_ids.tolist() == sorted(want.tolist()) and vecs.dtype == np.float32
     ref = items.vectors[[0, 2, 4]].astype(np.float16).astype(np.float32)

@@ -32,8 +32,9 @@ QUIET: dict[str, Any] = {"progress": False}
 
 
 # ------------------------------------------------------------------ helpers
-def assert_rows_match(got: torch.Tensor, ref: torch.Tensor, what: str, min_cos: float = MIN_COS,
-                      min_centred: float = MIN_CENTRED) -> None:  # fmt: skip
+def assert_rows_match(
+    got: torch.Tensor, ref: torch.Tensor, what: str, min_cos: float = MIN_COS, min_centred: float = MIN_CENTRED
+) -> None:
     """`got` and `ref`: float [N, D] embeddings of the same N inputs; row by row they must agree."""
     got, ref = torch.as_tensor(got).float(), torch.as_tensor(ref).float()
     assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
@@ -111,8 +112,15 @@ def test_gpu_encoders_run_under_bf16_autocast(gpu_model) -> None:
 
 
 def test_encode_text_matches_cpu(cpu_model, gpu_model) -> None:
-    texts = ["axial CT of the head", "chest x-ray, no acute findings", "abdomen MR with a hypodense liver lesion",
-             "x", "lesion " * 200, "Ödem links, naïve café", ""] * 10  # 70 texts: two chunks of max_batch 64
+    texts = [
+        "axial CT of the head",
+        "chest x-ray, no acute findings",
+        "abdomen MR with a hypodense liver lesion",
+        "x",
+        "lesion " * 200,
+        "Ödem links, naïve café",
+        "",
+    ] * 10  # 70 texts: two chunks of max_batch 64
     assert_rows_match(gpu_model.encode_text(texts), cpu_model.encode_text(texts), "encode_text")
 
 
@@ -133,8 +141,13 @@ def test_encode_mixed_matches_cpu_and_separate_calls(cpu_model, gpu_model) -> No
     arrays, kinds = [vol_a, img_a, vol_b, img_b, img_c], [True, False, True, False, False]
     mixed = gpu_model.encode_mixed(arrays, kinds)
     assert_rows_match(mixed, cpu_model.encode_mixed(arrays, kinds), "encode_mixed")
-    assert_rows_match(mixed[[1, 3, 4]], gpu_model.encode_images(torch.cat([img_a, img_b, img_c])), "mixed vs images",
-                      min_cos=0.999, min_centred=0.95)  # fmt: skip
+    assert_rows_match(
+        mixed[[1, 3, 4]],
+        gpu_model.encode_images(torch.cat([img_a, img_b, img_c])),
+        "mixed vs images",
+        min_cos=0.999,
+        min_centred=0.95,
+    )
     assert_rows_match(mixed[[0, 2]], gpu_model.encode_volumes([vol_a, vol_b]), "mixed vs volumes", min_cos=0.999)
 
 
@@ -162,8 +175,13 @@ def train_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _recipe():
     from radretrieve.training import (
-        CheckpointConfig, DataConfig, ImageStageConfig, TextConfig, TrainConfig, VolumeStageConfig,
-    )  # fmt: skip
+        CheckpointConfig,
+        DataConfig,
+        ImageStageConfig,
+        TextConfig,
+        TrainConfig,
+        VolumeStageConfig,
+    )
 
     # Both stages, gradient accumulation, frequent checkpoints; bf16 autocast on the GPU.
     return TrainConfig(
@@ -181,8 +199,15 @@ def _train(archive: Path, out: Path, device: str, **kwargs: Any) -> tuple[Any, l
     from radretrieve.training import train
 
     steps: list[tuple[str, int, float]] = []
-    result = train(_recipe(), archive, out, "radclip-tiny", device=device,
-                   on_step=lambda stage, step, _total, loss: steps.append((stage, step, loss)), **kwargs)  # fmt: skip
+    result = train(
+        _recipe(),
+        archive,
+        out,
+        "radclip-tiny",
+        device=device,
+        on_step=lambda stage, step, _total, loss: steps.append((stage, step, loss)),
+        **kwargs,
+    )
     return result, steps
 
 
@@ -365,19 +390,24 @@ def test_index_on_gpu_with_reader_processes_matches(indexed, index_archive_dir: 
     pooled = {r["item_id"]: r for rows in _shard_rows(out).values() for r in rows}
     assert pooled.keys() == inline.keys()
     ids = sorted(inline)
-    assert_rows_match(torch.tensor(np.array([pooled[i]["embedding"] for i in ids])),
-                      torch.tensor(np.array([inline[i]["embedding"] for i in ids])), "workers=2 vs workers=0 (GPU)",
-                      min_cos=0.999)  # fmt: skip
+    assert_rows_match(
+        torch.tensor(np.array([pooled[i]["embedding"] for i in ids])),
+        torch.tensor(np.array([inline[i]["embedding"] for i in ids])),
+        "workers=2 vs workers=0 (GPU)",
+        min_cos=0.999,
+    )
 
 
 def test_text_tower_written_by_a_gpu_job_encodes_like_the_gpu_model(indexed, gpu_model) -> None:
-    from radretrieve.outdir.text_tower import load_text_tower
     from radretrieve.outdir.manifest import read_manifest
+    from radretrieve.outdir.text_tower import load_text_tower
 
     fast = load_text_tower(indexed[GPU], read_manifest(indexed[GPU]).fingerprint)
     assert fast is not None, "text_tower.safetensors missing or written for another fingerprint"
-    reports = sorted((r for rows in _shard_rows(indexed[GPU]).values() for r in rows if r["kind"] == "report"),
-                     key=lambda r: r["item_id"])  # fmt: skip
+    reports = sorted(
+        (r for rows in _shard_rows(indexed[GPU]).values() for r in rows if r["kind"] == "report"),
+        key=lambda r: r["item_id"],
+    )
     assert len(reports) >= 3
     stored = torch.tensor(np.array([r["embedding"] for r in reports]))
     assert_rows_match(fast.encode_text([r["text"] for r in reports]), stored, "fast text encoder vs GPU shards")

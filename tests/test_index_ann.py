@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from indexers import BuildConfig, SearchArgError, SearchParams, Searcher, build_indexes, choose_plan
+from indexers import BuildConfig, SearchArgError, Searcher, SearchParams, build_indexes, choose_plan
 from indexers.device import GPU_MAX_K, num_gpus, resolve_device, to_gpu, validate_search_args
 from indexers.plan import HNSW_EF_CONSTRUCTION, needs_rebuild
 from radretrieve.foundation.errors import RadRetrieveError
@@ -32,10 +32,16 @@ def big_out(tmp_path_factory):
     vecs = clustered_vectors(n + nq, dim, n_clusters=400, seed=3)
     out = tmp_path_factory.mktemp("big")
     parts = [
-        SyntheticItems.random(50_000, dim, seed=i, id_offset=10**6 * (i + 1), kinds=("volume",),
-                              vectors=vecs[i * 50_000 : (i + 1) * 50_000])
+        SyntheticItems.random(
+            50_000,
+            dim,
+            seed=i,
+            id_offset=10**6 * (i + 1),
+            kinds=("volume",),
+            vectors=vecs[i * 50_000 : (i + 1) * 50_000],
+        )
         for i in range(4)
-    ]  # fmt: skip
+    ]
     write_out_dir(out, parts, dim)
     ids = np.concatenate([p.ids for p in parts])
     return out, vecs[:n], ids, vecs[n:]

@@ -15,8 +15,7 @@ DIM = 16
 
 
 def part(i: int, n: int = 400, vectors: np.ndarray | None = None) -> SyntheticItems:
-    return SyntheticItems.random(n, DIM, seed=i, id_offset=10**5 * (i + 1), kinds=("volume", "report"),
-                                 vectors=vectors)  # fmt: skip
+    return SyntheticItems.random(n, DIM, seed=i, id_offset=10**5 * (i + 1), kinds=("volume", "report"), vectors=vectors)
 
 
 def ids_and_scores(out, queries, k=15):
@@ -68,8 +67,12 @@ def test_type_change_and_replaced_shard_rebuild(tmp_path) -> None:
     assert grown.plan.index_type == "ivf_flat" and grown.count == 2400  # flat outgrew: rebuilt
     # a task re-run with other rows replaces its shard: the old vectors must leave the index
     manifest = read_manifest(tmp_path)
-    write_manifest(tmp_path, manifest.__class__(manifest.fingerprint, manifest.preprocess_hash, manifest.dim,
-                                                manifest.model, manifest.shards[1:]))  # fmt: skip
+    write_manifest(
+        tmp_path,
+        manifest.__class__(
+            manifest.fingerprint, manifest.preprocess_hash, manifest.dim, manifest.model, manifest.shards[1:]
+        ),
+    )
     smaller = build_indexes(tmp_path, cfg)["items"]
     assert smaller.count == 1200 and smaller.plan.index_type == "flat"
     recorded = json.loads((tmp_path / "index" / "index.json").read_text())

@@ -21,8 +21,9 @@ PQ = BuildConfig(index_type="ivf_pq", tune_queries=100)
 
 def part(i: int, vecs: np.ndarray) -> SyntheticItems:
     # volumes and reports interleaved: the items store must hold exactly the volume rows
-    return SyntheticItems.random(len(vecs), DIM, seed=i, id_offset=10**6 * (i + 1), kinds=("volume", "report"),
-                                 vectors=vecs)  # fmt: skip
+    return SyntheticItems.random(
+        len(vecs), DIM, seed=i, id_offset=10**6 * (i + 1), kinds=("volume", "report"), vectors=vecs
+    )
 
 
 def volumes(parts: list[SyntheticItems]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +54,12 @@ def test_store_rows_equal_shard_vectors_and_grow_incrementally(tmp_path) -> None
     first = build_indexes(tmp_path, PQ, targets=("items",))["items"]
     assert first.store is not None and first.store.vectors == "items.vectors.f32.npy"
     recorded = json.loads((tmp_path / "index" / "index.json").read_text())["indexes"]["items"]["store"]
-    assert recorded == {"vectors": "items.vectors.f32.npy", "ids": "items.vectors.ids.npy", "dtype": "float32",
-                        "count": 2000}  # fmt: skip
+    assert recorded == {
+        "vectors": "items.vectors.f32.npy",
+        "ids": "items.vectors.ids.npy",
+        "dtype": "float32",
+        "count": 2000,
+    }
     assert_store_equals(store_of(tmp_path), *volumes(parts))
     parts.append(part(2, vecs[4000:]))
     append_shard(tmp_path, parts[-1], "task-00002")

@@ -16,7 +16,17 @@ from sklearn.metrics import (
 )
 
 from radretrieve.evaluation import metrics
-from radretrieve.evaluation.metrics import evaluate, evaluate_embeddings, evaluate_similarity, group_relevance, label_relevance, matrix_relevance, pair_relevance, per_query_stats, rank_block
+from radretrieve.evaluation.metrics import (
+    evaluate,
+    evaluate_embeddings,
+    evaluate_similarity,
+    group_relevance,
+    label_relevance,
+    matrix_relevance,
+    pair_relevance,
+    per_query_stats,
+    rank_block,
+)
 
 KS = (1, 5, 10, 20)  # 20 > N for the 11-item cases
 
@@ -173,8 +183,10 @@ def test_group_and_label_relevance_match_explicit_masks() -> None:
     lab = {"organ": organ, "modality": modality}
     rel = label_relevance(lab, lab, keys=("organ", "modality"))
     want_mask = np.array(
-        [[organ[i] == organ[j] and modality[i] == modality[j] and modality[i] != "unknown" for j in range(11)]
-         for i in range(11)]
+        [
+            [organ[i] == organ[j] and modality[i] == modality[j] and modality[i] != "unknown" for j in range(11)]
+            for i in range(11)
+        ]
     )
     np.testing.assert_array_equal(rel.block(0, 11), want_mask)
     res = evaluate_similarity(sim, rel, ks=KS, chunk_size=3, n_bootstrap=0)
@@ -228,8 +240,15 @@ def test_to_dict_is_json_and_none_without_bootstrap() -> None:
     assert d["ties"] == "pessimistic"
     assert d["metrics"]["recall@1"] == {"value": 1.0, "low": None, "high": None}
     assert list(d["metrics"]) == [
-        "recall@1", "recall@5", "recall@10", "precision@1", "precision@5", "precision@10",
-        "mAP", "MRR", "median_rank",
+        "recall@1",
+        "recall@5",
+        "recall@10",
+        "precision@1",
+        "precision@5",
+        "precision@10",
+        "mAP",
+        "MRR",
+        "median_rank",
     ]
 
 

@@ -36,11 +36,27 @@ def test_parity_with_open_clip(tiny_model, tmp_path):
 def _tiny_hf_clip():
     import transformers
 
-    text = dict(vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=3,
-                num_attention_heads=4, max_position_embeddings=64, hidden_act="quick_gelu",
-                bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
-    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                  image_size=64, patch_size=8, hidden_act="quick_gelu")
+    text = {
+        "vocab_size": 49408,
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+        "hidden_act": "quick_gelu",
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 8,
+        "hidden_act": "quick_gelu",
+    }
     config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
     torch.manual_seed(3)
     return transformers.CLIPModel(config).eval()
@@ -71,8 +87,7 @@ def test_parity_with_transformers_clip(tmp_path):
 
 def test_fast_text_encoder_equals_the_full_model(tiny_model, tmp_path):
     """The stored text tower used by `radretrieve search` gives the model's own text embeddings."""
-    from radretrieve.outdir.text_tower import load_text_tower
-    from radretrieve.outdir.text_tower import save_text_tower
+    from radretrieve.outdir.text_tower import load_text_tower, save_text_tower
 
     assert save_text_tower(tiny_model, tmp_path) is not None
     fast = load_text_tower(tmp_path, tiny_model.fingerprint)

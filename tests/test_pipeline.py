@@ -18,12 +18,12 @@ import torch
 from pipelines.job import IndexOptions, index_archive
 from pipelines.plan import report_item_id
 from radretrieve.archive import read_item, scan
-from radretrieve.synth import synthesize
 from radretrieve.foundation.errors import FingerprintMismatch
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.shards import shard_schema
+from radretrieve.synth import synthesize
 
-QUIET = dict(progress=False)
+QUIET = {"progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,21 @@ def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, indexed, archi
     root = tmp_path / "a"
     synthesize(root, studies=16, seed=2)
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "radretrieve", "index", str(root), "--out", str(out), "--workers", "0",
-           "--studies-per-task", "1", "--no-index", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radretrieve",
+        "index",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--studies-per-task",
+        "1",
+        "--no-index",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

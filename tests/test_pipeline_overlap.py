@@ -52,7 +52,7 @@ class _SlowModel:
         self.running, self.most, self.threads = 0, 0, set()
         self.lock = threading.Lock()
 
-    def encode_mixed(self, arrays, is_volume):  # noqa: ANN001
+    def encode_mixed(self, arrays, is_volume):
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexers import BuildConfig, FingerprintMismatch, IndexMissing, SearchArgError, Searcher, StudyNotFound
-from indexers import build_indexes
+from indexers import (
+    BuildConfig,
+    FingerprintMismatch,
+    IndexMissing,
+    SearchArgError,
+    Searcher,
+    StudyNotFound,
+    build_indexes,
+)
 from radretrieve.outdir.catalog import BadWhere
 from radretrieve.testing.shards import SyntheticItems, clustered_vectors, write_out_dir
 
@@ -19,8 +26,18 @@ def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
     vecs = clustered_vectors(3000, DIM, n_clusters=12, seed=7)
     kinds = ("volume", "image", "report")
-    parts = [SyntheticItems.random(1500, DIM, seed=i, id_offset=1000 + 10**5 * i, kinds=kinds, per_study=4,
-                                   vectors=vecs[i * 1500 : (i + 1) * 1500]) for i in range(2)]  # fmt: skip
+    parts = [
+        SyntheticItems.random(
+            1500,
+            DIM,
+            seed=i,
+            id_offset=1000 + 10**5 * i,
+            kinds=kinds,
+            per_study=4,
+            vectors=vecs[i * 1500 : (i + 1) * 1500],
+        )
+        for i in range(2)
+    ]
     write_out_dir(out, parts, DIM)
     build_indexes(out, BuildConfig())
     cols = {
@@ -56,9 +73,10 @@ QUERIES = clustered_vectors(5, DIM, n_clusters=12, seed=7)  # same mixture as th
 def test_filters_and_k_are_honoured(corpus, small_candidates: int, where: str, kind: str | None, k: int) -> None:
     out, cols = corpus
     searcher = Searcher(out, small_candidates=small_candidates)
-    clause = {"modality = 'CT'": lambda: cols["modality"] == "CT",
-              "modality = 'MR' AND body_part = 'HEAD'": lambda: (cols["modality"] == "MR") & (cols["body_part"] == "HEAD"),
-              }.get(where, lambda: (cols["body_part"] == "KNEE") & (cols["modality"] == "CR") & (cols["ids"] % 9 == 0))()  # fmt: skip
+    clause = {
+        "modality = 'CT'": lambda: cols["modality"] == "CT",
+        "modality = 'MR' AND body_part = 'HEAD'": lambda: (cols["modality"] == "MR") & (cols["body_part"] == "HEAD"),
+    }.get(where, lambda: (cols["body_part"] == "KNEE") & (cols["modality"] == "CR") & (cols["ids"] % 9 == 0))()
     kinds = (kind,) if kind else ("volume", "image")
     mask = clause & np.isin(cols["kind"], kinds)
     for q, hits in zip(QUERIES, searcher.search(QUERIES, k, kind=kind, where=where)):

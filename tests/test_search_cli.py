@@ -127,8 +127,20 @@ def test_each_report_text_finds_its_study_in_top5_end_to_end(env):
     texts = [" ".join(item.text.split()) for item in env["items"]]
     qfile = env["tmp"] / "queries.txt"
     qfile.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "-m", "radretrieve", "search", "--query-file", str(qfile), "--index", str(env["out"]),
-           "-k", "5", "--format", "json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "radretrieve",
+        "search",
+        "--query-file",
+        str(qfile),
+        "--index",
+        str(env["out"]),
+        "-k",
+        "5",
+        "--format",
+        "json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
@@ -153,8 +165,19 @@ def test_search_json_equals_searcher_on_encoded_text(env):
     assert [h["item_id"] for h in hits] == [h.item_id for h in want]
     np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in want], atol=1e-5)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5, 6]
-    assert set(hits[0]) == {"rank", "score", "item_id", "kind", "study_key", "source", "modality", "body_part",
-                            "description", "text", "labels"}  # fmt: skip
+    assert set(hits[0]) == {
+        "rank",
+        "score",
+        "item_id",
+        "kind",
+        "study_key",
+        "source",
+        "modality",
+        "body_part",
+        "description",
+        "text",
+        "labels",
+    }
     assert hits[0]["source"] == want[0].source and hits[0]["labels"] == dict(want[0].labels)
 
 
@@ -276,8 +299,20 @@ def test_html_reports_borrow_study_thumbnail_and_missing_archive_gives_placehold
     assert sheet.figures == 3 and all(len(t) == 1 and t[0]["alt"] == "preview" for t in sheet.thumbs)
     empty = env["tmp"] / "empty_archive"
     empty.mkdir(exist_ok=True)
-    invoke("similar", study, "--index", str(env["out"]), "-k", "4", "--format", "html", "--out", str(path),
-           "--archive", str(empty))  # fmt: skip
+    invoke(
+        "similar",
+        study,
+        "--index",
+        str(env["out"]),
+        "-k",
+        "4",
+        "--format",
+        "html",
+        "--out",
+        str(path),
+        "--archive",
+        str(empty),
+    )
     sheet = parse_sheet(path)
     assert sheet.figures == 4 and all(len(t) == 1 and t[0]["alt"] == "no preview" for t in sheet.thumbs)
 
@@ -290,10 +325,21 @@ def test_html_sheet_renders_in_headless_chromium(env, tmp_path):
     path = tmp_path / "sheet.html"
     invoke("search", "abdomen", "--index", str(env["out"]), "-k", "8", "--format", "html", "--out", str(path))
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-           path.resolve().as_uri()]  # fmt: skip
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        path.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("L"))

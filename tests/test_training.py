@@ -65,7 +65,10 @@ def test_info_nce_matches_clip_loss_and_groups_equal_texts() -> None:
     a = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=-1)
     b = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=-1)
     logits = 10 * a @ b.t()
-    clip = (torch.nn.functional.cross_entropy(logits, torch.arange(5)) + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))) / 2
+    clip = (
+        torch.nn.functional.cross_entropy(logits, torch.arange(5))
+        + torch.nn.functional.cross_entropy(logits.t(), torch.arange(5))
+    ) / 2
     assert torch.allclose(info_nce(a, b, 10.0), clip)
     assert torch.allclose(info_nce(a, b, 10.0, ["p", "q", "r", "s", "t"]), clip)
     # Rows 0 and 1 share a text: pairing row 0 with b[1] is then as good as with b[0].
@@ -116,7 +119,9 @@ def test_overfitting_8_pairs_drives_the_loss_near_zero(tmp_path: Path) -> None:
     manifest = _png_manifest(tmp_path, 8)
     cfg = TrainConfig(
         data=DataConfig(val_fraction=0.0),
-        image_stage=ImageStageConfig(epochs=18, batch_size=8, lr=1e-3, warmup_fraction=0.0, train_text=True, text_lr=1e-3),
+        image_stage=ImageStageConfig(
+            epochs=18, batch_size=8, lr=1e-3, warmup_fraction=0.0, train_text=True, text_lr=1e-3
+        ),
         volume_stage=VolumeStageConfig(epochs=0),
     )
     result = train(cfg, manifest, tmp_path / "out", "radclip-tiny", device="cpu")
@@ -182,8 +187,25 @@ def test_cli_train_end_to_end(archive: Path, tmp_path: Path) -> None:
     from radretrieve.cli.app import app
 
     out = tmp_path / "cli"
-    args = ["train", "--data", str(archive.parent), "--out", str(out), "--epochs-2d", "1", "--epochs-3d", "1",
-            "--batch-size", "8", "--device", "cpu", "--text", "template", "--template", "{region} {modality}"]  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        str(archive.parent),
+        "--out",
+        str(out),
+        "--epochs-2d",
+        "1",
+        "--epochs-3d",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--text",
+        "template",
+        "--template",
+        "{region} {modality}",
+    ]
     run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, run.output
     assert "fingerprint" in run.stdout

@@ -100,12 +100,20 @@ def test_assign_splits_exact_and_stable() -> None:
         assign_splits(["a", "a"])
 
 
-def _record(qid: int, image: str, qtype: str, question: str, answer: str, phrase: str = "freeform",
-            linked: str | None = None) -> dict[str, str]:
+def _record(
+    qid: int, image: str, qtype: str, question: str, answer: str, phrase: str = "freeform", linked: str | None = None
+) -> dict[str, str]:
     return {
-        "qid": str(qid), "image_name": image, "image_organ": "CHEST", "question_type": qtype,
-        "question": question, "answer": answer, "answer_type": "OPEN", "phrase_type": phrase,
-        "qid_linked_id": linked or f"l{qid}", "image_case_url": f"https://medpix.nlm.nih.gov/case?id=c-{image}",
+        "qid": str(qid),
+        "image_name": image,
+        "image_organ": "CHEST",
+        "question_type": qtype,
+        "question": question,
+        "answer": answer,
+        "answer_type": "OPEN",
+        "phrase_type": phrase,
+        "qid_linked_id": linked or f"l{qid}",
+        "image_case_url": f"https://medpix.nlm.nih.gov/case?id=c-{image}",
     }
 
 

@@ -13,8 +13,9 @@ import base64
 import html
 import io
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -80,8 +81,8 @@ def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np
     """(image uint8 [H, W], found): the windowed slice strip of `source` under `root`, or the placeholder."""
     if root is None or not source:
         return placeholder(), False
-    from radretrieve.archive import thumbnail_slices
     from radretrieve.application.query_path import item_at
+    from radretrieve.archive import thumbnail_slices
 
     try:
         found = item_at(root, source)
@@ -114,8 +115,11 @@ def _figure(hit: Hit, image: np.ndarray, found: bool) -> str:
 
 
 def render(
-    results: Sequence[tuple[str, Sequence[Hit]]], title: str, root: Path | None, source_of: PreviewSource,
-) -> str:  # fmt: skip
+    results: Sequence[tuple[str, Sequence[Hit]]],
+    title: str,
+    root: Path | None,
+    source_of: PreviewSource,
+) -> str:
     """The contact sheet for `results` ((query, hits) pairs) as one HTML document string."""
     e = html.escape
     sections = []
@@ -134,13 +138,17 @@ def render(
 
 
 def write_contact_sheet(
-    path: Path, out_dir: Path, query: str, hits: Sequence[Hit], archive: Path | None = None,
+    path: Path,
+    out_dir: Path,
+    query: str,
+    hits: Sequence[Hit],
+    archive: Path | None = None,
     title: str = "radretrieve search",
-) -> Path:  # fmt: skip
+) -> Path:
     """Write the sheet of one query's hits to `path` (atomically); sources are read from the out dir's
     archive root (OUT/archive.json) or `archive`. Returns `path`."""
-    from radretrieve.outdir.archive_root import archive_root
     from radretrieve.foundation.fileio import atomic_write_bytes
+    from radretrieve.outdir.archive_root import archive_root
 
     root = archive_root(Path(out_dir), archive)
     atomic_write_bytes(Path(path), render([(query, hits)], title, root, lambda h: h.source).encode("utf-8"))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("radretrieve.demo")
 
@@ -54,9 +55,14 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
     report_hits = _report_queries(out, test_csv, opts.k)
     say("step 6/6: contact sheet")
     sheet = _contact_sheet(out, model, scores[0], opts.workdir / "contact_sheet.html") if scores else None
-    return {"queries": scores, "reports": report_hits, "contact_sheet": sheet, "out": out,
-            "mean_precision": sum(s.precision for s in scores) / max(len(scores), 1),
-            "mean_best": sum(s.best for s in scores) / max(len(scores), 1)}
+    return {
+        "queries": scores,
+        "reports": report_hits,
+        "contact_sheet": sheet,
+        "out": out,
+        "mean_precision": sum(s.precision for s in scores) / max(len(scores), 1),
+        "mean_best": sum(s.best for s in scores) / max(len(scores), 1),
+    }
 
 
 def _synthesize(opts: DemoOptions, say: Callable[[str], None]) -> Path:
@@ -93,8 +99,15 @@ def _train(opts: DemoOptions, train_csv: Path, say: Callable[[str], None]) -> An
 
     out = opts.workdir / "model"
     say(f"step 2/6: training radclip-tiny on {train_csv.name} -> {out} (reused when already trained)")
-    result = train(synthetic_recipe(seed=opts.seed), train_csv, out, "radclip-tiny", resume=True, device="cpu",
-                   on_step=_step_logger(say))
+    result = train(
+        synthetic_recipe(seed=opts.seed),
+        train_csv,
+        out,
+        "radclip-tiny",
+        resume=True,
+        device="cpu",
+        on_step=_step_logger(say),
+    )
     for line in result.summary_lines():
         say("  " + line)
     return result.model
@@ -130,19 +143,23 @@ def _text_queries(out: Path, model: Any, test_csv: Path, k: int) -> list[QuerySc
     # the phrasing of the training templates (radretrieve.training.presets): "REGION MODALITY, LABEL"
     queries = [(f"{reg} {m}", {"region": reg, "modality": m}) for reg, m in combos]
     volumes = sorted({(r["region"], r["modality"], r["position"]) for r in rows if r["position"]})
-    queries += [(f"{reg} {m}, lesion present, {p}", {"region": reg, "modality": m, "position": p})
-                for reg, m, p in volumes[:4]]
+    queries += [
+        (f"{reg} {m}, lesion present, {p}", {"region": reg, "modality": m, "position": p}) for reg, m, p in volumes[:4]
+    ]
     vectors = model.encode_text([q for q, _ in queries]).numpy()
     searcher = Searcher(out, fingerprint=model.fingerprint)
     try:
         results = searcher.search(vectors, k=k)
     finally:
         searcher.close()
+
     def best(labels: dict[str, str]) -> float:  # synthetic studies hold one item each: a manifest row is an item
         return min(k, sum(all(r.get(key) == v for key, v in labels.items()) for r in rows)) / k
 
-    return [QueryScore(text, labels, tuple(hits), _precision(hits, labels, k), best(labels))
-            for (text, labels), hits in zip(queries, results)]
+    return [
+        QueryScore(text, labels, tuple(hits), _precision(hits, labels, k), best(labels))
+        for (text, labels), hits in zip(queries, results)
+    ]
 
 
 def _precision(hits: Any, labels: dict[str, str], k: int) -> float:

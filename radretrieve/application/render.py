@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.application.search_service import QueryResult, SearchService
+from radretrieve.foundation.errors import RadRetrieveError
 
 FORMATS = ("table", "json", "html")
 TABLE_COLUMNS = ("rank", "score", "study", "modality", "description", "path")
@@ -32,10 +32,16 @@ def to_table(results: Sequence[QueryResult]) -> str:
         if len(results) > 1:
             lines.append(f"query: {_cell(result.query)}")
         rows = [TABLE_COLUMNS] + [
-            (str(h.rank), f"{h.score:.4f}", _cell(h.study_key), _cell(h.modality),
-             _cell(h.description or h.text), _cell(h.source))  # reports have no description: show their text
+            (
+                str(h.rank),
+                f"{h.score:.4f}",
+                _cell(h.study_key),
+                _cell(h.modality),
+                _cell(h.description or h.text),
+                _cell(h.source),
+            )  # reports have no description: show their text
             for h in result.hits
-        ]  # fmt: skip
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
         lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
         if not result.hits:
@@ -59,8 +65,9 @@ def to_html(results: Sequence[QueryResult], title: str, service: SearchService, 
     return render([(r.query, r.hits) for r in results], title, root, service.preview_source)
 
 
-def render_results(fmt: str, results: Sequence[QueryResult], title: str, service: SearchService,
-                   archive: Path | None = None) -> str:  # fmt: skip
+def render_results(
+    fmt: str, results: Sequence[QueryResult], title: str, service: SearchService, archive: Path | None = None
+) -> str:
     if fmt == "json":
         return to_json(results)
     if fmt == "html":

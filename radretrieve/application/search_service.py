@@ -12,9 +12,10 @@ a stored study from its shard embeddings); `indexers.search.Searcher` does the r
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +27,19 @@ if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction);
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
-JSON_FIELDS = ("rank", "score", "item_id", "kind", "study_key", "source", "modality", "body_part",
-               "description", "text", "labels")  # fmt: skip
+JSON_FIELDS = (
+    "rank",
+    "score",
+    "item_id",
+    "kind",
+    "study_key",
+    "source",
+    "modality",
+    "body_part",
+    "description",
+    "text",
+    "labels",
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,9 @@ def read_query_file(path: Path) -> list[str]:
 class SearchService:
     """Text/study/path queries over one out dir. `model`: an override that must match the fingerprint."""
 
-    def __init__(self, out_dir: Path, model: str | None = None, weights: str | None = None,
-                 device: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self, out_dir: Path, model: str | None = None, weights: str | None = None, device: str = "auto"
+    ) -> None:
         from indexers.errors import IndexMissing
         from indexers.search import Searcher
 
@@ -122,8 +135,9 @@ class SearchService:
         self.searcher.close()
 
     # -- queries -----------------------------------------------------------------------------------------
-    def search_text(self, texts: Sequence[str], k: int = 10, *, kind: str | None = None,
-                    where: str | None = None) -> list[QueryResult]:  # fmt: skip
+    def search_text(
+        self, texts: Sequence[str], k: int = 10, *, kind: str | None = None, where: str | None = None
+    ) -> list[QueryResult]:
         """Text -> items (images and volumes), one result per text."""
         check_k(k)
         if not texts or any(not t.strip() for t in texts):
@@ -153,8 +167,7 @@ class SearchService:
         encoded = encode_path(self.model, path)
         return StudyQuery("", (), encoded.vector)
 
-    def similar(self, ref: str, k: int = 10, *, kind: str | None = None,
-                where: str | None = None) -> QueryResult:  # fmt: skip
+    def similar(self, ref: str, k: int = 10, *, kind: str | None = None, where: str | None = None) -> QueryResult:
         """Study -> similar studies: one hit per study, the query's own study excluded."""
         check_k(k)
         query = self.study_query(ref)

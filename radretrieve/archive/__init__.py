@@ -31,9 +31,17 @@ from radretrieve.archive.records import ArchiveError, Decoded, ErrorRecord, Item
 from radretrieve.foundation.errors import ReadError
 
 __all__ = [
-    "ArchiveError", "Decoded", "ErrorRecord", "Item", "ScanResult", "Study",
-    "load_volume", "read_item", "scan", "thumbnail_slices",
-]  # fmt: skip
+    "ArchiveError",
+    "Decoded",
+    "ErrorRecord",
+    "Item",
+    "ScanResult",
+    "Study",
+    "load_volume",
+    "read_item",
+    "scan",
+    "thumbnail_slices",
+]
 
 
 def scan(root_or_manifest: str | Path, strict: bool = False, map_fn: Any = map) -> ScanResult:

@@ -19,13 +19,31 @@ log = logging.getLogger(__name__)
 
 # The only attributes that may reach an output: technical and linking attributes, no identifiers.
 ALLOWED_TAGS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-    "Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
-    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
-    "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices",
-    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
-    "BitsAllocated", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
-)  # fmt: skip
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+)
 
 # Modalities whose single-frame files are separate 2D images even when a series has several.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "IO", "PX", "OT", "SC", "US", "XC", "ES", "NM"})
@@ -92,7 +110,7 @@ def read_header(path: Path, rel: str) -> DicomHeader:
         except InvalidDicomError:  # no preamble/'DICM': old files without file meta
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS), force=True)
         rows, cols = _number(ds, "Rows", int), _number(ds, "Columns", int)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage input
+    except Exception as exc:
         raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile", "scan") from None
     if not getattr(ds, "SOPInstanceUID", None) and not getattr(ds, "SeriesInstanceUID", None) and rows is None:
         raise ArchiveError(rel, "not a DICOM file (no DICOM attributes found)", "CorruptFile", "scan")
@@ -160,7 +178,9 @@ def order_series(headers: list[DicomHeader], series_path: str) -> SeriesOrder:
     sizes = {(h.rows, h.cols) for h in headers}
     if len(sizes) > 1:
         found = ", ".join(f"{r}x{c}" for r, c in sorted(sizes))
-        raise ArchiveError(series_path, f"series of {len(headers)} files mixes slice sizes ({found})", "MixedSeries", "scan")
+        raise ArchiveError(
+            series_path, f"series of {len(headers)} files mixes slice sizes ({found})", "MixedSeries", "scan"
+        )
     orients = {tuple(round(v, 3) for v in h.orientation) for h in headers if h.orientation}
     if len(orients) > 1:
         raise ArchiveError(series_path, f"series mixes {len(orients)} slice orientations", "MixedSeries", "scan")
@@ -172,7 +192,9 @@ def order_series(headers: list[DicomHeader], series_path: str) -> SeriesOrder:
         if steps.size and np.min(steps) < 1e-3:
             i = int(np.argmin(steps))
             pair = f"{headers[order[i]].path} and {headers[order[i + 1]].path}"
-            raise ArchiveError(series_path, f"series has slices at duplicate positions ({pair})", "DuplicateSlices", "scan")
+            raise ArchiveError(
+                series_path, f"series has slices at duplicate positions ({pair})", "DuplicateSlices", "scan"
+            )
     else:  # no geometry: fall back to InstanceNumber, then to the file name
         order = np.array(sorted(range(len(headers)), key=lambda i: (headers[i].instance or 0, headers[i].path)))
         steps = np.array([])

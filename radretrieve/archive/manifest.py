@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from radretrieve.archive.records import ArchiveError, ScanResult
 from radretrieve.archive.scanner import Collector, assemble, collect_files, file_format, walk, with_meta
@@ -95,7 +95,12 @@ def scan_manifest(manifest: Path, strict: bool = False) -> ScanResult:
         start = len(col.items)
         _collect_row(root, [p.strip() for p in row.get("path", "").split(";") if p.strip()], col)
         labels = {k: v for k, v in row.items() if k not in _RESERVED}
-        meta = {"text": row.get("text", ""), "labels": labels, "split": row.get("split", ""), "study": row.get("study", "")}
+        meta = {
+            "text": row.get("text", ""),
+            "labels": labels,
+            "split": row.get("split", ""),
+            "study": row.get("study", ""),
+        }
         col.items[start:] = [with_meta(item, meta) for item in col.items[start:]]
     return assemble(root, col)
 
@@ -118,6 +123,8 @@ def _collect_row(root: Path, raw_paths: list[str], col: Collector) -> None:
 
         col.items.append(scan_image_stack(rels))
     elif len(rels) > 1 and formats - {"dicom", "maybe-dicom"}:
-        col.error(ArchiveError(";".join(rels), "';'-joined paths must all be images or all DICOM", "MixedSeries", "scan"))
+        col.error(
+            ArchiveError(";".join(rels), "';'-joined paths must all be images or all DICOM", "MixedSeries", "scan")
+        )
     else:
         collect_files(root, rels, col)

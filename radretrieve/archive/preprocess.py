@@ -7,8 +7,9 @@ Order of operations (all vectorised; no per-pixel Python):
 3. resize each slice with antialiased bilinear interpolation so its longer physical side (pixel spacing
    taken into account) becomes `image_size`; done on the single-channel data, before windowing, so the
    interpolation runs once instead of three times;
-4. intensity -> [0, 1] (percentiles estimated on the resized slices, a strided subsample): CT: one Hounsfield window per channel (cfg.ct_windows); MR: clip to percentiles
-   then min-max; X-ray and other 2D: percentile min-max, grey replicated to 3 channels;
+4. intensity -> [0, 1] (percentiles estimated on the resized slices, a strided subsample): CT: one Hounsfield
+   window per channel (cfg.ct_windows); MR: clip to percentiles then min-max; X-ray and other 2D: percentile
+   min-max, grey replicated to 3 channels;
 5. pad to a square with 0 (black, i.e. below every window) so no anatomy is cropped;
 6. CLIP mean/std normalisation per channel.
 """
@@ -66,7 +67,9 @@ def check_values(data: np.ndarray, source: str) -> None:
     if not np.isfinite(data).all():
         raise ArchiveError(source, "image contains NaN or infinite values", "NaNImage", "preprocess")
     if float(data.max()) == float(data.min()):
-        raise ArchiveError(source, f"image is constant (all values {float(data.min()):g})", "ConstantImage", "preprocess")
+        raise ArchiveError(
+            source, f"image is constant (all values {float(data.min()):g})", "ConstantImage", "preprocess"
+        )
 
 
 def resize_slices(slices: np.ndarray, spacing_yx: tuple[float, float], size: int) -> np.ndarray:
@@ -116,7 +119,9 @@ def pad_normalise(unit: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return out
 
 
-def preprocess(slices: np.ndarray, spacing_yx: tuple[float, float], mode: Mode, cfg: PreprocessConfig, source: str) -> np.ndarray:
+def preprocess(
+    slices: np.ndarray, spacing_yx: tuple[float, float], mode: Mode, cfg: PreprocessConfig, source: str
+) -> np.ndarray:
     """Sampled slices [S, Y, X] (HU or intensity) -> float32 [S, 3, size, size] model input."""
     check_values(slices, source)
     resized = resize_slices(slices, spacing_yx, cfg.image_size)

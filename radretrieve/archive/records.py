@@ -6,9 +6,10 @@ allow-list in `radretrieve.archive.dicom_header`; nothing else from a DICOM head
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 
@@ -17,7 +18,6 @@ from radretrieve.foundation.errors import ReadError
 Kind = Literal["image", "volume"]
 Fmt = Literal["dicom", "nifti", "image"]
 Stage = Literal["scan", "read", "preprocess"]
-
 
 
 class Labels(Mapping[str, str]):
@@ -77,7 +77,7 @@ class ErrorRecord:
     message: str  # one line naming the file and the problem; never header values outside the allow-list
 
     @classmethod
-    def from_error(cls, exc: ArchiveError) -> "ErrorRecord":
+    def from_error(cls, exc: ArchiveError) -> ErrorRecord:
         return cls(source=exc.path, stage=exc.stage, error_type=exc.error_type, message=str(exc))
 
 

@@ -52,8 +52,11 @@ def resize_bilinear(stack: np.ndarray, out_h: int, out_w: int, antialias: bool) 
 
 
 def _resample(x: np.ndarray, w: AxisWeights, axis: int) -> np.ndarray:
-    if w.index.shape[0] == x.shape[axis] and np.array_equal(w.index[:, 0], np.arange(x.shape[axis])) \
-            and np.all(w.weight[:, 0] == 1.0):
+    if (
+        w.index.shape[0] == x.shape[axis]
+        and np.array_equal(w.index[:, 0], np.arange(x.shape[axis]))
+        and np.all(w.weight[:, 0] == 1.0)
+    ):
         return x  # identity (same size)
     shape = [1, 1, 1]
     shape[axis] = -1

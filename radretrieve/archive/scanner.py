@@ -8,9 +8,9 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Mapping
 
 from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader, order_series, read_header
 from radretrieve.archive.dicom_pixels import series_affine
@@ -118,7 +118,9 @@ def scan_file(root: Path, rel: str) -> FileScan:
     except ArchiveError as exc:
         return FileScan(rel, fmt, error=(exc.path, exc.reason, exc.error_type, exc.stage))
     except OSError as exc:
-        return FileScan(rel, fmt, error=(rel, f"cannot read file ({exc.strerror or type(exc).__name__})", "CorruptFile", "scan"))
+        return FileScan(
+            rel, fmt, error=(rel, f"cannot read file ({exc.strerror or type(exc).__name__})", "CorruptFile", "scan")
+        )
     return FileScan(rel, fmt)
 
 
@@ -152,7 +154,7 @@ def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
     try:
         img = nib.load(root / rel)
         shape, zooms, affine = img.shape, img.header.get_zooms(), img.affine
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on garbage
+    except Exception as exc:
         raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__})", "CorruptFile", "scan") from None
     if len(shape) == 4 and shape[3] > 1:
         col.note(rel, "FirstVolume", f"4D NIfTI with {shape[3]} volumes: only the first is used")
@@ -162,8 +164,17 @@ def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
     zooms3 = [float(z) if z > 0 else 1.0 for z in (tuple(zooms) + (1.0,))[:3]]
     zyx, spacing = canonical_geometry(shape3, zooms3, affine)
     key = "file:" + rel
-    return _item(key, kind="volume", study_key=_parent(rel), series_key=key, source=rel, files=(rel,),
-                 fmt="nifti", shape=zyx, spacing=spacing)  # fmt: skip
+    return _item(
+        key,
+        kind="volume",
+        study_key=_parent(rel),
+        series_key=key,
+        source=rel,
+        files=(rel,),
+        fmt="nifti",
+        shape=zyx,
+        spacing=spacing,
+    )
 
 
 def scan_image(root: Path, rel: str) -> Item:
@@ -175,24 +186,39 @@ def scan_image(root: Path, rel: str) -> Item:
     try:
         with Image.open(root / rel) as img:
             width, height = img.size
-    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ...
+    except Exception as exc:
         raise ArchiveError(rel, f"not a readable image ({type(exc).__name__})", "CorruptFile", "scan") from None
     key = "file:" + rel
-    return _item(key, kind="image", study_key=_parent(rel), series_key=key, source=rel, files=(rel,),
-                 fmt="image", shape=(height, width), spacing=(1.0, 1.0))  # fmt: skip
+    return _item(
+        key,
+        kind="image",
+        study_key=_parent(rel),
+        series_key=key,
+        source=rel,
+        files=(rel,),
+        fmt="image",
+        shape=(height, width),
+        spacing=(1.0, 1.0),
+    )
 
 
 def scan_image_stack(rels: list[str]) -> Item:
     """Several image files forming one volume, in the given slice order (manifest `a.png;b.png`)."""
     source = ";".join(rels)
     key = "files:" + source
-    return _item(key, kind="volume", study_key=_parent(rels[0]), series_key=key, source=source,
-                 files=tuple(rels), fmt="image")  # fmt: skip
+    return _item(
+        key, kind="volume", study_key=_parent(rels[0]), series_key=key, source=source, files=tuple(rels), fmt="image"
+    )
 
 
 def _dicom_fields(h: DicomHeader) -> dict[str, object]:
-    return {"study_key": h.study_uid or _parent(h.path), "fmt": "dicom", "modality": h.modality,
-            "body_part": h.body_part, "description": h.description}  # fmt: skip
+    return {
+        "study_key": h.study_uid or _parent(h.path),
+        "fmt": "dicom",
+        "modality": h.modality,
+        "body_part": h.body_part,
+        "description": h.description,
+    }
 
 
 def group_dicom(headers: list[DicomHeader], col: Collector) -> None:
@@ -218,8 +244,16 @@ def _dicom_file_item(h: DicomHeader, series_key: str) -> Item:
     kind = "volume" if h.frames > 1 else "image"
     shape = (h.frames, h.rows, h.cols) if h.frames > 1 else (h.rows, h.cols)
     spacing = ((h.thickness or 1.0),) + h.pixel_spacing if h.frames > 1 else h.pixel_spacing
-    return _item(key, kind=kind, series_key=series_key, source=h.path, files=(h.path,), shape=shape,
-                 spacing=tuple(spacing), **_dicom_fields(h))  # fmt: skip
+    return _item(
+        key,
+        kind=kind,
+        series_key=series_key,
+        source=h.path,
+        files=(h.path,),
+        shape=shape,
+        spacing=tuple(spacing),
+        **_dicom_fields(h),
+    )
 
 
 def _series_item(single: list[DicomHeader], series_key: str, col: Collector) -> Item:
@@ -229,11 +263,22 @@ def _series_item(single: list[DicomHeader], series_key: str, col: Collector) -> 
         col.note(folder, "SliceGap", f"{len(order.gaps)} gap(s) wider than 1.5x the median slice step")
     first = order.headers[0]
     affine = series_affine(list(order.headers), order.slice_spacing)
-    zyx, spacing = canonical_geometry((first.cols, first.rows, len(single)),
-                                      (first.pixel_spacing[1], first.pixel_spacing[0], order.slice_spacing), affine)  # fmt: skip
+    zyx, spacing = canonical_geometry(
+        (first.cols, first.rows, len(single)),
+        (first.pixel_spacing[1], first.pixel_spacing[0], order.slice_spacing),
+        affine,
+    )
     key = "dicom-series:" + series_key
-    return _item(key, kind="volume", series_key=series_key, source=folder, files=tuple(h.path for h in order.headers),
-                 shape=zyx, spacing=spacing, **_dicom_fields(first))  # fmt: skip
+    return _item(
+        key,
+        kind="volume",
+        series_key=series_key,
+        source=folder,
+        files=tuple(h.path for h in order.headers),
+        shape=zyx,
+        spacing=spacing,
+        **_dicom_fields(first),
+    )
 
 
 def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
@@ -248,11 +293,17 @@ def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
-            col.error(ArchiveError(stem + ".json", f"unreadable sidecar ({type(exc).__name__})", "CorruptSidecar", "scan"))
+            col.error(
+                ArchiveError(stem + ".json", f"unreadable sidecar ({type(exc).__name__})", "CorruptSidecar", "scan")
+            )
             return {}
         labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
-        return {"text": str(data.get("text") or ""), "labels": labels, "split": str(data.get("split") or ""),
-                "study": str(data.get("study") or "")}  # fmt: skip
+        return {
+            "text": str(data.get("text") or ""),
+            "labels": labels,
+            "split": str(data.get("split") or ""),
+            "study": str(data.get("study") or ""),
+        }
     if txt_path.is_file():
         return {"text": txt_path.read_text(encoding="utf-8", errors="replace").strip()}
     return {}
@@ -285,8 +336,12 @@ def assemble(root: Path, col: Collector) -> ScanResult:
         by_study[item.study_key].append(item)
     studies = tuple(_study(key, by_study[key]) for key in sorted(by_study))
     order = lambda r: (r.source, r.error_type, r.message)  # noqa: E731
-    return ScanResult(root=root, studies=studies, errors=tuple(sorted(col.errors, key=order)),
-                      notes=tuple(sorted(col.notes, key=order)))  # fmt: skip
+    return ScanResult(
+        root=root,
+        studies=studies,
+        errors=tuple(sorted(col.errors, key=order)),
+        notes=tuple(sorted(col.notes, key=order)),
+    )
 
 
 def _study(key: str, items: list[Item]) -> Study:

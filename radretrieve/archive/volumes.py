@@ -11,9 +11,9 @@ otherwise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ def load_nifti(root: Path, rel: str) -> Volume:
     try:
         img = nib.as_closest_canonical(nib.load(path))
         data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types on corrupt files
+    except Exception as exc:
         raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__}: {exc})", "CorruptFile") from None
     if data.ndim == 4:
         data = data[..., 0]  # 4D (time/echo series): the first volume
@@ -112,7 +112,7 @@ def load_image(root: Path, rel: str) -> np.ndarray:
             if img.mode not in ("L", "I", "I;16", "I;16B", "F"):
                 img = img.convert("L")
             return np.asarray(img, dtype=np.float32)
-    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
+    except Exception as exc:
         raise ArchiveError(rel, f"not a readable image ({type(exc).__name__}: {exc})", "CorruptFile") from None
 
 
@@ -136,7 +136,10 @@ def canonical_geometry(
     """Shape and spacing ([Z, Y, X] order) an array gets from `ras_to_zyx`, computed from headers only."""
     if affine is None:
         return (int(shape_xyz[2]), int(shape_xyz[1]), int(shape_xyz[0])), (
-            float(zooms_xyz[2]), float(zooms_xyz[1]), float(zooms_xyz[0]))  # fmt: skip
+            float(zooms_xyz[2]),
+            float(zooms_xyz[1]),
+            float(zooms_xyz[0]),
+        )
     import nibabel as nib
 
     axes = nib.orientations.io_orientation(affine)[:, 0].astype(int)  # RAS axis of each array axis

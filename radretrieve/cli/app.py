@@ -13,7 +13,17 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ("models_cmd", "index_cmd", "info_cmd", "synth_cmd", "bench_cmd", "convert_cmd", "train_cmd", "demo_cmd", "search_cmd")
+COMMAND_MODULES = (
+    "models_cmd",
+    "index_cmd",
+    "info_cmd",
+    "synth_cmd",
+    "bench_cmd",
+    "convert_cmd",
+    "train_cmd",
+    "demo_cmd",
+    "search_cmd",
+)
 
 app = typer.Typer(
     name="radretrieve",
@@ -58,7 +68,7 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one error boundary
+    except Exception as exc:
         if _state["debug"] or _is_usage_error(exc):
             _reraise_usage(exc)
         print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)

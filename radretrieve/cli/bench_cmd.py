@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -28,8 +27,15 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-def _load_embeddings(index: Optional[Path], model: Optional[str], weights: Optional[str], data: Optional[Path],
-                     split: Optional[str], batch_size: int, device: Optional[str]):  # fmt: skip
+def _load_embeddings(
+    index: Path | None,
+    model: str | None,
+    weights: str | None,
+    data: Path | None,
+    split: str | None,
+    batch_size: int,
+    device: str | None,
+):
     from radretrieve.foundation.errors import RadRetrieveError
 
     if (index is None) == (data is None):
@@ -52,29 +58,33 @@ def _load_embeddings(index: Optional[Path], model: Optional[str], weights: Optio
 
 @bench_app.command("retrieval")
 def retrieval(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to encode --data with (registry name or dir)."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
+    index: Path | None = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model to encode --data with (registry name or dir)."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
     out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for NAME.json, NAME.md, NAME.png."),
-    labels: Optional[List[str]] = typer.Option(
-        None, "--labels", help="Label set for label-aware runs, e.g. organ,modality (repeatable; 'none' = off). "
-        "Default: organ,modality where the data has them."),
-    split: Optional[str] = typer.Option(None, "--split", help="Only studies of this split (train, val, test)."),
+    labels: list[str] | None = typer.Option(
+        None,
+        "--labels",
+        help="Label set for label-aware runs, e.g. organ,modality (repeatable; 'none' = off). "
+        "Default: organ,modality where the data has them.",
+    ),
+    split: str | None = typer.Option(None, "--split", help="Only studies of this split (train, val, test)."),
     k: str = typer.Option("1,5,10", "--k", help="Depths of recall@k and precision@k."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0 = none)."),
     confidence: float = typer.Option(0.95, "--confidence", help="CI level."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     batch_size: int = typer.Option(64, "--batch-size", help="Slices per encoder call (--model)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (--model; default cuda if present)."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (--model; default cuda if present)."),
     name: str = typer.Option("retrieval", "--name", help="Base name of the report files."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
 ) -> None:
     """Text -> image and image -> text retrieval metrics (Recall@k, P@k, mAP, MRR, median rank, bootstrap CIs)."""
     from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval, parse_label_sets
 
-    options = BenchOptions(ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap,
-                           confidence=confidence, seed=seed)  # fmt: skip
+    options = BenchOptions(
+        ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap, confidence=confidence, seed=seed
+    )
     emb = _load_embeddings(index, model, weights, data, split, batch_size, device)
     _, files = bench_retrieval(emb, out, options, name=name, plot=not no_plot)
     typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
@@ -93,8 +103,8 @@ def suite_dir() -> Path:
 def run_all(
     ctx: typer.Context,
     quick: bool = typer.Option(False, "--quick", help="Small sizes: minutes on a laptop CPU."),
-    only: Optional[List[str]] = typer.Option(None, "--only", help="Run just this benchmark (repeatable)."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default benchmarks/results)."),
+    only: list[str] | None = typer.Option(None, "--only", help="Run just this benchmark (repeatable)."),
+    results: Path | None = typer.Option(None, "--results", help="Results folder (default benchmarks/results)."),
     list_only: bool = typer.Option(False, "--list", help="List the benchmarks and whether each can run."),
 ) -> None:
     """Run the benchmark suite (`python -m benchmarks`): each benchmark in its own process; failures are recorded."""

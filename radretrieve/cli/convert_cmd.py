@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-convert_app = typer.Typer(help="Convert a public data set into a manifest (path, text, study, split, labels).",
-                          no_args_is_help=True)  # fmt: skip
+convert_app = typer.Typer(
+    help="Convert a public data set into a manifest (path, text, study, split, labels).", no_args_is_help=True
+)
 
 
 @convert_app.command("vqa-rad")

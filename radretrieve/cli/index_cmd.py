@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,13 +12,13 @@ def index(
     archive: Path = typer.Argument(..., help="Archive folder, or a manifest (CSV/Parquet/JSONL)."),
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help="Registry name, model dir, open_clip name."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
     workers: int = typer.Option(2, "--workers", help="Reader processes (0: decode in the main process)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Slices per encoder call."),
     studies_per_task: int = typer.Option(64, "--studies-per-task", help="Studies per task (= per shard)."),
     engine: str = typer.Option("local", "--engine", help="local | ray"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (engine ray)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Join this Ray cluster (engine ray)."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -35,8 +34,15 @@ def index(
     if not archive.exists():
         raise RadRetrieveError(f"{archive}: archive not found")
     m = load_model(model, weights=weights, device=device)
-    opts = IndexOptions(workers=workers, batch_size=batch_size, studies_per_task=studies_per_task,
-                        engine=engine, overwrite=overwrite, progress=not quiet, ray_address=ray_address)  # type: ignore[arg-type]
+    opts = IndexOptions(
+        workers=workers,
+        batch_size=batch_size,
+        studies_per_task=studies_per_task,
+        engine=engine,
+        overwrite=overwrite,
+        progress=not quiet,
+        ray_address=ray_address,
+    )  # type: ignore[arg-type]
     summary = index_archive(archive, out, m, opts)
     if as_json:
         typer.echo(json.dumps(summary.to_dict()))

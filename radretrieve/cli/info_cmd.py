@@ -15,8 +15,12 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
 
     cat = Catalog(out_dir)
     try:
-        by_kind = dict(cat.sql("SELECT kind, count(*) FROM (SELECT kind FROM items UNION ALL "
-                               "SELECT kind FROM reports) GROUP BY kind ORDER BY kind"))
+        by_kind = dict(
+            cat.sql(
+                "SELECT kind, count(*) FROM (SELECT kind FROM items UNION ALL "
+                "SELECT kind FROM reports) GROUP BY kind ORDER BY kind"
+            )
+        )
         by_modality = dict(cat.sql("SELECT modality, count(*) FROM items GROUP BY modality ORDER BY modality"))
         errors = dict(cat.sql("SELECT error_type, count(*) FROM errors GROUP BY error_type ORDER BY error_type"))
     finally:
@@ -24,9 +28,16 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
     m = cat.manifest
     return {
-        "out_dir": str(out_dir), "shards": len(m.shards), "rows_by_kind": by_kind, "items_by_modality": by_modality,
-        "errors_by_type": errors, "fingerprint": m.fingerprint, "preprocess_hash": m.preprocess_hash,
-        "dim": m.dim, "model": dict(m.model), "bytes_on_disk": size,
+        "out_dir": str(out_dir),
+        "shards": len(m.shards),
+        "rows_by_kind": by_kind,
+        "items_by_modality": by_modality,
+        "errors_by_type": errors,
+        "fingerprint": m.fingerprint,
+        "preprocess_hash": m.preprocess_hash,
+        "dim": m.dim,
+        "model": dict(m.model),
+        "bytes_on_disk": size,
     }
 
 
@@ -46,8 +57,9 @@ def info(
     typer.echo(f"shards: {data['shards']}  dim: {data['dim']}  size: {data['bytes_on_disk'] / 1e6:.1f} MB")
     typer.echo(f"model: {data['model'].get('ref')}  fingerprint: {data['fingerprint']}")
     typer.echo("rows by kind: " + (", ".join(f"{k} {v}" for k, v in data["rows_by_kind"].items()) or "none"))
-    typer.echo("items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items())
-                                          or "none"))
+    typer.echo(
+        "items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items()) or "none")
+    )
     typer.echo("errors by type: " + (", ".join(f"{k} {v}" for k, v in data["errors_by_type"].items()) or "none"))
 
 

@@ -7,9 +7,10 @@ Results go to stdout (or `--out FILE`); logs and the "wrote FILE" note go to std
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -59,11 +60,11 @@ class Run:
     """What every query command shares: which out dir and model, and where the output goes."""
 
     index: Path  # out dir
-    model: Optional[str]  # override model (fingerprint-checked), None: the out dir's own
-    weights: Optional[str]  # weights for the override
+    model: str | None  # override model (fingerprint-checked), None: the out dir's own
+    weights: str | None  # weights for the override
     fmt: str  # table | json | html
-    out: Optional[Path]  # output file, None: stdout
-    archive: Optional[Path]  # archive root for thumbnails, None: OUT/archive.json
+    out: Path | None  # output file, None: stdout
+    archive: Path | None  # archive root for thumbnails, None: OUT/archive.json
 
     def check(self, k: int) -> None:
         """Argument errors first: before a model or an index is loaded."""
@@ -90,21 +91,21 @@ class Run:
 
 
 def search(
-    text: Optional[str] = typer.Argument(None, help="What to look for, e.g. 'ct abdomen hypodense lesion'."),
+    text: str | None = typer.Argument(None, help="What to look for, e.g. 'ct abdomen hypodense lesion'."),
     index: Path = INDEX_OPT,
     k: int = typer.Option(10, "-k", help="Results per query (1 to 10000)."),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view: \"modality = 'CT'\"."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
+    where: str | None = typer.Option(None, "--where", help="SQL filter on the items view: \"modality = 'CT'\"."),
+    kind: str | None = typer.Option(None, "--kind", help="volume | image"),
     fmt: str = FORMAT_OPT,
-    out: Optional[Path] = OUT_OPT,
-    query_file: Optional[Path] = typer.Option(None, "--query-file", help="Queries, one per line ('-': stdin)."),
-    model: Optional[str] = MODEL_OPT,
-    weights: Optional[str] = WEIGHTS_OPT,
-    archive: Optional[Path] = ARCHIVE_OPT,
+    out: Path | None = OUT_OPT,
+    query_file: Path | None = typer.Option(None, "--query-file", help="Queries, one per line ('-': stdin)."),
+    model: str | None = MODEL_OPT,
+    weights: str | None = WEIGHTS_OPT,
+    archive: Path | None = ARCHIVE_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text."""
-    from radretrieve.foundation.errors import RadRetrieveError
     from radretrieve.application.search_service import read_query_file
+    from radretrieve.foundation.errors import RadRetrieveError
 
     run = Run(index, model, weights, fmt, out, archive)
     run.check(k)
@@ -121,12 +122,12 @@ def reports(
     study: str = typer.Argument(..., help=STUDY_HELP),
     index: Path = INDEX_OPT,
     k: int = typer.Option(5, "-k", help="Reports to return (1 to 10000)."),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the reports view."),
+    where: str | None = typer.Option(None, "--where", help="SQL filter on the reports view."),
     fmt: str = FORMAT_OPT,
-    out: Optional[Path] = OUT_OPT,
-    model: Optional[str] = MODEL_OPT,
-    weights: Optional[str] = WEIGHTS_OPT,
-    archive: Optional[Path] = ARCHIVE_OPT,
+    out: Path | None = OUT_OPT,
+    model: str | None = MODEL_OPT,
+    weights: str | None = WEIGHTS_OPT,
+    archive: Path | None = ARCHIVE_OPT,
 ) -> None:
     """Study -> the nearest reports."""
     run = Run(index, model, weights, fmt, out, archive)
@@ -138,13 +139,13 @@ def similar(
     study: str = typer.Argument(..., help=STUDY_HELP),
     index: Path = INDEX_OPT,
     k: int = typer.Option(10, "-k", help="Studies to return (1 to 10000)."),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the items view."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="volume | image"),
+    where: str | None = typer.Option(None, "--where", help="SQL filter on the items view."),
+    kind: str | None = typer.Option(None, "--kind", help="volume | image"),
     fmt: str = FORMAT_OPT,
-    out: Optional[Path] = OUT_OPT,
-    model: Optional[str] = MODEL_OPT,
-    weights: Optional[str] = WEIGHTS_OPT,
-    archive: Optional[Path] = ARCHIVE_OPT,
+    out: Path | None = OUT_OPT,
+    model: str | None = MODEL_OPT,
+    weights: str | None = WEIGHTS_OPT,
+    archive: Path | None = ARCHIVE_OPT,
 ) -> None:
     """Study -> similar studies: one hit per study, the query's own study left out."""
     run = Run(index, model, weights, fmt, out, archive)

@@ -20,9 +20,14 @@ def synth(
     from radretrieve.synth.generate import synthesize
 
     summary = synthesize(
-        out, studies, seed=seed, image_size=image_size, min_slices=min_slices, max_slices=max_slices,
+        out,
+        studies,
+        seed=seed,
+        image_size=image_size,
+        min_slices=min_slices,
+        max_slices=max_slices,
         lesion_rate=lesion_rate,
-    )  # fmt: skip
+    )
     typer.echo(summary.line())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -14,26 +13,32 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder with reports."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (also checkpoints, history, plot)."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help="Base: registry name, model dir, open_clip name."),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="Base weights file or pretrained tag."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TrainConfig JSON (partial); flags below override it."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Base weights file or pretrained tag."),
+    config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (partial); flags below override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard checkpoints of an earlier run in --out."),
-    epochs_2d: Optional[int] = typer.Option(None, "--epochs-2d", help="Epochs of the 2D (image encoder) stage."),
-    epochs_3d: Optional[int] = typer.Option(None, "--epochs-3d", help="Epochs of the 3D (adapter) stage."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per micro-batch (both stages)."),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Image encoder learning rate (2D stage)."),
-    adapter_lr: Optional[float] = typer.Option(None, "--adapter-lr", help="Adapter learning rate (3D stage)."),
-    image_lr_3d: Optional[float] = typer.Option(None, "--image-lr-3d", help="Image encoder LR in the 3D stage (0 = frozen, cached)."),
+    epochs_2d: int | None = typer.Option(None, "--epochs-2d", help="Epochs of the 2D (image encoder) stage."),
+    epochs_3d: int | None = typer.Option(None, "--epochs-3d", help="Epochs of the 3D (adapter) stage."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per micro-batch (both stages)."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Image encoder learning rate (2D stage)."),
+    adapter_lr: float | None = typer.Option(None, "--adapter-lr", help="Adapter learning rate (3D stage)."),
+    image_lr_3d: float | None = typer.Option(
+        None, "--image-lr-3d", help="Image encoder LR in the 3D stage (0 = frozen, cached)."
+    ),
     unfreeze_text: bool = typer.Option(False, "--unfreeze-text", help="Train the text encoder too (2D stage)."),
-    text_lr: Optional[float] = typer.Option(None, "--text-lr", help="Text encoder learning rate with --unfreeze-text."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="InfoNCE temperature (RadCLIP: 0.07)."),
+    text_lr: float | None = typer.Option(None, "--text-lr", help="Text encoder learning rate with --unfreeze-text."),
+    temperature: float | None = typer.Option(None, "--temperature", help="InfoNCE temperature (RadCLIP: 0.07)."),
     learn_temperature: bool = typer.Option(False, "--learn-temperature", help="Learn the temperature."),
-    text: Optional[str] = typer.Option(None, "--text", help="Text source: report | template | mixed."),
-    template: Optional[List[str]] = typer.Option(None, "--template", help="Label template, e.g. '{region} {modality}, {finding}' (repeatable)."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Optimizer steps between checkpoints."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of data order, splits and choices."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
+    text: str | None = typer.Option(None, "--text", help="Text source: report | template | mixed."),
+    template: list[str] | None = typer.Option(
+        None, "--template", help="Label template, e.g. '{region} {modality}, {finding}' (repeatable)."
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", help="Optimizer steps between checkpoints."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of data order, splits and choices."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
 ) -> None:
     """Fine-tune RadCLIP in two stages (image encoder on 2D pairs, then the slice pooling adapter on volumes)."""
     from radretrieve.foundation.errors import RadRetrieveError

@@ -136,7 +136,7 @@ def _plane(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _findings(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """"Question? Answer." sentences from the non-label questions, in qid order. A paraphrase ("para"
+    """ "Question? Answer." sentences from the non-label questions, in qid order. A paraphrase ("para"
     phrase type) of a question already kept is dropped, and so is an exact repeat."""
     originals = {r["qid_linked_id"] for r in records if "para" not in str(r["phrase_type"])}
     seen: set[tuple[str, str]] = set()
@@ -207,9 +207,7 @@ def assign_splits(
     n_train = round(fractions[0] * len(order))
     n_val = round((fractions[0] + fractions[1]) * len(order)) - n_train
     cuts = {name: i for i, name in enumerate(order)}
-    return {
-        name: "train" if i < n_train else "val" if i < n_train + n_val else "test" for name, i in cuts.items()
-    }
+    return {name: "train" if i < n_train else "val" if i < n_train + n_val else "test" for name, i in cuts.items()}
 
 
 def convert_vqa_rad(

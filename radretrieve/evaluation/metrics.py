@@ -173,9 +173,7 @@ def rank_block(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int], meth
     return _rank_by_sort(scores, relevant, n_relevant, tuple(ks))
 
 
-def _rank_by_count(
-    scores: np.ndarray, relevant: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]
-) -> PerQuery:
+def _rank_by_count(scores: np.ndarray, relevant: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]) -> PerQuery:
     """Ranks of the relevant items only: rank_i = #{j : s_j >= s_i}, one pass per relevant slot."""
     q = scores.shape[0]
     width = int(n_relevant.max()) if q else 0
@@ -198,9 +196,7 @@ def _rank_by_count(
     return PerQuery(ks, n_relevant, first_rank, hits.reshape(q, len(ks)), ap)
 
 
-def _rank_by_sort(
-    scores: np.ndarray, relevant: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]
-) -> PerQuery:
+def _rank_by_sort(scores: np.ndarray, relevant: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]) -> PerQuery:
     """Ranks of every item from one sort per row; for queries with many relevant items."""
     q, n = scores.shape
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -279,8 +275,7 @@ class RetrievalResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; NaN bounds become None."""
         metrics = {
-            name: {"value": _num(e.value), "low": _num(e.low), "high": _num(e.high)}
-            for name, e in self.metrics.items()
+            name: {"value": _num(e.value), "low": _num(e.low), "high": _num(e.high)} for name, e in self.metrics.items()
         }
         return {"metrics": metrics} | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
 

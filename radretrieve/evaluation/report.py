@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radretrieve.evaluation.metrics import RetrievalResult
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path
-from radretrieve.evaluation.metrics import RetrievalResult
 
 # Metrics whose values are ranks (not fractions in [0, 1]): formatted differently and kept off the chart.
 RANK_METRICS = frozenset({"median_rank"})
@@ -74,8 +74,11 @@ def markdown_table(runs: Mapping[str, Mapping[str, Any]], title: str | None = No
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(runs.values()))
     if first.get("n_bootstrap"):
-        lines += ["", f"Brackets: {first['confidence']:.0%} bootstrap percentile interval over queries "
-                      f"({first['n_bootstrap']} resamples, seed {first['seed']}); tie convention: {first['ties']}."]
+        lines += [
+            "",
+            f"Brackets: {first['confidence']:.0%} bootstrap percentile interval over queries "
+            f"({first['n_bootstrap']} resamples, seed {first['seed']}); tie convention: {first['ties']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -23,9 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from radretrieve.evaluation.metrics import (
+    DEFAULT_KS,
+    RetrievalResult,
+    evaluate_embeddings,
+    group_relevance,
+    label_relevance,
+)
 from radretrieve.evaluation.report import ReportFiles, write_report
 from radretrieve.foundation.errors import RadRetrieveError
-from radretrieve.evaluation.metrics import DEFAULT_KS, RetrievalResult, evaluate_embeddings, group_relevance, label_relevance
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +125,19 @@ def resolve_label_sets(emb: Embedded, wanted: tuple[tuple[str, ...], ...] | None
 
 def _evaluate(queries: Side, gallery: Side, relevance: Any, options: BenchOptions) -> RetrievalResult:
     return evaluate_embeddings(
-        queries.vectors, gallery.vectors, relevance, ks=options.ks, n_bootstrap=options.n_bootstrap,
-        seed=options.seed, confidence=options.confidence,
-    )  # fmt: skip
+        queries.vectors,
+        gallery.vectors,
+        relevance,
+        ks=options.ks,
+        n_bootstrap=options.n_bootstrap,
+        seed=options.seed,
+        confidence=options.confidence,
+    )
 
 
-def _run_or_note(name: str, queries: Side, gallery: Side, relevance: Any, options: BenchOptions,
-                 out: dict[str, RetrievalResult]) -> None:  # fmt: skip
+def _run_or_note(
+    name: str, queries: Side, gallery: Side, relevance: Any, options: BenchOptions, out: dict[str, RetrievalResult]
+) -> None:
     # A run where no query has a relevant item (e.g. every modality "unknown") is logged, not fatal:
     # the other runs of the same data are still worth reporting.
     try:
@@ -142,8 +154,9 @@ def retrieval_results(emb: Embedded, options: BenchOptions = BenchOptions()) -> 
     if len(texts) == 0 or len(images) == 0:
         raise RadRetrieveError(f"nothing to benchmark: {len(texts)} report texts and {len(images)} images/volumes")
     if texts.vectors.shape[1] != images.vectors.shape[1]:
-        raise RadRetrieveError(f"text and image embeddings differ in dimension: {texts.vectors.shape[1]} vs "
-                               f"{images.vectors.shape[1]}")  # fmt: skip
+        raise RadRetrieveError(
+            f"text and image embeddings differ in dimension: {texts.vectors.shape[1]} vs {images.vectors.shape[1]}"
+        )
     out: dict[str, RetrievalResult] = {}
     _run_or_note("text->image", texts, images, group_relevance(texts.study_keys, images.study_keys), options, out)
     _run_or_note("image->text", images, texts, group_relevance(images.study_keys, texts.study_keys), options, out)
@@ -169,12 +182,19 @@ def bench_retrieval(
     """Compute every run and write ``out_dir/{name}.json``, ``.md`` and ``.png`` (see `bench_report`)."""
     results = retrieval_results(emb, options)
     meta = dict(emb.meta) | {"n_texts": len(emb.texts), "n_images": len(emb.images), "ks": list(options.ks)}
-    files = write_report(results, Path(out_dir), name=name, title=title or "Cross-modal retrieval", meta=meta,
-                         plot=plot)  # fmt: skip
+    files = write_report(
+        results, Path(out_dir), name=name, title=title or "Cross-modal retrieval", meta=meta, plot=plot
+    )
     return results, files
 
 
 __all__ = [
-    "BenchOptions", "DEFAULT_LABEL_SET", "Embedded", "Side", "bench_retrieval", "parse_label_sets",
-    "resolve_label_sets", "retrieval_results",
-]  # fmt: skip
+    "BenchOptions",
+    "DEFAULT_LABEL_SET",
+    "Embedded",
+    "Side",
+    "bench_retrieval",
+    "parse_label_sets",
+    "resolve_label_sets",
+    "retrieval_results",
+]

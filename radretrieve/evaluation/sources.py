@@ -63,8 +63,12 @@ def _ordered(side: Side, by_study: bool) -> Side:
     query order and thus the same bootstrap resamples and CIs for the same data."""
     keys = [(side.study_keys[i] if by_study else "", int(side.ids[i])) for i in range(len(side))]
     order = sorted(range(len(side)), key=keys.__getitem__)
-    return Side(side.ids[order], side.vectors[order], tuple(side.study_keys[i] for i in order),
-                tuple(side.labels[i] for i in order))  # fmt: skip
+    return Side(
+        side.ids[order],
+        side.vectors[order],
+        tuple(side.study_keys[i] for i in order),
+        tuple(side.labels[i] for i in order),
+    )
 
 
 def _index_side(cat: Any, view: str, split: str | None) -> Side:
@@ -94,8 +98,13 @@ def embeddings_from_index(out_dir: Path, split: str | None = None) -> Embedded:
     finally:
         cat.close()
     m = cat.manifest
-    meta = {"source": "index", "index": out_dir.name, "model": dict(m.model), "fingerprint": m.fingerprint,
-            "split": split or "all"}  # fmt: skip
+    meta = {
+        "source": "index",
+        "index": out_dir.name,
+        "model": dict(m.model),
+        "fingerprint": m.fingerprint,
+        "split": split or "all",
+    }
     return Embedded(texts, images, meta)
 
 
@@ -179,13 +188,27 @@ def embeddings_from_model(model: Any, manifest: Path, split: str | None = None, 
     reports = [s for s in studies if s.report]
     txt_vecs = model.encode_text([s.report for s in reports]).numpy().astype(np.float32)
     # Report rows have no item id of their own here; their position stands in (ids are only labels).
-    texts = Side(np.arange(len(reports), dtype=np.int64), txt_vecs, tuple(s.key for s in reports),
-                 tuple(_study_labels(s) for s in reports))  # fmt: skip
-    images = Side(np.array([items[i].item_id for i in kept], dtype=np.int64), img_vecs.astype(np.float32),
-                  tuple(items[i].study_key for i in kept), tuple(_item_labels(items[i]) for i in kept))  # fmt: skip
-    meta = {"source": "model", "model": dict(model.source), "fingerprint": model.fingerprint,
-            "data": Path(manifest).name, "split": split or "all", "read_errors": len(items) - len(kept),
-            "scan_errors": len(result.errors)}  # fmt: skip
+    texts = Side(
+        np.arange(len(reports), dtype=np.int64),
+        txt_vecs,
+        tuple(s.key for s in reports),
+        tuple(_study_labels(s) for s in reports),
+    )
+    images = Side(
+        np.array([items[i].item_id for i in kept], dtype=np.int64),
+        img_vecs.astype(np.float32),
+        tuple(items[i].study_key for i in kept),
+        tuple(_item_labels(items[i]) for i in kept),
+    )
+    meta = {
+        "source": "model",
+        "model": dict(model.source),
+        "fingerprint": model.fingerprint,
+        "data": Path(manifest).name,
+        "split": split or "all",
+        "read_errors": len(items) - len(kept),
+        "scan_errors": len(result.errors),
+    }
     return Embedded(_ordered(texts, by_study=True), _ordered(images, by_study=False), meta)
 
 

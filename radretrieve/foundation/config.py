@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from radretrieve.foundation.errors import ConfigError
 
@@ -83,7 +84,7 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         version = data.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(f"model config format_version {version} is not supported (expected {FORMAT_VERSION})")
@@ -100,13 +101,16 @@ class ModelConfig:
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"invalid model config: {exc}") from exc
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
     """JSON turns tuples into lists; frozen configs want tuples back (hashable, stable equality)."""
-    return {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v) for k, v in d.items()}
+    return {
+        k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
+        for k, v in d.items()
+    }
 
 
 def canonical_json(obj: Any) -> str:

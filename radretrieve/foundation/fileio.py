@@ -21,8 +21,8 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 TMP_SUFFIX = ".tmp"
 # .<final name>.<pid>-<random>.tmp: hidden, per writer, and parseable back to the writer's pid

@@ -3,8 +3,8 @@
 Attention pooling: a learned query (CLS) token is prepended to the slice sequence, a learnable
 positional encoding of slice position is added (relative position: the table of `max_slices` positions
 is linearly interpolated to each volume's own slice count, so the first and last slices of every volume
-get the table's ends and "upper third" means the same whatever the slice count), and multi-head self-attention layers mix the sequence;
-the CLS output is projected and added to the masked mean of the slices, then L2-normalised. The
+get the table's ends and "upper third" means the same whatever the slice count), and multi-head self-attention
+layers mix the sequence; the CLS output is projected and added to the masked mean of the slices, then L2-normalised. The
 residual mean keeps an untrained adapter close to mean pooling (small projection at init), so a
 pretrained CLIP gives sensible volume embeddings before the adapter is trained. `mean` and `max`
 pooling (no parameters) exist for ablations.

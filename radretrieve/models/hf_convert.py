@@ -9,7 +9,7 @@ Mapping (HF -> open_clip), per tower: q/k/v projections are concatenated into `a
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -90,7 +90,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             obj: object = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decode failure is the same user error
+    except Exception as exc:
         raise ModelLoadError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -146,8 +146,10 @@ def _from_open_clip(name: str, tag: str | None) -> RadCLIP:
     try:
         clip_cfg = open_clip.get_model_config(name)
         pre = open_clip.get_pretrained_cfg(name, tag) if tag and not name.startswith("hf-hub:") else {}
-        reference = open_clip.create_model(name, pretrained=tag, weights_only=True) if (tag or "hf-hub:" in name) else None
-    except Exception as exc:  # noqa: BLE001 - network/hub errors come in many types
+        reference = (
+            open_clip.create_model(name, pretrained=tag, weights_only=True) if (tag or "hf-hub:" in name) else None
+        )
+    except Exception as exc:
         if isinstance(exc, RuntimeError) and "not a known tag" in str(exc):
             raise ModelLoadError(f"'{tag}' is not a pretrained tag of {name}: see open_clip.list_pretrained()") from exc
         raise ModelLoadError(f"could not download {name}{' (' + tag + ')' if tag else ''}: {OFFLINE_HINT}") from exc
@@ -171,5 +173,7 @@ def _wrap_open_clip_config(name: str, clip_cfg: dict, pre: Mapping) -> ModelConf
     prep = {"image_size": int(size)}
     if pre.get("mean") and pre.get("std"):
         prep |= {"mean": tuple(pre["mean"]), "std": tuple(pre["std"])}
-    tokenizer = name if "hf_tokenizer_name" in clip_cfg.get("text_cfg", {}) or name.startswith("hf-hub:") else "clip-bpe"
+    tokenizer = (
+        name if "hf_tokenizer_name" in clip_cfg.get("text_cfg", {}) or name.startswith("hf-hub:") else "clip-bpe"
+    )
     return ModelConfig(name=name, clip=clip_cfg, preprocess=PreprocessConfig(**prep), tokenizer=tokenizer)

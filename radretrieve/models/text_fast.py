@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,12 +50,15 @@ def text_tower_state(model: Any) -> tuple[dict[str, Tensor], dict[str, str]] | N
     the tower is not the standard one or is too large to duplicate into an out dir."""
     if not supports_fast_text(model):
         return None
-    state = {k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items() if k.startswith(_TEXT_PREFIXES)}
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items() if k.startswith(_TEXT_PREFIXES)
+    }
     if sum(v.numel() * v.element_size() for v in state.values()) > MAX_BYTES:
         return None
     t = model.config.clip["text_cfg"]
     meta = {
-        "fingerprint": model.fingerprint, "heads": str(int(t.get("heads", 8))),
+        "fingerprint": model.fingerprint,
+        "heads": str(int(t.get("heads", 8))),
         "quick_gelu": json.dumps(bool(model.config.clip.get("quick_gelu", False))),
         "context_length": str(model.config.context_length),
     }

@@ -17,9 +17,10 @@ The connection is in-memory, confined to the out dir (external access off, confi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,11 +31,20 @@ from radretrieve.outdir.manifest import Manifest, read_manifest
 
 # Columns of the items/reports views, with their duckdb types for the empty-view case.
 META_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("item_id", "BIGINT"), ("kind", "VARCHAR"), ("study_key", "VARCHAR"), ("series_key", "VARCHAR"),
-    ("source", "VARCHAR"), ("modality", "VARCHAR"), ("body_part", "VARCHAR"), ("description", "VARCHAR"),
-    ("slice_count", "INTEGER"), ("shape", "INTEGER[]"), ("spacing", "FLOAT[]"), ("text", "VARCHAR"),
+    ("item_id", "BIGINT"),
+    ("kind", "VARCHAR"),
+    ("study_key", "VARCHAR"),
+    ("series_key", "VARCHAR"),
+    ("source", "VARCHAR"),
+    ("modality", "VARCHAR"),
+    ("body_part", "VARCHAR"),
+    ("description", "VARCHAR"),
+    ("slice_count", "INTEGER"),
+    ("shape", "INTEGER[]"),
+    ("spacing", "FLOAT[]"),
+    ("text", "VARCHAR"),
     ("labels", "VARCHAR"),
-)  # fmt: skip
+)
 ERROR_COLUMNS = ("source", "stage", "error_type", "message")
 VIEW_KINDS: Mapping[str, tuple[str, ...]] = {"items": ("image", "volume"), "reports": ("report",)}
 ROW_FIELDS = ("item_id", "kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")
@@ -121,7 +131,9 @@ class Catalog:
                 f"read_json([{lst}], format='newline_delimited', columns={cols}, ignore_errors=true)"
             )
         else:
-            self.con.execute(f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false")
+            self.con.execute(
+                f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false"
+            )
 
     def _lock_down(self) -> None:
         # Views keep reading the shards (inside allowed_directories); a --where fragment cannot reach any
@@ -159,7 +171,8 @@ class Catalog:
         `where` is a user SQL boolean expression over the view's columns, run as
         ``SELECT item_id FROM <view> WHERE (<where>)``; errors become one-line `BadWhere`.
         """
-        query = f"SELECT item_id, coalesce(study_key, '') AS study_key {self._filter_sql(view, where, kinds)} ORDER BY item_id"
+        cols = "item_id, coalesce(study_key, '') AS study_key"
+        query = f"SELECT {cols} {self._filter_sql(view, where, kinds)} ORDER BY item_id"
         try:
             cols = self.con.execute(query).fetchnumpy()
         except self._duckdb.Error as exc:

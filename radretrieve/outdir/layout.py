@@ -1,12 +1,12 @@
 """Every name under an out dir, in one place (DESIGN.md: data contracts).
 
-    OUT/manifest.json              finished shards; readers trust only this file (radretrieve.outdir.manifest)
-    OUT/shards/part-<task>.parquet one per task, written atomically (radretrieve.outdir.shards)
-    OUT/errors/<task>.jsonl        failed inputs of that task; errors/scan.jsonl for the scan
-    OUT/archive.json               where the archive root is, for thumbnails (radretrieve.outdir.archive_root)
-    OUT/text_tower.safetensors     the model's text tower, for a fast text-search start (radretrieve.outdir.text_tower)
-    OUT/model/                     a copy of a locally trained model directory (radretrieve.outdir.model_ref)
-    OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
+OUT/manifest.json              finished shards; readers trust only this file (radretrieve.outdir.manifest)
+OUT/shards/part-<task>.parquet one per task, written atomically (radretrieve.outdir.shards)
+OUT/errors/<task>.jsonl        failed inputs of that task; errors/scan.jsonl for the scan
+OUT/archive.json               where the archive root is, for thumbnails (radretrieve.outdir.archive_root)
+OUT/text_tower.safetensors     the model's text tower, for a fast text-search start (radretrieve.outdir.text_tower)
+OUT/model/                     a copy of a locally trained model directory (radretrieve.outdir.model_ref)
+OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
 """
 
 from __future__ import annotations

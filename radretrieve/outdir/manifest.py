@@ -6,9 +6,10 @@ Readers trust only the shards listed here: a shard file not in the manifest is a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_bytes
@@ -48,7 +49,7 @@ class Manifest:
         }
         return json.dumps(data, indent=1, sort_keys=True)
 
-    def with_shard(self, entry: ShardEntry) -> "Manifest":
+    def with_shard(self, entry: ShardEntry) -> Manifest:
         kept = tuple(s for s in self.shards if s.task_id != entry.task_id)
         return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept + (entry,))
 

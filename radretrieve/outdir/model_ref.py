@@ -33,8 +33,9 @@ def model_reference(model: Any, out_dir: Path, fingerprint: str | None = None) -
     return {"ref": ref, "weights": weights, "fingerprint": fingerprint or model.fingerprint}
 
 
-def load_model_for_out_dir(out_dir: Path, override: str | None = None, weights: str | None = None,
-                           device: str | None = None) -> Any:
+def load_model_for_out_dir(
+    out_dir: Path, override: str | None = None, weights: str | None = None, device: str | None = None
+) -> Any:
     """The model an out dir was built with; `override` must have the same fingerprint."""
     from radretrieve.models.loading import load_model
 

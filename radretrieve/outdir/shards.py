@@ -7,8 +7,8 @@ crash never leaves a torn shard under its final name.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Collection, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa

@@ -9,8 +9,9 @@ Layout of OUT (one imaging item per study)::
 
 Each JSON sidecar holds the same text, labels, split and study as the manifest row, so scanning the
 folder and scanning the manifest give the same items. Study keys carry the seed (`s{seed}-{index}`), so
-archives made with different seeds can be merged into one (an incremental-indexing test does). Everything is derived from `seed` (UIDs via
-pydicom's `generate_uid` with seed-derived entropy, noise via numpy Generators): same seed, same bytes.
+archives made with different seeds can be merged into one (an incremental-indexing test does). Everything
+is derived from `seed` (UIDs via pydicom's `generate_uid` with seed-derived entropy, noise via numpy
+Generators): same seed, same bytes.
 The lesion's position along the slice axis shows only through slice order (see radretrieve.synth.phantoms).
 """
 
@@ -19,17 +20,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.fileio import atomic_write_bytes
 from radretrieve.synth.phantoms import POSITIONS, REGIONS, LesionSpec, lesion_radius, phantom_volume, radiograph
 from radretrieve.synth.reports import report
 from radretrieve.synth.writers import DicomIds, write_ct_series, write_nifti, write_png, write_radiograph_dicom
-from radretrieve.foundation.errors import RadRetrieveError
-from radretrieve.foundation.fileio import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.csv"
 LABEL_COLUMNS = ("region", "modality", "lesion", "position", "side", "density", "size")
@@ -66,10 +67,14 @@ class StudyTruth:
         les = self.lesion
         volume = self.modality != "XR"
         return {
-            "region": self.region, "modality": self.modality, "lesion": "present" if les else "absent",
-            "position": les.position if les and volume else "", "side": les.side if les else "",
-            "density": les.density if les else "", "size": les.size if les else "",
-        }  # fmt: skip
+            "region": self.region,
+            "modality": self.modality,
+            "lesion": "present" if les else "absent",
+            "position": les.position if les and volume else "",
+            "side": les.side if les else "",
+            "density": les.density if les else "",
+            "size": les.size if les else "",
+        }
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,10 @@ class SynthSummary:
 
     def line(self) -> str:
         mods = ", ".join(f"{k}={v}" for k, v in sorted(self.by_modality.items()))
-        return (f"wrote {self.studies} studies ({mods}; {self.with_lesion} with a lesion), {self.files} files "
-                f"to {self.out} (manifest {self.manifest.name})")  # fmt: skip
+        return (
+            f"wrote {self.studies} studies ({mods}; {self.with_lesion} with a lesion), {self.files} files "
+            f"to {self.out} (manifest {self.manifest.name})"
+        )
 
 
 def draw_truth(seed: int, index: int, opts: SynthOptions) -> StudyTruth:
@@ -98,18 +105,29 @@ def draw_truth(seed: int, index: int, opts: SynthOptions) -> StudyTruth:
     xr_format = ("png", "dx", "cr")[int(rng.integers(3))] if modality == "XR" else ""
     has_lesion = bool(rng.random() < opts.lesion_rate)
     lesion = LesionSpec(
-        position=POSITIONS[int(rng.integers(3))], side=("left", "right")[int(rng.integers(2))],
-        density=("hypo", "hyper")[int(rng.integers(2))], size=("small", "large")[int(rng.integers(2))],
+        position=POSITIONS[int(rng.integers(3))],
+        side=("left", "right")[int(rng.integers(2))],
+        density=("hypo", "hyper")[int(rng.integers(2))],
+        size=("small", "large")[int(rng.integers(2))],
         offset_y=float(rng.uniform(-1.0, 1.0)),
-    )  # fmt: skip
+    )
     depth = 1 if modality == "XR" else int(rng.integers(opts.min_slices, opts.max_slices + 1))
     pixel = _FOV_MM[region] / opts.image_size
     dz = 1.0 if modality == "XR" else float(rng.choice(_SLICE_SPACINGS))
     size_mm = int(round(2 * lesion_radius(opts.image_size, lesion) * pixel)) if has_lesion else 0
     split_draw = rng.random()
     split = "train" if split_draw < 0.8 else ("val" if split_draw < 0.9 else "test")
-    return StudyTruth(f"s{seed}-{index:05d}", region, modality, xr_format, lesion if has_lesion else None, depth,
-                      (dz, pixel, pixel), size_mm, split)  # fmt: skip
+    return StudyTruth(
+        f"s{seed}-{index:05d}",
+        region,
+        modality,
+        xr_format,
+        lesion if has_lesion else None,
+        depth,
+        (dz, pixel, pixel),
+        size_mm,
+        split,
+    )
 
 
 def _uid(seed: int, *parts: object) -> str:
@@ -120,10 +138,13 @@ def _uid(seed: int, *parts: object) -> str:
 
 def _ids(seed: int, truth: StudyTruth, index: int) -> DicomIds:
     return DicomIds(
-        study_uid=_uid(seed, index, "study"), series_uid=_uid(seed, index, "series"),
-        frame_uid=_uid(seed, index, "frame"), patient_id=f"SYNTH-{index:05d}",
-        body_part=truth.region.upper(), description=f"SYNTHETIC {truth.modality} {truth.region.upper()}",
-    )  # fmt: skip
+        study_uid=_uid(seed, index, "study"),
+        series_uid=_uid(seed, index, "series"),
+        frame_uid=_uid(seed, index, "frame"),
+        patient_id=f"SYNTH-{index:05d}",
+        body_part=truth.region.upper(),
+        description=f"SYNTHETIC {truth.modality} {truth.region.upper()}",
+    )
 
 
 def write_study(out: Path, seed: int, index: int, truth: StudyTruth, opts: SynthOptions) -> tuple[str, int]:
@@ -138,8 +159,15 @@ def write_study(out: Path, seed: int, index: int, truth: StudyTruth, opts: Synth
             write_png(folder / "xr.png", img)
             return f"{truth.key}/xr.png", 1
         ids = _ids(seed, truth, index)
-        write_radiograph_dicom(folder / "xr.dcm", img, truth.spacing[1], ids, _uid(seed, index, "sop", 0),
-                               truth.xr_format.upper(), monochrome1=bool(rng.random() < 0.5))  # fmt: skip
+        write_radiograph_dicom(
+            folder / "xr.dcm",
+            img,
+            truth.spacing[1],
+            ids,
+            _uid(seed, index, "sop", 0),
+            truth.xr_format.upper(),
+            monochrome1=bool(rng.random() < 0.5),
+        )
         return f"{truth.key}/xr.dcm", 1
     vol = phantom_volume(truth.region, truth.modality, truth.depth, opts.image_size, truth.lesion, pixel_seed, jitter)
     if truth.modality == "MR":
@@ -165,7 +193,9 @@ def synthesize(out: str | Path, studies: int, seed: int = 0, **options: object) 
     rows, files, by_modality, with_lesion = [], 0, {"CT": 0, "MR": 0, "XR": 0}, 0
     for index in range(studies):
         truth = draw_truth(seed, index, opts)
-        text = report(np.random.default_rng([seed, index, 2]), truth.region, truth.modality, truth.lesion, truth.size_mm)
+        text = report(
+            np.random.default_rng([seed, index, 2]), truth.region, truth.modality, truth.lesion, truth.size_mm
+        )
         path, n = write_study(out, seed, index, truth, opts)
         sidecar = {"text": text, "labels": truth.labels(), "split": truth.split, "study": truth.key}
         atomic_write_bytes(out / (_stem(path) + ".json"), json.dumps(sidecar, indent=1, sort_keys=True).encode())

@@ -23,12 +23,16 @@ _TISSUE = {
 }
 # Lesion value per modality/region/density: contrast against the tissue the lesion sits in.
 _LESION = {
-    ("CT", "head"): {"hypo": 0, "hyper": 90}, ("CT", "chest"): {"hypo": -1000, "hyper": 45},
-    ("CT", "abdomen"): {"hypo": 0, "hyper": 140}, ("MR", "head"): {"hypo": 170, "hyper": 900},
-    ("MR", "chest"): {"hypo": 0, "hyper": 650}, ("MR", "abdomen"): {"hypo": 120, "hyper": 900},
-    ("XR", "head"): {"hypo": 60, "hyper": 200}, ("XR", "chest"): {"hypo": 5, "hyper": 150},
+    ("CT", "head"): {"hypo": 0, "hyper": 90},
+    ("CT", "chest"): {"hypo": -1000, "hyper": 45},
+    ("CT", "abdomen"): {"hypo": 0, "hyper": 140},
+    ("MR", "head"): {"hypo": 170, "hyper": 900},
+    ("MR", "chest"): {"hypo": 0, "hyper": 650},
+    ("MR", "abdomen"): {"hypo": 120, "hyper": 900},
+    ("XR", "head"): {"hypo": 60, "hyper": 200},
+    ("XR", "chest"): {"hypo": 5, "hyper": 150},
     ("XR", "abdomen"): {"hypo": 60, "hyper": 200},
-}  # fmt: skip
+}
 _NOISE = {"CT": 8.0, "MR": 15.0, "XR": 4.0}  # noise standard deviation per modality
 
 

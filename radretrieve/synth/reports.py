@@ -8,17 +8,35 @@ from radretrieve.synth.phantoms import LesionSpec
 
 _EXAM = {
     "CT": ("CT of the {region}.", "Non-contrast CT {region}.", "Computed tomography of the {region}.", "{Region} CT."),
-    "MR": ("MRI of the {region}.", "MR {region}, T1-weighted.", "Magnetic resonance imaging of the {region}.", "{Region} MRI."),
-    "XR": ("Radiograph of the {region}.", "{Region} X-ray, single view.", "Plain film of the {region}.", "{Region} radiograph."),
-}  # fmt: skip
+    "MR": (
+        "MRI of the {region}.",
+        "MR {region}, T1-weighted.",
+        "Magnetic resonance imaging of the {region}.",
+        "{Region} MRI.",
+    ),
+    "XR": (
+        "Radiograph of the {region}.",
+        "{Region} X-ray, single view.",
+        "Plain film of the {region}.",
+        "{Region} radiograph.",
+    ),
+}
 _REGION = {"head": ("head", "brain"), "chest": ("chest", "thorax"), "abdomen": ("abdomen",)}
-_ORGAN = {"head": ("cerebral hemisphere", "hemisphere"), "chest": ("lung",), "abdomen": ("abdomen", "side of the abdomen")}
+_ORGAN = {
+    "head": ("cerebral hemisphere", "hemisphere"),
+    "chest": ("lung",),
+    "abdomen": ("abdomen", "side of the abdomen"),
+}
 _DENSITY = {
     "CT": {"hypo": ("hypodense", "low-attenuation"), "hyper": ("hyperdense", "high-attenuation")},
     "MR": {"hypo": ("hypointense", "low-signal"), "hyper": ("hyperintense", "high-signal")},
     "XR": {"hypo": ("lucent", "radiolucent"), "hyper": ("opaque", "radiopaque")},
 }
-_POSITION = {"upper": ("upper", "superior", "cranial"), "middle": ("middle", "mid"), "lower": ("lower", "inferior", "caudal")}
+_POSITION = {
+    "upper": ("upper", "superior", "cranial"),
+    "middle": ("middle", "mid"),
+    "lower": ("lower", "inferior", "caudal"),
+}
 _SIZE = {"small": ("small", "subtle"), "large": ("large", "sizeable")}
 _NOUN = ("lesion", "focal lesion", "mass")
 _NORMAL = (
@@ -28,7 +46,8 @@ _NORMAL = (
     "No focal abnormality is seen.",
 )
 _LESION_3D = (
-    "There is a {size} {density} {noun} in the {side} {organ}, in the {position} part of the scanned range, measuring {mm} mm.",
+    "There is a {size} {density} {noun} in the {side} {organ}, in the {position} part of the scanned range, "
+    "measuring {mm} mm.",
     "A {mm} mm {density} {noun} is seen in the {side} {organ} at the {position} level.",
     "{Position} slices show a {size} {density} {noun} ({mm} mm) in the {side} {organ}.",
 )

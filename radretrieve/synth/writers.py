@@ -30,7 +30,7 @@ class DicomIds:
     description: str  # Study/SeriesDescription
 
 
-def _base_dataset(ids: DicomIds, sop_class: str, sop_uid: str, modality: str) -> "object":
+def _base_dataset(ids: DicomIds, sop_class: str, sop_uid: str, modality: str) -> object:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
@@ -60,9 +60,14 @@ def _pixels(ds: object, arr: np.ndarray, signed: bool) -> None:
 
 
 def write_ct_series(
-    folder: Path, hu: np.ndarray, spacing: tuple[float, float, float], ids: DicomIds, sop_uids: list[str],
-    names: list[str], descending_instances: bool,
-) -> list[Path]:  # fmt: skip
+    folder: Path,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    ids: DicomIds,
+    sop_uids: list[str],
+    names: list[str],
+    descending_instances: bool,
+) -> list[Path]:
     """One file per slice of `hu` [Z, Y, X]; slice k lies at z = k * dz (LPS +z = superior).
 
     `names[k]` is slice k's file name (shuffled by the caller); InstanceNumber runs superior->inferior
@@ -91,8 +96,9 @@ def write_ct_series(
     return paths
 
 
-def write_radiograph_dicom(path: Path, img: np.ndarray, spacing: float, ids: DicomIds, sop_uid: str,
-                           modality: str, monochrome1: bool) -> None:  # fmt: skip
+def write_radiograph_dicom(
+    path: Path, img: np.ndarray, spacing: float, ids: DicomIds, sop_uid: str, modality: str, monochrome1: bool
+) -> None:
     """A DX/CR image; MONOCHROME1 files store inverted values (high = dark), as many CR systems do."""
     sop_class = _DX_STORAGE if modality == "DX" else _CR_STORAGE
     ds = _base_dataset(ids, sop_class, sop_uid, modality)

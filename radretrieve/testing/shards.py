@@ -59,9 +59,14 @@ class SyntheticItems:
 
     @staticmethod
     def random(
-        n: int, dim: int, seed: int, id_offset: int = 1000, kinds: tuple[str, ...] = ("volume", "image"),
-        per_study: int = 3, vectors: np.ndarray | None = None,
-    ) -> "SyntheticItems":  # fmt: skip
+        n: int,
+        dim: int,
+        seed: int,
+        id_offset: int = 1000,
+        kinds: tuple[str, ...] = ("volume", "image"),
+        per_study: int = 3,
+        vectors: np.ndarray | None = None,
+    ) -> SyntheticItems:
         """n rows with ids id_offset + 7*i (not positions), `per_study` consecutive rows per study."""
         rng = np.random.default_rng(seed)
         vecs = normalise(rng.standard_normal((n, dim))) if vectors is None else vectors

@@ -21,9 +21,17 @@ from radretrieve.training.config import (
 )
 
 __all__ = [
-    "CheckpointConfig", "Interrupted", "DataConfig", "ImageStageConfig", "StageConfig", "TextConfig", "TrainConfig",
-    "TrainResult", "VolumeStageConfig", "train",
-]  # fmt: skip
+    "CheckpointConfig",
+    "Interrupted",
+    "DataConfig",
+    "ImageStageConfig",
+    "StageConfig",
+    "TextConfig",
+    "TrainConfig",
+    "TrainResult",
+    "VolumeStageConfig",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,8 +23,8 @@ import torch
 
 from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
-from radretrieve.models.radclip import RadCLIP
 from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.models.radclip import RadCLIP
 from radretrieve.training.checkpoint import (
     CHECKPOINTS,
     Progress,
@@ -126,7 +126,9 @@ def _load(model: str | RadCLIP, weights: str | None, device: str | None) -> RadC
     return load_model(model, weights=weights, device=device)
 
 
-def _start(cfg: TrainConfig, net: RadCLIP, out: Path, run_hash: str, resume: bool) -> tuple[Progress, int | None, Path | None]:
+def _start(
+    cfg: TrainConfig, net: RadCLIP, out: Path, run_hash: str, resume: bool
+) -> tuple[Progress, int | None, Path | None]:
     """Fresh progress, or the newest checkpoint's (model weights and RNG restored)."""
     checkpoints = list_checkpoints(out) if resume else []
     if not checkpoints:
@@ -174,8 +176,17 @@ def _skip_reason(stage: ImageStage | VolumeStage) -> str:
     return ""
 
 
-def _finish(cfg: TrainConfig, net: RadCLIP, data: Path, out: Path, progress: Progress, resumed_from: int | None,
-            base: str | RadCLIP, weights: str | None, seconds: float) -> TrainResult:  # fmt: skip
+def _finish(
+    cfg: TrainConfig,
+    net: RadCLIP,
+    data: Path,
+    out: Path,
+    progress: Progress,
+    resumed_from: int | None,
+    base: str | RadCLIP,
+    weights: str | None,
+    seconds: float,
+) -> TrainResult:
     """Write the model directory, history, config and plot."""
     base_name = base if isinstance(base, str) else str(base.source.get("ref") or base.config.name)
     net.config = net.config.replace(

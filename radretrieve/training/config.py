@@ -8,8 +8,9 @@ refuses to continue a run with a different recipe.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
@@ -141,10 +142,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build from a (possibly partial) dict, e.g. a JSON file; unknown keys are an error."""
-        parts = {"text": TextConfig, "data": DataConfig, "image_stage": ImageStageConfig,
-                 "volume_stage": VolumeStageConfig, "checkpoint": CheckpointConfig}  # fmt: skip
+        parts = {
+            "text": TextConfig,
+            "data": DataConfig,
+            "image_stage": ImageStageConfig,
+            "volume_stage": VolumeStageConfig,
+            "checkpoint": CheckpointConfig,
+        }
         try:
             kwargs = {k: _tuples(v) for k, v in data.items() if k not in parts}
             for name, sub in parts.items():
@@ -154,7 +160,7 @@ class TrainConfig:
         except TypeError as exc:
             raise ConfigError(f"invalid training config: {exc}") from exc
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     @property

@@ -9,9 +9,9 @@ run, and every resume, sees the same split.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -91,7 +91,9 @@ def _examples(result: ScanResult, text_cfg: TextConfig) -> list[Example]:
             labels = template_labels({**study.labels, **item.labels}, item.modality, item.body_part)
             texts = candidate_texts(text_cfg, item.text or study.report, labels)
             if texts:
-                out.append(Example(item, texts, slice_texts(text_cfg, texts, labels), labels, item.split or study.split))
+                out.append(
+                    Example(item, texts, slice_texts(text_cfg, texts, labels), labels, item.split or study.split)
+                )
     return out
 
 
@@ -154,4 +156,6 @@ def decode_all(data: TrainData, store: PixelStore) -> TrainData:
                 log.warning("dropped %s from training: %s", ex.item.source, exc)
         return tuple(kept)
 
-    return TrainData(data.root, *(readable(getattr(data, f)) for f in ("train_images", "train_volumes", "val_images", "val_volumes")))
+    return TrainData(
+        data.root, *(readable(getattr(data, f)) for f in ("train_images", "train_volumes", "val_images", "val_volumes"))
+    )

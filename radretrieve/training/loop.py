@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -81,8 +82,14 @@ def run_stage(stage: Stage, index: int, progress: Progress, ctx: LoopContext) ->
     if ctx.resume_from is not None and progress.stage_step > 0:
         load_optimizer_state(ctx.resume_from, optimizer, schedule)
     stage.prepare()
-    log.info("stage %s: %d pairs, %d epochs x %d steps, %d trainable parameters",
-             stage.name, stage.n_train, c.epochs, per_epoch, sum(p.numel() for p in params))  # fmt: skip
+    log.info(
+        "stage %s: %d pairs, %d epochs x %d steps, %d trainable parameters",
+        stage.name,
+        stage.n_train,
+        c.epochs,
+        per_epoch,
+        sum(p.numel() for p in params),
+    )
     started = time.perf_counter()
     while progress.epoch < c.epochs:
         batches = micro_batches(stage.n_train, c.batch_size, ctx.cfg.seed, index, progress.epoch)
@@ -102,8 +109,15 @@ def run_stage(stage: Stage, index: int, progress: Progress, ctx: LoopContext) ->
                 break  # the epoch is over (the slice is empty on the next pass anyway)
 
 
-def _step(stage: Stage, group: list[list[int]], epoch: int, optimizer: torch.optim.Optimizer,
-          schedule: torch.optim.lr_scheduler.LambdaLR, params: list[nn.Parameter], max_norm: float) -> float:  # fmt: skip
+def _step(
+    stage: Stage,
+    group: list[list[int]],
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    params: list[nn.Parameter],
+    max_norm: float,
+) -> float:
     """One optimizer step over `group` micro-batches; returns the mean micro-batch loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
@@ -121,19 +135,33 @@ def _step(stage: Stage, group: list[list[int]], epoch: int, optimizer: torch.opt
 def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, elapsed: float) -> None:
     """Validate, log one line, append to the history, and move the counters to the next epoch."""
     metrics = stage.validate()
-    record = {"stage": stage.name, "epoch": progress.epoch + 1, "step": progress.step,
-              "loss": round(progress.loss_sum / max(1, progress.step_in_epoch), 6), **metrics}  # fmt: skip
+    record = {
+        "stage": stage.name,
+        "epoch": progress.epoch + 1,
+        "step": progress.step,
+        "loss": round(progress.loss_sum / max(1, progress.step_in_epoch), 6),
+        **metrics,
+    }
     progress.history.append(record)
     shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "(no validation pairs)"
-    log.info("stage %s epoch %d/%d step %d loss %.4f val %s (%.1fs)", stage.name, progress.epoch + 1,
-             stage.stage_cfg.epochs, progress.step, record["loss"], shown, elapsed)  # fmt: skip
+    log.info(
+        "stage %s epoch %d/%d step %d loss %.4f val %s (%.1fs)",
+        stage.name,
+        progress.epoch + 1,
+        stage.stage_cfg.epochs,
+        progress.step,
+        record["loss"],
+        shown,
+        elapsed,
+    )
     progress.epoch += 1
     progress.step_in_epoch = 0
     progress.loss_sum = 0.0
 
 
-def _maybe_checkpoint(progress: Progress, ctx: LoopContext, optimizer: torch.optim.Optimizer,
-                      schedule: torch.optim.lr_scheduler.LambdaLR) -> None:  # fmt: skip
+def _maybe_checkpoint(
+    progress: Progress, ctx: LoopContext, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR
+) -> None:
     stop = ctx.stop_after_steps is not None and progress.step >= ctx.stop_after_steps
     if progress.step % ctx.cfg.checkpoint.every_steps == 0 or stop:
         path = save_checkpoint(ctx.out, ctx.model, progress, optimizer, schedule, ctx.cfg.checkpoint.keep)

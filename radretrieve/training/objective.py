@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,8 +53,11 @@ def param_groups(modules: Iterable[tuple[str, Named, float]], weight_decay: floa
             named = list(module.named_parameters()) if isinstance(module, nn.Module) else list(module)
         decay = [p for n, p in named if not no_decay(n, p)]
         rest = [p for n, p in named if no_decay(n, p)]
-        groups += [{"params": ps, "lr": lr, "weight_decay": wd, "name": f"{name}{tag}"}
-                   for ps, wd, tag in ((decay, weight_decay, ""), (rest, 0.0, "/no_decay")) if ps]  # fmt: skip
+        groups += [
+            {"params": ps, "lr": lr, "weight_decay": wd, "name": f"{name}{tag}"}
+            for ps, wd, tag in ((decay, weight_decay, ""), (rest, 0.0, "/no_decay"))
+            if ps
+        ]
     return groups
 
 

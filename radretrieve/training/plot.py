@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from radretrieve.foundation.fileio import atomic_path
 
@@ -26,7 +27,9 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
         for key in sorted({k for _, r in rows for k in r if k.startswith("recall@")}):
             ax_rec.plot(xs, [r.get(key, float("nan")) for _, r in rows], marker="o", label=f"{stage} {key}")
     ax_loss.set(title="training loss (InfoNCE)", xlabel="epoch (both stages in order)", ylabel="loss")
-    ax_rec.set(title="validation text -> item recall", xlabel="epoch (both stages in order)", ylabel="recall", ylim=(0, 1.02))
+    ax_rec.set(
+        title="validation text -> item recall", xlabel="epoch (both stages in order)", ylabel="recall", ylim=(0, 1.02)
+    )
     for ax in (ax_loss, ax_rec):
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -8,8 +8,9 @@ REGION_MODALITY = "{region} {modality}"
 POSITION = "lesion {lesion}, {position}"
 
 
-def synthetic_recipe(seed: int = 0, epochs_2d: int = 8, epochs_3d: int = 30, lr: float = 5e-4,
-                     adapter_lr: float = 1e-3) -> TrainConfig:
+def synthetic_recipe(
+    seed: int = 0, epochs_2d: int = 8, epochs_3d: int = 30, lr: float = 5e-4, adapter_lr: float = 1e-3
+) -> TrainConfig:
     """radclip-tiny on a synthetic archive: RadCLIP-style label templates ("REGION MODALITY, LABEL").
 
     The text encoder is trained too (both stages, token table frozen): radclip-tiny's text tower is a random

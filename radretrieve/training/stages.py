@@ -14,7 +14,7 @@ so a resumed run computes bit-identical embeddings).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +112,9 @@ class ImageStage(_Stage):
         c = self.stage_cfg
         modules = [("visual", self.model.clip.visual, c.lr)]
         if c.train_text:
-            text = [(n, p) for n, p in text_parameters(self.model) if c.train_token_embedding or "token_embedding" not in n]
+            text = [
+                (n, p) for n, p in text_parameters(self.model) if c.train_token_embedding or "token_embedding" not in n
+            ]
             modules.append(("text", text, c.text_lr))
         groups = self.with_scale(param_groups(modules, c.weight_decay), c.lr)
         freeze_all_but(self.model, [p for g in groups for p in g["params"]])
@@ -196,7 +198,9 @@ class VolumeStage(_Stage):
         if not self.cached:
             modules.append(("visual", self.model.clip.visual, c.image_lr))
         if c.train_text:
-            modules.append(("text", [(n, p) for n, p in text_parameters(self.model) if "token_embedding" not in n], c.text_lr))
+            modules.append(
+                ("text", [(n, p) for n, p in text_parameters(self.model) if "token_embedding" not in n], c.text_lr)
+            )
         groups = self.with_scale(param_groups(modules, c.weight_decay), c.lr)
         freeze_all_but(self.model, [p for g in groups for p in g["params"]])
         return groups
@@ -245,7 +249,9 @@ class VolumeStage(_Stage):
         if len(self.val_entries) < 2:
             return {}
         self.model.eval()
-        volumes = torch.cat([self._volumes(self.val_entries[s : s + CHUNK]).cpu() for s in range(0, len(self.val_entries), CHUNK)])
+        volumes = torch.cat(
+            [self._volumes(self.val_entries[s : s + CHUNK]).cpu() for s in range(0, len(self.val_entries), CHUNK)]
+        )
         texts = [ex.texts[0] for ex in self.val_entries]
         text_emb = torch.cat([self._text_embeddings(texts[s : s + CHUNK]).cpu() for s in range(0, len(texts), CHUNK)])
         self.set_modes()

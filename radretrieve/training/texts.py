@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from radretrieve.foundation.errors import ConfigError
 from radretrieve.training.config import TextConfig

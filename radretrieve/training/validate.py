@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -15,6 +15,8 @@ def retrieval_metrics(text_emb: Tensor, item_emb: Tensor, texts: Sequence[str], 
 
     text_emb: float32 [N, D] and item_emb: float32 [N, D], L2-normalised, row i of each from pair i."""
     relevance = group_relevance(list(texts), list(texts))
-    result = evaluate_embeddings(text_emb.float().numpy(), item_emb.float().numpy(), relevance, ks=tuple(ks), n_bootstrap=0)
+    result = evaluate_embeddings(
+        text_emb.float().numpy(), item_emb.float().numpy(), relevance, ks=tuple(ks), n_bootstrap=0
+    )
     keep = [f"recall@{k}" for k in ks] + ["mAP"]
     return {name: round(result.metrics[name].value, 6) for name in keep}
