@@ -72,9 +72,8 @@ def variant(base: Any, pooling: str, slices: int) -> Any:
         adapter=dataclasses.replace(cfg.adapter, pooling=pooling, max_slices=max(cfg.adapter.max_slices, slices)),
         preprocess=dataclasses.replace(cfg.preprocess, n_slices=slices),
     )
-    model = init_model(cfg)
+    model = init_model(cfg)  # source: the config's name (a model made here, not a registry entry)
     model.clip.load_state_dict(base.clip.state_dict())
-    model.source = {"ref": cfg.name, "weights": None}
     return model.eval()
 
 

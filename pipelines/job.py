@@ -17,6 +17,7 @@ from pipelines.stages import Failure, Row, rows_to_table
 from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.archive_root import write_archive_root
 from radretrieve.outdir.layout import ERROR_DIR, MANIFEST, SHARD_DIR
 from radretrieve.outdir.manifest import Manifest, ShardEntry, read_manifest, write_manifest
@@ -79,7 +80,7 @@ class IndexSummary:
         return out
 
 
-def index_archive(archive: Path, out_dir: Path, model: Any, options: IndexOptions = IndexOptions()) -> IndexSummary:
+def index_archive(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
     """Embed an archive folder or manifest into `out_dir` (shards + manifest + errors)."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -99,7 +100,9 @@ def _start_readers(options: IndexOptions) -> Any:
     return start_readers(options.workers)
 
 
-def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, start: float) -> IndexSummary:
+def _index(
+    archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any, start: float
+) -> IndexSummary:
     manifest = _open_out_dir(out_dir, model, options.overwrite)
     # lets `radretrieve search` encode text without building the whole model; written (mostly file I/O,
     # outside the GIL) on a thread while the job scans and encodes, instead of before it
@@ -112,7 +115,7 @@ def _index(archive: Path, out_dir: Path, model: Any, options: IndexOptions, read
 
 
 def _scan_and_run(
-    archive: Path, out_dir: Path, model: Any, options: IndexOptions, readers: Any, manifest: Manifest
+    archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any, manifest: Manifest
 ) -> IndexSummary:
     from radretrieve.archive import scan
 
@@ -174,7 +177,7 @@ def _progress(tasks: list[Task], enabled: bool) -> Any:
 class _ShardWriter:
     """Writes a finished task: errors file, shard (atomic), then the manifest (atomic)."""
 
-    def __init__(self, out_dir: Path, manifest: Manifest, model: Any, summary: IndexSummary) -> None:
+    def __init__(self, out_dir: Path, manifest: Manifest, model: Encoder, summary: IndexSummary) -> None:
         self.out_dir, self.manifest, self.summary = out_dir, manifest, summary
         self.dim = manifest.dim
         self.meta = shard_metadata(manifest.fingerprint, manifest.preprocess_hash, manifest.dim)
@@ -193,7 +196,7 @@ class _ShardWriter:
         self.summary.errors.update(f.error_type for f in failures)
 
 
-def _open_out_dir(out_dir: Path, model: Any, overwrite: bool) -> Manifest:
+def _open_out_dir(out_dir: Path, model: Encoder, overwrite: bool) -> Manifest:
     """Create or reopen an out dir; refuse another model/preprocessing unless `overwrite`."""
     from radretrieve.outdir.model_ref import model_reference
 
@@ -215,7 +218,7 @@ def _open_out_dir(out_dir: Path, model: Any, overwrite: bool) -> Manifest:
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RadRetrieveError(f"{out_dir} exists, is not empty and is not a radretrieve out dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir, fingerprint), ())
+    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir), ())
     write_manifest(out_dir, manifest)
     return manifest
 

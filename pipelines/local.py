@@ -18,6 +18,7 @@ from typing import Any
 from pipelines.plan import Task, WorkItem
 from pipelines.stages import Decoded, EncodeBatcher, decode
 from pipelines.tracker import Finish, StageTimes, TaskTracker
+from radretrieve.models.protocol import Encoder
 
 PREFETCH_BATCHES = 2  # encoder batches of slices decoded or being decoded ahead of the encoder
 READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores: 1.81 -> 1.91 cores busy)
@@ -53,7 +54,7 @@ def _decode_star(args: tuple[WorkItem, Path, Any]) -> Decoded:
 def run_local(
     tasks: Sequence[Task],
     root: Path,
-    model: Any,
+    model: Encoder,
     batch_slices: int,
     workers: int,
     finish: Finish,

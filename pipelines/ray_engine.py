@@ -19,6 +19,8 @@ import numpy as np
 from pipelines.plan import Task
 from pipelines.stages import Failure, Row, decode
 from pipelines.tracker import StageTimes, TaskTracker
+from radretrieve.models.protocol import Encoder
+from radretrieve.models.reference import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,13 @@ def _read_batch(batch: dict[str, np.ndarray], root: str, preprocess: Any) -> dic
 class _EncoderActor:
     """Loads the model once per actor and encodes decoded batches (failed rows pass through)."""
 
-    def __init__(self, ref: str, weights: str | None, fingerprint: str, batch_slices: int) -> None:
+    def __init__(self, source: ModelSource, fingerprint: str, batch_slices: int) -> None:
         from radretrieve.foundation.errors import FingerprintMismatch
-        from radretrieve.models.loading import load_model
+        from radretrieve.models.loading import load_source
 
-        self.model = load_model(ref, weights=weights)
+        self.model = load_source(source)
         if self.model.fingerprint != fingerprint:
-            raise FingerprintMismatch(f"encoder actor loaded {ref} with another fingerprint")
+            raise FingerprintMismatch(f"encoder actor loaded {source.spec} with another fingerprint")
         self.batch_slices = batch_slices
         self.side = self.model.image_size
 
@@ -77,7 +79,7 @@ class _EncoderActor:
         return {k: batch[k] for k in keep} | {"embedding": emb, "slice_count": counts}
 
 
-def run_ray(tasks: Sequence[Task], root: Path, model: Any, options: Any, finish: Any, bar: Any) -> StageTimes:
+def run_ray(tasks: Sequence[Task], root: Path, model: Encoder, options: Any, finish: Any, bar: Any) -> StageTimes:
     """Run all tasks on Ray Data; shards are written by the driver as tasks complete."""
     import ray
 
@@ -103,9 +105,9 @@ def run_ray(tasks: Sequence[Task], root: Path, model: Any, options: Any, finish:
 
 
 def _stream(
-    ray: Any, work: list, root: Path, model: Any, options: Any, tracker: TaskTracker, times: StageTimes, bar: Any
+    ray: Any, work: list, root: Path, model: Encoder, options: Any, tracker: TaskTracker, times: StageTimes, bar: Any
 ) -> None:
-    ref = model.source.get("ref") or model.config.name
+    source = model.source
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
     ds = ray.data.from_items([{"i": i, "work": w, "is_volume": w.item.kind == "volume"} for i, w in enumerate(work)])
     # Different CPU requests keep Ray from fusing the read stage into the encoder actor, so decoding runs
@@ -120,8 +122,7 @@ def _stream(
         num_cpus=1,
         num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={
-            "ref": ref,
-            "weights": model.source.get("weights"),
+            "source": source,
             "fingerprint": model.fingerprint,
             "batch_slices": options.batch_size,
         },

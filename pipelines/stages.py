@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.plan import WorkItem
+from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.shards import shard_schema
 
 
@@ -82,7 +83,7 @@ class EncodeBatcher:
     batch being encoded plus one filling), and rows come back in order. Call `close` when done.
     """
 
-    model: Any  # RadCLIP
+    model: Encoder  # RadCLIP
     batch_slices: int  # slices per encoder call
     pending: list[Decoded] = field(default_factory=list)
     seconds: float = 0.0  # time spent in the encoder
@@ -141,7 +142,7 @@ class EncodeBatcher:
         return emb, time.perf_counter() - start
 
 
-def encode_reports(model: Any, work: Sequence[WorkItem]) -> list[Row]:
+def encode_reports(model: Encoder, work: Sequence[WorkItem]) -> list[Row]:
     """Report rows for the report work items of a task (text encoder)."""
     if not work:
         return []

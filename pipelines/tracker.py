@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipelines.plan import Task
 from pipelines.stages import Failure, Row, encode_reports
+from radretrieve.models.protocol import Encoder
 
 Finish = Callable[[Task, list[Row], list[Failure]], None]
 
@@ -34,7 +34,7 @@ class _Open:
 class TaskTracker:
     """Collects rows and failures per task and calls `finish` as soon as a task is complete."""
 
-    def __init__(self, model: Any, finish: Finish, times: StageTimes) -> None:
+    def __init__(self, model: Encoder, finish: Finish, times: StageTimes) -> None:
         self.model, self.finish, self.times = model, finish, times
         self.open: dict[str, _Open] = {}
         self.owner: dict[int, str] = {}

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 CHECK = (
     "import sys\n"
     "sys.argv = ['radretrieve'] + sys.argv[1:]\n"
@@ -38,10 +40,46 @@ def test_models_lists_registry_with_counts():
     assert by_name["radclip-tiny"]["params"] < 10e6
 
 
-def test_offline_pretrained_tag_fails_with_one_clear_line(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    code = "from radretrieve import load_model\nload_model('ViT-B-16', weights='openai', device='cpu')\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode != 0
+def _offline(cmd: list[str], tmp_path, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run `cmd` with no network: in a fresh network namespace where `unshare -n` works, else through a dead
+    local proxy; either way nothing leaves the machine and every download fails as a network failure."""
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("HF_HUB_OFFLINE", None)
+    env |= extra_env
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        cmd = ["unshare", "-n", *cmd]
+    else:
+        env |= {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
+CLI = [sys.executable, "-m", "radretrieve"]
+
+
+@pytest.mark.parametrize(
+    "hub_offline",
+    [
+        pytest.param({}, id="probe"),  # radretrieve's reachability probe answers first
+        pytest.param({"HF_HUB_OFFLINE": "1"}, id="library"),  # huggingface_hub's own error, classified
+    ],
+)
+def test_offline_pretrained_tag_and_hub_id_fail_with_one_line_through_the_cli(tmp_path, hub_offline):
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for model in (["--model", "ViT-B-16", "--weights", "openai"], ["--model", "hf-hub:org/some-model"]):
+        proc = _offline([*CLI, "index", str(arch), "--out", str(tmp_path / "out"), *model], tmp_path, **hub_offline)
+        assert proc.returncode == 1, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: could not download "), proc.stderr
+        assert "--weights" in lines[-1] and "Traceback" not in proc.stderr
+        assert sum(line.startswith("error:") for line in lines) == 1
+
+
+def test_a_wrong_tag_is_not_reported_as_a_download_failure(tmp_path):
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    cmd = [*CLI, "index", str(arch), "--out", str(tmp_path / "out"), "--model", "ViT-B-16", "--weights", "no-such-tag"]
+    proc = _offline(cmd, tmp_path)
+    assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert "ModelLoadError" in last and "could not download ViT-B-16" in last and "--weights" in last
+    assert last.startswith("error: ") and "not a pretrained tag" in last and "download" not in last

@@ -11,6 +11,7 @@ from radretrieve.foundation.config import AdapterConfig
 from radretrieve.foundation.errors import ConfigError, InputShapeError, ModelLoadError
 from radretrieve.models.loading import init_model, load_model
 from radretrieve.models.radclip import RadCLIP
+from radretrieve.models.reference import ModelSource
 from radretrieve.models.registry import count_parameters, get_model_config, list_models
 
 
@@ -136,7 +137,8 @@ def test_save_load_round_trip_is_exact(tiny_model, tmp_path):
     tiny_model.save(tmp_path / "m")
     again = load_model(str(tmp_path / "m"), device="cpu")
     assert again.fingerprint == tiny_model.fingerprint
-    assert again.source["ref"] == str(tmp_path / "m")  # an out dir built with it copies the dir, not the base name
+    # an out dir built with it copies the dir, not the base name
+    assert again.source == ModelSource("path", str(tmp_path / "m"))
     assert torch.equal(again.encode_volumes(vols), tiny_model.encode_volumes(vols))
     assert torch.equal(again.encode_text(texts), tiny_model.encode_text(texts))
 

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radretrieve.cli.app import app, main
+from radretrieve.models.reference import ModelSource
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -91,7 +92,7 @@ def env(tmp_path_factory):
     trained = overfit_tiny(items, result.root)
     # A changed model must say where it lives, or it would claim to be the registry's radclip-tiny
     # (as radretrieve.training does before saving).
-    trained.source = {"ref": str((tmp / "model").resolve()), "weights": None}
+    trained.source = ModelSource("path", str((tmp / "model").resolve()))
     trained.save(tmp / "model")
     model = load_model(str(tmp / "model"), device="cpu")  # from a directory: the out dir keeps a copy
     index_archive(arch, out, model, IndexOptions(workers=0, progress=False))

@@ -173,7 +173,7 @@ def test_saved_model_round_trips_through_load_model(full_run) -> None:
     result, _ = full_run
     loaded = load_model(str(result.out), device="cpu")
     assert loaded.fingerprint == result.fingerprint
-    assert Path(loaded.source["ref"]).resolve() == result.out.resolve()
+    assert loaded.source.scheme == "path" and Path(loaded.source.ref).resolve() == result.out.resolve()
     vols = [torch.randn(5, 3, 64, 64), torch.randn(3, 3, 64, 64)]
     assert torch.equal(loaded.encode_volumes(vols), result.model.encode_volumes(vols))
     assert (result.out / "training.png").stat().st_size > 1000

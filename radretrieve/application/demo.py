@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radretrieve.models.protocol import Encoder
+
 log = logging.getLogger("radretrieve.demo")
 
 
@@ -121,7 +123,7 @@ def _step_logger(say: Callable[[str], None]) -> Callable[..., None]:
     return on_step
 
 
-def _index(opts: DemoOptions, model: Any, test_csv: Path, say: Callable[[str], None]) -> Path:
+def _index(opts: DemoOptions, model: Encoder, test_csv: Path, say: Callable[[str], None]) -> Path:
     from indexers.build import build_indexes
     from pipelines.job import IndexOptions, index_archive
 
@@ -134,7 +136,7 @@ def _index(opts: DemoOptions, model: Any, test_csv: Path, say: Callable[[str], N
     return out
 
 
-def _text_queries(out: Path, model: Any, test_csv: Path, k: int) -> list[QueryScore]:
+def _text_queries(out: Path, model: Encoder, test_csv: Path, k: int) -> list[QueryScore]:
     """One query per (region, modality) present in the test set, plus lesion-position queries for volumes."""
     from indexers.search import Searcher
 
@@ -182,7 +184,7 @@ def _report_queries(out: Path, test_csv: Path, k: int) -> list[tuple[str, bool, 
         searcher.close()
 
 
-def _contact_sheet(out: Path, model: Any, score: QueryScore, path: Path) -> Path:
+def _contact_sheet(out: Path, model: Encoder, score: QueryScore, path: Path) -> Path:
     from radretrieve.application.contact_sheet import write_contact_sheet
 
     return write_contact_sheet(path, out, score.text, list(score.hits))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from radretrieve.archive import Item, ScanResult, read_item, scan
 from radretrieve.foundation.errors import RadRetrieveError, ReadError
+from radretrieve.models.protocol import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def scan_path(path: Path) -> ScanResult:
     return assemble(path.parent, col)
 
 
-def encode_path(model: Any, path: Path) -> EncodedPath:
+def encode_path(model: Encoder, path: Path) -> EncodedPath:
     """Read and encode every image/volume under `path` with `model` (its own preprocessing)."""
     import torch
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.models.protocol import Encoder
 
 if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction); used at run time only lazily
     from indexers.search import Hit, Searcher, StudyQuery
@@ -96,7 +97,7 @@ class SearchService:
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
-        self._model: Any = None
+        self._model: Encoder | None = None
         if model is not None:  # load now: a mismatching override must fail before any search
             self._model = self._load_model(model, weights)
         fingerprint = self._model.fingerprint if self._model is not None else None

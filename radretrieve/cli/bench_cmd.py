@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.options import MODEL_RULES
+
 bench_app = typer.Typer(
     help="Measure retrieval precision (bench retrieval) or run the benchmark suite (bench all).",
     no_args_is_help=True,
@@ -59,7 +61,7 @@ def _load_embeddings(
 @bench_app.command("retrieval")
 def retrieval(
     index: Path | None = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model to encode --data with (registry name or dir)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model to encode --data with. " + MODEL_RULES),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
     data: Path | None = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
     out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for NAME.json, NAME.md, NAME.png."),

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.options import MODEL_HELP
+
 
 def index(
     archive: Path = typer.Argument(..., help="Archive folder, or a manifest (CSV/Parquet/JSONL)."),
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
-    model: str = typer.Option("radclip-tiny", "--model", "-m", help="Registry name, model dir, open_clip name."),
+    model: str = typer.Option("radclip-tiny", "--model", "-m", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
     workers: int = typer.Option(2, "--workers", help="Reader processes (0: decode in the main process)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Slices per encoder call."),

@@ -14,12 +14,14 @@ from typing import Any
 
 import typer
 
+from radretrieve.cli.options import MODEL_RULES
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 INDEX_OPT = typer.Option(..., "--index", "-i", help="Out dir with shards and index/ (from `radretrieve index`).")
 FORMAT_HELP = "table | json | html (html: a self-contained contact sheet with thumbnails; use with --out)."
-MODEL_HELP = "Override the out dir's model (must have the same fingerprint)."
+MODEL_HELP = "Override the out dir's model (must have the same fingerprint). " + MODEL_RULES
 ARCHIVE_HELP = "Archive root for thumbnails (default: the root recorded in OUT/archive.json)."
 # Options shared by search, reports and similar (Typer reads each default's OptionInfo; reuse is safe).
 FORMAT_OPT = typer.Option("table", "--format", "-f", help=FORMAT_HELP)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.options import MODEL_RULES
+
 
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder with reports."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (also checkpoints, history, plot)."),
-    model: str = typer.Option("radclip-tiny", "--model", "-m", help="Base: registry name, model dir, open_clip name."),
+    model: str = typer.Option("radclip-tiny", "--model", "-m", help="Base model. " + MODEL_RULES),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Base weights file or pretrained tag."),
     config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (partial); flags below override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),

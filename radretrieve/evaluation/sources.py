@@ -24,6 +24,7 @@ import numpy as np
 
 from radretrieve.evaluation.retrieval import Embedded, Side
 from radretrieve.foundation.errors import RadRetrieveError, ReadError
+from radretrieve.models.protocol import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _study_labels(study: Any) -> dict[str, str]:
     return base | dict(study.labels)
 
 
-def _encode_items(model: Any, items: Sequence[Any], root: Path, batch_slices: int) -> tuple[list[int], np.ndarray]:
+def _encode_items(model: Encoder, items: Sequence[Any], root: Path, batch_slices: int) -> tuple[list[int], np.ndarray]:
     """Read and encode items, ``batch_slices`` slices per encoder call. Unreadable items are skipped and
     logged (a benchmark on the rest is still useful; the count goes into the report's meta)."""
     import torch
@@ -154,7 +155,7 @@ def _encode_items(model: Any, items: Sequence[Any], root: Path, batch_slices: in
     return kept, np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
 
 
-def _read_pixels(item: Any, root: Path, model: Any) -> np.ndarray:
+def _read_pixels(item: Any, root: Path, model: Encoder) -> np.ndarray:
     from radretrieve.archive import read_item
 
     return read_item(item, root, model.config.preprocess).pixels
@@ -177,7 +178,7 @@ def _scan(manifest: Path, split: str | None) -> tuple[Any, list[Any]]:
     return result, studies
 
 
-def embeddings_from_model(model: Any, manifest: Path, split: str | None = None, batch_slices: int = 64) -> Embedded:
+def embeddings_from_model(model: Encoder, manifest: Path, split: str | None = None, batch_slices: int = 64) -> Embedded:
     """Encode a manifest (or archive folder) with ``model``: a `radretrieve.load_model` result."""
     result, studies = _scan(manifest, split)
     items = [it for s in studies for it in s.items]
@@ -202,7 +203,7 @@ def embeddings_from_model(model: Any, manifest: Path, split: str | None = None, 
     )
     meta = {
         "source": "model",
-        "model": dict(model.source),
+        "model": model.source.to_json(),
         "fingerprint": model.fingerprint,
         "data": Path(manifest).name,
         "split": split or "all",

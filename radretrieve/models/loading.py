@@ -20,45 +20,44 @@ import torch
 from torch import Tensor
 
 from radretrieve.foundation.config import ModelConfig
-from radretrieve.foundation.errors import ConfigError, ModelLoadError
+from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
+from radretrieve.models.hub import OFFLINE_HINT, check_download
 from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP
-from radretrieve.models.registry import get_model_config, list_models
+from radretrieve.models.reference import ModelSource, parse_model_ref
+from radretrieve.models.registry import get_model_config
 
 log = logging.getLogger(__name__)
-OFFLINE_HINT = (
-    "no network? download it once on a connected machine (it is cached under ~/.cache/huggingface) "
-    "or pass a local file with --weights"
-)
 
 
 def load_model(name_or_path: str, weights: str | None = None, device: str | None = None) -> RadCLIP:
-    """Load a RadCLIP model from a registry name, open_clip name/tag, hf-hub id or model directory."""
+    """Load a RadCLIP model from a reference string (rules: `radretrieve.models.reference`)."""
+    return load_source(parse_model_ref(name_or_path, weights), device)
+
+
+def load_source(source: ModelSource, device: str | None = None) -> RadCLIP:
+    """Load the model a `ModelSource` names, on `device` (default: cuda if present), in eval mode."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(name_or_path)
-    if path.is_dir():
+    if source.scheme == "path":
+        path = Path(source.ref)
+        if not path.is_dir():
+            raise ModelLoadError(f"{path}: no such model directory")
         model = load_model_dir(path)
-    elif name_or_path in list_models():
-        model = init_model(get_model_config(name_or_path))
-    elif name_or_path.startswith("hf-hub:") or _is_open_clip_name(name_or_path):
-        model = _from_open_clip(name_or_path, weights)
-        weights = None  # the tag/hub weights are already in
-    else:
-        raise ConfigError(
-            f"unknown model '{name_or_path}': not a model directory, a registry name ({', '.join(list_models())}), "
-            "an open_clip model name or an hf-hub: id"
-        )
-    if weights is not None:
-        load_weights(model, Path(weights))
-        model.source = {"ref": name_or_path, "weights": str(weights)}
+    elif source.scheme == "registry":
+        model = init_model(get_model_config(source.ref), source)
+    else:  # open_clip name (+ pretrained tag) or hf-hub id: the tag/hub weights come with it
+        return _from_open_clip(source).to(device).eval()
+    if source.weights is not None:
+        load_weights(model, Path(source.weights))
+        model.source = source
     return model.to(device).eval()
 
 
-def init_model(cfg: ModelConfig) -> RadCLIP:
+def init_model(cfg: ModelConfig, source: ModelSource | None = None) -> RadCLIP:
     """A randomly initialised model; the same seed gives the same weights, without touching global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return RadCLIP(cfg)
+        return RadCLIP(cfg, source=source)
 
 
 def load_model_dir(directory: Path) -> RadCLIP:
@@ -69,13 +68,12 @@ def load_model_dir(directory: Path) -> RadCLIP:
     if not cfg_path.is_file() or not w_path.is_file():
         raise ModelLoadError(f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     meta = json.loads(cfg_path.read_text())
-    model = init_model(ModelConfig.from_dict(meta))
+    # the directory itself is the reference (its config.json "source" only says what it was made from)
+    model = init_model(ModelConfig.from_dict(meta), ModelSource("path", str(directory)))
     _load_strict(model, load_file(str(w_path)), w_path)
     expected = meta.get("fingerprint")
     if expected and model.fingerprint != expected:
         raise ModelLoadError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (corrupt copy?)")
-    # the directory itself is the reference (its config.json "source" only says what it was trained from)
-    model.source = {"ref": str(directory), "weights": None}
     return model
 
 
@@ -133,36 +131,81 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, Tensor], path: Pat
     module.load_state_dict(state, strict=True)
 
 
-def _is_open_clip_name(name: str) -> bool:
+def _from_open_clip(source: ModelSource) -> RadCLIP:
+    """Build from open_clip's config for the name; with a pretrained tag / hf-hub id, download the weights."""
     import open_clip
 
-    return name in open_clip.list_models()
-
-
-def _from_open_clip(name: str, tag: str | None) -> RadCLIP:
-    """Build from open_clip's config for `name`; with a pretrained tag / hf-hub id, download the weights."""
-    import open_clip
-
+    name, tag = source.ref, source.weights
+    check_download(f"{name}{' (' + tag + ')' if tag else ''}", _hub_repo(source))
     try:
         clip_cfg = open_clip.get_model_config(name)
-        pre = open_clip.get_pretrained_cfg(name, tag) if tag and not name.startswith("hf-hub:") else {}
-        reference = (
-            open_clip.create_model(name, pretrained=tag, weights_only=True) if (tag or "hf-hub:" in name) else None
-        )
+        pre = open_clip.get_pretrained_cfg(name, tag) if tag and source.scheme != "hf-hub" else {}
+        needs_download = bool(tag) or source.scheme == "hf-hub"
+        reference = open_clip.create_model(name, pretrained=tag, weights_only=True) if needs_download else None
     except Exception as exc:
-        if isinstance(exc, RuntimeError) and "not a known tag" in str(exc):
-            raise ModelLoadError(f"'{tag}' is not a pretrained tag of {name}: see open_clip.list_pretrained()") from exc
-        raise ModelLoadError(f"could not download {name}{' (' + tag + ')' if tag else ''}: {OFFLINE_HINT}") from exc
+        raise _open_clip_error(exc, name, tag) from exc
     if clip_cfg is None:
         raise ModelLoadError(f"{name}: open_clip has no config for it")
     if pre.get("quick_gelu"):
         clip_cfg["quick_gelu"] = True
-    cfg = _wrap_open_clip_config(name, clip_cfg, pre)
-    model = init_model(cfg)
+    model = init_model(_wrap_open_clip_config(name, clip_cfg, pre), source)
     if reference is not None:
         _load_strict(model.clip, reference.state_dict(), Path(name))
-    model.source = {"ref": name, "weights": tag}
     return model
+
+
+def _hub_repo(source: ModelSource) -> str | None:
+    """The hub repo a download would read (None: nothing to download, or weights from a plain URL)."""
+    import open_clip
+
+    if source.scheme == "hf-hub":
+        return source.ref[len("hf-hub:") :]
+    if not source.weights:
+        return None
+    hub = (open_clip.get_pretrained_cfg(source.ref, source.weights) or {}).get("hf_hub", "")
+    return "/".join(hub.strip("/").split("/")[:2]) or None
+
+
+# Exception classes (anywhere in the cause chain) that mean "the network or the hub was unreachable".
+# open_clip wraps them in a RuntimeError, so the chain is walked and classes are matched by name
+# (httpx, requests, urllib and huggingface_hub each have their own).
+NETWORK_ERRORS = frozenset(
+    {
+        "ConnectError",
+        "ConnectionError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "TimeoutException",
+        "Timeout",
+        "gaierror",
+        "URLError",
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "ProxyError",
+    }
+)
+
+
+def _is_network_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if any(cls.__name__ in NETWORK_ERRORS for cls in type(cur).__mro__):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _open_clip_error(exc: BaseException, name: str, tag: str | None) -> ModelLoadError:
+    """One line for a failed open_clip build: 'could not download' only when the network is the cause."""
+    what = f"{name}{' (' + tag + ')' if tag else ''}"
+    if _is_network_failure(exc):
+        return ModelLoadError(f"could not download {what}: {OFFLINE_HINT}")
+    if "not a known tag" in str(exc):
+        return ModelLoadError(f"'{tag}' is not a pretrained tag of {name}: see open_clip.list_pretrained()")
+    first = " ".join(str(exc).split())[:200]
+    return ModelLoadError(f"open_clip could not build {what}: {type(exc).__name__}: {first}")
 
 
 def _wrap_open_clip_config(name: str, clip_cfg: dict, pre: Mapping) -> ModelConfig:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from radretrieve.foundation.config import ModelConfig, canonical_json
 from radretrieve.foundation.errors import InputShapeError
 from radretrieve.models.adapter import SlicePoolingAdapter
+from radretrieve.models.reference import ModelSource
 from radretrieve.models.text import make_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -42,14 +43,16 @@ def build_clip(cfg: ModelConfig) -> nn.Module:
 class RadCLIP(nn.Module):
     """CLIP towers + slice pooling adapter; see module docstring."""
 
-    def __init__(self, cfg: ModelConfig, max_batch: int = 64) -> None:
+    def __init__(self, cfg: ModelConfig, max_batch: int = 64, source: ModelSource | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.max_batch = max_batch  # slices per image-tower forward pass
         self.clip = build_clip(cfg)
         self.adapter = SlicePoolingAdapter(cfg.embed_dim, cfg.adapter)
         self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.context_length)
-        self.source: dict[str, str | None] = {"ref": cfg.name, "weights": None}  # how it was loaded
+        # how it was loaded (an out dir stores it to load the same model again); a bare config: its registry name
+        self.source: ModelSource = source or ModelSource("registry", cfg.name)
+        self._fingerprint: tuple[tuple, str] | None = None  # (weights version, fingerprint), see `fingerprint`
 
     # ----------------------------------------------------------------- properties
     @property
@@ -62,7 +65,23 @@ class RadCLIP(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the canonical config JSON and every tensor (name, dtype, shape, bytes), sorted by name."""
+        """sha256 over the canonical config JSON and every tensor (name, dtype, shape, bytes), sorted by name.
+
+        Hashing every weight takes seconds for a large model, so the value is kept until the weights change:
+        any in-place update (an optimizer step, `load_state_dict`, `fill_` under `no_grad`) bumps the tensor's
+        version counter, and a move (`.to`) or replacement changes its storage; both change the key below.
+        """
+        key = self._weights_version()
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, self._hash_weights())
+        return self._fingerprint[1]
+
+    def _weights_version(self) -> tuple:
+        config = canonical_json(_fingerprint_config(self.config))
+        tensors = self.state_dict(keep_vars=True).items()
+        return (config, tuple((n, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for n, t in tensors))
+
+    def _hash_weights(self) -> str:
         h = hashlib.sha256(canonical_json(_fingerprint_config(self.config)).encode())
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()
@@ -175,7 +194,7 @@ class RadCLIP(nn.Module):
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp))
-        meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source}
+        meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source.to_json()}
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
         return directory
 

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from radretrieve.models.radclip import RadCLIP
 
 MAX_BYTES = 300 * 2**20  # larger text towers (ViT-L's is ~500 MB) are not duplicated into every out dir
 _TEXT_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
@@ -38,14 +41,14 @@ def bpe_module() -> ModuleType:
     return module
 
 
-def supports_fast_text(model: Any) -> bool:
+def supports_fast_text(model: RadCLIP) -> bool:
     """Only open_clip's standard text transformer with the bundled BPE is reimplemented here."""
     t = model.config.clip.get("text_cfg", {})
     custom = {"hf_model_name", "pool_type", "ls_init_value", "embed_cls", "pad_id", "no_causal_mask", "output_tokens"}
     return model.config.tokenizer == "clip-bpe" and not (custom & set(t)) and hasattr(model.clip, "token_embedding")
 
 
-def text_tower_state(model: Any) -> tuple[dict[str, Tensor], dict[str, str]] | None:
+def text_tower_state(model: RadCLIP) -> tuple[dict[str, Tensor], dict[str, str]] | None:
     """The text tower's tensors and the metadata `FastTextEncoder` needs (fingerprint included), or None when
     the tower is not the standard one or is too large to duplicate into an out dir."""
     if not supports_fast_text(model):

@@ -7,9 +7,9 @@ its safetensors metadata; `load_text_tower` returns a `FastTextEncoder` only for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from radretrieve.foundation.fileio import atomic_path
+from radretrieve.models.protocol import Encoder
 from radretrieve.models.text_fast import FastTextEncoder, text_tower_state
 from radretrieve.outdir.layout import TEXT_TOWER_FILE
 
@@ -29,7 +29,7 @@ def stored_fingerprint(out_dir: Path) -> str | None:
         return (fh.metadata() or {}).get("fingerprint")
 
 
-def save_text_tower(model: Any, out_dir: Path) -> Path | None:
+def save_text_tower(model: Encoder, out_dir: Path) -> Path | None:
     """Write the text tower unless it is there for this model already; None when the tower is unsupported."""
     from safetensors.torch import save_file
 

@@ -25,6 +25,7 @@ from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
 from radretrieve.foundation.fileio import atomic_write_bytes
 from radretrieve.models.radclip import RadCLIP
+from radretrieve.models.reference import ModelSource
 from radretrieve.training.checkpoint import (
     CHECKPOINTS,
     Progress,
@@ -188,13 +189,14 @@ def _finish(
     seconds: float,
 ) -> TrainResult:
     """Write the model directory, history, config and plot."""
-    base_name = base if isinstance(base, str) else str(base.source.get("ref") or base.config.name)
+    base_name = base if isinstance(base, str) else base.source.spec
     net.config = net.config.replace(
         name=f"{net.config.name}-finetuned" if not net.config.name.endswith("-finetuned") else net.config.name,
         description=f"fine-tuned from {base_name} by radretrieve train",
     )
-    # A directory ref makes index out dirs copy this model (see radretrieve.outdir), not reload a registry name.
-    net.source = {"ref": str(out.resolve()), "weights": None}
+    # A directory source makes index out dirs copy this model (radretrieve.outdir.model_ref), not reload a
+    # registry name: the trained weights are what `radretrieve index --model OUT` must use.
+    net.source = ModelSource("path", str(out.resolve()))
     for p in net.parameters():
         p.requires_grad_(True)  # as loaded: the stages froze parts of it
     net.eval().save(out)
