@@ -12,6 +12,7 @@ the on-the-fly image encoder live in the CLI, not here. Indexes and the catalog 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,8 @@ class StudyQuery:
 
 
 class Searcher:
-    """Search one out dir's indexes. Not thread-safe (one duckdb connection); open one per thread."""
+    """Search one out dir's indexes. Thread-safe: indexes open once under a lock, faiss searches read the
+    shared index with per-call parameters, and the catalog gives each thread its own duckdb cursor."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class Searcher:
         self._catalog: Catalog | None = None
         self._indexes: dict[str, AnnIndex] = {}
         self._stores: dict[str, VectorStore | None] = {}
+        self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
 
     def _warn_if_stale(self) -> None:
@@ -89,12 +92,17 @@ class Searcher:
 
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            self._catalog = Catalog(self.out_dir)
-        return self._catalog
+        with self._open_lock:
+            if self._catalog is None:
+                self._catalog = Catalog(self.out_dir)
+            return self._catalog
 
     def index(self, name: str) -> AnnIndex:
         """The loaded index `name` ("items" | "reports"), opened on first use."""
+        with self._open_lock:
+            return self._index(name)
+
+    def _index(self, name: str) -> AnnIndex:
         if name not in self._indexes:
             info = self.infos.get(name)
             if info is None:
@@ -111,10 +119,11 @@ class Searcher:
         From the memory-mapped re-rank store where the index has one (a page-cache read), else from the
         shards through the catalog (a Parquet scan).
         """
-        if name not in self._stores:
-            info = self.infos.get(name)
-            self._stores[name] = open_store(self.out_dir, info) if info is not None else None
-        store = self._stores[name]
+        with self._open_lock:
+            if name not in self._stores:
+                info = self.infos.get(name)
+                self._stores[name] = open_store(self.out_dir, info) if info is not None else None
+            store = self._stores[name]
         if store is not None:
             return store.fetch(ids)
         return self.catalog.vectors(ids, target(name).view)

@@ -147,7 +147,7 @@ def _engine(options: IndexOptions) -> Any:
         return lambda tasks, root, model, o, finish, bar, _readers: run_ray(tasks, root, model, o, finish, bar)
     from pipelines.local import run_local
 
-    def run(tasks, root, model, o, finish, bar, readers):
+    def run(tasks, root, model, o, finish, bar, readers):  # an adapter to the engines' common signature
         def on_item(decoded):
             bar.update(1)
             if decoded.failure is not None:

@@ -58,7 +58,7 @@ def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
         return Decoded(work, pixels, tuple(out.shape), tuple(out.spacing), None, time.perf_counter() - start)
     except ReadError as exc:
         fail = Failure(work.item_id, item.source, exc.stage, getattr(exc, "error_type", type(exc).__name__), str(exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not stop the job
         fail = Failure(work.item_id, item.source, "read", type(exc).__name__, f"{item.source}: {exc}")
     return Decoded(work, None, failure=fail, seconds=time.perf_counter() - start)
 

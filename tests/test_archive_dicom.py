@@ -20,10 +20,10 @@ from radretrieve.archive import ArchiveError, Item, load_volume, read_item, scan
 from radretrieve.foundation.config import PreprocessConfig
 from radretrieve.foundation.errors import ReadError
 from radretrieve.foundation.ids import item_id
+from tests.samples import needs, sample
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # local: get_testdata_file may download
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-HEAD_CT = SHARED / "ct-head" / "head_ct.nii.gz"
+HEAD_CT = sample("ct-head", "head_ct.nii.gz")
 
 
 def _copy(tmp: Path, *names: str, sub: str = "") -> Path:
@@ -113,6 +113,7 @@ def _slice(path: Path, pixels: np.ndarray, z: float, series: str, study: str, **
     ds.save_as(path, enforce_file_format=True)
 
 
+@needs("ct-head", "head_ct.nii.gz")
 def test_head_ct_round_trip_as_shuffled_dicom_series(tmp_path: Path) -> None:
     img = nib.load(HEAD_CT)
     data = np.asarray(img.dataobj).astype(np.int32)  # [X (right), Y (anterior), Z (superior)], diagonal affine

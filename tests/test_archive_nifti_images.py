@@ -18,11 +18,11 @@ from radretrieve.archive import ArchiveError, load_volume, read_item, scan
 from radretrieve.archive.manifest import ManifestError
 from radretrieve.archive.preprocess import slice_positions
 from radretrieve.foundation.config import PreprocessConfig
+from tests.samples import needs, sample
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COLIN = SHARED / "mri-t1-brain" / "colin27_t1.nii.gz"
-VQA_IMAGES = SHARED / "vqa-rad" / "images"
+COLIN = sample("mri-t1-brain", "colin27_t1.nii.gz")
+VQA_IMAGES = sample("vqa-rad", "images")
 
 
 def _canonical(path: Path) -> np.ndarray:
@@ -54,6 +54,7 @@ def test_nibabel_test_files_match_nibabel(tmp_path: Path, name: str) -> None:
         assert [n.error_type for n in result.notes] == ["FirstVolume"]
 
 
+@needs("mri-t1-brain", "colin27_t1.nii.gz")
 def test_colin27_mr_percentile_normalisation(tmp_path: Path) -> None:
     os.symlink(COLIN, tmp_path / "colin.nii.gz")  # read the shared file in place, never copied into the repo
     item = scan(tmp_path).items[0]
@@ -72,6 +73,7 @@ def test_colin27_mr_percentile_normalisation(tmp_path: Path) -> None:
     np.testing.assert_allclose(pad, 0.0, atol=1e-5)  # black padding, anatomy not cropped
 
 
+@needs("vqa-rad", "images")
 def test_vqa_rad_jpegs_scan_and_read(tmp_path: Path) -> None:
     result = scan(VQA_IMAGES)
     assert result.errors == () and len(result.items) == len(list(VQA_IMAGES.glob("*.jpg")))

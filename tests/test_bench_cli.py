@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from radretrieve.cli.app import app
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.testing.shards import SyntheticItems, normalise, write_out_dir
+from tests.samples import needs, sample
 
-VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa-rad"
-needs_vqa = pytest.mark.skipif(not (VQA_RAD / "vqa_rad.json").is_file(), reason="VQA-RAD sample not present")
+VQA_RAD = sample("vqa-rad")
+needs_vqa = needs("vqa-rad", "vqa_rad.json")
 runner = CliRunner()
 
 

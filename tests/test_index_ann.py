@@ -72,6 +72,34 @@ def test_auto_index_reaches_recall_on_200k_clustered(big_out) -> None:
     assert recall([[h.item_id for h in q] for q in one], truth) < recall(found, truth)
 
 
+def test_search_params_are_per_call_on_one_shared_searcher(big_out) -> None:
+    """A low-nprobe call leaves no trace on the shared searcher, and threads searching at once (some with
+    nprobe=1, some with the tuned default, some filtered through the catalog) each get their own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out, vecs, ids, queries = big_out
+    build_indexes(out, BuildConfig(exact_threshold=50_000, tune_queries=300))  # kept as is when already built
+    truth = brute_force_ids(queries, vecs, ids, 10)
+    searcher = Searcher(out)
+
+    def run(nprobe: int | None = None, where: str | None = None) -> list[list[int]]:
+        params = SearchParams(nprobe=nprobe) if nprobe else None
+        return [[h.item_id for h in q] for q in searcher.search(queries, 10, params=params, where=where)]
+
+    default = run()
+    low = run(nprobe=1)
+    assert recall(low, truth) < recall(default, truth) and recall(default, truth) >= 0.95
+    assert run() == default  # the default after a low-nprobe call: unchanged
+    filtered = run(where="modality = 'CT'")
+    jobs = [(None, None), (1, None), (None, "modality = 'CT'")] * 4
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda job: run(*job), jobs))
+    expected = {(None, None): default, (1, None): low, (None, "modality = 'CT'"): filtered}
+    for job, got in zip(jobs, results):
+        assert got == expected[job], job
+    searcher.close()
+
+
 def test_ivf_pq_reranks_to_exact_scores(tmp_path) -> None:
     dim = 32
     vecs = clustered_vectors(6000, dim, n_clusters=40, seed=5)
@@ -159,3 +187,25 @@ def test_hnsw_tuned_recall_holds_on_fresh_queries(tmp_path) -> None:
     hits = Searcher(tmp_path).search(fresh, 10)
     got = recall([[h.item_id for h in q] for q in hits], brute_force_ids(fresh, vecs[:n], items.ids, 10))
     assert got >= 0.95, (got, info.params, info.recall_at_10)
+
+
+def test_ivf_pq_chosen_by_a_small_max_memory_end_to_end(tmp_path) -> None:
+    """`radretrieve build-index --max-memory 3M` on 30k vectors picks IVF-PQ by itself, and searching it (with
+    re-ranking from the store) reaches recall@10 >= 0.95 on fresh queries against numpy brute force."""
+    from typer.testing import CliRunner
+
+    from radretrieve.cli.app import app
+
+    n, dim = 30_000, 64
+    vecs = clustered_vectors(n + 100, dim, n_clusters=60, seed=11)
+    items = SyntheticItems.random(n, dim, seed=0, kinds=("volume",), vectors=vecs[:n])
+    write_out_dir(tmp_path, [items], dim)
+    result = CliRunner().invoke(app, ["build-index", str(tmp_path), "--max-memory", "3M"])
+    assert result.exit_code == 0, result.output
+    assert "index items: ivf_pq" in result.output
+    recorded = json.loads((tmp_path / "index" / "index.json").read_text())["indexes"]["items"]
+    assert recorded["factory"].startswith("IVF") and ",PQ" in recorded["factory"]
+    fresh = vecs[n:]
+    truth = brute_force_ids(fresh, vecs[:n], items.ids, 10)
+    hits = Searcher(tmp_path).search(fresh, 10)
+    assert recall([[h.item_id for h in q] for q in hits], truth) >= 0.95

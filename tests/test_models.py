@@ -91,7 +91,12 @@ def _with_pooling(model, pooling):
 def test_slice_order_matters_for_attention_only(tiny_model):
     (vol,) = _vols([12])
     rev = vol.flip(0)
-    att = tiny_model.encode_volumes([vol, rev])
+    # an untrained adapter is ~mean pooling by design (its CLS correction starts at norm 0.02); a trained one
+    # has a correction of the order of the mean: give the copy one that size so that the order can show
+    trained_like = init_model(tiny_model.config)
+    with torch.no_grad():
+        trained_like.adapter.proj.weight.mul_(tiny_model.config.embed_dim)
+    att = trained_like.encode_volumes([vol, rev])
     assert (att[0] - att[1]).abs().max() > 1e-4
     for pooling in ("mean", "max"):
         m = _with_pooling(tiny_model, pooling)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from radretrieve.foundation.errors import FingerprintMismatch
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.shards import shard_schema
 from radretrieve.synth import synthesize
+from radretrieve.testing.dicom import write_ct_series
 
 QUIET = {"progress": False}
 
@@ -154,25 +156,33 @@ def test_new_studies_are_added_incrementally(archive, indexed, tiny_model, tmp_p
     assert set(_rows(out)) == _expected_ids(root)
 
 
-def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, indexed, archive):
+def _errors(out: Path) -> list[tuple[str, str, str]]:
+    """(source, stage, error type) of every error record, sorted; duplicates kept (they would be a bug)."""
+    recs = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
+    return sorted((r["source"], r["stage"], r["error_type"]) for r in recs)
+
+
+def _assert_same_rows(a: dict, b: dict) -> None:
+    """Every row equal: ids and metadata exactly, embeddings to float tolerance (batching differs)."""
+    assert set(a) == set(b)
+    for i, row in a.items():
+        other = b[i]
+        assert {k: v for k, v in row.items() if k != "embedding"} == {
+            k: v for k, v in other.items() if k != "embedding"
+        }
+        assert np.allclose(row["embedding"], other["embedding"], atol=1e-5), i
+
+
+def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, tiny_model):
     root = tmp_path / "a"
     synthesize(root, studies=16, seed=2)
+    (root / "s2-00003" / "junk.dcm").write_bytes(os.urandom(2048))  # bad files: errors are part of the result
+    (root / "s2-00009" / "empty.png").write_bytes(b"")
+    ref = tmp_path / "ref"
+    index_archive(root, ref, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
     out = tmp_path / "o"
-    cmd = [
-        sys.executable,
-        "-m",
-        "radretrieve",
-        "index",
-        str(root),
-        "--out",
-        str(out),
-        "--workers",
-        "0",
-        "--studies-per-task",
-        "1",
-        "--no-index",
-        "-q",
-    ]
+    cmd = [sys.executable, "-m", "radretrieve", "index", str(root), "--out", str(out), "--workers", "2"]
+    cmd += ["--studies-per-task", "1", "--no-index", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -184,26 +194,61 @@ def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, indexed, archi
     proc.wait()
     partial = len(read_manifest(out).shards)
     assert 3 <= partial < 16
+    # what a kill inside a shard write leaves: a temp file and an unlisted shard
+    (out / "shards" / ".part-t-0000.parquet.999999-0badc0de.tmp").write_bytes(b"torn")
+    (out / "shards" / "part-t-unlisted.parquet").write_bytes(b"PAR1 not listed")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-    rows = _rows(out)  # raises on duplicates
-    assert set(rows) == _expected_ids(root)
-    assert len(read_manifest(out).shards) == 16
-    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
-        Path(s.file).name for s in read_manifest(out).shards
-    )
+    _assert_same_rows(_rows(ref), _rows(out))  # _rows raises on duplicate ids
+    assert _errors(out) == _errors(ref) and len(_errors(ref)) == 2
+    assert len(read_manifest(out).shards) == len(read_manifest(ref).shards)
+    listed = sorted(Path(s.file).name for s in read_manifest(out).shards)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == listed  # orphans and temp files are gone
 
 
-def test_ray_engine_equals_local(archive, indexed, tiny_model, tmp_path):
-    """A local Ray on 2 CPUs writes the same ids and embeddings as the local engine."""
+@pytest.fixture(scope="module")
+def cut_archive(archive, tmp_path_factory) -> Path:
+    """The synthetic archive plus a DICOM series whose pixels are truncated: its headers scan, it fails at read."""
+    root = tmp_path_factory.mktemp("cut") / "a"
+    shutil.copytree(archive, root)
+    write_ct_series(root / "cut-study" / "series", 3)
+    victim = sorted((root / "cut-study" / "series").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-200])
+    return root
+
+
+def _index_twice(root: Path, out: Path, model, options: IndexOptions) -> tuple:
+    first = index_archive(root, out, model, options)
+    errors = _errors(out)
+    second = index_archive(root, out, model, options)
+    return first, errors, second
+
+
+def _assert_read_failure_recorded_once(first, errors, second, out) -> None:
+    assert [e for e in errors if e[1] == "read"] == [("cut-study/series", "read", "CorruptFile")]
+    assert first.errors["CorruptFile"] == 1
+    assert second.tasks == 0 and sum(second.errors.values()) == 0  # not retried: nothing planned again
+    assert _errors(out) == errors
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_read_failure_is_recorded_once_and_not_retried(cut_archive, tiny_model, tmp_path, workers):
+    out = tmp_path / "o"
+    runs = _index_twice(cut_archive, out, tiny_model, IndexOptions(workers=workers, studies_per_task=2, **QUIET))
+    _assert_read_failure_recorded_once(*runs, out)
+
+
+def test_ray_engine_equals_local(cut_archive, tiny_model, tmp_path):
+    """A local Ray on 2 CPUs writes the same rows and errors as the local engine, and records a read failure
+    once without retrying it."""
     import ray
 
-    out = tmp_path / "o"
+    local, out = tmp_path / "local", tmp_path / "ray"
+    index_archive(cut_archive, local, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
     try:
-        index_archive(archive, out, tiny_model, IndexOptions(workers=2, studies_per_task=2, engine="ray", **QUIET))
+        options = IndexOptions(workers=2, studies_per_task=2, engine="ray", **QUIET)
+        runs = _index_twice(cut_archive, out, tiny_model, options)
     finally:
         ray.shutdown()
-    a, b = _rows(indexed), _rows(out)
-    assert set(a) == set(b)
-    for i in a:
-        assert np.allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-5)
-        assert a[i]["study_key"] == b[i]["study_key"] and a[i]["slice_count"] == b[i]["slice_count"]
+    _assert_same_rows(_rows(local), _rows(out))
+    assert _errors(out) == _errors(local)
+    _assert_read_failure_recorded_once(*runs, out)

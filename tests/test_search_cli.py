@@ -22,10 +22,9 @@ from typer.testing import CliRunner
 
 from radretrieve.cli.app import app, main
 from radretrieve.models.reference import ModelSource
+from tests.browser import HEADLESS_FLAGS, chromium
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 runner = CliRunner()
 
 
@@ -319,23 +318,15 @@ def test_html_reports_borrow_study_thumbnail_and_missing_archive_gives_placehold
 
 
 def test_html_sheet_renders_in_headless_chromium(env, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found; install it with: {CHROMIUM_INSTALL}")
+    browser = chromium()
     from PIL import Image
 
     path = tmp_path / "sheet.html"
     invoke("search", "abdomen", "--index", str(env["out"]), "-k", "8", "--format", "html", "--out", str(path))
     shot = tmp_path / "shot.png"
     cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        str(browser),
+        *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'profile'}",
         f"--screenshot={shot}",
         "--window-size=1200,1600",

@@ -210,3 +210,50 @@ def test_cli_train_end_to_end(archive: Path, tmp_path: Path) -> None:
     assert run.exit_code == 0, run.output
     assert "fingerprint" in run.stdout
     assert load_model(str(out), device="cpu").fingerprint in run.stdout
+
+
+# Several optimizer steps per 2D epoch, checkpoints every 3 steps: a kill lands between two checkpoints.
+KILL_RECIPE = RECIPE.replace(
+    image_stage=ImageStageConfig(epochs=6, batch_size=2, grad_accum=1, lr=3e-4),
+    volume_stage=VolumeStageConfig(epochs=1, batch_size=4),
+    checkpoint=CheckpointConfig(every_steps=3, keep=50),
+)
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_a_hard_kill_between_checkpoints_resumes_to_the_same_weights(archive: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    reference = train(KILL_RECIPE, archive, tmp_path / "ref", "radclip-tiny", device="cpu")
+    ends = [0] + [r["step"] for r in reference.history if r["stage"] == "2d"]
+    per_epoch = [b - a for a, b in zip(ends, ends[1:])]
+    assert min(per_epoch) >= 3, per_epoch  # several steps per epoch: the kill can land mid-epoch
+    (tmp_path / "cfg.json").write_text(json.dumps(KILL_RECIPE.to_dict()))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "radretrieve", "train", "--data", str(archive), "--out", str(out)]
+    cmd += ["--config", str(tmp_path / "cfg.json"), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list_checkpoints(out):
+        time.sleep(0.005)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last = list_checkpoints(out)[-1]
+    state = json.loads((last / "state.json").read_text())
+    assert state["stage"] == 0 and state["step"] % 3 == 0  # killed inside the 2D stage, after a periodic checkpoint
+    subprocess.run([*cmd, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    expected, got = _weights(reference.out), _weights(out)
+    assert expected.keys() == got.keys()
+    for k in expected:
+        assert torch.equal(expected[k], got[k]), k

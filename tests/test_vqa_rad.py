@@ -17,9 +17,10 @@ from radretrieve.datasets.vqa_rad import (
     convert_vqa_rad,
     load_vqa_rad,
 )
+from tests.samples import needs, sample
 
-VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa-rad"
-needs_data = pytest.mark.skipif(not (VQA_RAD / "vqa_rad.json").is_file(), reason="VQA-RAD sample not present")
+VQA_RAD = sample("vqa-rad")
+needs_data = needs("vqa-rad", "vqa_rad.json")
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:

@@ -110,7 +110,7 @@ def read_header(path: Path, rel: str) -> DicomHeader:
         except InvalidDicomError:  # no preamble/'DICM': old files without file meta
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS), force=True)
         rows, cols = _number(ds, "Rows", int), _number(ds, "Columns", int)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage input
         raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile", "scan") from None
     if not getattr(ds, "SOPInstanceUID", None) and not getattr(ds, "SeriesInstanceUID", None) and rows is None:
         raise ArchiveError(rel, "not a DICOM file (no DICOM attributes found)", "CorruptFile", "scan")

@@ -29,7 +29,7 @@ def read_dicom(path: Path, rel: str) -> tuple[np.ndarray, DicomHeader]:
         raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile")
     try:
         ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage input raises many exception types
         raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ArchiveError(rel, "DICOM object has no pixel data (e.g. a structured report)", "NoPixelData")
@@ -76,7 +76,7 @@ def _decode(ds: object, rel: str) -> np.ndarray:
         if "Unable to decompress" in str(exc) or "missing dependencies" in str(exc):
             raise ArchiveError(rel, "no pixel decoder installed for this transfer syntax", "MissingDecoder") from None
         raise ArchiveError(rel, f"pixel data could not be decoded ({type(exc).__name__})", "CorruptFile") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt pixel data raise many types
         raise ArchiveError(rel, f"pixel data could not be decoded ({type(exc).__name__})", "CorruptFile") from None
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
     if photometric == "PALETTE COLOR":

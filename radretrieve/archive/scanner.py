@@ -154,7 +154,7 @@ def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
     try:
         img = nib.load(root / rel)
         shape, zooms, affine = img.shape, img.header.get_zooms(), img.affine
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on garbage
         raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__})", "CorruptFile", "scan") from None
     if len(shape) == 4 and shape[3] > 1:
         col.note(rel, "FirstVolume", f"4D NIfTI with {shape[3]} volumes: only the first is used")
@@ -186,7 +186,7 @@ def scan_image(root: Path, rel: str) -> Item:
     try:
         with Image.open(root / rel) as img:
             width, height = img.size
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ...
         raise ArchiveError(rel, f"not a readable image ({type(exc).__name__})", "CorruptFile", "scan") from None
     key = "file:" + rel
     return _item(

@@ -87,7 +87,7 @@ def load_nifti(root: Path, rel: str) -> Volume:
     try:
         img = nib.as_closest_canonical(nib.load(path))
         data = np.asanyarray(img.dataobj)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types on corrupt files
         raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__}: {exc})", "CorruptFile") from None
     if data.ndim == 4:
         data = data[..., 0]  # 4D (time/echo series): the first volume
@@ -112,7 +112,7 @@ def load_image(root: Path, rel: str) -> np.ndarray:
             if img.mode not in ("L", "I", "I;16", "I;16B", "F"):
                 img = img.convert("L")
             return np.asarray(img, dtype=np.float32)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
         raise ArchiveError(rel, f"not a readable image ({type(exc).__name__}: {exc})", "CorruptFile") from None
 
 

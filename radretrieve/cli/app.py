@@ -14,6 +14,7 @@ import sys
 import typer
 
 COMMAND_MODULES = (
+    "data_cmd",
     "models_cmd",
     "index_cmd",
     "info_cmd",
@@ -68,7 +69,7 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the one error boundary
         if _state["debug"] or _is_usage_error(exc):
             _reraise_usage(exc)
         print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)

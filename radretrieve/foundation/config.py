@@ -30,7 +30,7 @@ class AdapterConfig:
     max_slices: int = 64  # learnable positions; longer volumes get linearly interpolated positions
     mlp_ratio: float = 2.0  # hidden width of each layer's MLP, as a multiple of the embedding dim
     dropout: float = 0.0  # dropout inside the attention layers (training only)
-    init_std: float = 0.02  # std of the output projection at init: small, so an untrained adapter ~ mean pooling
+    init_std: float = 0.02  # norm of the CLS correction at init (relative to a unit slice mean): ~ mean pooling
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             obj: object = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # any decode failure is the same user error
         raise ModelLoadError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -142,7 +142,7 @@ def _from_open_clip(source: ModelSource) -> RadCLIP:
         pre = open_clip.get_pretrained_cfg(name, tag) if tag and source.scheme != "hf-hub" else {}
         needs_download = bool(tag) or source.scheme == "hf-hub"
         reference = open_clip.create_model(name, pretrained=tag, weights_only=True) if needs_download else None
-    except Exception as exc:
+    except Exception as exc:  # network/hub errors come in many types
         raise _open_clip_error(exc, name, tag) from exc
     if clip_cfg is None:
         raise ModelLoadError(f"{name}: open_clip has no config for it")

@@ -11,12 +11,14 @@ by column. Vectors come only from `Catalog.vectors*`, which read ``embedding`` w
 ``::FLOAT[D]`` cast (duckdb 2.x reads the fixed-size list as a variable list otherwise).
 
 The connection is in-memory, confined to the out dir (external access off, config locked), so a user's
-``--where`` fragment can read the views but no other file. One Catalog is not thread-safe.
+``--where`` fragment can read the views but no other file. Queries run on a cursor per thread, so one
+Catalog can serve several threads at once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,9 @@ class Catalog:
         self.manifest = manifest or read_manifest(self.out_dir)
         self._duckdb = duckdb
         self.con = duckdb.connect()
+        self._local = threading.local()  # one cursor per thread: a duckdb connection is not thread-safe
+        self._cursors: list = []  # every cursor made, closed with the catalog
+        self._cursor_lock = threading.Lock()
         files = [str(self.out_dir / s.file) for s in self.manifest.shards]
         self._create_views(files, sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl")))
         self._lock_down()
@@ -143,13 +148,27 @@ class Catalog:
         self.con.execute("SET lock_configuration = true")
 
     def close(self) -> None:
+        with self._cursor_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
         self.con.close()
+
+    def _con(self) -> Any:
+        """This thread's cursor on the catalog's database (same views and settings as `con`)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self.con.cursor()
+            self._local.cursor = cur
+            with self._cursor_lock:
+                self._cursors.append(cur)
+        return cur
 
     # -- metadata ----------------------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query over the views; duckdb errors become one-line `RadRetrieveError`s."""
         try:
-            return self.con.execute(query, params or []).fetchall()
+            return self._con().execute(query, params or []).fetchall()
         except self._duckdb.Error as exc:
             raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
 
@@ -174,7 +193,7 @@ class Catalog:
         cols = "item_id, coalesce(study_key, '') AS study_key"
         query = f"SELECT {cols} {self._filter_sql(view, where, kinds)} ORDER BY item_id"
         try:
-            cols = self.con.execute(query).fetchnumpy()
+            cols = self._con().execute(query).fetchnumpy()
         except self._duckdb.Error as exc:
             raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
         ids = np.asarray(cols["item_id"], dtype=np.int64)
@@ -182,7 +201,7 @@ class Catalog:
 
     def count(self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None) -> int:
         try:
-            return int(self.con.execute(f"SELECT count(*) {self._filter_sql(view, where, kinds)}").fetchone()[0])
+            return int(self._con().execute(f"SELECT count(*) {self._filter_sql(view, where, kinds)}").fetchone()[0])
         except self._duckdb.Error as exc:
             raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
 
@@ -259,7 +278,7 @@ class Catalog:
     def _arrow(self, query: str, params: Sequence[Any]) -> pa.Table:
         try:
             # relation API: the DB-API cursor's arrow export copies the rows once more (and warns)
-            return self.con.sql(query, params=list(params)).to_arrow_table()
+            return self._con().sql(query, params=list(params)).to_arrow_table()
         except self._duckdb.Error as exc:
             raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
 

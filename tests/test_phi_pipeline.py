@@ -1,0 +1,82 @@
+"""Patient data through the whole pipeline: headers with a name, id, birth date, accession number and
+institution, indexed by the real CLI (a good series, one failing at read, one failing at scan), never reach a
+decoded shard column, schema metadata, errors/, manifest.json, index.json, stderr, `info`, or search output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from radretrieve.outdir.manifest import read_manifest
+from radretrieve.testing.dicom import PLANTED_PHI, phi_strings, write_ct_series, write_ct_slice
+
+CLI = [sys.executable, "-m", "radretrieve", "--verbose"]  # --verbose: debug logs are outputs too
+
+
+def _archive(root: Path) -> str:
+    attrs = dict(PLANTED_PHI, StudyDescription="CT HEAD", SeriesDescription="AXIAL 1MM")
+    study, _ = write_ct_series(root / "good", 6, attrs=attrs)
+    write_ct_series(root / "cut", 4, attrs=attrs, seed=1)  # passes the header scan, fails at read
+    victim = sorted((root / "cut").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-300])
+    from pydicom.uid import generate_uid
+
+    series, other_study = generate_uid(), generate_uid()
+    for k, size in enumerate((8, 8, 6)):  # mixed slice sizes: fails at scan
+        write_ct_slice(root / "mixed" / f"{k}.dcm", np.full((size, 8), 1000), float(k), series, other_study, attrs)
+    return study
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def _decoded_shards(out: Path) -> list[str]:
+    texts = []
+    for entry in read_manifest(out).shards:
+        table = pq.read_table(out / entry.file)
+        texts.append(repr(table.drop(["embedding"]).to_pylist()))
+        texts += [k.decode() + "=" + v.decode() for k, v in (table.schema.metadata or {}).items()]
+    return texts
+
+
+def _text_files(out: Path) -> list[str]:
+    binary = {".parquet", ".faiss", ".npy", ".safetensors"}
+    return [p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file() and p.suffix not in binary]
+
+
+@pytest.mark.parametrize("workers", ["2"])  # reader processes: their failures travel back too
+def test_planted_identifiers_reach_no_output(tmp_path, workers):
+    study = _archive(tmp_path / "arch")
+    out = tmp_path / "out"
+    outputs = []
+    proc = _run("index", str(tmp_path / "arch"), "--out", str(out), "--workers", workers)
+    outputs += [proc.stdout, proc.stderr]
+    errors = [json.loads(line) for p in sorted((out / "errors").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    assert {(e["stage"], e["error_type"]) for e in errors} >= {("read", "CorruptFile"), ("scan", "MixedSeries")}
+    assert any(r["study_key"] == study for r in pq.read_table(out / read_manifest(out).shards[0].file).to_pylist())
+    for args in (
+        ["info", str(out), "--json"],
+        ["info", str(out)],
+        ["search", "ct head", "--index", str(out), "--format", "json"],
+        ["search", "ct head", "--index", str(out), "--format", "table"],
+        ["similar", study, "--index", str(out), "--format", "json"],
+        ["reports", study, "--index", str(out), "--format", "json"],
+    ):
+        proc = _run(*args)
+        outputs += [proc.stdout, proc.stderr]
+    _run("search", "ct head", "--index", str(out), "--format", "html", "--out", str(tmp_path / "sheet.html"))
+    outputs.append((tmp_path / "sheet.html").read_text())
+    outputs += _decoded_shards(out) + _text_files(out)
+    assert "AXIAL 1MM" in "\n".join(outputs)  # allow-listed header text does get through: the check can see it
+    blob = "\n".join(outputs)
+    leaked = [s for s in phi_strings() if s in blob]
+    assert leaked == []
