@@ -20,10 +20,11 @@ from typing import Any
 
 from benchmarks.common import write_json
 from radretrieve.archive import Item, read_item, scan
+from radretrieve.datasets.samples import sample_data_dir
 from radretrieve.foundation.config import PreprocessConfig
 from radretrieve.synth import synthesize
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = sample_data_dir()  # RADRETRIEVE_DATA, else ../shared/data
 
 
 def _category(item: Item) -> str:

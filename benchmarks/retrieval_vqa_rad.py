@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, machine
+from radretrieve.datasets.samples import sample_data_dir
 
-VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa-rad"
+VQA_RAD = sample_data_dir() / "vqa-rad"  # RADRETRIEVE_DATA, else ../shared/data
 NAME = "retrieval_vqa_rad"
 
 

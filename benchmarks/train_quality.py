@@ -6,7 +6,7 @@
    - lesion-position queries ("lesion present, upper"), relevant = lesion present at that position along the
      slice axis; the trained attention adapter against mean pooling over the same slice embeddings (goal:
      attention - mean >= 0.2). The synthetic anatomy is constant along Z, so position shows only in slice order.
-2. VQA-RAD (../shared/data/vqa-rad, converted by radretrieve.datasets.vqa_rad; split by image, seeded): text ->
+2. VQA-RAD (the sample data's vqa-rad/, converted by radretrieve.datasets.vqa_rad; split by image, seeded): text ->
    image precision@5 for organ-and-modality queries on the test images, trained vs untrained vs chance.
 
     python -m benchmarks.train_quality    # ~8 min on 2 busy CPU cores; writes benchmarks/results/train_quality.json
@@ -34,6 +34,7 @@ import torch
 from benchmarks.common import RESULTS, write_json
 from radretrieve import load_model
 from radretrieve.archive import Item, read_item, scan
+from radretrieve.datasets.samples import sample_data_dir
 from radretrieve.evaluation.metrics import evaluate_embeddings, label_relevance
 from radretrieve.models.adapter import SlicePoolingAdapter
 from radretrieve.synth import synthesize
@@ -48,7 +49,7 @@ from radretrieve.training import (
 )
 from radretrieve.training.texts import render, template_labels
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = sample_data_dir()  # RADRETRIEVE_DATA, else ../shared/data
 RM_TEMPLATE = presets.REGION_MODALITY
 POSITION_TEMPLATE = presets.POSITION
 log = logging.getLogger("train_quality")

@@ -1,0 +1,38 @@
+"""What an out dir holds: counts by kind and modality, errors by type, model, size on disk (`radretrieve info`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def collect_info(out_dir: Path) -> dict[str, Any]:
+    """Counts by kind and modality, errors by type, model fingerprint and reference, bytes on disk."""
+    from radretrieve.outdir.catalog import Catalog
+
+    cat = Catalog(out_dir)
+    try:
+        by_kind = dict(
+            cat.sql(
+                "SELECT kind, count(*) FROM (SELECT kind FROM items UNION ALL "
+                "SELECT kind FROM reports) GROUP BY kind ORDER BY kind"
+            )
+        )
+        by_modality = dict(cat.sql("SELECT modality, count(*) FROM items GROUP BY modality ORDER BY modality"))
+        errors = dict(cat.sql("SELECT error_type, count(*) FROM errors GROUP BY error_type ORDER BY error_type"))
+    finally:
+        cat.close()
+    size = sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
+    m = cat.manifest
+    return {
+        "out_dir": str(out_dir),
+        "shards": len(m.shards),
+        "rows_by_kind": by_kind,
+        "items_by_modality": by_modality,
+        "errors_by_type": errors,
+        "fingerprint": m.fingerprint,
+        "preprocess_hash": m.preprocess_hash,
+        "dim": m.dim,
+        "model": dict(m.model),
+        "bytes_on_disk": size,
+    }
