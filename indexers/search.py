@@ -34,6 +34,10 @@ from radretrieve.outdir.shards import iter_embeddings
 log = logging.getLogger(__name__)
 
 
+# Hit fields filled from the catalog row (the rest, item_id, score and rank, come from the search).
+HIT_ROW_FIELDS = ("kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result (field names are the stable JSON output of the CLI)."""
@@ -199,23 +203,7 @@ class Searcher:
             hits = []
             for rank, (item, score) in enumerate(p, start=1):
                 r = rows.get(item)
-                extra = (
-                    {}
-                    if r is None
-                    else {
-                        f: getattr(r, f)
-                        for f in (
-                            "kind",
-                            "study_key",
-                            "source",
-                            "modality",
-                            "body_part",
-                            "description",
-                            "text",
-                            "labels",
-                        )
-                    }
-                )
+                extra = {} if r is None else {f: getattr(r, f) for f in HIT_ROW_FIELDS}
                 hits.append(Hit(item, score, rank, **extra))
             out.append(hits)
         return out

@@ -15,32 +15,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from radretrieve.foundation.errors import RadRetrieveError
+from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
+from indexers.search import HIT_ROW_FIELDS, Hit, Searcher, StudyQuery
+from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.models.protocol import Encoder
-
-if TYPE_CHECKING:  # indexers sits above the core (DESIGN.md: import direction); used at run time only lazily
-    from indexers.search import Hit, Searcher, StudyQuery
 
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
-JSON_FIELDS = (
-    "rank",
-    "score",
-    "item_id",
-    "kind",
-    "study_key",
-    "source",
-    "modality",
-    "body_part",
-    "description",
-    "text",
-    "labels",
-)
+JSON_FIELDS = ("rank", "score", "item_id", *HIT_ROW_FIELDS)  # README: "JSON output"
 
 
 @dataclass(frozen=True)
@@ -63,8 +50,6 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 def check_k(k: int) -> int:
     """k must be in [1, MAX_K]; checked before any model or index is loaded."""
-    from indexers.errors import SearchArgError
-
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise SearchArgError(f"-k must be between 1 and {MAX_K}, got {k}")
     return k
@@ -91,9 +76,6 @@ class SearchService:
     def __init__(
         self, out_dir: Path, model: str | None = None, weights: str | None = None, device: str = "auto"
     ) -> None:
-        from indexers.errors import IndexMissing
-        from indexers.search import Searcher
-
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
@@ -114,8 +96,6 @@ class SearchService:
         if self._model is None:
             self._model = self._load_model(None, None)
             if self._model.fingerprint != self.searcher.fingerprint:
-                from radretrieve.foundation.errors import FingerprintMismatch
-
                 raise FingerprintMismatch(
                     f"{self.out_dir}: the index was built with fingerprint {self.searcher.fingerprint}, the "
                     f"out dir's model has {self._model.fingerprint}; run `radretrieve build-index --rebuild`"
@@ -152,9 +132,6 @@ class SearchService:
 
         A path is a new study: nothing is excluded for it, so a copy of an indexed file finds itself.
         """
-        from indexers.errors import StudyNotFound
-        from indexers.search import StudyQuery
-
         try:
             return self.searcher.resolve(ref)
         except StudyNotFound:
