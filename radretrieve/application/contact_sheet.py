@@ -15,14 +15,11 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexers.search import Hit
 from radretrieve.foundation.errors import RadRetrieveError
-
-if TYPE_CHECKING:  # only its fields are read; indexers sits above the core (DESIGN.md: import direction)
-    from indexers.search import Hit
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +28,7 @@ THUMB_SLICES = 3  # slices sampled from a volume for its strip
 GAP = 2  # pixels between the slices of a strip
 TEXT_LIMIT = 2000  # characters of report text shown per hit
 
-PreviewSource = Callable[["Hit"], str]  # hit -> source path relative to the archive root ("" if none)
+PreviewSource = Callable[[Hit], str]  # hit -> source path relative to the archive root ("" if none)
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
