@@ -52,8 +52,11 @@ from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
 from indexers.tune import RECALL_K, tune
 from radretrieve.foundation.errors import RadRetrieveError
-from radretrieve.foundation.fileio import atomic_path
+from radretrieve.foundation.fileio import atomic_path, remove_stale_temps
+from radretrieve.foundation.lock import writer_lock
+from radretrieve.outdir.layout import INDEX_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
+from radretrieve.outdir.verify import check_shards
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class BuildConfig:
     rebuild: bool = False  # ignore an existing index and build from scratch
     seed: int = 0  # sampling seed (training sample and tuning queries)
     store_dtype: str = "auto"  # IVF-PQ re-rank store: "auto" (the shards' dtype, lossless) | "float32" | "float16"
+    wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once naming it)
 
 
 def batch_rows_for(config: BuildConfig, dim: int) -> int:
@@ -266,10 +270,21 @@ def _tune(
 def build_indexes(
     out_dir: Path, config: BuildConfig | None = None, targets: tuple[str, ...] = ("items", "reports")
 ) -> dict[str, IndexInfo]:
-    """Build (or incrementally update) OUT/index/ for `targets`; returns the index.json entries."""
+    """Build (or incrementally update) OUT/index/ for `targets`; returns the index.json entries.
+
+    Holds the out dir's writer lock; refuses (one line naming the file) to build from damaged shards."""
     config = config or BuildConfig()
     out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
+    with writer_lock(out_dir, "radretrieve build-index", wait=config.wait):
+        remove_stale_temps(out_dir / INDEX_DIR)
+        manifest = read_manifest(out_dir)
+        check_shards(out_dir, manifest, full=True)
+        return _build_all(out_dir, manifest, config, targets)
+
+
+def _build_all(
+    out_dir: Path, manifest: Manifest, config: BuildConfig, targets: tuple[str, ...]
+) -> dict[str, IndexInfo]:
     try:
         existing = read_index_json(out_dir, required=False)
     except RadRetrieveError:

@@ -3,52 +3,42 @@
 Decode jobs are submitted ahead of the encoder up to `PREFETCH_BATCHES` encoder batches' worth of slices, so
 the readers keep decoding the next batch while the encoder runs (with a window of a few items instead, the
 readers ran dry half-way through each encoder call). Memory stays bounded by that window plus one encoder
-batch, whatever the archive's size; results are consumed in submission order.
+batch, whatever the archive's size; results are consumed in submission order. A reader that dies (OOM kill,
+decoder crash) is replaced and its items retried (pipelines.readers).
 """
 
 from __future__ import annotations
 
-import collections
-import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.plan import Task, WorkItem
-from pipelines.stages import Decoded, EncodeBatcher, decode
+from pipelines.readers import ReaderPool, Window, ordered_map
+from pipelines.stages import Decoded, EncodeBatcher, Failure, decode, stat_digest
 from pipelines.tracker import Finish, StageTimes, TaskTracker
 from radretrieve.models.protocol import Encoder
 
 PREFETCH_BATCHES = 2  # encoder batches of slices decoded or being decoded ahead of the encoder
-READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores: 1.81 -> 1.91 cores busy)
+CRASH_MESSAGE = "the reader process died decoding it, twice (out of memory, or a decoder crash)"
 
 
-def _init_worker() -> None:
-    """Import the readers now, while the job is still scanning and planning, not on their first item.
-
-    Readers never import torch (preprocessing is numpy and Pillow): that would cost each one about 0.5 GB.
-    They run at a lower priority than the encoder: they work ahead of it anyway (see PREFETCH_BATCHES),
-    and a reader that preempts one of the encoder's intra-op threads stalls the whole thread team.
-    """
-    import os
-
-    os.nice(READER_NICENESS)
-    import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel
-
-
-def start_readers(workers: int) -> Any:
-    """A pool of `workers` reader processes (None for 0), started early so their start-up is hidden.
-
-    spawn, not fork: the parent holds torch thread pools that a forked child must not inherit.
-    """
-    if workers <= 0:
-        return None
-    return mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+def start_readers(workers: int) -> ReaderPool | None:
+    """A pool of `workers` reader processes (None for 0), started early so their start-up is hidden."""
+    return ReaderPool(workers) if workers > 0 else None
 
 
 def _decode_star(args: tuple[WorkItem, Path, Any]) -> Decoded:
     return decode(*args)
+
+
+def worker_crashed(args: tuple[WorkItem, Path, Any]) -> Decoded:
+    """The result for an item that killed its reader twice: a `WorkerCrashed` failure at the read stage."""
+    work, root = args[0], args[1]
+    message = f"{work.item.source}: {CRASH_MESSAGE}"
+    fail = Failure(work.item_id, work.item.source, "read", "WorkerCrashed", message, stat_digest(root, work.item.files))
+    return Decoded(work, None, failure=fail)
 
 
 def run_local(
@@ -59,7 +49,7 @@ def run_local(
     workers: int,
     finish: Finish,
     on_item: Callable[[Decoded], None] = lambda d: None,
-    pool: Any = None,
+    pool: ReaderPool | None = None,
 ) -> StageTimes:
     """Decode, encode and finish every task; `finish(task, rows, failures)` writes its shard.
 
@@ -67,7 +57,7 @@ def run_local(
     """
     times = StageTimes()
     tracker = TaskTracker(model, finish, times)
-    window = Window(PREFETCH_BATCHES * batch_slices, max(4, workers * 4), model.config.preprocess.n_slices)
+    window = SliceWindow(PREFETCH_BATCHES * batch_slices, max(4, workers * 4), model.config.preprocess.n_slices)
     was_training = model.training
     model.eval()  # once, up front: the encoder thread must not toggle train/eval under the caller
     batcher = EncodeBatcher(model, batch_slices)
@@ -88,7 +78,7 @@ def run_local(
 
 
 @dataclass(frozen=True)
-class Window:
+class SliceWindow:
     """How far decoding may run ahead: `slices` slices (estimated from the item kind) and at least `items`."""
 
     slices: int  # slice budget of the submitted-but-not-consumed items
@@ -108,8 +98,8 @@ def _decoded_stream(
     preprocess: Any,
     workers: int,
     tracker: TaskTracker,
-    pool: Any,
-    window: Window,
+    pool: ReaderPool | None,
+    window: SliceWindow,
 ) -> Iterator[Decoded]:
     """Open each task in turn and yield its decoded items in order."""
 
@@ -123,19 +113,10 @@ def _decoded_stream(
             yield _decode_star(args)
         return
     own = pool is None
-    pool = start_readers(workers) if own else pool
+    pool = ReaderPool(workers) if own else pool
     try:
-        inflight: collections.deque = collections.deque()  # (async result, estimated slices)
-        slices = 0
-        for args in jobs():
-            inflight.append((pool.apply_async(_decode_star, (args,)), window.cost(args[0])))
-            slices += inflight[-1][1]
-            while window.full(len(inflight), slices):
-                result, cost = inflight.popleft()
-                slices -= cost
-                yield result.get()
-        while inflight:
-            yield inflight.popleft()[0].get()
+        limits = Window(window.slices, window.items)
+        yield from ordered_map(pool, _decode_star, jobs(), limits, worker_crashed, lambda a: window.cost(a[0]))
     finally:
         if own:
-            pool.terminate()
+            pool.close()

@@ -1,16 +1,15 @@
 """Plan an archive into tasks: sorted, stable, and only for what is not done yet.
 
 A task is a group of whole studies (a study's series, images and report land in the same task, hence the
-same shard). Items already in a finished shard, or already recorded as failed, are "done" and are not
-planned again: a rerun after a crash, or after new studies were added, produces shards for the rest only,
-with no duplicates and no gaps. Task ids hash the study keys they hold, so the same remaining work gives the
-same tasks on every run.
+same shard). Items already in a finished shard, or already recorded as failed (pipelines.failures), are
+"done" and are not planned again: a rerun after a crash, or after new studies were added, produces shards
+for the rest only, with no duplicates and no gaps. Task ids hash the item ids they hold, so the same
+remaining work gives the same tasks (and shard names) on every run, and different work never collides.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from radretrieve.foundation.ids import item_id
-from radretrieve.outdir.layout import ERROR_DIR
+from radretrieve.outdir.layout import MANIFEST
 from radretrieve.outdir.manifest import read_manifest
 
 
@@ -41,31 +40,26 @@ class WorkItem:
 class Task:
     """A unit of work: whole studies, written as one shard."""
 
-    task_id: str  # hash of the study keys it holds
-    seq: int  # shard number: shards/part-{seq:05d}.parquet
+    task_id: str  # hash of the item ids it holds: the same remaining work gets the same id on every run
     work: tuple[WorkItem, ...]  # items in stable order, reports last
 
     @property
     def shard_name(self) -> str:
-        return f"part-{self.seq:05d}.parquet"
+        """shards/part-<task id>.parquet: names cannot collide across runs with different work."""
+        return f"part-{self.task_id}.parquet"
 
     @property
     def n_images(self) -> int:
         return sum(1 for w in self.work if w.item is not None)
 
 
-def done_item_ids(out_dir: Path) -> set[int]:
-    """Ids in finished shards (manifest) plus ids recorded as failed in errors/*.jsonl."""
+def indexed_ids(out_dir: Path) -> set[int]:
+    """Ids in the finished shards listed in the manifest."""
     out_dir = Path(out_dir)
     done: set[int] = set()
-    if (out_dir / "manifest.json").is_file():
+    if (out_dir / MANIFEST).is_file():
         for entry in read_manifest(out_dir).shards:
             done.update(pq.read_table(out_dir / entry.file, columns=["item_id"]).column(0).to_pylist())
-    for path in sorted((out_dir / ERROR_DIR).glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("item_id") is not None:
-                done.add(int(rec["item_id"]))
     return done
 
 
@@ -77,18 +71,20 @@ def study_work(study: Any, done: set[int]) -> list[WorkItem]:
     return work
 
 
-def make_plan(studies: Sequence[Any], done: set[int], studies_per_task: int, first_seq: int) -> list[Task]:
+def make_plan(studies: Sequence[Any], done: set[int], studies_per_task: int) -> list[Task]:
     """Tasks of up to `studies_per_task` studies, in study-key order, for the work not yet done."""
     if studies_per_task < 1:
         raise ValueError(f"studies_per_task must be >= 1, got {studies_per_task}")
     pending = [(s.key, study_work(s, done)) for s in sorted(studies, key=lambda s: s.key)]
     pending = [(k, w) for k, w in pending if w]
     tasks = []
-    for n, start in enumerate(range(0, len(pending), studies_per_task)):
-        chunk = pending[start : start + studies_per_task]
-        tasks.append(Task(_task_id(k for k, _ in chunk), first_seq + n, tuple(w for _, ws in chunk for w in ws)))
+    for start in range(0, len(pending), studies_per_task):
+        work = tuple(w for _, ws in pending[start : start + studies_per_task] for w in ws)
+        tasks.append(Task(_task_id(w.item_id for w in work), work))
     return tasks
 
 
-def _task_id(keys: Iterable[str]) -> str:
-    return "t-" + hashlib.sha1("\n".join(keys).encode()).hexdigest()[:16]
+def _task_id(item_ids: Iterable[int]) -> str:
+    """Hash of the item ids (not the study keys: a study that gains a series later is new work, and its task
+    must not take the name, or the manifest entry, of the task that indexed the study's first series)."""
+    return "t-" + hashlib.sha1(",".join(str(i) for i in sorted(item_ids)).encode()).hexdigest()[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -28,9 +29,22 @@ class Failure:
     stage: str  # scan | read | preprocess | encode
     error_type: str  # e.g. CorruptFile, NoPixelData, MissingDecoder
     message: str  # one line naming the file and the problem
+    stat: str = ""  # digest of the item's files' sizes and mtimes when it failed: a changed file is retried
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
+
+
+def stat_digest(root: Path, files: Sequence[str]) -> str:
+    """A digest of (file, size, mtime) for an item's files: it changes when a file is replaced or edited."""
+    parts = []
+    for rel in files:
+        try:
+            st = (Path(root) / rel).stat()
+            parts.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{rel}\0missing")
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -57,9 +71,11 @@ def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
         pixels = np.ascontiguousarray(out.pixels, dtype=np.float32)
         return Decoded(work, pixels, tuple(out.shape), tuple(out.spacing), None, time.perf_counter() - start)
     except ReadError as exc:
-        fail = Failure(work.item_id, item.source, exc.stage, getattr(exc, "error_type", type(exc).__name__), str(exc))
+        kind = getattr(exc, "error_type", type(exc).__name__)
+        fail = Failure(work.item_id, item.source, exc.stage, kind, str(exc), stat_digest(root, item.files))
     except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not stop the job
-        fail = Failure(work.item_id, item.source, "read", type(exc).__name__, f"{item.source}: {exc}")
+        message = f"{item.source}: {exc}"
+        fail = Failure(work.item_id, item.source, "read", type(exc).__name__, message, stat_digest(root, item.files))
     return Decoded(work, None, failure=fail, seconds=time.perf_counter() - start)
 
 

@@ -53,9 +53,10 @@ def test_reader_processes_never_import_torch(tmp_path):
     result = scan(tmp_path / "a")
     pool = start_readers(1)
     try:
-        shapes = pool.starmap(read_item, [(it, result.root, PreprocessConfig(image_size=32)) for it in result.items])
+        cfg = PreprocessConfig(image_size=32)
+        shapes = [pool.submit(read_item, it, result.root, cfg).result() for it in result.items]
         assert all(s.pixels.shape[-1] == 32 for s in shapes)
         # a builtin, so that unpickling the call imports nothing (a function of this module would import torch)
-        assert pool.apply(eval, ("'torch' in __import__('sys').modules",)) is False
+        assert pool.submit(eval, "'torch' in __import__('sys').modules").result() is False
     finally:
-        pool.terminate()
+        pool.close()

@@ -10,8 +10,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from pipelines.local import Window, start_readers
+from pipelines.local import SliceWindow, start_readers
 from pipelines.plan import WorkItem
+from pipelines.scan import pool_map
 from pipelines.stages import Decoded, EncodeBatcher
 from radretrieve.archive import scan
 from radretrieve.synth import synthesize
@@ -27,9 +28,9 @@ def test_scan_in_reader_processes_equals_scan_in_process(tmp_path):
     nib.save(four_d, root / "s3-00003" / "fmri.nii.gz")  # scanned with a FirstVolume note
     pool = start_readers(2)
     try:
-        parallel = scan(root, map_fn=lambda fn, rels: pool.imap(fn, rels, chunksize=3))
+        parallel = scan(root, map_fn=pool_map(pool))
     finally:
-        pool.terminate()
+        pool.close()
     sequential = scan(root)
     assert parallel == sequential
     assert {e.error_type for e in sequential.errors} == {"CorruptFile", "EmptyFile"}
@@ -37,7 +38,7 @@ def test_scan_in_reader_processes_equals_scan_in_process(tmp_path):
 
 
 def test_window_counts_volumes_at_their_depth_and_always_allows_a_few_items():
-    w = Window(slices=64, items=4, depth=32)
+    w = SliceWindow(slices=64, items=4, depth=32)
     vol, img = _work("volume"), _work("image")
     assert (w.cost(vol), w.cost(img)) == (32, 1)
     assert not w.full(3, 96)  # fewer than `items` in flight: never full

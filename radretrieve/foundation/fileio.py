@@ -17,6 +17,7 @@ plots) goes through `atomic_write_bytes` or `atomic_path`, so that:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -157,6 +158,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """`atomic_write_bytes` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in blocks (the checksum recorded when an artefact is committed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def remove_stale_temps(folder: Path, recursive: bool = True, only_dead: bool = False) -> list[Path]:

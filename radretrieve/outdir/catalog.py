@@ -30,6 +30,7 @@ import pyarrow as pa
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.outdir.layout import ERROR_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
+from radretrieve.outdir.verify import check_shards
 
 # Columns of the items/reports views, with their duckdb types for the empty-view case.
 META_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -103,6 +104,7 @@ class Catalog:
 
         self.out_dir = Path(out_dir).resolve()
         self.manifest = manifest or read_manifest(self.out_dir)
+        check_shards(self.out_dir, self.manifest)  # a truncated shard: one line naming it, not an Arrow error
         self._duckdb = duckdb
         self.con = duckdb.connect()
         self._local = threading.local()  # one cursor per thread: a duckdb connection is not thread-safe

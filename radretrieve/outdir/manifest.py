@@ -24,6 +24,30 @@ class ShardEntry:
     task_id: str  # stable id of the task that produced it
     rows: int  # rows in the shard
     counts: Mapping[str, int] = field(default_factory=dict)  # rows per kind
+    size: int = 0  # bytes of the file at commit (0: not recorded, out dirs written before 0.1.1)
+    sha256: str = ""  # SHA-256 of the file at commit ("" : not recorded)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "task_id": self.task_id,
+            "rows": self.rows,
+            "counts": dict(self.counts),
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> ShardEntry:
+        counts = {str(k): int(v) for k, v in dict(data.get("counts", {})).items()}
+        return ShardEntry(
+            str(data["file"]),
+            str(data["task_id"]),
+            int(data["rows"]),
+            counts,
+            int(data.get("size", 0)),
+            str(data.get("sha256", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -43,15 +67,18 @@ class Manifest:
             "preprocess_hash": self.preprocess_hash,
             "dim": self.dim,
             "model": dict(self.model),
-            "shards": [
-                {"file": s.file, "task_id": s.task_id, "rows": s.rows, "counts": dict(s.counts)} for s in self.shards
-            ],
+            "shards": [s.to_json() for s in self.shards],
         }
         return json.dumps(data, indent=1, sort_keys=True)
 
     def with_shard(self, entry: ShardEntry) -> Manifest:
         kept = tuple(s for s in self.shards if s.task_id != entry.task_id)
         return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept + (entry,))
+
+    def without(self, files: set[str]) -> Manifest:
+        """This manifest without the shards whose `file` is in `files` (damaged or missing ones)."""
+        kept = tuple(s for s in self.shards if s.file not in files)
+        return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept)
 
     @property
     def finished_tasks(self) -> frozenset[str]:
@@ -65,9 +92,7 @@ def read_manifest(out_dir: Path) -> Manifest:
         raise RadRetrieveError(f"{out_dir}: no {MANIFEST} (not a radretrieve out dir, or nothing indexed yet)")
     try:
         data = json.loads(path.read_text())
-        shards = tuple(
-            ShardEntry(s["file"], s["task_id"], int(s["rows"]), dict(s.get("counts", {}))) for s in data["shards"]
-        )
+        shards = tuple(ShardEntry.from_json(s) for s in data["shards"])
         return Manifest(data["fingerprint"], data["preprocess_hash"], int(data["dim"]), data["model"], shards)
     except (ValueError, KeyError, TypeError) as exc:
         raise RadRetrieveError(f"{path}: unreadable manifest ({exc})") from exc

@@ -18,6 +18,7 @@ from radretrieve.foundation.errors import FingerprintMismatch
 from radretrieve.foundation.fileio import atomic_path
 from radretrieve.foundation.version import __version__
 from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.verify import REPAIR_HINT, DamagedFile, shard_problem
 
 KINDS = ("image", "volume", "report")
 META_PREFIX = "radretrieve."
@@ -91,6 +92,9 @@ def iter_embeddings(
         if files is not None and entry.file not in files:
             continue
         path = Path(out_dir) / entry.file
+        problem = shard_problem(out_dir, entry)
+        if problem is not None:
+            raise DamagedFile(f"{path}: damaged shard: {problem}; {REPAIR_HINT}")
         check_fingerprint(path, manifest.fingerprint)
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["item_id", "kind", "embedding"]):

@@ -23,7 +23,8 @@ import torch
 
 from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
-from radretrieve.foundation.fileio import atomic_write_bytes
+from radretrieve.foundation.fileio import atomic_write_bytes, remove_stale_temps
+from radretrieve.foundation.lock import writer_lock
 from radretrieve.models.radclip import RadCLIP
 from radretrieve.models.reference import ModelSource
 from radretrieve.training.checkpoint import (
@@ -98,21 +99,25 @@ def train(
     `on_step(stage, step, steps_in_stage, loss)` is called after every optimizer step (progress bars)."""
     started = time.perf_counter()
     out, data = Path(out), Path(data)
-    _check_out(out, resume, overwrite)
-    net = _load(model, weights, device)
-    run_hash = config_hash({"train": cfg.to_dict(), "data": str(data.resolve()), "base": net.fingerprint})
-    devices = [net.device.index or 0] if net.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # the caller's RNG state is left as it was
-        torch.manual_seed(cfg.seed)
-        progress, resumed_from, checkpoint = _start(cfg, net, out, run_hash, resume)
-        if progress.stage < FINISHED:
-            _run(cfg, net, data, out, progress, LoopContext(net, cfg, out, checkpoint, stop_after_steps, on_step))
-    return _finish(cfg, net, data, out, progress, resumed_from, model, weights, time.perf_counter() - started)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    with writer_lock(out, "radretrieve train"):  # one trainer per model directory
+        remove_stale_temps(out)  # a checkpoint folder half-written by a killed run
+        _check_out(out, resume, overwrite)
+        net = _load(model, weights, device)
+        run_hash = config_hash({"train": cfg.to_dict(), "data": str(data.resolve()), "base": net.fingerprint})
+        devices = [net.device.index or 0] if net.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the caller's RNG state is left as it was
+            torch.manual_seed(cfg.seed)
+            progress, resumed_from, checkpoint = _start(cfg, net, out, run_hash, resume)
+            if progress.stage < FINISHED:
+                ctx = LoopContext(net, cfg, out, checkpoint, stop_after_steps, on_step)
+                _run(cfg, net, data, out, progress, ctx)
+        seconds = time.perf_counter() - started
+        return _finish(cfg, net, data, out, progress, resumed_from, model, weights, seconds)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
     if list_checkpoints(out) and not resume:
         if not overwrite:
             raise ConfigError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue or --overwrite")

@@ -1,0 +1,55 @@
+"""Committing a finished task: its errors file, its shard, then its manifest entry (each atomic).
+
+The order makes a crash at any point safe: a shard that is written but not yet listed is removed by the next
+run (pipelines.outdir_open) and its task runs again; the manifest lists only whole shards, each with the
+size and SHA-256 it was committed with (radretrieve.outdir.verify checks them).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipelines.plan import Task
+from pipelines.stages import Failure, Row, rows_to_table
+from radretrieve.foundation.fileio import atomic_write_bytes, file_sha256
+from radretrieve.outdir.layout import ERROR_DIR, SCAN_ERRORS, SHARD_DIR
+from radretrieve.outdir.manifest import Manifest, ShardEntry, write_manifest
+from radretrieve.outdir.shards import shard_metadata, write_shard
+
+
+class ShardWriter:
+    """Writes finished tasks into one out dir; `rows` and `errors` count what it wrote, by kind / type."""
+
+    def __init__(self, out_dir: Path, manifest: Manifest) -> None:
+        self.out_dir, self.manifest = Path(out_dir), manifest
+        self.meta = shard_metadata(manifest.fingerprint, manifest.preprocess_hash, manifest.dim)
+        self.rows: collections.Counter = collections.Counter()
+        self.errors: collections.Counter = collections.Counter()
+
+    def finish(self, task: Task, rows: list[Row], failures: list[Failure]) -> None:
+        if failures:
+            body = "".join(f.to_json() + "\n" for f in failures).encode()
+            atomic_write_bytes(self.out_dir / ERROR_DIR / f"{task.task_id}.jsonl", body)
+        table = rows_to_table(rows, self.manifest.dim, self.meta)
+        rel = f"{SHARD_DIR}/{task.shard_name}"
+        path = self.out_dir / rel
+        write_shard(path, table)
+        counts = collections.Counter(table.column("kind").to_pylist())
+        entry = ShardEntry(rel, task.task_id, table.num_rows, dict(counts), path.stat().st_size, file_sha256(path))
+        self.manifest = self.manifest.with_shard(entry)
+        write_manifest(self.out_dir, self.manifest)
+        self.rows.update(counts)
+        self.errors.update(f.error_type for f in failures)
+
+
+def write_scan_errors(out_dir: Path, errors: Iterable) -> None:
+    """Scan-level failures (unreadable headers, mixed series...): rewritten on every run, never duplicated."""
+    body = "".join(
+        Failure(getattr(e, "item_id", None), e.source, e.stage, e.error_type, e.message).to_json() + "\n"
+        for e in errors
+    ).encode()
+    path = Path(out_dir) / ERROR_DIR / SCAN_ERRORS
+    if body or path.exists():
+        atomic_write_bytes(path, body)

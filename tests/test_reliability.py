@@ -1,0 +1,249 @@
+"""Nothing lost, nothing hung: one writer per out dir, dead readers, shard names, damaged shards, retries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.job import IndexOptions, index_archive
+from pipelines.plan import report_item_id
+from pipelines.readers import ReaderPool, Window, ordered_map
+from radretrieve.archive import scan
+from radretrieve.foundation.lock import Locked, current_holder, writer_lock
+from radretrieve.outdir.catalog import Catalog
+from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.verify import DamagedFile
+from radretrieve.synth import synthesize
+from radretrieve.testing.dicom import write_ct_series
+
+QUIET = {"progress": False}
+CLI = [sys.executable, "-m", "radretrieve"]
+
+
+def _rows(out: Path) -> dict[int, dict]:
+    rows: dict[int, dict] = {}
+    for entry in read_manifest(out).shards:
+        for r in pq.read_table(out / entry.file).to_pylist():
+            assert r["item_id"] not in rows, f"duplicate id {r['item_id']}"
+            rows[r["item_id"]] = r
+    return rows
+
+
+def _expected(root: Path) -> set[int]:
+    result = scan(root)
+    return {it.item_id for it in result.items} | {report_item_id(s.key) for s in result.studies if s.report}
+
+
+def _wait_for(predicate, seconds: float = 120.0) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("arch")
+    synthesize(base / "a", studies=6, seed=4)
+    synthesize(base / "b", studies=6, seed=5)
+    return base / "a", base / "b"
+
+
+# -- one writer per out dir ------------------------------------------------------------------------------
+HOLD = (
+    "import sys, time\n"
+    "from radretrieve.foundation.lock import writer_lock\n"
+    "with writer_lock(sys.argv[1], 'radretrieve index'):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(60)\n"
+)
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process that takes `folder`'s writer lock and keeps it for a minute."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_stops_naming_the_holder(tmp_path):
+    holder = _hold_lock(tmp_path / "out")
+    try:
+        with pytest.raises(Locked) as info:
+            with writer_lock(tmp_path / "out", "radretrieve build-index"):
+                pass
+        message = str(info.value)
+        assert f"pid {holder.pid}" in message and "radretrieve index" in message and "since" in message
+        assert "\n" not in message
+        assert current_holder(tmp_path / "out").pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_writer_is_taken_over(tmp_path, caplog):
+    proc = _hold_lock(tmp_path / "out")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert current_holder(tmp_path / "out") is None  # the kernel dropped the dead process's lock
+    with caplog.at_level(logging.INFO, logger="radretrieve.foundation.lock"):
+        with writer_lock(tmp_path / "out", "radretrieve index"):
+            assert current_holder(tmp_path / "out").pid == os.getpid()
+    assert any("took over" in r.getMessage() and str(proc.pid) in r.getMessage() for r in caplog.records)
+
+
+def test_two_jobs_on_one_out_dir_lose_nothing(archives, tiny_model, tmp_path):
+    """A second `index` while the first runs stops naming the first; run after it, it adds its rows (shard
+    names come from task ids, so two inputs cannot overwrite each other's shards)."""
+    a, b = archives
+    out = tmp_path / "out"
+    cmd = [*CLI, "index", str(a), "--out", str(out), "--workers", "0", "--studies-per-task", "1", "--no-index", "-q"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "manifest.json").is_file() and current_holder(out) is not None)
+    os.kill(first.pid, signal.SIGSTOP)  # the first job, frozen mid-run with the lock held
+    try:
+        cmd_b = [*CLI, "index", str(b), "--out", str(out), "--workers", "0", "--no-index", "-q"]
+        second = subprocess.run(cmd_b, capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert second.returncode == 1 and second.stderr.strip().startswith("error: "), second.stderr
+    assert f"pid {first.pid}" in second.stderr and "radretrieve index" in second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    index_archive(b, out, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
+    assert set(_rows(out)) == _expected(a) | _expected(b)
+    assert len({s.file for s in read_manifest(out).shards}) == len(read_manifest(out).shards)
+
+
+# -- dead readers ----------------------------------------------------------------------------------------
+def poison(x: int) -> int:
+    """Kills its process for the value 13 (an OOM kill or a decoder segfault would look the same)."""
+    if x == 13:
+        os._exit(9)
+    time.sleep(0.01)
+    return x * 2
+
+
+def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails():
+    pool = ReaderPool(2)
+    try:
+        start = time.monotonic()
+        got = list(ordered_map(pool, poison, range(30), Window(budget=6, min_items=4), crashed=lambda x: -x))
+        assert time.monotonic() - start < 30  # noticed at once, not after a timeout
+    finally:
+        pool.close()
+    assert got == [-13 if x == 13 else 2 * x for x in range(30)]  # every item once, in order
+    assert pool.restarts == 2  # the batch crash, then the lone retry that pinned it on item 13
+
+
+def _reader_pids(parent: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        kids += [int(p) for p in (task / "children").read_text().split()]
+    spawned = []
+    for pid in kids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            spawned.append(pid)
+    return spawned
+
+
+def test_killing_a_reader_mid_job_costs_nothing(tmp_path):
+    root = tmp_path / "a"
+    synthesize(root, studies=24, seed=6)
+    out = tmp_path / "out"
+    cmd = [*CLI, "index", str(root), "--out", str(out), "--workers", "2", "--studies-per-task", "2"]
+    job = subprocess.Popen([*cmd, "--no-index", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 1)
+    readers = _reader_pids(job.pid)
+    assert readers, "no reader processes found"
+    os.kill(readers[0], signal.SIGKILL)
+    assert job.wait(timeout=180) == 0, job.stderr.read()
+    assert set(_rows(out)) == _expected(root)
+    assert not list((out / "errors").glob("t-*.jsonl"))  # the retry succeeded: no item was blamed
+
+
+# -- damaged shards --------------------------------------------------------------------------------------
+def test_a_damaged_shard_is_named_and_its_task_runs_again(archives, tiny_model, tmp_path):
+    a, _ = archives
+    out = tmp_path / "out"
+    index_archive(a, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    before = _rows(out)
+    entries = read_manifest(out).shards
+    victim, others = out / entries[1].file, [out / e.file for e in entries if e.file != entries[1].file]
+    stats = {p: p.stat().st_mtime_ns for p in others}
+    victim.write_bytes(victim.read_bytes()[:-100])  # truncated, as a full disk or a killed copy leaves it
+    with pytest.raises(DamagedFile) as info:
+        Catalog(out)
+    assert str(victim) in str(info.value) and "radretrieve index" in str(info.value) and "\n" not in str(info.value)
+    for args in (["info", str(out)], ["build-index", str(out), "--rebuild"]):
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and victim.name in proc.stderr
+    summary = index_archive(a, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    assert summary.tasks == 1
+    after = _rows(out)
+    assert set(after) == set(before)
+    assert {p: p.stat().st_mtime_ns for p in others} == stats  # the good shards were not rewritten
+
+
+def test_a_missing_or_bit_flipped_shard_is_repaired_by_index(archives, tiny_model, tmp_path):
+    a, _ = archives
+    out = tmp_path / "out"
+    index_archive(a, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    entries = read_manifest(out).shards
+    (out / entries[0].file).unlink()
+    flipped = out / entries[2].file
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, same footer: only the checksum can tell
+    flipped.write_bytes(bytes(data))
+    summary = index_archive(a, out, tiny_model, IndexOptions(workers=0, studies_per_task=2, **QUIET))
+    assert summary.tasks == 2 and set(_rows(out)) == _expected(a)
+
+
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_writer(archives, tiny_model, tmp_path):
+    a, _ = archives
+    out = tmp_path / "out"
+    index_archive(a, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    planted = [out / ".manifest.json.999999-0badc0de.tmp", out / "errors" / ".x.jsonl.999999-0badc0de.tmp"]
+    (out / "errors").mkdir(exist_ok=True)
+    for p in planted:
+        p.write_bytes(b"torn")
+    index_archive(a, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert not any(p.exists() for p in planted)
+
+
+# -- failed inputs: recorded once, retried when they change -----------------------------------------------
+def test_a_corrected_input_is_indexed_on_the_next_run(tiny_model, tmp_path):
+    root = tmp_path / "a"
+    write_ct_series(root / "good", 3)
+    write_ct_series(root / "fixme", 3, seed=1)
+    victim = sorted((root / "fixme").iterdir())[1]
+    good_bytes = victim.read_bytes()
+    victim.write_bytes(good_bytes[:-200])  # fails at read
+    out = tmp_path / "out"
+    first = index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert first.errors == {"CorruptFile": 1}
+    again = index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert again.tasks == 0  # unchanged: not retried
+    retried = index_archive(root, out, tiny_model, IndexOptions(workers=0, retry_errors=True, **QUIET))
+    assert retried.tasks == 1 and retried.errors == {"CorruptFile": 1}  # --retry-errors: tried, failed again
+    errors = [json.loads(line) for p in (out / "errors").glob("t-*.jsonl") for line in p.read_text().splitlines()]
+    assert len(errors) == 1  # recorded once, not once per run
+    victim.write_bytes(good_bytes)  # the file is replaced by a good copy
+    fixed = index_archive(root, out, tiny_model, IndexOptions(workers=0, **QUIET))
+    assert fixed.tasks == 1 and not fixed.errors
+    assert set(_rows(out)) == _expected(root)
+    assert not [line for p in (out / "errors").glob("t-*.jsonl") for line in p.read_text().splitlines()]
