@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from indexers import checks
 from indexers.ann import AnnIndex
 from indexers.holdout import HeldOut, held_out_truth, hold_out
 from indexers.meta import (
@@ -128,6 +129,10 @@ def _update_mode(existing: IndexInfo | None, manifest: Manifest, wanted: IndexPl
         return "rebuild"
     if existing.plan.index_type == "ivf_pq" and not _store_ok(path.parent, existing):
         return "rebuild"  # IVF-PQ without a usable re-rank store (older build, or a crash mid-write)
+    damaged = checks.failing(path.parent, existing.checks, existing.files)
+    if damaged is not None:
+        log.warning("%s index: %s; rebuilding it", existing.name, damaged)
+        return "rebuild"
     if indexed == current:
         return "keep"
     return "rebuild" if needs_rebuild(existing.plan, wanted) else "add"
@@ -181,6 +186,7 @@ def build_target(
         index.add_with_ids(held.vectors, held.ids)
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
     write_faiss(index, path)
+    files = (tgt.file,) + ((store_info.vectors, store_info.ids) if store_info is not None else ())
     return IndexInfo(
         tgt.name,
         tgt.file,
@@ -196,6 +202,7 @@ def build_target(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
+        checks.record(path.parent, files),
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexers.ann import AnnIndex, VectorFetch
+from indexers.checks import REBUILD_HINT, verify
 from indexers.errors import FingerprintMismatch, IndexMissing, StaleIndex
 from indexers.meta import IndexInfo, index_dir, read_index_json
 from indexers.store import VectorStore
+from radretrieve.outdir.verify import DamagedFile
 
 
 def check_fingerprint(infos: dict[str, IndexInfo], expected: str | None) -> None:
@@ -37,7 +39,12 @@ def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch |
     path = index_dir(out_dir) / info.file
     if not path.is_file():
         raise IndexMissing(f"{path}: missing (run `radretrieve build-index {out_dir}`)")
-    index = faiss.read_index(str(path))
+    verify(path.parent, info.checks, info.files, Path(out_dir), full=False)
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:  # an index without recorded checks (older build) that faiss cannot parse
+        first = " ".join(str(exc).split())[:160]
+        raise DamagedFile(f"{path}: unreadable index file ({first}); {REBUILD_HINT.format(out=out_dir)}") from exc
     if index.ntotal != info.count or index.d != info.plan.dim:
         raise StaleIndex(
             f"{path}: holds {index.ntotal} vectors of dim {index.d}, index.json says {info.count} of dim "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indexers.checks import FileCheck
 from indexers.errors import IndexMissing
 from indexers.plan import IndexPlan, SearchParams
 from indexers.store import StoreInfo
@@ -81,6 +82,12 @@ class IndexInfo:
     built_at: str  # ISO-8601 UTC time of the last write
     shards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # shard_key() of indexed shards
     store: StoreInfo | None = None  # memory-mapped vectors for exact re-ranking (IVF-PQ); None otherwise
+    checks: Mapping[str, FileCheck] = field(default_factory=dict)  # file name -> size and SHA-256 at commit
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of this index under OUT/index/: the .faiss file and the re-rank store's."""
+        return (self.file,) + ((self.store.vectors, self.store.ids) if self.store is not None else ())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +112,7 @@ class IndexInfo:
             "built_at": self.built_at,
             "shards": [dict(s) for s in self.shards],
             "store": self.store.to_json() if self.store is not None else None,
+            "checks": {name: c.to_json() for name, c in self.checks.items()},
         }
 
     @staticmethod
@@ -132,6 +140,7 @@ class IndexInfo:
             data["built_at"],
             tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
+            {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
         )
 
 

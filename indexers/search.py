@@ -30,6 +30,7 @@ from indexers.store import VectorStore
 from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.shards import iter_embeddings
+from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ class Searcher:
         fingerprint: str | None = None,
         device: str = "auto",
         small_candidates: int = SMALL_CANDIDATES,
+        where_timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.out_dir = Path(out_dir)
+        self.where_timeout = where_timeout  # seconds a --where filter may run in the catalog
         self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
         self.device = resolve_device(device)
         self.small_candidates = small_candidates  # filters with at most this many rows are scored exactly
@@ -84,6 +87,11 @@ class Searcher:
         self._stores: dict[str, VectorStore | None] = {}
         self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
+
+    @property
+    def manifest_anonymised(self) -> bool:
+        """Whether the out dir was built with --anonymise-paths (its sources are hashes)."""
+        return read_manifest(self.out_dir).anonymised
 
     def _warn_if_stale(self) -> None:
         current = manifest_hash(read_manifest(self.out_dir))
@@ -98,7 +106,7 @@ class Searcher:
     def catalog(self) -> Catalog:
         with self._open_lock:
             if self._catalog is None:
-                self._catalog = Catalog(self.out_dir)
+                self._catalog = Catalog(self.out_dir, where_timeout=self.where_timeout)
             return self._catalog
 
     def index(self, name: str) -> AnnIndex:

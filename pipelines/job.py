@@ -20,8 +20,10 @@ from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
 from pipelines.scan import scan_archive
 from pipelines.writer import ShardWriter, write_scan_errors
+from radretrieve.archive.anonymise import PathHasher, anonymise_scan
 from radretrieve.foundation.lock import writer_lock
 from radretrieve.models.protocol import Encoder
+from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.archive_root import write_archive_root
 from radretrieve.outdir.manifest import Manifest
 from radretrieve.outdir.text_tower import save_text_tower
@@ -42,6 +44,7 @@ class IndexOptions:
     ray_address: str | None = None  # join an existing Ray cluster (engine=ray)
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once)
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
+    anonymise_paths: bool = False  # store and show keyed hashes instead of file and folder names
 
 
 @dataclass
@@ -55,6 +58,8 @@ class IndexSummary:
     seconds: float = 0.0  # wall time
     stage_seconds: dict[str, float] = field(default_factory=dict)  # decode / encode / write
     slices: int = 0  # slices encoded
+    manifest_rows: int = 0  # rows of a manifest archive (0 for a folder)
+    manifest_rows_used: int = 0  # of those, rows that gave an item (the others are in errors/)
 
     def to_dict(self) -> dict[str, Any]:
         items = sum(v for k, v in self.rows.items() if k != "report")
@@ -68,6 +73,8 @@ class IndexSummary:
             "items_per_s": items / self.seconds if self.seconds else 0.0,
             "slices": self.slices,
             "stage_seconds": dict(self.stage_seconds),
+            "manifest_rows": self.manifest_rows,
+            "manifest_rows_used": self.manifest_rows_used,
         }
 
     def lines(self) -> list[str]:
@@ -79,6 +86,9 @@ class IndexSummary:
             f"errors: {dict(sorted(self.errors.items())) or 0}",
             f"time: {self.seconds:.1f} s; {rate:.1f} items/s; {self.slices / max(self.seconds, 1e-9):.1f} slices/s",
         ]
+        if self.manifest_rows:
+            left = self.manifest_rows - self.manifest_rows_used
+            out.append(f"manifest rows used: {self.manifest_rows_used} of {self.manifest_rows} ({left} in errors/)")
         if self.stage_seconds:
             out.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()))
         return out
@@ -108,14 +118,17 @@ def _start_readers(options: IndexOptions) -> Any:
 
 
 def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any) -> IndexSummary:
-    manifest = open_out_dir(out_dir, model, options.overwrite)
+    manifest = open_out_dir(out_dir, model, options.overwrite, options.anonymise_paths)
     # The stored text tower lets `radretrieve search` start without open_clip. It is written (file I/O,
     # outside the GIL) while the readers scan, and must be done before encoding starts, so that a full
     # disk or a bad model is reported at once, not after hours of encoding.
     with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
         tower = background.submit(save_text_tower, model, out_dir)
-        result = scan_archive(archive, readers)
+        result = scan_archive(archive, readers, log_paths=not options.anonymise_paths)
         tower.result()
+    real_sources: dict[int, str] = {}
+    if options.anonymise_paths:
+        result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)))
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
     write_archive_root(out_dir, result.root)
     write_scan_errors(out_dir, result.errors)
@@ -123,8 +136,9 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
     done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
     tasks = make_plan(result.studies, done, options.studies_per_task)
     summary = IndexSummary(studies=len(result.studies), tasks=len(tasks))
+    summary.manifest_rows, summary.manifest_rows_used = result.rows, result.rows_used
     summary.errors.update(e.error_type for e in result.errors)
-    writer = ShardWriter(out_dir, manifest)
+    writer = ShardWriter(out_dir, manifest, real_sources)
     bar = _progress(tasks, options.progress)
     times = _run_engine(options, tasks, result.root, model, writer, bar, readers)
     bar.close()

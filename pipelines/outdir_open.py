@@ -8,6 +8,7 @@ re-runs their tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -25,15 +26,20 @@ from radretrieve.outdir.verify import damaged_shards
 log = logging.getLogger(__name__)
 
 
-def open_out_dir(out_dir: Path, model: Encoder, overwrite: bool) -> Manifest:
-    """Create or reopen `out_dir` for `model`; refuse another model or preprocessing unless `overwrite`."""
+def open_out_dir(out_dir: Path, model: Encoder, overwrite: bool, anonymise: bool = False) -> Manifest:
+    """Create or reopen `out_dir` for `model`; refuse another model or preprocessing unless `overwrite`, and
+    a change of `--anonymise-paths` (an out dir's sources are all hashed, or none are)."""
     fingerprint, prep = model.fingerprint, config_hash(model.config.preprocess)
     for path in remove_stale_temps(out_dir):
         log.info("removed %s, left by an interrupted write", path.relative_to(out_dir))
     if (out_dir / MANIFEST).is_file():
         old = read_manifest(out_dir)
         if (old.fingerprint, old.preprocess_hash) == (fingerprint, prep):
-            return repair(out_dir, old)
+            if old.anonymised != anonymise and old.shards and not overwrite:
+                was = "with" if old.anonymised else "without"
+                raise RadRetrieveError(f"{out_dir} was built {was} --anonymise-paths; keep it so, or pass --overwrite")
+            if old.anonymised == anonymise or not old.shards:
+                return repair(out_dir, dataclasses.replace(old, anonymised=anonymise))
         if not overwrite:
             what = "model" if old.fingerprint != fingerprint else "preprocessing"
             raise FingerprintMismatch(
@@ -44,7 +50,7 @@ def open_out_dir(out_dir: Path, model: Encoder, overwrite: bool) -> Manifest:
     elif _has_other_files(out_dir) and not overwrite:
         raise RadRetrieveError(f"{out_dir} exists, is not empty and is not a radretrieve out dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir), ())
+    manifest = Manifest(fingerprint, prep, model.config.embed_dim, model_reference(model, out_dir), (), anonymise)
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -55,5 +55,5 @@ def pool_map(pool: ReaderPool) -> Callable[[Callable[[str], FileScan], Iterable[
 
 
 def scan_archive(archive: Path, pool: ReaderPool | None, **options: Any) -> ScanResult:
-    """`scan(archive)`, with the header reads of a folder in `pool` when there is one."""
+    """`scan(archive, **options)`, with the header reads of a folder in `pool` when there is one."""
     return scan(Path(archive), map_fn=pool_map(pool) if pool is not None else map, **options)

@@ -8,12 +8,14 @@ size and SHA-256 it was committed with (radretrieve.outdir.verify checks them).
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pipelines.plan import Task
 from pipelines.stages import Failure, Row, rows_to_table
 from radretrieve.foundation.fileio import atomic_write_bytes, file_sha256
+from radretrieve.outdir.anonymise import write_sources
 from radretrieve.outdir.layout import ERROR_DIR, SCAN_ERRORS, SHARD_DIR
 from radretrieve.outdir.manifest import Manifest, ShardEntry, write_manifest
 from radretrieve.outdir.shards import shard_metadata, write_shard
@@ -22,13 +24,18 @@ from radretrieve.outdir.shards import shard_metadata, write_shard
 class ShardWriter:
     """Writes finished tasks into one out dir; `rows` and `errors` count what it wrote, by kind / type."""
 
-    def __init__(self, out_dir: Path, manifest: Manifest) -> None:
+    def __init__(self, out_dir: Path, manifest: Manifest, real_sources: Mapping[int, str] | None = None) -> None:
         self.out_dir, self.manifest = Path(out_dir), manifest
+        self.real_sources = dict(real_sources or {})  # --anonymise-paths: item id -> real source
         self.meta = shard_metadata(manifest.fingerprint, manifest.preprocess_hash, manifest.dim)
         self.rows: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
 
     def finish(self, task: Task, rows: list[Row], failures: list[Failure]) -> None:
+        if self.real_sources:
+            failures = [_scrub(f, task) for f in failures]
+            ids = [w.item_id for w in task.work if w.item_id in self.real_sources]
+            write_sources(self.out_dir, task.task_id, {i: self.real_sources[i] for i in ids})
         if failures:
             body = "".join(f.to_json() + "\n" for f in failures).encode()
             atomic_write_bytes(self.out_dir / ERROR_DIR / f"{task.task_id}.jsonl", body)
@@ -42,6 +49,17 @@ class ShardWriter:
         write_manifest(self.out_dir, self.manifest)
         self.rows.update(counts)
         self.errors.update(f.error_type for f in failures)
+
+
+def _scrub(failure: Failure, task: Task) -> Failure:
+    """A failure of an anonymised item with every real file path in its message replaced by the item's hash."""
+    work = next((w for w in task.work if w.item_id == failure.item_id and w.item is not None), None)
+    if work is None:
+        return failure
+    message = failure.message
+    for rel in sorted(set(work.item.files), key=len, reverse=True):  # longest first: no partial replacements
+        message = message.replace(rel, work.item.source)
+    return dataclasses.replace(failure, message=message)
 
 
 def write_scan_errors(out_dir: Path, errors: Iterable) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -69,7 +71,8 @@ def test_where_filters_and_kind(out) -> None:
 @pytest.mark.parametrize(
     "where, match",
     [
-        ("modality = 'CT'; DROP VIEW items", "';' is not allowed"),
+        ("modality = 'CT'; DROP VIEW items", "bad --where: Parser Error"),
+        ("true); DROP VIEW items; SELECT (1", "one boolean expression"),
         ("no_such_column = 1", "bad --where: Binder Error"),
         ("modality = ", "bad --where: Parser Error"),
         ("   ", "empty"),
@@ -110,3 +113,69 @@ def test_rows_and_vectors_by_id(tmp_path) -> None:
     np.testing.assert_array_equal(vecs, ref)
     assert cat.vectors(want, "reports")[0].size == 0  # volumes are not in the reports view
     assert cat.study_items(items.studies[0], "items").tolist() == [int(items.ids[0])]
+
+
+# -- confinement: a filter reads the catalog's views and nothing else ------------------------------------
+SECRET = "TOPSECRET-4711"
+
+
+@pytest.fixture()
+def planted(out, tmp_path_factory):
+    """The out dir with a non-shard file inside it and a file outside it, both holding SECRET."""
+    path = out[0]
+    (path / "notes.csv").write_text(f"a,b\n{SECRET},1\n")
+    outside = tmp_path_factory.mktemp("outside") / "private.csv"
+    outside.write_text(f"a,b\n{SECRET},2\n")
+    return path, outside
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "source IN (SELECT a FROM read_csv('{inside}'))",  # a non-shard file inside the out dir
+        "source IN (SELECT a FROM read_csv('{outside}'))",  # a file outside it
+        "source IN (SELECT a FROM '{inside}')",  # the same, as a path-like table name
+        "(SELECT count(*) FROM read_text('{manifest}')) > 0",  # out dir metadata
+        "true) UNION ALL SELECT item_id FROM read_csv('{outside}', columns={{'item_id': 'BIGINT'}}) --",
+        "true) UNION ALL SELECT 1 --",  # escaping the parentheses at all
+        "true) ORDER BY (SELECT 1",
+        "current_setting('allowed_paths') IS NOT NULL",
+        "source IN (SELECT file FROM glob('{root}/*'))",
+    ],
+)
+def test_a_filter_cannot_read_files_or_escape(planted, attack: str) -> None:
+    path, outside = planted
+    where = attack.format(inside=path / "notes.csv", outside=outside, manifest=path / "manifest.json", root=path)
+    with pytest.raises(BadWhere) as err:
+        Catalog(path).candidates("items", where)
+    message = str(err.value)
+    assert message.startswith("bad --where: ") and "\n" not in message
+    assert SECRET not in message
+
+
+def test_errors_never_echo_data(out) -> None:
+    cat = Catalog(out[0])
+    with pytest.raises(BadWhere) as err:  # duckdb would quote the study key it could not convert
+        cat.candidates("items", "CAST(study_key AS INTEGER) = 1")
+    assert "study-" not in str(err.value) and "Conversion Error" in str(err.value)
+
+
+def test_semicolons_inside_literals_are_fine(out) -> None:
+    cat = Catalog(out[0])
+    assert len(cat.candidates("items", "description <> 'a;b' AND modality IN ('CT', 'x;y')")[0]) > 0
+
+
+def test_subqueries_over_the_views_are_allowed(out) -> None:
+    cat = Catalog(out[0])
+    ids, _ = cat.candidates("items", "study_key IN (SELECT study_key FROM reports)")
+    assert len(ids) > 0
+
+
+def test_a_slow_filter_stops_at_the_time_limit(out) -> None:
+    cat = Catalog(out[0], where_timeout=0.5)
+    rows = "sum(hash(a.item_id + b.item_id + c.item_id + d.item_id + e.item_id + f.item_id))"
+    slow = f"(SELECT {rows} FROM items a, items b, items c, items d, items e, items f) < 0"  # 40^6 rows
+    start = time.monotonic()
+    with pytest.raises(BadWhere, match="longer than 0.5 s"):
+        cat.candidates("items", slow)
+    assert time.monotonic() - start < 10

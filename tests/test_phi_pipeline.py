@@ -80,3 +80,53 @@ def test_planted_identifiers_reach_no_output(tmp_path, workers):
     blob = "\n".join(outputs)
     leaked = [s for s in phi_strings() if s in blob]
     assert leaked == []
+
+
+NAMES = ["DOE_JOHN_MRN123456", "SMITH_ANNA_MRN654321"]
+
+
+def _named_archive(root: Path) -> None:
+    """Folder and file names that carry patient data, as exports from some PACS do."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in NAMES:
+        folder = root / name
+        folder.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"{name}_chest.png")
+        (folder / f"{name}_chest.txt").write_text("chest radiograph, clear lungs")
+        (folder / "broken.png").write_bytes(b"")  # a failure whose record names the file
+    write_ct_series(root / NAMES[1] / "ct", 4)
+
+
+def test_anonymised_paths_reach_no_output_and_previews_still_work(tmp_path):
+    _named_archive(tmp_path / "arch")
+    out = tmp_path / "out"
+    outputs = []
+    proc = _run("index", str(tmp_path / "arch"), "--out", str(out), "--workers", "0", "--anonymise-paths")
+    outputs += [proc.stdout, proc.stderr]
+    for args in (
+        ["info", str(out), "--json"],
+        ["search", "chest", "--index", str(out), "--format", "json"],
+        ["search", "chest", "--index", str(out), "--format", "table"],
+    ):
+        proc = _run(*args)
+        outputs += [proc.stdout, proc.stderr]
+    sheet = tmp_path / "sheet.html"
+    _run("search", "chest", "--index", str(out), "-k", "3", "--format", "html", "--out", str(sheet))
+    html = sheet.read_text()
+    outputs.append(html)
+    private = {out / "anonymise.key"} | set((out / "sources").glob("*"))  # the map back: documented, not shown
+    outputs += _decoded_shards(out)
+    outputs += [
+        p.read_bytes().decode("utf-8", "replace")
+        for p in out.rglob("*")
+        if p.is_file() and p not in private and p.suffix not in {".parquet", ".faiss", ".npy", ".safetensors"}
+    ]
+    blob = "\n".join(outputs)
+    assert "h-" in blob and "chest radiograph" in blob  # the outputs are there, with hashed sources
+    leaked = [part for name in NAMES for part in (name, *name.split("_")) if part in blob]
+    assert leaked == []
+    assert html.count('alt="preview"') == 3  # thumbnails found through the out dir's source map
+    errors = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert len(errors) == 2 and all(e["source"].startswith("h-") for e in errors)

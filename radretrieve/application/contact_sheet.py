@@ -20,6 +20,8 @@ import numpy as np
 
 from indexers.search import Hit
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.outdir.anonymise import read_sources
+from radretrieve.outdir.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -148,5 +150,7 @@ def write_contact_sheet(
     from radretrieve.outdir.archive_root import archive_root
 
     root = archive_root(Path(out_dir), archive)
-    atomic_write_bytes(Path(path), render([(query, hits)], title, root, lambda h: h.source).encode("utf-8"))
+    real = read_sources(out_dir) if read_manifest(out_dir).anonymised else {}
+    sheet = render([(query, hits)], title, root, lambda h: real.get(h.item_id, h.source))
+    atomic_write_bytes(Path(path), sheet.encode("utf-8"))
     return Path(path)

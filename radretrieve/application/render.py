@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from radretrieve.application.search_service import QueryResult, SearchService
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.lock import LOCK_FILE
+from radretrieve.outdir.layout import OWNED
 
 FORMATS = ("table", "json", "html")
 TABLE_COLUMNS = ("rank", "score", "study", "modality", "description", "path")
@@ -20,8 +23,20 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def printable(text: str) -> str:
+    """`text` with terminal control characters (escape sequences, bells, direction overrides) made visible:
+    a report must not move the cursor, recolour or clear the terminal it is printed on."""
+    return "".join(_visible(ch) for ch in text)
+
+
+def _visible(ch: str) -> str:
+    if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf"):
+        return ch
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
 def _cell(value: str) -> str:
-    one_line = " ".join(str(value).split())  # reports span lines; a table row must not
+    one_line = " ".join(printable(str(value)).split())  # reports span lines; a table row must not
     return one_line if len(one_line) <= CELL_LIMIT else one_line[: CELL_LIMIT - 1] + "…"
 
 
@@ -75,12 +90,25 @@ def render_results(
     return to_table(results)
 
 
-def write_output(text: str, out: Path | None) -> bool:
+def check_out_path(out: Path, out_dir: Path) -> None:
+    """Refuse an `--out` that would overwrite a file the out dir owns (manifest, shards, index, ...)."""
+    target, root = Path(out).resolve(), Path(out_dir).resolve()
+    try:
+        rel = target.relative_to(root)
+    except ValueError:
+        return
+    if rel.parts and rel.parts[0] in (*OWNED, LOCK_FILE):
+        raise RadRetrieveError(f"--out {out}: refusing to overwrite {rel.as_posix()}, a file of the out dir {out_dir}")
+
+
+def write_output(text: str, out: Path | None, out_dir: Path | None = None) -> bool:
     """Write to `out` atomically and return True, or return False (the caller prints to stdout)."""
     if out is None:
         return False
     from radretrieve.foundation.fileio import atomic_write_bytes
 
+    if out_dir is not None:
+        check_out_path(out, out_dir)
     try:
         atomic_write_bytes(Path(out), text.encode("utf-8"))
     except OSError as exc:

@@ -23,6 +23,8 @@ from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
 from indexers.search import HIT_ROW_FIELDS, Hit, Searcher, StudyQuery
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.models.protocol import Encoder
+from radretrieve.outdir.anonymise import read_sources
+from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +76,22 @@ class SearchService:
     """Text/study/path queries over one out dir. `model`: an override that must match the fingerprint."""
 
     def __init__(
-        self, out_dir: Path, model: str | None = None, weights: str | None = None, device: str = "auto"
+        self,
+        out_dir: Path,
+        model: str | None = None,
+        weights: str | None = None,
+        device: str = "auto",
+        where_timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
         self._model: Encoder | None = None
+        self._real_sources: dict[int, str] | None = None
         if model is not None:  # load now: a mismatching override must fail before any search
             self._model = self._load_model(model, weights)
         fingerprint = self._model.fingerprint if self._model is not None else None
-        self.searcher: Searcher = Searcher(self.out_dir, fingerprint=fingerprint, device=device)
+        self.searcher = Searcher(self.out_dir, fingerprint=fingerprint, device=device, where_timeout=where_timeout)
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:
         from radretrieve.outdir.model_ref import load_model_for_out_dir
@@ -158,9 +166,26 @@ class SearchService:
         return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)))
 
     def preview_source(self, hit: Hit) -> str:
-        """The source to draw for `hit`: its own, or for a report (which has none) its study's first item's."""
-        if hit.source or not hit.study_key:
-            return hit.source
-        ids = self.searcher.catalog.study_items(hit.study_key, "items")
-        rows = self.searcher.catalog.rows(ids[:1], "items")
-        return next(iter(rows.values())).source if rows else ""
+        """The file to draw for `hit` (relative to the archive root): its own, or for a report (which has none)
+        its study's first item's; in an anonymised out dir the real path, from the out dir's source map."""
+        item_id, source = hit.item_id, hit.source
+        if hit.kind == "report" or not source:
+            if not hit.study_key:
+                return ""
+            ids = self.searcher.catalog.study_items(hit.study_key, "items")
+            rows = self.searcher.catalog.rows(ids[:1], "items")
+            if not rows:
+                return ""
+            item_id, source = next(iter(rows.items()))[0], next(iter(rows.values())).source
+        return self.real_sources.get(item_id, source) if self.anonymised else source
+
+    @property
+    def anonymised(self) -> bool:
+        return self.searcher.manifest_anonymised
+
+    @property
+    def real_sources(self) -> dict[int, str]:
+        """item id -> real source of an anonymised out dir (read once)."""
+        if self._real_sources is None:
+            self._real_sources = read_sources(self.out_dir)
+        return self._real_sources

@@ -44,19 +44,20 @@ __all__ = [
 ]
 
 
-def scan(root_or_manifest: str | Path, strict: bool = False, map_fn: Any = map) -> ScanResult:
+def scan(root_or_manifest: str | Path, strict: bool = False, map_fn: Any = map, log_paths: bool = True) -> ScanResult:
     """Scan an archive folder, or a manifest file (.csv, .parquet, .jsonl), reading headers only.
 
     Bad inputs become `ScanResult.errors` and scanning goes on; with `strict=True` the first one is
     raised as an ArchiveError instead. `map_fn` maps the per-file header reads of a folder (in order),
     e.g. a process pool's `imap` to read headers in parallel; manifests are scanned row by row.
+    `log_paths=False` keeps file names out of the log (`--anonymise-paths`: names can carry patient data).
     """
     from radretrieve.archive.manifest import is_manifest, scan_manifest
     from radretrieve.archive.scanner import scan_folder
 
     path = Path(root_or_manifest)
     if is_manifest(path):
-        return scan_manifest(path, strict=strict)
+        return scan_manifest(path, strict=strict, log_paths=log_paths)
     if not path.is_dir():
         raise ReadError(str(path), "not a folder or a manifest (.csv, .parquet, .jsonl)", "scan")
-    return scan_folder(path, strict=strict, map_fn=map_fn)
+    return scan_folder(path, strict=strict, map_fn=map_fn, log_paths=log_paths)

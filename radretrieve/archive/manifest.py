@@ -9,6 +9,7 @@ Every other column is a string label. Items get the same keys as a folder scan o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from radretrieve.foundation.ids import normalise_relpath
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
 _RESERVED = ("path", "text", "study", "split")
+UNSUPPORTED = "not a DICOM, NIfTI (.nii, .nii.gz) or image (.png, .jpg, .bmp, .tif) file"
 
 
 class ManifestError(RadRetrieveError):
@@ -32,7 +34,16 @@ def is_manifest(path: Path) -> bool:
 
 
 def read_rows(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of a manifest as string dicts (missing/None/NaN -> '')."""
+    """Rows of a manifest as string dicts (missing/None/NaN -> ''); text manifests must be UTF-8."""
+    try:
+        yield from _read_rows(path)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path.name}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save it as UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path) -> Iterator[dict[str, str]]:
     name = path.name.lower()
     if name.endswith(".csv"):
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -87,13 +98,20 @@ def _relative(root: Path, raw: str) -> str:
     return normalise_relpath(rel)
 
 
-def scan_manifest(manifest: Path, strict: bool = False) -> ScanResult:
+def scan_manifest(manifest: Path, strict: bool = False, log_paths: bool = True) -> ScanResult:
     """Scan the sources a manifest lists; each row's text/labels/split/study go onto its items."""
     root = manifest.parent
-    col = Collector(strict=strict)
+    col = Collector(strict=strict, log_paths=log_paths)
+    rows = used = 0
     for row in read_rows(manifest):
-        start = len(col.items)
-        _collect_row(root, [p.strip() for p in row.get("path", "").split(";") if p.strip()], col)
+        rows += 1
+        start, errors = len(col.items), len(col.errors)
+        paths = [p.strip() for p in row.get("path", "").split(";") if p.strip()]
+        _collect_row(root, paths, col)
+        if len(col.items) > start:
+            used += 1
+        elif len(col.errors) == errors:  # nothing and no reason: a listed file must be accounted for
+            col.error(ArchiveError(";".join(paths), UNSUPPORTED, "UnsupportedFile", "scan"))
         labels = {k: v for k, v in row.items() if k not in _RESERVED}
         meta = {
             "text": row.get("text", ""),
@@ -102,7 +120,7 @@ def scan_manifest(manifest: Path, strict: bool = False) -> ScanResult:
             "study": row.get("study", ""),
         }
         col.items[start:] = [with_meta(item, meta) for item in col.items[start:]]
-    return assemble(root, col)
+    return dataclasses.replace(assemble(root, col), rows=rows, rows_used=used)
 
 
 def _collect_row(root: Path, raw_paths: list[str], col: Collector) -> None:

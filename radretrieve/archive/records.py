@@ -128,6 +128,8 @@ class ScanResult:
     studies: tuple[Study, ...]  # sorted by key
     errors: tuple[ErrorRecord, ...] = ()  # inputs that were skipped, with the reason
     notes: tuple[ErrorRecord, ...] = ()  # non-fatal findings (4D NIfTI first volume, slice gaps)
+    rows: int = 0  # manifest scans: rows in the manifest (0 for a folder scan)
+    rows_used: int = 0  # manifest scans: rows that gave at least one item
 
     @property
     def items(self) -> tuple[Item, ...]:

@@ -55,6 +55,7 @@ class Collector:
     """Accumulates items, errors and notes of one scan; `strict` turns the first error into an exception."""
 
     strict: bool = False
+    log_paths: bool = True  # False: log the problem, not the file name (names can carry patient data)
     items: list[Item] = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)
     notes: list[ErrorRecord] = field(default_factory=list)
@@ -62,11 +63,11 @@ class Collector:
     def error(self, exc: ArchiveError) -> None:
         if self.strict:
             raise exc
-        log.warning("skipped %s", exc)
+        log.warning("skipped %s", exc if self.log_paths else f"a file ({exc.error_type}, stage {exc.stage})")
         self.errors.append(ErrorRecord.from_error(exc))
 
     def note(self, source: str, note_type: str, message: str) -> None:
-        log.info("%s: %s", source, message)
+        log.info("%s: %s", source if self.log_paths else "a file", message)
         self.notes.append(ErrorRecord(source, "scan", note_type, f"{source}: {message}"))
 
 
@@ -167,7 +168,7 @@ def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
     return _item(
         key,
         kind="volume",
-        study_key=_parent(rel),
+        study_key="",  # assigned by assign_studies: only a real key groups files into a study
         series_key=key,
         source=rel,
         files=(rel,),
@@ -192,7 +193,7 @@ def scan_image(root: Path, rel: str) -> Item:
     return _item(
         key,
         kind="image",
-        study_key=_parent(rel),
+        study_key="",  # assigned by assign_studies
         series_key=key,
         source=rel,
         files=(rel,),
@@ -206,14 +207,12 @@ def scan_image_stack(rels: list[str]) -> Item:
     """Several image files forming one volume, in the given slice order (manifest `a.png;b.png`)."""
     source = ";".join(rels)
     key = "files:" + source
-    return _item(
-        key, kind="volume", study_key=_parent(rels[0]), series_key=key, source=source, files=tuple(rels), fmt="image"
-    )
+    return _item(key, kind="volume", study_key="", series_key=key, source=source, files=tuple(rels), fmt="image")
 
 
 def _dicom_fields(h: DicomHeader) -> dict[str, object]:
     return {
-        "study_key": h.study_uid or _parent(h.path),
+        "study_key": h.study_uid,  # "" without a StudyInstanceUID: assigned by assign_studies
         "fmt": "dicom",
         "modality": h.modality,
         "body_part": h.body_part,
@@ -289,10 +288,10 @@ def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
     json_path, txt_path = root / (stem + ".json"), root / (stem + ".txt")
     if json_path.is_file():
         try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(json_path, stem + ".json", col))
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             col.error(
                 ArchiveError(stem + ".json", f"unreadable sidecar ({type(exc).__name__})", "CorruptSidecar", "scan")
             )
@@ -305,8 +304,19 @@ def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
             "study": str(data.get("study") or ""),
         }
     if txt_path.is_file():
-        return {"text": txt_path.read_text(encoding="utf-8", errors="replace").strip()}
+        return {"text": read_text(txt_path, stem + ".txt", col).strip()}
     return {}
+
+
+def read_text(path: Path, rel: str, col: Collector) -> str:
+    """A report file as text: UTF-8 (a BOM is dropped), else Latin-1 with a note (every byte decodes, so a
+    report from an old RIS export is kept rather than lost; the note says it may be mis-decoded)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        col.note(rel, "NotUTF8", "not UTF-8: decoded as Latin-1")
+        return raw.decode("latin-1")
 
 
 def with_meta(item: Item, meta: Mapping[str, object]) -> Item:
@@ -323,8 +333,40 @@ def with_meta(item: Item, meta: Mapping[str, object]) -> Item:
     )
 
 
-def assemble(root: Path, col: Collector) -> ScanResult:
-    """Group items into studies; drop duplicate keys (the same instance stored twice)."""
+def assign_studies(root: Path, items: list[Item], col: Collector) -> tuple[list[Item], dict[str, str]]:
+    """Give every item without a study key one, and return the reports of folder studies.
+
+    Only a real key groups items into one study: a StudyInstanceUID, a manifest or JSON-sidecar `study`, or a
+    sidecar beside the folder that holds the item (`case1/` + `case1.txt` or `case1.json`: every item directly
+    in `case1/` is study "case1", the sidecar its report). Anything else is a study of its own, keyed by its
+    item key, so a flat folder of `x.jpg` + `x.txt` pairs gives one study (and one report) per image.
+    """
+    reports: dict[str, str] = {}
+    sidecars: dict[str, dict[str, object]] = {}  # folder -> its sidecar ({} if none), read once
+    out = []
+    for item in items:
+        if item.study_key:
+            out.append(item)
+            continue
+        folder = _parent(item.source.split(";")[0])
+        if folder not in sidecars:
+            sidecars[folder] = read_sidecar(root, folder, col) if folder != "." else {}
+        meta = sidecars[folder]
+        if meta:
+            key = str(meta.get("study") or folder)
+            reports[key] = str(meta.get("text") or "")
+            out.append(dataclasses.replace(item, study_key=key))
+        else:
+            out.append(dataclasses.replace(item, study_key=item.item_key))
+    return out, reports
+
+
+def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = None) -> ScanResult:
+    """Group items into studies (see `assign_studies`); drop duplicate keys (the same instance stored twice).
+
+    `reports`: study key -> the study's own report (a folder sidecar), put before its items' texts."""
+    col.items, found = assign_studies(root, col.items, col)
+    reports = {**found, **(reports or {})}
     by_key: dict[str, Item] = {}
     for item in sorted(col.items, key=lambda i: (i.item_key, i.source)):
         if item.item_key in by_key:
@@ -334,7 +376,7 @@ def assemble(root: Path, col: Collector) -> ScanResult:
     by_study: dict[str, list[Item]] = defaultdict(list)
     for item in by_key.values():
         by_study[item.study_key].append(item)
-    studies = tuple(_study(key, by_study[key]) for key in sorted(by_study))
+    studies = tuple(_study(key, by_study[key], reports.get(key, "")) for key in sorted(by_study))
     order = lambda r: (r.source, r.error_type, r.message)  # noqa: E731
     return ScanResult(
         root=root,
@@ -344,8 +386,8 @@ def assemble(root: Path, col: Collector) -> ScanResult:
     )
 
 
-def _study(key: str, items: list[Item]) -> Study:
-    texts = list(dict.fromkeys(i.text for i in items if i.text))
+def _study(key: str, items: list[Item], own_report: str = "") -> Study:
+    texts = list(dict.fromkeys(t for t in [own_report, *(i.text for i in items)] if t))
     labels: dict[str, str] = {}
     for item in items:
         for k, v in item.labels.items():
@@ -354,9 +396,9 @@ def _study(key: str, items: list[Item]) -> Study:
     return Study(key=key, items=tuple(items), report="\n\n".join(texts), labels=labels, split=split)
 
 
-def scan_folder(root: Path, strict: bool = False, map_fn: MapFn = map) -> ScanResult:
+def scan_folder(root: Path, strict: bool = False, map_fn: MapFn = map, log_paths: bool = True) -> ScanResult:
     """Walk `root`, scan every image/volume file, pair sidecar reports, group into studies."""
-    col = Collector(strict=strict)
+    col = Collector(strict=strict, log_paths=log_paths)
     collect_files(root, walk(root), col, map_fn)
     col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
     return assemble(root, col)

@@ -11,6 +11,7 @@ otherwise.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.records import ArchiveError, Item
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8k x 8k: a 2D image above it is shrunk while decoding or refused
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,21 +101,51 @@ def load_nifti(root: Path, rel: str) -> Volume:
     return Volume(_ras_array_to_zyx(data), (zooms[2], zooms[1], zooms[0]), is_2d=False)
 
 
+def max_image_pixels() -> int:
+    """The largest 2D image decoded at full size: RADRETRIEVE_MAX_IMAGE_PIXELS, default 64 M (8k x 8k)."""
+    raw = os.environ.get("RADRETRIEVE_MAX_IMAGE_PIXELS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_IMAGE_PIXELS
+
+
 def load_image(root: Path, rel: str) -> np.ndarray:
-    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X]; colour converted to luma (PIL 'L')."""
+    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X]; colour converted to luma (PIL 'L').
+
+    One file must not take gigabytes: a JPEG above `max_image_pixels()` is decoded at 1/2, 1/4 or 1/8 scale
+    (the JPEG decoder's own reduction, `draft`), other formats above it are refused (`ImageTooLarge`)."""
     from PIL import Image, ImageOps
 
     path = root / rel
     if path.stat().st_size == 0:
         raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile")
+    limit = max_image_pixels()
     try:
         with Image.open(path) as img:
+            _shrink_or_refuse(img, rel, limit)
             img = ImageOps.exif_transpose(img)
             if img.mode not in ("L", "I", "I;16", "I;16B", "F"):
                 img = img.convert("L")
             return np.asarray(img, dtype=np.float32)
+    except ArchiveError:
+        raise
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
         raise ArchiveError(rel, f"not a readable image ({type(exc).__name__}: {exc})", "CorruptFile") from None
+
+
+def _shrink_or_refuse(img: object, rel: str, limit: int) -> None:
+    width, height = img.size  # type: ignore[attr-defined]
+    if width * height <= limit:
+        return
+    if getattr(img, "format", "") == "JPEG":
+        scale = next((k for k in (2, 4, 8) if (width // k) * (height // k) <= limit), 8)
+        img.draft("L", (width // scale, height // scale))  # type: ignore[attr-defined]
+        w, h = img.size  # type: ignore[attr-defined]
+        if w * h <= limit:
+            return
+    raise ArchiveError(
+        rel,
+        f"image of {width} x {height} pixels is above the limit of {limit} (RADRETRIEVE_MAX_IMAGE_PIXELS)",
+        "ImageTooLarge",
+    )
 
 
 def load_item(item: Item, root: Path) -> Volume:

@@ -22,6 +22,17 @@ def index(
     ray_address: str | None = typer.Option(None, "--ray-address", help="Join this Ray cluster (engine ray)."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
+    anonymise_paths: bool = typer.Option(
+        False,
+        "--anonymise-paths",
+        help="Store and show keyed hashes instead of file and folder names (names can carry patient data).",
+    ),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="Retry every recorded failure (failures whose files changed always are)."
+    ),
+    wait: float = typer.Option(
+        0.0, "--wait", help="Seconds to wait for another job writing --out (default: stop at once naming it)."
+    ),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -42,6 +53,9 @@ def index(
         studies_per_task=studies_per_task,
         engine=engine,
         overwrite=overwrite,
+        retry_errors=retry_errors,
+        anonymise_paths=anonymise_paths,
+        wait=wait,
         progress=not quiet,
         ray_address=ray_address,
     )  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ OUT_OPT = typer.Option(None, "--out", "-o", help="Write the output here instead 
 MODEL_OPT = typer.Option(None, "--model", "-m", help=MODEL_HELP)
 WEIGHTS_OPT = typer.Option(None, "--weights", "-w", help="Weights for --model.")
 ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
+WHERE_TIMEOUT_OPT = typer.Option(5.0, "--where-timeout", help="Seconds a --where filter may run (then it stops).")
 
 
 def parse_size(text: str) -> int:
@@ -45,6 +46,7 @@ def build_index(
     out_dir: Path = typer.Argument(..., help="Out dir written by `radretrieve index`."),
     max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for the index and the build (e.g. 4G)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of adding new shards."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another job writing the out dir."),
 ) -> None:
     """Build or update the FAISS indexes (items, reports) of an out dir; incremental unless --rebuild."""
     from indexers.build import BuildConfig, build_indexes
@@ -52,7 +54,7 @@ def build_index(
 
     if not out_dir.is_dir():
         raise IndexMissing(f"{out_dir}: no such directory")
-    infos = build_indexes(out_dir, BuildConfig(max_memory=parse_size(max_memory), rebuild=rebuild))
+    infos = build_indexes(out_dir, BuildConfig(max_memory=parse_size(max_memory), rebuild=rebuild, wait=wait))
     for name, info in infos.items():
         typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
 
@@ -67,26 +69,29 @@ class Run:
     fmt: str  # table | json | html
     out: Path | None  # output file, None: stdout
     archive: Path | None  # archive root for thumbnails, None: OUT/archive.json
+    where_timeout: float = 5.0  # seconds a --where filter may run
 
     def check(self, k: int) -> None:
         """Argument errors first: before a model or an index is loaded."""
-        from radretrieve.application.render import check_format
+        from radretrieve.application.render import check_format, check_out_path
         from radretrieve.application.search_service import check_k
 
         check_k(k)
         check_format(self.fmt)
+        if self.out is not None:
+            check_out_path(self.out, self.index)
 
     def __call__(self, title: str, query: Callable[[Any], list]) -> None:
         """Open the service, run `query(service) -> [QueryResult]`, write the results."""
         from radretrieve.application.render import render_results, write_output
         from radretrieve.application.search_service import SearchService
 
-        service = SearchService(self.index, self.model, self.weights)
+        service = SearchService(self.index, self.model, self.weights, where_timeout=self.where_timeout)
         try:
             text = render_results(self.fmt, query(service), title, service, self.archive)
         finally:
             service.close()
-        if write_output(text, self.out):
+        if write_output(text, self.out, self.index):
             typer.echo(f"wrote {self.out}", err=True)
         else:
             typer.echo(text, nl=False)
@@ -104,12 +109,13 @@ def search(
     model: str | None = MODEL_OPT,
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
+    where_timeout: float = WHERE_TIMEOUT_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text."""
     from radretrieve.application.search_service import read_query_file
     from radretrieve.foundation.errors import RadRetrieveError
 
-    run = Run(index, model, weights, fmt, out, archive)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout)
     run.check(k)
     texts = ([text] if text else []) + (read_query_file(query_file) if query_file is not None else [])
     if not texts:
@@ -130,9 +136,10 @@ def reports(
     model: str | None = MODEL_OPT,
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
+    where_timeout: float = WHERE_TIMEOUT_OPT,
 ) -> None:
     """Study -> the nearest reports."""
-    run = Run(index, model, weights, fmt, out, archive)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout)
     run.check(k)
     run("radretrieve reports", lambda service: [service.reports(study, k, where=where)])
 
@@ -148,9 +155,10 @@ def similar(
     model: str | None = MODEL_OPT,
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
+    where_timeout: float = WHERE_TIMEOUT_OPT,
 ) -> None:
     """Study -> similar studies: one hit per study, the query's own study left out."""
-    run = Run(index, model, weights, fmt, out, archive)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout)
     run.check(k)
     run("radretrieve similar", lambda service: [service.similar(study, k, kind=kind, where=where)])
 

@@ -31,3 +31,7 @@ class ReadError(RadRetrieveError):
         self.path = path
         self.reason = reason
         self.stage = stage
+
+
+class WriteFailed(RadRetrieveError):
+    """A file could not be written (a full disk, a read-only folder); the message names the file."""

@@ -17,6 +17,7 @@ plots) goes through `atomic_write_bytes` or `atomic_path`, so that:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -24,6 +25,8 @@ import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from radretrieve.foundation.errors import WriteFailed
 
 TMP_SUFFIX = ".tmp"
 # .<final name>.<pid>-<random>.tmp: hidden, per writer, and parseable back to the writer's pid
@@ -95,14 +98,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
     on any exception (a full disk, Ctrl-C) it is removed and `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         commit(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) or _disk_full(exc):
+            raise write_failed(path, exc) from exc
         raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk, also when a library (pyarrow, safetensors, faiss) reports it in its own exception type."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+def write_failed(path: Path, exc: BaseException) -> WriteFailed:
+    """One line naming the file; a full disk says so, whatever library raised it."""
+    if _disk_full(exc):
+        return WriteFailed(f"{path}: no space left on the device (free space, or write to another --out)")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return WriteFailed(f"{path}: cannot write ({reason})")
 
 
 def commit(tmp: Path, path: Path) -> Path:

@@ -89,13 +89,23 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any decode failure is the same user error
-        raise ModelLoadError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
+        raise ModelLoadError(_unreadable(path, exc)) from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path}: expected a state dict of tensors")
     return {_strip_prefix(k): v for k, v in obj.items()}
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """One line for a weights file that cannot be read; torch's refusal to unpickle spans a page."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"{path}: refused: it holds Python objects, not only tensors, and is never unpickled (use safetensors)"
+    first = " ".join(str(exc).split())[:200]
+    return f"{path}: not a readable weights file ({type(exc).__name__}: {first})"
 
 
 def load_weights(model: RadCLIP, path: Path) -> None:

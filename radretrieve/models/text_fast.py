@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from radretrieve.models.radclip import RadCLIP
 
 MAX_BYTES = 300 * 2**20  # larger text towers (ViT-L's is ~500 MB) are not duplicated into every out dir
+log = logging.getLogger(__name__)
 _TEXT_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
 
@@ -78,6 +80,7 @@ class FastTextEncoder:
         self.fingerprint = meta["fingerprint"]
         self.layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
         self._bpe = bpe_module().SimpleTokenizer(context_length=self.context_length)
+        self.truncated = 0  # texts cut to the context length so far
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """Token ids long [N, context_length], truncated like `radretrieve.models.text.ClipTokenizer`."""
@@ -85,7 +88,11 @@ class FastTextEncoder:
         sot, eot = self._bpe.sot_token_id, self._bpe.eot_token_id
         for i, text in enumerate(texts):
             tokens = [sot] + self._bpe.encode(text) + [eot]
-            tokens = tokens if len(tokens) <= self.context_length else tokens[: self.context_length - 1] + [eot]
+            if len(tokens) > self.context_length:
+                self.truncated += 1
+                if self.truncated == 1:  # as the full model's tokenizer does: once per encoder
+                    log.warning("text longer than %d tokens truncated", self.context_length)
+                tokens = tokens[: self.context_length - 1] + [eot]
             out[i, : len(tokens)] = torch.tensor(tokens)
         return out
 

@@ -31,6 +31,7 @@ from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.outdir.layout import ERROR_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
 from radretrieve.outdir.verify import check_shards
+from radretrieve.outdir.where import DEFAULT_TIMEOUT_S, BadWhere, check_where, one_line
 
 # Columns of the items/reports views, with their duckdb types for the empty-view case.
 META_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -57,10 +58,6 @@ FETCH_CHUNK = 50_000  # ids per vector fetch; bounds the id list parameter and t
 IDS_PARAM = "(SELECT unnest(?::BIGINT[]))"
 
 
-class BadWhere(RadRetrieveError):
-    """A user `--where` fragment is not valid SQL over the catalog."""
-
-
 @dataclass(frozen=True)
 class ItemRow:
     """Display fields of one item/report row."""
@@ -80,26 +77,12 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _one_line(exc: Exception) -> str:
-    """duckdb messages span several lines (a caret diagram); keep the first meaningful one."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def check_where(where: str) -> str:
-    """Reject fragments that could end the statement; returns the stripped fragment."""
-    frag = where.strip()
-    if not frag:
-        raise BadWhere("bad --where: empty expression")
-    if ";" in frag:
-        raise BadWhere("bad --where: ';' is not allowed (give one boolean expression)")
-    return frag
-
-
 class Catalog:
     """duckdb views over one out dir's finished shards."""
 
-    def __init__(self, out_dir: Path, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self, out_dir: Path, manifest: Manifest | None = None, where_timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         import duckdb
 
         self.out_dir = Path(out_dir).resolve()
@@ -110,9 +93,11 @@ class Catalog:
         self._local = threading.local()  # one cursor per thread: a duckdb connection is not thread-safe
         self._cursors: list = []  # every cursor made, closed with the catalog
         self._cursor_lock = threading.Lock()
+        self.where_timeout = where_timeout  # seconds a --where filter may run
         files = [str(self.out_dir / s.file) for s in self.manifest.shards]
-        self._create_views(files, sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl")))
-        self._lock_down()
+        error_files = sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl"))
+        self._create_views(files, error_files)
+        self._lock_down(files + error_files)
 
     # -- setup -------------------------------------------------------------------------------------------
     def _create_views(self, files: list[str], error_files: list[str]) -> None:
@@ -142,10 +127,11 @@ class Catalog:
                 f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false"
             )
 
-    def _lock_down(self) -> None:
-        # Views keep reading the shards (inside allowed_directories); a --where fragment cannot reach any
-        # other file, nor turn the settings back.
-        self.con.execute("SET allowed_directories = ?", [[str(self.out_dir) + "/"]])
+    def _lock_down(self, files: list[str]) -> None:
+        # The views keep reading exactly these files; nothing else can be opened, not even other files of
+        # the out dir (index.json, the manifest) or a temp folder, and the settings cannot be turned back.
+        # Filters are checked on their parse tree too (radretrieve.outdir.where).
+        self.con.execute("SET allowed_paths = ?", [files])
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
@@ -172,7 +158,7 @@ class Catalog:
         try:
             return self._con().execute(query, params or []).fetchall()
         except self._duckdb.Error as exc:
-            raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
+            raise RadRetrieveError(f"catalog query failed: {one_line(str(exc))}") from exc
 
     def _filter_sql(self, view: str, where: str | None, kinds: Sequence[str] | None) -> str:
         if view not in VIEW_KINDS:
@@ -181,7 +167,7 @@ class Catalog:
         if kinds:
             conds.append(f"kind IN ({', '.join(_sql_str(k) for k in kinds)})")
         if where is not None:
-            conds.append(f"({check_where(where)})")
+            conds.append(f"({check_where(self._con(), view, where)})")
         return f"FROM {view}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
 
     def candidates(
@@ -194,18 +180,29 @@ class Catalog:
         """
         cols = "item_id, coalesce(study_key, '') AS study_key"
         query = f"SELECT {cols} {self._filter_sql(view, where, kinds)} ORDER BY item_id"
-        try:
-            cols = self._con().execute(query).fetchnumpy()
-        except self._duckdb.Error as exc:
-            raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
+        cols = self._timed(lambda con: con.execute(query).fetchnumpy())
         ids = np.asarray(cols["item_id"], dtype=np.int64)
         return ids, np.asarray(cols["study_key"], dtype=object)
 
     def count(self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None) -> int:
+        query = f"SELECT count(*) {self._filter_sql(view, where, kinds)}"
+        return int(self._timed(lambda con: con.execute(query).fetchone()[0]))
+
+    def _timed(self, run: Any) -> Any:
+        """`run(cursor)` for a filter query, interrupted after `where_timeout` seconds; one-line `BadWhere`."""
+        con = self._con()
+        timer = threading.Timer(self.where_timeout, con.interrupt)
+        timer.start()
         try:
-            return int(self._con().execute(f"SELECT count(*) {self._filter_sql(view, where, kinds)}").fetchone()[0])
+            return run(con)
+        except self._duckdb.InterruptException as exc:
+            raise BadWhere(
+                f"bad --where: the filter ran longer than {self.where_timeout:g} s (--where-timeout)"
+            ) from exc
         except self._duckdb.Error as exc:
-            raise BadWhere(f"bad --where: {_one_line(exc)}") from exc
+            raise BadWhere(f"bad --where: {one_line(str(exc))}") from exc
+        finally:
+            timer.cancel()
 
     def rows(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, ItemRow]:
         """id -> display row for the given ids (ids not in the view are absent)."""
@@ -282,7 +279,7 @@ class Catalog:
             # relation API: the DB-API cursor's arrow export copies the rows once more (and warns)
             return self._con().sql(query, params=list(params)).to_arrow_table()
         except self._duckdb.Error as exc:
-            raise RadRetrieveError(f"catalog query failed: {_one_line(exc)}") from exc
+            raise RadRetrieveError(f"catalog query failed: {one_line(str(exc))}") from exc
 
 
 def _table_vectors(table: pa.Table, dim: int) -> tuple[np.ndarray, np.ndarray]:

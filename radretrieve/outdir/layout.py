@@ -20,5 +20,17 @@ TEXT_TOWER_FILE = "text_tower.safetensors"
 MODEL_DIR = "model"
 INDEX_DIR = "index"
 INDEX_JSON = "index.json"  # under INDEX_DIR
+ANON_KEY_FILE = "anonymise.key"  # --anonymise-paths: the key of the path hashes (radretrieve.outdir.anonymise)
+SOURCE_MAP_DIR = "sources"  # --anonymise-paths: item id -> real source, one file per task
 # Names a command may create or replace in an out dir; anything else found there is left alone.
-OWNED = (MANIFEST, SHARD_DIR, ERROR_DIR, ARCHIVE_FILE, TEXT_TOWER_FILE, MODEL_DIR, INDEX_DIR)
+OWNED = (
+    MANIFEST,
+    SHARD_DIR,
+    ERROR_DIR,
+    ARCHIVE_FILE,
+    TEXT_TOWER_FILE,
+    MODEL_DIR,
+    INDEX_DIR,
+    ANON_KEY_FILE,
+    SOURCE_MAP_DIR,
+)

@@ -5,6 +5,7 @@ Readers trust only the shards listed here: a shard file not in the manifest is a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Manifest:
     dim: int  # embedding dimension
     model: Mapping[str, Any]  # how to load the model again: {"ref": name/path, "weights": ...}
     shards: tuple[ShardEntry, ...] = ()
+    anonymised: bool = False  # built with --anonymise-paths: sources and path keys are keyed hashes
 
     def to_json(self) -> str:
         data = {
@@ -68,17 +70,17 @@ class Manifest:
             "dim": self.dim,
             "model": dict(self.model),
             "shards": [s.to_json() for s in self.shards],
+            "anonymised": self.anonymised,
         }
         return json.dumps(data, indent=1, sort_keys=True)
 
     def with_shard(self, entry: ShardEntry) -> Manifest:
         kept = tuple(s for s in self.shards if s.task_id != entry.task_id)
-        return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept + (entry,))
+        return dataclasses.replace(self, shards=kept + (entry,))
 
     def without(self, files: set[str]) -> Manifest:
         """This manifest without the shards whose `file` is in `files` (damaged or missing ones)."""
-        kept = tuple(s for s in self.shards if s.file not in files)
-        return Manifest(self.fingerprint, self.preprocess_hash, self.dim, self.model, kept)
+        return dataclasses.replace(self, shards=tuple(s for s in self.shards if s.file not in files))
 
     @property
     def finished_tasks(self) -> frozenset[str]:
@@ -93,7 +95,10 @@ def read_manifest(out_dir: Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
         shards = tuple(ShardEntry.from_json(s) for s in data["shards"])
-        return Manifest(data["fingerprint"], data["preprocess_hash"], int(data["dim"]), data["model"], shards)
+        anonymised = bool(data.get("anonymised", False))
+        return Manifest(
+            data["fingerprint"], data["preprocess_hash"], int(data["dim"]), data["model"], shards, anonymised
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise RadRetrieveError(f"{path}: unreadable manifest ({exc})") from exc
 

@@ -1,0 +1,72 @@
+"""Index files are committed with their size and SHA-256 in index.json, and verified when opened.
+
+A truncated `.faiss` file or a garbled id map must not give blank hits or a raw faiss error: `open_index`
+checks the recorded size of every file of an index and the SHA-256 of each one up to `HASH_ON_OPEN_BYTES`
+(larger ones: size only at open, hashed by `build-index`, which rebuilds whatever fails).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radretrieve.foundation.fileio import file_sha256
+from radretrieve.outdir.verify import DamagedFile, size_problem
+
+log = logging.getLogger(__name__)
+
+HASH_ON_OPEN_BYTES = 1 << 30  # hashed on every open up to 1 GiB (~0.9 s at 1.2 GB/s); larger: size only
+REBUILD_HINT = "run `radretrieve build-index {out} --rebuild`"
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What one index file was committed as."""
+
+    size: int  # bytes
+    sha256: str  # hex digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.sha256}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> FileCheck:
+        return FileCheck(int(data["size"]), str(data["sha256"]))
+
+
+def record(folder: Path, names: Iterable[str]) -> dict[str, FileCheck]:
+    """{file name: FileCheck} of files under `folder`, as they are now (just written)."""
+    return {name: FileCheck((folder / name).stat().st_size, file_sha256(folder / name)) for name in names}
+
+
+def problem(path: Path, check: FileCheck | None, full: bool) -> str | None:
+    """Why `path` is not the committed file, or None. Without a recorded check (older index): None."""
+    if check is None:
+        return None
+    found = size_problem(path, check.size)
+    if found is not None:
+        return found
+    if (full or check.size <= HASH_ON_OPEN_BYTES) and file_sha256(path) != check.sha256:
+        return "its SHA-256 differs from the one committed"
+    return None
+
+
+def verify(folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str], out_dir: Path, full: bool) -> None:
+    """Raise `DamagedFile` (one line, with the repair) for the first of `names` that fails its check."""
+    for name in names:
+        found = problem(folder / name, checks.get(name), full)
+        if found is not None:
+            hint = REBUILD_HINT.format(out=out_dir)
+            raise DamagedFile(f"{folder / name}: damaged index file: {found}; {hint}")
+
+
+def failing(folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str]) -> str | None:
+    """The first problem among `names` with a full check (for build-index, which rebuilds on any), or None."""
+    for name in names:
+        found = problem(folder / name, checks.get(name), full=True)
+        if found is not None:
+            return f"{name}: {found}"
+    return None

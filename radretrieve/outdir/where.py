@@ -1,0 +1,98 @@
+"""`--where` filters: one boolean SQL expression over the catalog's views, and nothing else.
+
+A filter is checked on duckdb's own parse tree (`json_serialize_sql`) before it runs:
+
+- the statement `SELECT item_id FROM <view> WHERE (<filter>)` must parse to exactly one plain SELECT whose
+  shape equals that of `... WHERE (true)`: a filter that closes the parenthesis to add a UNION, a GROUP BY,
+  an ORDER BY or a second statement is refused (a `;` inside a string literal is fine);
+- inside the filter every table is one of the catalog's views (subqueries over them are allowed), no table
+  function (`read_csv`, `glob`, `query`, ...) and no function that reads settings or the environment.
+
+The connection is also locked to the shard and error files (radretrieve.outdir.catalog), queries run
+under a time limit, and error messages never echo data: quoted text in duckdb's messages is blanked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from radretrieve.foundation.errors import RadRetrieveError
+
+VIEWS = frozenset({"items", "reports", "errors", "predictions"})  # what a filter may read
+DENIED_FUNCTIONS = frozenset({"current_setting", "getenv", "current_schemas", "current_database", "pragma"})
+LOCATION_KEYS = frozenset({"query_location", "query_location_length"})
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class BadWhere(RadRetrieveError):
+    """A user `--where` filter is not one allowed boolean expression over the catalog's views."""
+
+
+def one_line(message: str) -> str:
+    """duckdb's message on one line, quoted text blanked so that no value of any file can leak through it."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    first = lines[0] if lines else "error"
+    return re.sub(r"'[^']*'", "'…'", first)
+
+
+def _tree(con: Any, sql: str) -> dict[str, Any]:
+    return json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+
+
+def _strip_locations(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_locations(v) for k, v in node.items() if k not in LOCATION_KEYS}
+    if isinstance(node, list):
+        return [_strip_locations(v) for v in node]
+    return node
+
+
+def _walk(node: Any):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _check_node(node: dict[str, Any]) -> None:
+    kind = node.get("type")
+    if kind == "TABLE_FUNCTION":
+        raise BadWhere("bad --where: table functions are not allowed (a filter reads only the catalog's views)")
+    if kind == "BASE_TABLE":
+        name = str(node.get("table_name", ""))
+        if name not in VIEWS or node.get("schema_name") or node.get("catalog_name"):
+            raise BadWhere(f"bad --where: table {name!r} is not one of the views {', '.join(sorted(VIEWS))}")
+    if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in DENIED_FUNCTIONS:
+        raise BadWhere(f"bad --where: function {node['function_name']}() is not allowed in a filter")
+
+
+def check_where(con: Any, view: str, where: str) -> str:
+    """The stripped filter if it is one allowed boolean expression over `view`, else `BadWhere` (one line)."""
+    frag = where.strip()
+    if not frag:
+        raise BadWhere("bad --where: empty expression")
+    import duckdb
+
+    sql = f"SELECT item_id FROM {view} WHERE ({frag})"
+    try:
+        parsed = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadWhere(f"bad --where: {one_line(str(exc))}") from exc
+    if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.SELECT:
+        raise BadWhere("bad --where: give one boolean expression (a ';' may appear only inside quotes)")
+    tree = _tree(con, sql)
+    if tree.get("error"):
+        raise BadWhere(f"bad --where: {one_line(tree.get('error_message', 'syntax error'))}")
+    node = tree["statements"][0]["node"]
+    template = _tree(con, f"SELECT item_id FROM {view} WHERE (true)")["statements"][0]["node"]
+    shape = {k: v for k, v in node.items() if k != "where_clause"}
+    if _strip_locations(shape) != _strip_locations({k: v for k, v in template.items() if k != "where_clause"}):
+        raise BadWhere("bad --where: the filter must be one boolean expression (no UNION, GROUP BY, ORDER BY ...)")
+    for inner in _walk(node.get("where_clause")):
+        _check_node(inner)
+    return frag
