@@ -27,7 +27,9 @@ from benchmarks.common import write_json
 from benchmarks.procstat import TreeSampler
 
 
-def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, device: str) -> dict:
+def run_index(
+    archive: Path, out: Path, model: str, workers: int, batch: int, device: str, engine: str = "local"
+) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -47,6 +49,8 @@ def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, de
         "--no-index",
         "--json",
         "-q",
+        "--engine",
+        engine,
     ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -56,7 +60,7 @@ def run_index(archive: Path, out: Path, model: str, workers: int, batch: int, de
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"index failed: {stderr.strip().splitlines()[-1:]}")
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads(stdout.strip().splitlines()[0])
     return summary | {
         "process_wall_s": wall,
         "peak_rss_mb": sampler.peak_rss / 2**20,
@@ -113,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw-items", type=int, default=200, help="items decoded beforehand for the raw timing")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--quick", action="store_true", help="100 studies only")
+    ap.add_argument(
+        "--engine",
+        choices=("local", "ray", "both"),
+        default="local",
+        help="both: the local engine and the Ray engine (a local Ray on --workers CPUs) on the same archive",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     sizes = [100] if args.quick else args.studies
@@ -125,29 +135,31 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             synthesize(archive, studies=n, seed=0, image_size=args.image_size)
             synth_s = time.perf_counter() - t0
-            e2e = run_index(archive, Path(tmp) / f"out-{n}", args.model, args.workers, args.batch_size, args.device)
+            common = (args.model, args.workers, args.batch_size, args.device)
+            e2e = run_index(archive, Path(tmp) / f"out-{n}", *common, "ray" if args.engine == "ray" else "local")
+            run = {"studies": n, "synth_seconds": synth_s, "end_to_end": e2e}
+            if args.engine == "both":
+                ray_run = run_index(archive, Path(tmp) / f"ray-{n}", *common, "ray")
+                run |= {"ray": ray_run, "ray_over_local": ray_run["items_per_s"] / e2e["items_per_s"]}
             raw = raw_encoder(archive, args.model, args.batch_size, args.raw_items, args.device)
-            ratio = e2e["items_per_s"] / raw["items_per_s"]
-            runs.append(
-                {
-                    "studies": n,
-                    "synth_seconds": synth_s,
-                    "end_to_end": e2e,
-                    "raw_encoder": raw,
-                    "ratio_end_to_end_over_raw": ratio,
-                }
-            )
+            run |= {"raw_encoder": raw, "ratio_end_to_end_over_raw": e2e["items_per_s"] / raw["items_per_s"]}
+            runs.append(run)
             print(
                 f"{n:>6} studies: {e2e['items_per_s']:.1f} items/s end to end, raw encoder "
-                f"{raw['items_per_s']:.1f} items/s, ratio {ratio:.2f}, busy cores {e2e['busy_cores_steady']:.2f}, "
-                f"peak RSS {e2e['peak_rss_mb']:.0f} MB, stages {e2e['stage_seconds']}"
+                f"{raw['items_per_s']:.1f} items/s, ratio {run['ratio_end_to_end_over_raw']:.2f}, busy cores "
+                f"{e2e['busy_cores_steady']:.2f}, peak RSS {e2e['peak_rss_mb']:.0f} MB, stages {e2e['stage_seconds']}"
             )
+            if "ray" in run:
+                print(
+                    f"        ray engine: {run['ray']['items_per_s']:.1f} items/s, {run['ray_over_local']:.2f} of local"
+                )
     path = write_json(
-        "index_throughput",
+        "index_throughput" if args.engine == "local" else "index_throughput_ray",
         {
             "model": args.model,
             "device": args.device,
             "workers": args.workers,
+            "engine": args.engine,
             "batch_size": args.batch_size,
             "runs": runs,
         },

@@ -7,6 +7,7 @@ dir stops at once naming the holder (or waits, `wait`), and a lock left by a kil
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import sys
 import time
@@ -18,13 +19,16 @@ from typing import Any, Literal
 from pipelines.failures import failed_ids
 from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
+from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
 from pipelines.scan import scan_archive
 from pipelines.writer import ShardWriter, write_scan_errors
 from radretrieve.archive.anonymise import PathHasher, anonymise_scan
+from radretrieve.foundation.fileio import atomic_write_text
 from radretrieve.foundation.lock import writer_lock
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.archive_root import write_archive_root
+from radretrieve.outdir.layout import JOB_FILE
 from radretrieve.outdir.manifest import Manifest
 from radretrieve.outdir.text_tower import save_text_tower
 
@@ -42,6 +46,7 @@ class IndexOptions:
     overwrite: bool = False  # wipe an out dir built with another model/preprocessing
     progress: bool = True  # tqdm bars on stderr
     ray_address: str | None = None  # join an existing Ray cluster (engine=ray)
+    encoders: int = 0  # engine=ray, no GPUs: CPU encoder actors (0: one per node)
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once)
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
     anonymise_paths: bool = False  # store and show keyed hashes instead of file and folder names
@@ -58,6 +63,8 @@ class IndexSummary:
     seconds: float = 0.0  # wall time
     stage_seconds: dict[str, float] = field(default_factory=dict)  # decode / encode / write
     slices: int = 0  # slices encoded
+    engine: str = "local"  # the engine that ran the job
+    cluster: dict[str, Any] = field(default_factory=dict)  # engine=ray: nodes, encoders (node, items), lost runs
     manifest_rows: int = 0  # rows of a manifest archive (0 for a folder)
     manifest_rows_used: int = 0  # of those, rows that gave an item (the others are in errors/)
 
@@ -75,6 +82,8 @@ class IndexSummary:
             "stage_seconds": dict(self.stage_seconds),
             "manifest_rows": self.manifest_rows,
             "manifest_rows_used": self.manifest_rows_used,
+            "engine": self.engine,
+            **({"cluster": self.cluster} if self.cluster else {}),
         }
 
     def lines(self) -> list[str]:
@@ -89,6 +98,9 @@ class IndexSummary:
         if self.manifest_rows:
             left = self.manifest_rows - self.manifest_rows_used
             out.append(f"manifest rows used: {self.manifest_rows_used} of {self.manifest_rows} ({left} in errors/)")
+        if self.cluster:
+            encoders = ", ".join(f"{e['node']}: {e['items']} items" for e in self.cluster.get("encoders", []))
+            out.append(f"ray: {len(self.cluster.get('nodes', []))} node(s); encoders {encoders or 'none'}")
         if self.stage_seconds:
             out.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()))
         return out
@@ -105,7 +117,8 @@ def index_archive(archive: Path, out_dir: Path, model: Encoder, options: IndexOp
         finally:
             if readers is not None:
                 readers.close()
-    summary.seconds = time.perf_counter() - start
+        summary.seconds = time.perf_counter() - start
+        atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
     return summary
 
 
@@ -122,9 +135,10 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
     # The stored text tower lets `radretrieve search` start without open_clip. It is written (file I/O,
     # outside the GIL) while the readers scan, and must be done before encoding starts, so that a full
     # disk or a bad model is reported at once, not after hours of encoding.
+    ray = _cluster(options, out_dir)
     with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
         tower = background.submit(save_text_tower, model, out_dir)
-        result = scan_archive(archive, readers, log_paths=not options.anonymise_paths)
+        result = _scan(archive, options, readers, ray)
         tower.result()
     real_sources: dict[int, str] = {}
     if options.anonymise_paths:
@@ -140,7 +154,14 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
     summary.errors.update(e.error_type for e in result.errors)
     writer = ShardWriter(out_dir, manifest, real_sources)
     bar = _progress(tasks, options.progress)
-    times = _run_engine(options, tasks, result.root, model, writer, bar, readers)
+    summary.engine = options.engine
+    if ray is not None:
+        plan = RayPlan(
+            str(result.root), str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources
+        )
+        times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar)
+    else:
+        times = _run_local(options, tasks, result.root, model, writer, bar, readers)
     bar.close()
     summary.rows.update(writer.rows)
     summary.errors.update(writer.errors)
@@ -149,13 +170,31 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
     return summary
 
 
-def _run_engine(
+def _cluster(options: IndexOptions, out_dir: Path) -> Any:
+    """Connected `ray` for engine=ray (after checking that every node sees the out dir), else None."""
+    if options.engine != "ray":
+        return None
+    from pipelines.ray_cluster.connect import alive_nodes, check_out_dir_visible, connect
+
+    ray = connect(options.ray_address, options.workers)
+    check_out_dir_visible(ray, out_dir, alive_nodes(ray))
+    return ray
+
+
+def _scan(archive: Path, options: IndexOptions, readers: Any, ray: Any) -> Any:
+    """The header scan: in the reader processes (local), or as tasks on the cluster (ray)."""
+    log_paths = not options.anonymise_paths
+    if ray is None:
+        return scan_archive(archive, readers, log_paths=log_paths)
+    from pipelines.ray_cluster.scan import cluster_scan
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return cluster_scan(ray, archive, cpus, log_paths)
+
+
+def _run_local(
     options: IndexOptions, tasks: list[Task], root: Path, model: Encoder, writer: ShardWriter, bar: Any, readers: Any
 ) -> Any:
-    if options.engine == "ray":
-        from pipelines.ray_engine import run_ray
-
-        return run_ray(tasks, root, model, options, writer.finish, bar)
     from pipelines.local import run_local
 
     def on_item(decoded: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.plan import Task
@@ -21,34 +22,63 @@ from radretrieve.outdir.manifest import Manifest, ShardEntry, write_manifest
 from radretrieve.outdir.shards import shard_metadata, write_shard
 
 
+@dataclass(frozen=True)
+class Written:
+    """What committing one task's files produced (sent back to the driver by a Ray worker)."""
+
+    entry: ShardEntry  # the manifest entry of its shard (size and SHA-256 included)
+    rows: Mapping[str, int]  # rows written, by kind
+    errors: Mapping[str, int]  # failures recorded, by error type
+
+
+def write_task(
+    out_dir: Path,
+    manifest: Manifest,
+    task: Task,
+    rows: list[Row],
+    failures: list[Failure],
+    real_sources: Mapping[int, str] | None = None,
+) -> Written:
+    """Write one finished task's files: its source map (anonymised out dirs), errors file, then its shard.
+
+    Does not touch the manifest: the caller commits `Written.entry` (the local engine right away, the Ray
+    engine's driver when a worker reports it), so that only whole shards are ever listed."""
+    out_dir = Path(out_dir)
+    if real_sources:
+        failures = [_scrub(f, task) for f in failures]
+        ids = [w.item_id for w in task.work if w.item_id in real_sources]
+        write_sources(out_dir, task.task_id, {i: real_sources[i] for i in ids})
+    if failures:
+        body = "".join(f.to_json() + "\n" for f in failures).encode()
+        atomic_write_bytes(out_dir / ERROR_DIR / f"{task.task_id}.jsonl", body)
+    meta = shard_metadata(manifest.fingerprint, manifest.preprocess_hash, manifest.dim)
+    table = rows_to_table(rows, manifest.dim, meta)
+    rel = f"{SHARD_DIR}/{task.shard_name}"
+    path = out_dir / rel
+    write_shard(path, table)
+    counts = collections.Counter(table.column("kind").to_pylist())
+    entry = ShardEntry(rel, task.task_id, table.num_rows, dict(counts), path.stat().st_size, file_sha256(path))
+    return Written(entry, dict(counts), dict(collections.Counter(f.error_type for f in failures)))
+
+
 class ShardWriter:
-    """Writes finished tasks into one out dir; `rows` and `errors` count what it wrote, by kind / type."""
+    """Writes finished tasks into one out dir and commits each to the manifest; counts what it wrote."""
 
     def __init__(self, out_dir: Path, manifest: Manifest, real_sources: Mapping[int, str] | None = None) -> None:
         self.out_dir, self.manifest = Path(out_dir), manifest
         self.real_sources = dict(real_sources or {})  # --anonymise-paths: item id -> real source
-        self.meta = shard_metadata(manifest.fingerprint, manifest.preprocess_hash, manifest.dim)
         self.rows: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
 
     def finish(self, task: Task, rows: list[Row], failures: list[Failure]) -> None:
-        if self.real_sources:
-            failures = [_scrub(f, task) for f in failures]
-            ids = [w.item_id for w in task.work if w.item_id in self.real_sources]
-            write_sources(self.out_dir, task.task_id, {i: self.real_sources[i] for i in ids})
-        if failures:
-            body = "".join(f.to_json() + "\n" for f in failures).encode()
-            atomic_write_bytes(self.out_dir / ERROR_DIR / f"{task.task_id}.jsonl", body)
-        table = rows_to_table(rows, self.manifest.dim, self.meta)
-        rel = f"{SHARD_DIR}/{task.shard_name}"
-        path = self.out_dir / rel
-        write_shard(path, table)
-        counts = collections.Counter(table.column("kind").to_pylist())
-        entry = ShardEntry(rel, task.task_id, table.num_rows, dict(counts), path.stat().st_size, file_sha256(path))
-        self.manifest = self.manifest.with_shard(entry)
+        self.commit(write_task(self.out_dir, self.manifest, task, rows, failures, self.real_sources))
+
+    def commit(self, written: Written) -> None:
+        """List a written shard in the manifest (atomically); tasks may be committed in any order."""
+        self.manifest = self.manifest.with_shard(written.entry)
         write_manifest(self.out_dir, self.manifest)
-        self.rows.update(counts)
-        self.errors.update(f.error_type for f in failures)
+        self.rows.update(written.rows)
+        self.errors.update(written.errors)
 
 
 def _scrub(failure: Failure, task: Task) -> Failure:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from radretrieve.outdir.layout import JOB_FILE
 
 
 def collect_info(out_dir: Path) -> dict[str, Any]:
@@ -35,4 +38,14 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
         "dim": m.dim,
         "model": dict(m.model),
         "bytes_on_disk": size,
+        "last_job": _last_job(Path(out_dir)),
     }
+
+
+def _last_job(out_dir: Path) -> dict[str, Any]:
+    """The summary the last `radretrieve index` wrote (engine, nodes, encoders, counts); {} if none."""
+    path = out_dir / JOB_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}

@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from radretrieve.archive.records import ArchiveError, ScanResult
-from radretrieve.archive.scanner import Collector, assemble, collect_files, file_format, walk, with_meta
+from radretrieve.archive.scanner import (
+    Collector,
+    PartialScan,
+    assemble,
+    assign_studies,
+    collect_files,
+    file_format,
+    walk,
+    with_meta,
+)
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.ids import normalise_relpath
 
@@ -100,15 +109,38 @@ def _relative(root: Path, raw: str) -> str:
 
 def scan_manifest(manifest: Path, strict: bool = False, log_paths: bool = True) -> ScanResult:
     """Scan the sources a manifest lists; each row's text/labels/split/study go onto its items."""
-    root = manifest.parent
     col = Collector(strict=strict, log_paths=log_paths)
+    rows, used = _scan_rows(manifest, col, 0, None)
+    return dataclasses.replace(assemble(manifest.parent, col), rows=rows, rows_used=used)
+
+
+def scan_manifest_part(manifest: Path, start: int, stop: int, log_paths: bool = True) -> PartialScan:
+    """Rows `start` to `stop` (exclusive, 0-based, blank JSON lines not counted) of a manifest, as a part."""
+    col = Collector(log_paths=log_paths)
+    rows, used = _scan_rows(manifest, col, start, stop)
+    items, reports = assign_studies(manifest.parent, col.items, col)
+    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports, rows, used)
+
+
+def count_rows(manifest: Path) -> int:
+    """Rows of a manifest (what `scan_manifest_part` ranges over), read without scanning any source."""
+    return sum(1 for _ in read_rows(manifest))
+
+
+def _scan_rows(manifest: Path, col: Collector, start: int, stop: int | None) -> tuple[int, int]:
+    """Scan rows [start, stop) into `col`; returns (rows scanned, rows that gave an item)."""
+    root = manifest.parent
     rows = used = 0
-    for row in read_rows(manifest):
+    for index, row in enumerate(read_rows(manifest)):
+        if index < start:
+            continue
+        if stop is not None and index >= stop:
+            break
         rows += 1
-        start, errors = len(col.items), len(col.errors)
+        before, errors = len(col.items), len(col.errors)
         paths = [p.strip() for p in row.get("path", "").split(";") if p.strip()]
         _collect_row(root, paths, col)
-        if len(col.items) > start:
+        if len(col.items) > before:
             used += 1
         elif len(col.errors) == errors:  # nothing and no reason: a listed file must be accounted for
             col.error(ArchiveError(";".join(paths), UNSUPPORTED, "UnsupportedFile", "scan"))
@@ -119,8 +151,8 @@ def scan_manifest(manifest: Path, strict: bool = False, log_paths: bool = True) 
             "split": row.get("split", ""),
             "study": row.get("study", ""),
         }
-        col.items[start:] = [with_meta(item, meta) for item in col.items[start:]]
-    return dataclasses.replace(assemble(root, col), rows=rows, rows_used=used)
+        col.items[before:] = [with_meta(item, meta) for item in col.items[before:]]
+    return rows, used
 
 
 def _collect_row(root: Path, raw_paths: list[str], col: Collector) -> None:

@@ -404,6 +404,43 @@ def scan_folder(root: Path, strict: bool = False, map_fn: MapFn = map, log_paths
     return assemble(root, col)
 
 
+@dataclass(frozen=True)
+class PartialScan:
+    """A scan of part of an archive (some of its files, or some manifest rows), for a scan spread over many
+    processes or machines: items with their sidecars and study keys, not yet grouped into studies."""
+
+    items: tuple[Item, ...]  # with text, labels and study keys
+    errors: tuple[ErrorRecord, ...]
+    notes: tuple[ErrorRecord, ...]
+    reports: Mapping[str, str] = field(default_factory=dict)  # study key -> its folder-sidecar report
+    rows: int = 0  # manifest rows scanned (manifest parts)
+    rows_used: int = 0  # of those, rows that gave an item
+
+
+def scan_part(root: Path, rels: Iterable[str], log_paths: bool = True) -> PartialScan:
+    """Scan the files `rels` of the archive at `root` (headers only), as `scan_folder` scans a whole one."""
+    col = Collector(log_paths=log_paths)
+    collect_files(root, rels, col)
+    col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
+    items, reports = assign_studies(root, col.items, col)
+    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports)
+
+
+def merge_scans(root: Path, parts: Iterable[PartialScan]) -> ScanResult:
+    """One ScanResult from the parts of an archive (items of one study may come from several parts)."""
+    col = Collector()
+    reports: dict[str, str] = {}
+    rows = used = 0
+    for part in parts:
+        col.items.extend(part.items)
+        col.errors.extend(part.errors)
+        col.notes.extend(part.notes)
+        reports.update(part.reports)
+        rows, used = rows + part.rows, used + part.rows_used
+    result = assemble(root, col, reports)
+    return dataclasses.replace(result, rows=rows, rows_used=used) if rows else result
+
+
 def _sidecar_base(item: Item) -> str:
     # A multi-file DICOM series is described by a sidecar named after its folder; anything else by its file.
     return item.source if item.fmt == "dicom" and len(item.files) > 1 else item.files[0]

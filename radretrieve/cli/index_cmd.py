@@ -20,6 +20,9 @@ def index(
     studies_per_task: int = typer.Option(64, "--studies-per-task", help="Studies per task (= per shard)."),
     engine: str = typer.Option("local", "--engine", help="local | ray"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Join this Ray cluster (engine ray)."),
+    encoders: int = typer.Option(
+        0, "--encoders", help="Engine ray without GPUs: CPU encoder actors (default: one per node)."
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
     anonymise_paths: bool = typer.Option(
@@ -58,6 +61,7 @@ def index(
         wait=wait,
         progress=not quiet,
         ray_address=ray_address,
+        encoders=encoders,
     )  # type: ignore[arg-type]
     summary = index_archive(archive, out, m, opts)
     if as_json:

@@ -30,6 +30,14 @@ def info(
         "items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items()) or "none")
     )
     typer.echo("errors by type: " + (", ".join(f"{k} {v}" for k, v in data["errors_by_type"].items()) or "none"))
+    job = data.get("last_job") or {}
+    if job:
+        typer.echo(
+            f"last job: engine {job.get('engine', '?')}, {job.get('tasks', 0)} task(s), {job.get('items', 0)} items, "
+            f"{job.get('seconds', 0.0):.1f} s, errors {job.get('errors') or 'none'}"
+        )
+        for enc in job.get("cluster", {}).get("encoders", []):
+            typer.echo(f"  encoder {enc['encoder']} on {enc['node']}: {enc['items']} items, {enc['tasks']} task(s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,9 @@ OUT/archive.json               where the archive root is, for thumbnails (radret
 OUT/text_tower.safetensors     the model's text tower, for a fast text-search start (radretrieve.outdir.text_tower)
 OUT/model/                     a copy of a locally trained model directory (radretrieve.outdir.model_ref)
 OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
+OUT/job.json                   the summary of the last indexing job, for `radretrieve info`
+OUT/anonymise.key, sources/    only with --anonymise-paths: the key of the path hashes, the map to real paths
+OUT/.lock                      the writer lock (radretrieve.foundation.lock)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ TEXT_TOWER_FILE = "text_tower.safetensors"
 MODEL_DIR = "model"
 INDEX_DIR = "index"
 INDEX_JSON = "index.json"  # under INDEX_DIR
+JOB_FILE = "job.json"  # the summary of the last indexing job (engine, nodes, encoders, counts), for `info`
 ANON_KEY_FILE = "anonymise.key"  # --anonymise-paths: the key of the path hashes (radretrieve.outdir.anonymise)
 SOURCE_MAP_DIR = "sources"  # --anonymise-paths: item id -> real source, one file per task
 # Names a command may create or replace in an out dir; anything else found there is left alone.
@@ -31,6 +35,7 @@ OWNED = (
     TEXT_TOWER_FILE,
     MODEL_DIR,
     INDEX_DIR,
+    JOB_FILE,
     ANON_KEY_FILE,
     SOURCE_MAP_DIR,
 )

@@ -1,0 +1,84 @@
+"""Joining a Ray cluster, and checking that the out dir is on a file system every node sees."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radretrieve.foundation.errors import RadRetrieveError
+
+log = logging.getLogger(__name__)
+PROBE_SECONDS = 60.0  # how long a node may take to answer the out-dir check
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One alive node of the cluster."""
+
+    node_id: str  # Ray's node id (hex)
+    address: str  # the node's IP address as Ray reports it
+    cpus: float  # logical CPUs
+    gpus: float  # GPUs
+
+    @property
+    def name(self) -> str:
+        """A short name for summaries and progress lines."""
+        return f"{self.address}/{self.node_id[:8]}"
+
+
+def connect(address: str | None, workers: int) -> Any:
+    """`ray` connected to the cluster at `address`, or to a local one on this machine's CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=None if address else max(1, workers),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return ray
+
+
+def alive_nodes(ray: Any) -> list[NodeInfo]:
+    """The cluster's alive nodes, in a stable order."""
+    nodes = []
+    for n in ray.nodes():
+        if n.get("Alive"):
+            res = n.get("Resources", {})
+            nodes.append(
+                NodeInfo(n["NodeID"], n.get("NodeManagerAddress", "?"), res.get("CPU", 0.0), res.get("GPU", 0.0))
+            )
+    return sorted(nodes, key=lambda n: n.node_id)
+
+
+def _sees(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def check_out_dir_visible(ray: Any, out_dir: Path, nodes: list[NodeInfo]) -> None:
+    """Raise one line if some node cannot see `out_dir` (workers write the shards there themselves)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = Path(out_dir) / f".probe-{secrets.token_hex(6)}"
+    probe.write_bytes(b"")
+    try:
+        sees = ray.remote(num_cpus=0)(_sees)
+        refs = {
+            n.name: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote(
+                str(probe.resolve())
+            )
+            for n in nodes
+        }
+        blind = [name for name, ok in zip(refs, ray.get(list(refs.values()), timeout=PROBE_SECONDS)) if not ok]
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise RadRetrieveError(
+            f"--out {out_dir} is not visible from node(s) {', '.join(blind)}: Ray workers write the shards "
+            "themselves, so put the out dir on a file system every node mounts at the same path (NFS or similar)"
+        )

@@ -1,0 +1,103 @@
+"""Encoder actors: each loads the model once, then turns whole tasks into shards on the node it runs on.
+
+`run(job)` receives a task, the references of its reader tasks' chunks, and what it needs to write: it
+gathers the chunks one at a time (so its memory holds one chunk and one encoder batch), encodes slices of
+many volumes per batch like the local engine, encodes the task's reports, and writes the task's errors file
+and shard atomically into the shared out dir. It returns what it wrote; the driver lists it in the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.plan import Task
+from pipelines.ray_cluster.decode import gather
+from pipelines.stages import Decoded, Failure, Row, encode_reports
+from pipelines.writer import Written, write_task
+from radretrieve.foundation.errors import FingerprintMismatch
+from radretrieve.models.reference import ModelSource
+from radretrieve.outdir.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """Everything an encoder actor needs to run one task."""
+
+    task: Task  # the studies' items and reports
+    chunks: Sequence[tuple]  # [(works, object ref of their reader task)], in order
+    root: str  # the archive root, as every node sees it
+    out_dir: str  # the out dir, as every node sees it
+    manifest: Manifest  # fingerprint, preprocessing hash and dim of the shards to write
+    real_sources: Mapping[int, str] = field(default_factory=dict)  # --anonymise-paths: item id -> real source
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """What an actor reports for a task."""
+
+    written: Written  # the shard and errors it wrote
+    node: str  # the node it ran on (NodeInfo.name form)
+    items: int  # images and volumes encoded (failures not counted)
+    slices: int  # slices encoded
+    decode_seconds: float  # summed over the task's reader tasks
+    encode_seconds: float  # in this actor
+
+
+class EncoderActor:
+    """A model on one node (a GPU where the cluster has them); made a Ray actor by the engine."""
+
+    def __init__(self, source: ModelSource, fingerprint: str, batch_slices: int, device: str | None = None) -> None:
+        import ray
+
+        from radretrieve.models.loading import load_source
+
+        self.model = load_source(source, device=device)
+        if self.model.fingerprint != fingerprint:
+            raise FingerprintMismatch(f"encoder actor loaded {source.spec} with another fingerprint")
+        self.batch_slices = batch_slices
+        ctx = ray.get_runtime_context()
+        self.node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
+        self.items_done = 0  # over the actor's life, for the job summary
+
+    def where(self) -> str:
+        return self.node
+
+    def run(self, job: TaskJob) -> TaskDone:
+        import ray
+
+        preprocess = self.model.config.preprocess
+        rows: list[Row] = encode_reports(self.model, [w for w in job.task.work if w.item is None])
+        failures: list[Failure] = []
+        pending: list[Decoded] = []
+        decode_s = encode_s = 0.0
+        slices = items = 0
+        for works, ref in job.chunks:
+            for d in gather(ray, works, ref, job.root, preprocess):
+                decode_s += d.seconds
+                if d.failure is not None:
+                    failures.append(d.failure)
+                    continue
+                pending.append(d)
+                if sum(p.pixels.shape[0] for p in pending) >= self.batch_slices:
+                    encode_s += self._encode(pending, rows)
+                    slices, items, pending = slices + sum(p.pixels.shape[0] for p in pending), items + len(pending), []
+        if pending:
+            encode_s += self._encode(pending, rows)
+            slices, items = slices + sum(p.pixels.shape[0] for p in pending), items + len(pending)
+        written = write_task(Path(job.out_dir), job.manifest, job.task, rows, failures, job.real_sources)
+        self.items_done += items
+        return TaskDone(written, self.node, items, slices, decode_s, encode_s)
+
+    def _encode(self, batch: list[Decoded], rows: list[Row]) -> float:
+        import torch
+
+        start = time.perf_counter()
+        arrays = [torch.from_numpy(np.ascontiguousarray(d.pixels)) for d in batch]
+        emb = self.model.encode_mixed(arrays, [d.work.item.kind == "volume" for d in batch]).numpy()
+        rows.extend(Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch))
+        return time.perf_counter() - start

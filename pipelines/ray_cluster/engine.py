@@ -1,0 +1,227 @@
+"""The Ray engine's driver loop: tasks to encoder actors, a bounded number in flight, results committed as
+they come back.
+
+Memory stays flat: at most `INFLIGHT_PER_ENCODER` tasks per encoder are in flight, and only their reader
+tasks are submitted, so decoded pixels in the object store are bounded by that window. When an actor or its
+node dies, the tasks it held run again on another actor (`MAX_ATTEMPTS` in all): their shards are written by
+whoever finishes them and listed in the manifest once, by the driver, so the result has exactly the rows of
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.plan import Task
+from pipelines.ray_cluster.connect import NodeInfo, alive_nodes
+from pipelines.ray_cluster.decode import submit_chunks
+from pipelines.ray_cluster.encoder import EncoderActor, TaskDone, TaskJob
+from pipelines.tracker import StageTimes
+from pipelines.writer import Written
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.models.protocol import Encoder
+from radretrieve.outdir.manifest import Manifest
+
+log = logging.getLogger(__name__)
+INFLIGHT_PER_ENCODER = 2  # tasks queued per actor: one running, one decoding ahead
+MAX_ATTEMPTS = 4  # runs of one task before the job gives up (its actors or nodes kept dying)
+CHUNK_ITEMS = 8  # items per reader task
+WAIT_SECONDS = 1.0  # how often the progress line refreshes while waiting
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """What the driver needs to run the tasks."""
+
+    root: str  # archive root, as every node sees it
+    out_dir: str  # out dir, as every node sees it
+    manifest: Manifest  # for the shards' metadata
+    encoders: int  # CPU encoder actors (0: one per node; ignored where the cluster has GPUs)
+    batch_slices: int  # slices per encoder call
+    device: str | None = None  # encoder device ("cuda" on GPU actors; None: the actor's default)
+    real_sources: dict[int, str] = field(default_factory=dict)  # --anonymise-paths
+
+
+@dataclass
+class EncoderStats:
+    """One actor's share, for the summary."""
+
+    node: str
+    items: int = 0
+    tasks: int = 0
+
+
+def make_encoders(ray: Any, model: Encoder, plan: RayPlan, nodes: list[NodeInfo]) -> list[Any]:
+    """One actor per GPU where the cluster has GPUs, else `plan.encoders` CPU actors (default: one per node).
+
+    CPU actors are capped so that at least one CPU is left for the reader tasks: an actor waits for its
+    task's decoded chunks, so actors holding every CPU would wait forever."""
+    gpus = int(sum(n.gpus for n in nodes))
+    if gpus:
+        return [new_encoder(ray, model, plan, None, gpu=True) for _ in range(gpus)]
+    cpus = int(sum(n.cpus for n in nodes))
+    count = max(1, min(plan.encoders or len(nodes), cpus - 1))
+    if plan.encoders and count < plan.encoders:
+        log.warning(
+            "%d encoders asked for, %d started: %d CPUs must leave one to the readers", plan.encoders, count, cpus
+        )
+    return [new_encoder(ray, model, plan, nodes[i % len(nodes)]) for i in range(count)]  # round robin: spread
+
+
+def new_encoder(ray: Any, model: Encoder, plan: RayPlan, node: NodeInfo | None, gpu: bool = False) -> Any:
+    """An encoder actor, on `node` when given (soft: elsewhere if it has gone). Not restarted by Ray: the
+    driver replaces lost actors itself, so a restart can never take the CPUs the readers need."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    args = (model.source, model.fingerprint, plan.batch_slices)
+    if gpu:
+        return ray.remote(num_cpus=1, num_gpus=1, max_restarts=0)(EncoderActor).remote(*args, device="cuda")
+    actor = ray.remote(num_cpus=1, max_restarts=0)(EncoderActor)
+    if node is not None:
+        actor = actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=True))
+    return actor.remote(*args)
+
+
+class Driver:
+    """Runs the tasks on the actors and commits each finished task through `commit`."""
+
+    def __init__(
+        self,
+        ray: Any,
+        actors: list[Any],
+        plan: RayPlan,
+        commit: Callable[[Written], None],
+        bar: Any,
+        replace: Callable[[], Any],
+    ) -> None:
+        self.ray, self.actors, self.plan, self.commit, self.bar = ray, actors, plan, commit, bar
+        self.replace = replace  # makes a new actor for one that died
+        self.inflight: dict[Any, tuple[Task, int, int]] = {}  # result ref -> (task, actor index, attempt)
+        self.load = collections.Counter()  # actor index -> tasks in flight
+        self.stats: dict[tuple[int, int], EncoderStats] = {}  # (actor index, generation) -> its share
+        self.times = StageTimes()
+        self.lost = 0  # task runs lost with an actor or a node
+        self.errors = 0  # failed inputs recorded so far
+        self.dead: set[int] = set()  # actors whose call died: replaced once their other calls are back
+        self.replaced = 0  # actors started again
+        self.retired: set[int] = set()  # slots of dead actors not replaced (no CPU left for them)
+        self.generation = collections.Counter()  # actor index -> how many times it was replaced
+        self.started = time.perf_counter()
+
+    def run(self, tasks: Sequence[Task], preprocess: Any) -> StageTimes:
+        queue: collections.deque = collections.deque((t, 1) for t in tasks)
+        while queue or self.inflight:
+            self._replace_dead()
+            while queue and len(self.inflight) < INFLIGHT_PER_ENCODER * max(1, len(self.actors) - len(self.retired)):
+                task, attempt = queue.popleft()
+                self._submit(task, attempt, preprocess)
+            done, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=WAIT_SECONDS)
+            for ref in done:
+                retry = self._finish(ref)
+                if retry is not None:
+                    queue.append(retry)
+            self._progress()
+        return self.times
+
+    def _replace_dead(self) -> None:
+        """A dead actor with nothing in flight is replaced if the cluster still has a CPU for it beside one for
+        the readers (after a node is lost it may not: then the pool shrinks, and the survivors go on)."""
+        for index in sorted(self.dead):
+            if self.load[index] != 0:
+                continue
+            live = len(self.actors) - len(self.dead)
+            cpus = int(sum(n.cpus for n in alive_nodes(self.ray)))
+            if live + 1 <= cpus - 1 or live == 0:
+                self.actors[index] = self.replace()
+                self.dead.discard(index)
+                self.replaced += 1
+                self.generation[index] += 1
+            else:
+                log.info(
+                    "encoder %d not replaced: the %d CPU(s) left are the readers' and the other encoders'", index, cpus
+                )
+                self.retired.add(index)
+                self.dead.discard(index)
+
+    def _submit(self, task: Task, attempt: int, preprocess: Any) -> None:
+        live = [i for i in range(len(self.actors)) if i not in self.dead and i not in self.retired]
+        index = min(live or range(len(self.actors)), key=lambda i: self.load[i])
+        works = [w for w in task.work if w.item is not None]
+        chunks = submit_chunks(self.ray, works, self.plan.root, preprocess, CHUNK_ITEMS)
+        sources = {
+            w.item_id: self.plan.real_sources[w.item_id] for w in task.work if w.item_id in self.plan.real_sources
+        }
+        job = TaskJob(task, chunks, self.plan.root, self.plan.out_dir, self.plan.manifest, sources)
+        self.inflight[self.actors[index].run.remote(job)] = (task, index, attempt)
+        self.load[index] += 1
+
+    def _finish(self, ref: Any) -> tuple[Task, int] | None:
+        """Commit a finished task; a task whose actor died comes back to be queued again."""
+        from ray.exceptions import RayActorError, RayError, RayTaskError
+
+        task, index, attempt = self.inflight.pop(ref)
+        self.load[index] -= 1
+        try:
+            done: TaskDone = self.ray.get(ref)
+        except RayTaskError:
+            raise  # an error in radretrieve's code (not a lost actor): stop, with its traceback under --debug
+        except (RayActorError, RayError) as exc:
+            self.lost += 1
+            self.dead.add(index)
+            if attempt >= MAX_ATTEMPTS:
+                raise RadRetrieveError(f"task {task.task_id} failed {attempt} times ({type(exc).__name__})") from exc
+            log.warning("encoder lost (%s): task %s runs again", type(exc).__name__, task.task_id)
+            return task, attempt + 1
+        self.commit(done.written)
+        self.errors += sum(done.written.errors.values())
+        stat = self.stats.setdefault((index, self.generation[index]), EncoderStats(done.node))
+        stat.node, stat.items, stat.tasks = done.node, stat.items + done.items, stat.tasks + 1
+        self.times.decode += done.decode_seconds
+        self.times.encode += done.encode_seconds
+        self.times.slices += done.slices
+        self.bar.update(task.n_images)
+        return None
+
+    def _progress(self) -> None:
+        """The progress line: studies done (the bar), slices/s, errors, nodes and encoders alive."""
+        rate = self.times.slices / max(time.perf_counter() - self.started, 1e-9)
+        alive = sum(1 for i in range(len(self.actors)) if i not in self.dead and i not in self.retired)
+        self.bar.set_postfix(
+            slices_s=f"{rate:.0f}", errors=self.errors, nodes=len(alive_nodes(self.ray)), encoders=alive, refresh=False
+        )
+
+
+def run_on_cluster(
+    ray: Any, tasks: Sequence[Task], model: Encoder, plan: RayPlan, commit: Callable[[Written], None], bar: Any
+) -> tuple[StageTimes, dict[str, Any]]:
+    """Run `tasks` on encoder actors; returns the stage times and the cluster part of the job summary."""
+    nodes = alive_nodes(ray)
+    if not nodes:
+        raise RadRetrieveError("the Ray cluster has no alive node")
+    gpu = bool(sum(n.gpus for n in nodes))
+    driver = Driver(
+        ray, make_encoders(ray, model, plan, nodes), plan, commit, bar, lambda: new_encoder(ray, model, plan, None, gpu)
+    )
+    try:
+        times = driver.run(tasks, model.config.preprocess)
+    finally:
+        for index, actor in enumerate(driver.actors):
+            if index not in driver.retired:
+                ray.kill(actor)
+    encoders = [
+        {"encoder": f"{i}.{g}" if g else str(i), "node": st.node, "items": st.items, "tasks": st.tasks}
+        for (i, g), st in sorted(driver.stats.items())
+    ]
+    info = {
+        "nodes": [n.name for n in nodes],
+        "nodes_alive_at_end": [n.name for n in alive_nodes(ray)],
+        "encoders": encoders,
+        "task_runs_lost": driver.lost,
+        "encoders_replaced": driver.replaced,
+    }
+    return times, info

@@ -1,0 +1,120 @@
+"""The header scan as Ray tasks: the driver lists partitions (folders, or manifest row ranges), workers read the
+headers, and the driver merges the small per-partition results into the plan. The driver never reads a
+pixel, nor a header.
+
+A DICOM series is normally inside one partition (partitions are folders); when the same Series UID comes back
+from two partitions, its files are scanned again together by one more task, so a split series is one item.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radretrieve.archive import ScanResult
+from radretrieve.archive.manifest import count_rows, is_manifest, scan_manifest_part
+from radretrieve.archive.scanner import PartialScan, merge_scans, scan_part, walk
+from radretrieve.foundation.errors import ReadError
+
+PARTITIONS_PER_CPU = 4  # partitions aimed at per cluster CPU: enough to balance uneven folders
+MANIFEST_ROWS_PER_PART = 2000  # manifest rows per scan task (at least)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Part of a folder archive: every file under `folder` (`recursive`), or only those directly in it."""
+
+    folder: str  # root-relative folder ("" is the root)
+    recursive: bool  # the whole subtree, or just the files in the folder itself
+
+
+def _subdirs(root: Path, rel: str) -> list[str]:
+    with os.scandir(root / rel if rel else root) as it:
+        return sorted(f"{rel}/{e.name}" if rel else e.name for e in it if e.is_dir() and not e.name.startswith("."))
+
+
+def folder_partitions(root: Path, target: int) -> list[Partition]:
+    """Split the tree at `root` into about `target` partitions by descending into folders, breadth first.
+
+    Only folder names are listed on the driver; files are listed by the scan tasks themselves."""
+    parts = [Partition("", True)]
+    while len(parts) < target:
+        split = next((p for p in parts if p.recursive and _subdirs(root, p.folder)), None)
+        if split is None:
+            break
+        parts.remove(split)
+        parts.append(Partition(split.folder, False))  # the files directly in it
+        parts.extend(Partition(d, True) for d in _subdirs(root, split.folder))
+    return parts
+
+
+def _files(root: Path, part: Partition) -> list[str]:
+    if part.recursive:
+        return walk(root, part.folder)
+    folder = root / part.folder if part.folder else root
+    with os.scandir(folder) as it:
+        names = sorted(e.name for e in it if e.is_file() and not e.name.startswith("."))
+    return [f"{part.folder}/{n}" if part.folder else n for n in names]
+
+
+def scan_partition(root: str, part: Partition, log_paths: bool) -> PartialScan:
+    """Ray task: the headers of one folder partition."""
+    return scan_part(Path(root), _files(Path(root), part), log_paths)
+
+
+def scan_files(root: str, rels: list[str], log_paths: bool) -> PartialScan:
+    """Ray task: the headers of given files (a series that was split over partitions)."""
+    return scan_part(Path(root), rels, log_paths)
+
+
+def scan_rows(manifest: str, start: int, stop: int, log_paths: bool) -> PartialScan:
+    """Ray task: rows [start, stop) of a manifest."""
+    return scan_manifest_part(Path(manifest), start, stop, log_paths)
+
+
+def _row_ranges(rows: int, target: int) -> Iterator[tuple[int, int]]:
+    step = max(MANIFEST_ROWS_PER_PART, -(-rows // max(1, target)))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def _split_series(parts: list[PartialScan]) -> dict[str, list[str]]:
+    """Series keys found in more than one part -> every file of theirs (to be scanned together)."""
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+    for index, part in enumerate(parts):
+        for key in {i.item_key for i in part.items if i.item_key.startswith("dicom-series:")}:
+            seen[key].append(index)
+    files: dict[str, list[str]] = {}
+    for key, where in seen.items():
+        if len(where) > 1:
+            files[key] = sorted({f for i in where for it in parts[i].items if it.item_key == key for f in it.files})
+    return files
+
+
+def _without(part: PartialScan, keys: set[str]) -> PartialScan:
+    items = tuple(i for i in part.items if i.item_key not in keys)
+    return PartialScan(items, part.errors, part.notes, part.reports, part.rows, part.rows_used)
+
+
+def cluster_scan(ray: Any, archive: Path, cpus: int, log_paths: bool = True) -> ScanResult:
+    """Scan a folder or manifest with Ray tasks (one per partition), merged on the driver."""
+    archive = Path(archive)
+    target = max(1, cpus * PARTITIONS_PER_CPU)
+    if is_manifest(archive):
+        task = ray.remote(num_cpus=1)(scan_rows)
+        refs = [task.remote(str(archive), a, b, log_paths) for a, b in _row_ranges(count_rows(archive), target)]
+        return merge_scans(archive.parent, ray.get(refs))
+    if not archive.is_dir():
+        raise ReadError(str(archive), "not a folder or a manifest (.csv, .parquet, .jsonl)", "scan")
+    task = ray.remote(num_cpus=1)(scan_partition)
+    parts = ray.get([task.remote(str(archive), p, log_paths) for p in folder_partitions(archive, target)])
+    split = _split_series(parts)
+    if split:
+        again = ray.remote(num_cpus=1)(scan_files)
+        parts = [_without(p, set(split)) for p in parts]
+        parts += ray.get([again.remote(str(archive), files, log_paths) for files in split.values()])
+    return merge_scans(archive, parts)

@@ -1,0 +1,210 @@
+"""The Ray engine on a real multi-node cluster (two Ray nodes on this machine, started and stopped here):
+the job joins it with --ray-address, runs encoders on both nodes, writes the local engine's rows, and loses
+nothing when a worker process or a whole node dies mid-job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.job import IndexOptions, index_archive
+from pipelines.ray_cluster.scan import Partition, folder_partitions
+from radretrieve.outdir.manifest import read_manifest
+from radretrieve.synth import synthesize
+from radretrieve.testing.dicom import write_ct_series
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+CLI = [sys.executable, "-m", "radretrieve"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = c.add_node(num_cpus=2)
+    c.wait_for_nodes()
+    yield c, worker
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("arch") / "a"
+    synthesize(root, studies=16, seed=8)
+    write_ct_series(root / "cut" / "series", 3)  # one series whose pixels are truncated: fails at read
+    victim = sorted((root / "cut" / "series").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-200])
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_rows(archive, tiny_model, tmp_path_factory) -> dict[int, dict]:
+    out = tmp_path_factory.mktemp("local") / "o"
+    index_archive(archive, out, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False))
+    return _rows(out)
+
+
+def _rows(out: Path) -> dict[int, dict]:
+    rows: dict[int, dict] = {}
+    for entry in read_manifest(out).shards:
+        for r in pq.read_table(out / entry.file).to_pylist():
+            assert r["item_id"] not in rows, f"duplicate id {r['item_id']}"
+            rows[r["item_id"]] = r
+    return rows
+
+
+def _same(a: dict[int, dict], b: dict[int, dict]) -> None:
+    assert set(a) == set(b)
+    for i in a:
+        assert {k: v for k, v in a[i].items() if k != "embedding"} == {
+            k: v for k, v in b[i].items() if k != "embedding"
+        }
+        assert np.allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-5)
+
+
+def _cmd(archive: Path, out: Path, address: str) -> list[str]:
+    ray_args = ["--engine", "ray", "--ray-address", address, "--encoders", "2"]
+    return [*CLI, "index", str(archive), "--out", str(out), *ray_args, "--studies-per-task", "1", "--no-index", "-q"]
+
+
+def test_the_job_uses_encoders_on_both_nodes_and_equals_the_local_engine(cluster, archive, local_rows, tmp_path):
+    c, _ = cluster
+    out = tmp_path / "o"
+    proc = subprocess.run([*_cmd(archive, out, c.address), "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.splitlines()[0])
+    assert summary["engine"] == "ray" and len(summary["cluster"]["nodes"]) == 2
+    encoders = summary["cluster"]["encoders"]
+    assert len({e["node"] for e in encoders}) == 2 and all(e["items"] > 0 for e in encoders)
+    assert sum(e["items"] for e in encoders) == summary["items"]
+    _same(local_rows, _rows(out))
+    errors = [json.loads(line) for p in (out / "errors").glob("t-*.jsonl") for line in p.read_text().splitlines()]
+    assert [(e["source"], e["error_type"]) for e in errors] == [("cut/series", "CorruptFile")]
+    info = subprocess.run([*CLI, "info", str(out)], capture_output=True, text=True, timeout=120).stdout
+    assert "engine ray" in info and info.count("encoder ") == 2  # `info` shows the same job totals
+
+
+def _wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} shards before the job ended: {proc.poll()}")
+
+
+def _ray_workers(name: bytes) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "cmdline").read_bytes().startswith(name):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_killed_encoder_process_costs_only_its_task(cluster, archive, local_rows, tmp_path):
+    c, _ = cluster
+    out = tmp_path / "o"
+    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_shards(out, 2, job)
+    actors = _ray_workers(b"ray::EncoderActor")
+    assert actors, "no encoder actor processes found"
+    os.kill(actors[0], signal.SIGKILL)
+    assert job.wait(timeout=300) == 0, job.stderr.read()[-3000:]
+    _same(local_rows, _rows(out))
+
+
+def test_removing_a_node_mid_job_still_ends_with_every_row_once(cluster, archive, local_rows, tmp_path):
+    c, worker = cluster
+    out = tmp_path / "o"
+    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_shards(out, 2, job)
+        c.remove_node(worker)  # the second machine goes away, with its encoder and reader workers
+        assert job.wait(timeout=300) == 0, job.stderr.read()[-3000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+    _same(local_rows, _rows(out))
+
+
+def _private_mounts_work() -> bool:
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _private_mounts_work(), reason="needs unshare -m (a private mount namespace)")
+def test_an_out_dir_a_node_cannot_see_is_refused(cluster, archive, tmp_path):
+    """A third node whose file system does not have the out dir's folder (an empty tmpfs mounted over it in a
+    private mount namespace, as a machine without the NFS mount would be): the job stops with one line."""
+    c, _ = cluster
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    ray_bin = Path(sys.executable).parent / "ray"
+    before = _alive_nodes(c.address)
+    node = f"mount -t tmpfs tmpfs {shared} && exec {ray_bin} start --address={c.address} --num-cpus=1 --block"
+    isolated = ["unshare", "-m", "--propagation", "private", "sh", "-c", node]
+    blind = subprocess.Popen(isolated, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and _alive_nodes(c.address) <= before:
+            time.sleep(0.5)
+        assert _alive_nodes(c.address) == before + 1, "the blind node did not join"
+        proc = subprocess.run(_cmd(archive, shared / "out", c.address), capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "not visible from node" in last and "NFS" in last
+    finally:
+        blind.send_signal(signal.SIGTERM)
+        blind.wait(timeout=60)
+
+
+def _alive_nodes(address: str) -> int:
+    code = (
+        "import ray, sys\nray.init(address=sys.argv[1], log_to_driver=False)\n"
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60).stdout
+    return int(out.strip().splitlines()[-1]) if out.strip() else 0
+
+
+def test_folder_partitions_cover_every_file_once(tmp_path):
+    for rel in ("a/1.png", "a/b/2.png", "a/b/c/3.png", "d/4.png", "5.png", "e/f/6.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    from pipelines.ray_cluster.scan import _files
+
+    for target in (1, 2, 5, 50):
+        parts = folder_partitions(tmp_path, target)
+        files = sorted(f for p in parts for f in _files(tmp_path, p))
+        assert files == ["5.png", "a/1.png", "a/b/2.png", "a/b/c/3.png", "d/4.png", "e/f/6.png"]
+        assert target == 1 or len(parts) > 1
+    assert Partition("", True) in folder_partitions(tmp_path, 1)
+
+
+def test_a_chunk_that_kills_its_workers_is_split_and_only_the_poison_item_fails(cluster):
+    """Ray's side of dead readers: the chunk task dies on every retry; alone, only the poison item does."""
+    from pipelines.ray_cluster.decode import CHUNK_RETRIES, gather_chunk
+    from radretrieve.testing.faults import POISON, double_or_die
+
+    c, _ = cluster
+    ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    try:
+        chunk = ray.remote(num_cpus=1, max_retries=CHUNK_RETRIES)(double_or_die)
+        values = [1, 2, POISON, 4]
+        got = gather_chunk(ray, values, chunk.remote(values), double_or_die, lambda v: -v)
+    finally:
+        ray.shutdown()
+    assert got == [2, 4, -POISON, 8]
