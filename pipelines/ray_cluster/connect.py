@@ -36,7 +36,7 @@ def connect(address: str | None, workers: int) -> Any:
     if not ray.is_initialized():
         ray.init(
             address=address,
-            num_cpus=None if address else max(1, workers),
+            num_cpus=None if address else max(2, workers),  # an encoder actor and at least one reader
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,

@@ -65,6 +65,8 @@ def make_encoders(ray: Any, model: Encoder, plan: RayPlan, nodes: list[NodeInfo]
     if gpus:
         return [new_encoder(ray, model, plan, None, gpu=True) for _ in range(gpus)]
     cpus = int(sum(n.cpus for n in nodes))
+    if cpus < 2:
+        raise RadRetrieveError(f"the Ray cluster has {cpus} CPU(s); the Ray engine needs 2 (an encoder and a reader)")
     count = max(1, min(plan.encoders or len(nodes), cpus - 1))
     if plan.encoders and count < plan.encoders:
         log.warning(
