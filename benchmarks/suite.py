@@ -70,6 +70,11 @@ SPECS: tuple[BenchSpec, ...] = (
     ),
     BenchSpec("retrieval_vqa_rad", "bench retrieval on VQA-RAD, untrained radclip-tiny (chance baseline)"),
     BenchSpec(
+        "serve_load",
+        "`radretrieve serve` under 16 concurrent clients: req/s, p50/p99, errors (localhost)",
+        requires=("fastapi", "uvicorn"),
+    ),
+    BenchSpec(
         "pooling_ablation",
         "attention vs mean vs max pooling; 8/16/32/64 slices",
         requires=("radretrieve.training",),

@@ -74,6 +74,25 @@ class AnnIndex:
     def ntotal(self) -> int:
         return int(self.cpu.ntotal)
 
+    def enable_reconstruct(self) -> bool:
+        """Prepare `reconstruct` (call before the index is shared between threads); False where the index
+        holds no exact vectors (IVF-PQ: its re-rank store has them)."""
+        import faiss
+
+        if self.plan.index_type == "ivf_flat":
+            # id -> (list, offset) table: a few bytes per vector, built once
+            faiss.extract_index_ivf(self.cpu).set_direct_map_type(faiss.DirectMap.Hashtable)
+            return True
+        return self.plan.index_type in ("flat", "hnsw")  # IDMap2 wrappers keep their id -> row map
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors float32[n, D] of item ids int64[n] (after `enable_reconstruct`); raises
+        RuntimeError for an id the index does not hold."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return np.empty((0, self.plan.dim), np.float32)
+        return np.asarray(self.cpu.reconstruct_batch(ids), dtype=np.float32)
+
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product.
 

@@ -29,6 +29,7 @@ from indexers.plan import SearchParams
 from indexers.store import VectorStore
 from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
 from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.resident import ResidentCatalog
 from radretrieve.outdir.shards import iter_embeddings
 from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
 
@@ -76,14 +77,19 @@ class Searcher:
         device: str = "auto",
         small_candidates: int = SMALL_CANDIDATES,
         where_timeout: float = DEFAULT_TIMEOUT_S,
+        resident: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.where_timeout = where_timeout  # seconds a --where filter may run in the catalog
         self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
         self.device = resolve_device(device)
         self.small_candidates = small_candidates  # filters with at most this many rows are scored exactly
+        # A long-running process (the web service): display rows and study look-ups held in memory
+        # (ResidentCatalog) and stored vectors read back from the index, instead of a Parquet scan each.
+        self.resident = resident
         self._catalog: Catalog | None = None
         self._indexes: dict[str, AnnIndex] = {}
+        self._reconstructable: set[str] = set()  # indexes whose vectors `vectors` may read back
         self._stores: dict[str, VectorStore | None] = {}
         self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
@@ -106,7 +112,8 @@ class Searcher:
     def catalog(self) -> Catalog:
         with self._open_lock:
             if self._catalog is None:
-                self._catalog = Catalog(self.out_dir, where_timeout=self.where_timeout)
+                kind = ResidentCatalog if self.resident else Catalog
+                self._catalog = kind(self.out_dir, where_timeout=self.where_timeout)
             return self._catalog
 
     def index(self, name: str) -> AnnIndex:
@@ -122,7 +129,10 @@ class Searcher:
             view = target(name).view
             # the catalog fetch is only the fallback for IVF-PQ indexes built without a re-rank store
             fetch = (lambda ids: self.catalog.vectors(ids, view)) if info.plan.index_type == "ivf_pq" else None
-            self._indexes[name] = open_index(self.out_dir, info, self.device, fetch)
+            opened = open_index(self.out_dir, info, self.device, fetch)
+            if self.resident and opened.store is None and opened.enable_reconstruct():
+                self._reconstructable.add(name)
+            self._indexes[name] = opened
         return self._indexes[name]
 
     def vectors(self, ids: np.ndarray, name: str = "items") -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +148,14 @@ class Searcher:
             store = self._stores[name]
         if store is not None:
             return store.fetch(ids)
+        if self.resident and name in self.infos:
+            self.index(name)  # opening it decides whether its vectors can be read back
+        if name in self._reconstructable:
+            want = np.unique(np.asarray(ids, dtype=np.int64))
+            try:
+                return want, self.index(name).reconstruct(want)
+            except RuntimeError:  # an id the index lacks (shards added since the build): read the shards
+                pass
         return self.catalog.vectors(ids, target(name).view)
 
     def _iter_vectors(self, ids: np.ndarray, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -151,6 +169,7 @@ class Searcher:
             self._catalog = None
         self._indexes.clear()
         self._stores.clear()
+        self._reconstructable.clear()
 
     # -- core ----------------------------------------------------------------------------------------------
     def search(

@@ -14,3 +14,21 @@ def tiny_model():
     from radretrieve import load_model
 
     return load_model("radclip-tiny", device="cpu")
+
+
+# -- `radretrieve serve`: one indexed out dir and one running server for tests/test_serve*.py ------------------
+@pytest.fixture(scope="session")
+def serve_env(tmp_path_factory):
+    from tests.serve_env import build_indexed_out_dir
+
+    return build_indexed_out_dir(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="session")
+def server(serve_env):
+    """`radretrieve serve --index OUT` on a free 127.0.0.1 port (no token, where on)."""
+    from tests.serve_env import Server
+
+    srv = Server(serve_env["out"], serve_env["tmp"] / "server.log")
+    yield srv
+    srv.stop()

@@ -15,7 +15,7 @@ CHECK = (
     "from radretrieve.cli.app import main\n"
     "try:\n    main()\n"
     "except SystemExit:\n    pass\n"
-    "heavy = sorted(m for m in ('torch', 'open_clip', 'faiss') if m in sys.modules)\n"
+    "heavy = sorted(m for m in ('torch', 'open_clip', 'faiss', 'fastapi', 'uvicorn') if m in sys.modules)\n"
     "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
 )
 
@@ -25,7 +25,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_help_and_models_do_not_import_torch():
-    for args in (["--help"], ["models"], ["models", "--json"]):
+    for args in (["--help"], ["models"], ["models", "--json"], ["serve", "--help"]):
         proc = _run(*args)
         assert proc.returncode == 0, proc.stderr
         assert "HEAVY=\n" in proc.stderr or proc.stderr.rstrip().endswith("HEAVY="), proc.stderr

@@ -67,13 +67,18 @@ def placeholder() -> np.ndarray:
     return tile
 
 
-def png_data_uri(image: np.ndarray) -> str:
-    """uint8 [H, W] -> 'data:image/png;base64,...'."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W] -> the bytes of a greyscale PNG file."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """uint8 [H, W] -> 'data:image/png;base64,...'."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np.ndarray, bool]:

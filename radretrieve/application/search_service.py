@@ -82,16 +82,21 @@ class SearchService:
         weights: str | None = None,
         device: str = "auto",
         where_timeout: float = DEFAULT_TIMEOUT_S,
+        resident: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
         self._model: Encoder | None = None
         self._real_sources: dict[int, str] | None = None
+        self._text: Any = None  # the text encoder, loaded on first use and kept (a server encodes many)
         if model is not None:  # load now: a mismatching override must fail before any search
             self._model = self._load_model(model, weights)
         fingerprint = self._model.fingerprint if self._model is not None else None
-        self.searcher = Searcher(self.out_dir, fingerprint=fingerprint, device=device, where_timeout=where_timeout)
+        # resident: a long-running service keeps look-ups in memory (indexers.search.Searcher)
+        self.searcher = Searcher(
+            self.out_dir, fingerprint=fingerprint, device=device, where_timeout=where_timeout, resident=resident
+        )
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:
         from radretrieve.outdir.model_ref import load_model_for_out_dir
@@ -110,15 +115,22 @@ class SearchService:
                 )
         return self._model
 
-    def _text_encoder(self) -> Any:
+    def text_encoder(self) -> Any:
         """The stored text tower of the out dir when it matches the index (fast start), else the model."""
-        if self._model is None:
-            from radretrieve.outdir.text_tower import load_text_tower
+        if self._text is None:
+            fast = None
+            if self._model is None:
+                from radretrieve.outdir.text_tower import load_text_tower
 
-            fast = load_text_tower(self.out_dir, self.searcher.fingerprint)
-            if fast is not None:
-                return fast
-        return self.model
+                fast = load_text_tower(self.out_dir, self.searcher.fingerprint)
+            self._text = fast if fast is not None else self.model
+        return self._text
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Query texts -> float32[N, D], L2-normalised, in the index's space."""
+        if not texts or any(not t.strip() for t in texts):
+            raise RadRetrieveError("empty query text")
+        return self.text_encoder().encode_text(list(texts)).numpy().astype(np.float32, copy=False)
 
     def close(self) -> None:
         self.searcher.close()
@@ -129,9 +141,7 @@ class SearchService:
     ) -> list[QueryResult]:
         """Text -> items (images and volumes), one result per text."""
         check_k(k)
-        if not texts or any(not t.strip() for t in texts):
-            raise RadRetrieveError("empty query text")
-        vectors = self._text_encoder().encode_text(list(texts)).numpy().astype(np.float32, copy=False)
+        vectors = self.encode_text(texts)
         hits = self.searcher.search(vectors, k, kind=kind, where=where)
         return [QueryResult(t, tuple(h)) for t, h in zip(texts, hits)]
 

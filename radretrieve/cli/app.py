@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "train_cmd",
     "demo_cmd",
     "search_cmd",
+    "serve_cmd",
 )
 
 app = typer.Typer(

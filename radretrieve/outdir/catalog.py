@@ -49,6 +49,11 @@ META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("text", "VARCHAR"),
     ("labels", "VARCHAR"),
 )
+# Columns newer shards may have and older ones lack. A column is in the views when any listed shard has it
+# (NULL in rows of shards without it), so readers ask `Catalog.columns(view)` before relying on one.
+OPTIONAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("burned_in", "BOOLEAN"),  # the image may carry burned-in text (patient data): never thumbnailed
+)
 ERROR_COLUMNS = ("source", "stage", "error_type", "message")
 VIEW_KINDS: Mapping[str, tuple[str, ...]] = {"items": ("image", "volume"), "reports": ("report",)}
 ROW_FIELDS = ("item_id", "kind", "study_key", "source", "modality", "body_part", "description", "text", "labels")
@@ -101,9 +106,13 @@ class Catalog:
 
     # -- setup -------------------------------------------------------------------------------------------
     def _create_views(self, files: list[str], error_files: list[str]) -> None:
-        names = ", ".join(name for name, _ in META_COLUMNS)
+        optional = self._optional_columns(files)
+        self._columns = tuple(name for name, _ in META_COLUMNS + optional)
+        names = ", ".join(self._columns)
         if files:
-            src = f"read_parquet([{', '.join(_sql_str(f) for f in files)}])"
+            # union_by_name: shards written before an optional column existed read it as NULL
+            union = ", union_by_name = true" if optional else ""
+            src = f"read_parquet([{', '.join(_sql_str(f) for f in files)}]{union})"
             for view, kinds in VIEW_KINDS.items():
                 cond = f"kind IN ({', '.join(_sql_str(k) for k in kinds)})"
                 self.con.execute(f"CREATE VIEW {view} AS SELECT {names} FROM {src} WHERE {cond}")
@@ -126,6 +135,19 @@ class Catalog:
             self.con.execute(
                 f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false"
             )
+
+    def _optional_columns(self, files: list[str]) -> tuple[tuple[str, str], ...]:
+        """The OPTIONAL_COLUMNS that at least one shard has (Parquet footers only)."""
+        if not files:
+            return ()
+        lst = ", ".join(_sql_str(f) for f in files)
+        found = {r[0] for r in self.con.execute(f"SELECT DISTINCT name FROM parquet_schema([{lst}])").fetchall()}
+        return tuple(col for col in OPTIONAL_COLUMNS if col[0] in found)
+
+    def columns(self, view: str = "items") -> tuple[str, ...]:
+        """Column names of the `items` / `reports` view (META_COLUMNS, then the optional ones present)."""
+        self._view(view)
+        return self._columns
 
     def _lock_down(self, files: list[str]) -> None:
         # The views keep reading exactly these files; nothing else can be opened, not even other files of

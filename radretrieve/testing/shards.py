@@ -56,6 +56,7 @@ class SyntheticItems:
     studies: tuple[str, ...]  # per row: study key
     modalities: tuple[str, ...]  # per row: modality
     body_parts: tuple[str, ...]  # per row: body part
+    burned_in: tuple[bool, ...] | None = None  # per row: may carry burned-in text; None: no such column
 
     @staticmethod
     def random(
@@ -100,6 +101,9 @@ class SyntheticItems:
             "labels": pa.array([json.dumps({"modality": m}) for m in self.modalities]),
             "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
         }
+        if self.burned_in is not None:  # the optional flag column (radretrieve.outdir.catalog.OPTIONAL_COLUMNS)
+            schema = schema.append(pa.field("burned_in", pa.bool_()))
+            cols["burned_in"] = pa.array(self.burned_in, pa.bool_())
         return pa.table(cols, schema=schema)
 
 

@@ -1,0 +1,121 @@
+"""The ASGI app of `radretrieve serve` (FastAPI on uvicorn), and how it is run.
+
+    serve(ServeConfig(Path("out")))            # blocks; what the CLI command calls
+
+`create_app` loads everything (`WebService`) before it returns, and uvicorn binds its socket only after the
+app is loaded, so `/api/health` answers exactly when the service is ready. With `--workers N` uvicorn starts
+N processes, each calling `app_from_env` (the config travels in an environment variable, the token stays in
+its file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from indexers.errors import StudyNotFound
+from radretrieve.application.web.api import api_router
+from radretrieve.application.web.auth import TokenAuth, login_router
+from radretrieve.application.web.config import ENV_CONFIG, ServeConfig, read_token
+from radretrieve.application.web.middleware import ErrorGuard, RequestLog, SecurityHeaders
+from radretrieve.application.web.page import StaticPage
+from radretrieve.application.web.service import ItemNotFound, PreviewWithheld, WebService, WhereDisabled
+from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.version import __version__
+
+log = logging.getLogger(__name__)
+
+# Known errors -> HTTP status; every other RadRetrieveError is the client's bad input (400).
+STATUS: tuple[tuple[type[RadRetrieveError], int], ...] = (
+    (ItemNotFound, 404),
+    (StudyNotFound, 404),
+    (WhereDisabled, 403),
+    (PreviewWithheld, 403),
+)
+
+
+def status_of(exc: RadRetrieveError) -> int:
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+
+
+def create_app(config: ServeConfig, service: WebService | None = None) -> FastAPI:
+    """The app for `config`; loads the service (model text tower, indexes, catalog) unless given one."""
+    token = read_token(config.token_file) if config.token_file is not None else None
+    service = service or WebService(config)
+    page, login_page = StaticPage.load("index.html"), StaticPage.load("login.html")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    # docs_url/redoc_url: their pages load scripts from a CDN; the OpenAPI document itself is /openapi.json
+    app = FastAPI(title="radretrieve", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    _install_error_handlers(app, service)
+    app.include_router(api_router(service))
+    app.include_router(login_router(token, login_page))
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return page.response()
+
+    # add_middleware wraps: the last added runs first (log, then guard, then headers, then the token check)
+    app.add_middleware(TokenAuth, token=token, login_page=login_page)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ErrorGuard)
+    app.add_middleware(RequestLog)
+    app.state.service = service
+    return app
+
+
+def _install_error_handlers(app: FastAPI, service: WebService) -> None:
+    @app.exception_handler(RadRetrieveError)
+    async def known(_: Request, exc: RadRetrieveError) -> JSONResponse:
+        return JSONResponse({"error": service.public_message(exc)}, status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # one line naming the parameter; pydantic's echo of the input value is left out
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+
+def configure_logging() -> None:
+    """Log to stderr when nothing else set logging up (a `--workers` child process)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory (each worker process): the config from the environment."""
+    configure_logging()
+    return create_app(ServeConfig.from_env(os.environ[ENV_CONFIG]))
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the service until interrupted (Ctrl-C / SIGTERM shut it down gracefully)."""
+    import uvicorn
+
+    config.check()
+    os.environ[ENV_CONFIG] = config.to_env()
+    uvicorn.run(
+        "radretrieve.application.web.app:app_from_env",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        access_log=False,  # it logs the request line with the query string; RequestLog logs the route only
+        log_config=None,  # keep radretrieve's logging (stderr, one format)
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )

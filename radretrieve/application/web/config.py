@@ -1,0 +1,96 @@
+"""What `radretrieve serve` runs with: a frozen config, the bind rule and the access token.
+
+The bind rule (README: "Search service"): loopback addresses need no token; any other address (0.0.0.0,
+a LAN address, a host name) is refused unless a token file is given, because the service would then answer
+anyone who can reach the machine. The token is read from a file, never from the command line (where `ps` and
+shell history would show it), and never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from radretrieve.foundation.errors import RadRetrieveError
+
+log = logging.getLogger(__name__)
+
+MIN_TOKEN_CHARS = 16  # shorter tokens are guessable; `python -c "import secrets; print(secrets.token_urlsafe(32))"`
+ENV_CONFIG = "RADRETRIEVE_SERVE_CONFIG"  # how `--workers N` hands the config to each worker process
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """One `radretrieve serve` run (every worker process gets the same one)."""
+
+    out_dir: Path  # the out dir to serve: shards, index/, the model reference, archive.json
+    host: str = "127.0.0.1"  # address to bind; anything but loopback needs `token_file`
+    port: int = 8000  # TCP port
+    token_file: Path | None = None  # file holding the access token; None: no token (loopback only)
+    workers: int = 1  # server processes; each loads its own copy of the model and the indexes
+    allow_where: bool = True  # accept user SQL filters (`where=`); False with --no-where
+    show_burned_in: bool = False  # draw images flagged as possibly carrying burned-in text (--show-burned-in)
+    threads: int = 1  # torch and faiss threads per call: requests already run in parallel, and more threads
+    # than cores make OpenMP's spinning workers fight (measured: text search 34 -> 480 req/s on 2 cores)
+    max_text_batch: int = 64  # at most this many concurrent text queries share one encoder call
+    thumbnail_cache_bytes: int = 64 << 20  # PNG bytes of recent thumbnails kept in memory
+
+    def check(self) -> ServeConfig:
+        """Refuse settings that cannot work or are unsafe, before anything is loaded; returns self."""
+        if not 0 < self.port < 65536:
+            raise RadRetrieveError(f"--port {self.port}: give a TCP port between 1 and 65535")
+        if self.workers < 1:
+            raise RadRetrieveError(f"--workers {self.workers}: give at least 1")
+        if self.threads < 1:
+            raise RadRetrieveError(f"--threads {self.threads}: give at least 1")
+        if not Path(self.out_dir).is_dir():
+            raise RadRetrieveError(f"--index {self.out_dir}: no such directory")
+        if self.token_file is None and not is_loopback(self.host):
+            raise RadRetrieveError(
+                f"--host {self.host} would answer anyone who can reach this machine: give --token-file FILE "
+                "(every request then needs the token), or bind 127.0.0.1"
+            )
+        if self.token_file is not None:
+            read_token(self.token_file)
+        return self
+
+    def to_env(self) -> str:
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()})
+
+    @staticmethod
+    def from_env(text: str) -> ServeConfig:
+        data = json.loads(text)
+        data["out_dir"] = Path(data["out_dir"])
+        data["token_file"] = Path(data["token_file"]) if data.get("token_file") else None
+        return ServeConfig(**data)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost` are loopback; 0.0.0.0, :: and everything else are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def read_token(path: Path) -> str:
+    """The token in `path` (surrounding whitespace stripped); one-line errors for unusable files."""
+    path = Path(path)
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise RadRetrieveError(f"--token-file {path}: cannot read ({reason})") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise RadRetrieveError(
+            f"--token-file {path}: the token must be one word of at least {MIN_TOKEN_CHARS} characters"
+        )
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        log.warning("--token-file %s can be read by other users; chmod 600 it", path)
+    return token

@@ -1,0 +1,50 @@
+"""`radretrieve serve`: the search service and its page (thin over `radretrieve.application.web`).
+
+The bind rule and the token file are checked before anything heavy is imported, so a refused start is one
+line and exit 1 within a second; FastAPI, uvicorn and torch are imported inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+TOKEN_HELP = (
+    "File holding the access token (one word, 16+ characters). Required to bind anything but 127.0.0.1; "
+    "with it every request needs the token (Authorization: Bearer, or the login form's cookie)."
+)
+
+
+def serve(
+    index: Path = typer.Option(..., "--index", "-i", help="Out dir with shards and index/ (from `radretrieve index`)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token-file)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_HELP),
+    workers: int = typer.Option(1, "--workers", help="Server processes (each loads the model and indexes)."),
+    no_where: bool = typer.Option(False, "--no-where", help="Refuse SQL filters (where=) from clients."),
+    threads: int = typer.Option(1, "--threads", help="torch/faiss threads per call (requests run in parallel)."),
+    show_burned_in: bool = typer.Option(
+        False, "--show-burned-in", help="Also draw images flagged as possibly carrying burned-in text (patient data)."
+    ),
+) -> None:
+    """Serve the out dir: a JSON search API and a web page (http://HOST:PORT/), loaded once, many users."""
+    from radretrieve.application.web.config import ServeConfig
+
+    config = ServeConfig(
+        out_dir=index.resolve(),
+        host=host,
+        port=port,
+        token_file=token_file.resolve() if token_file is not None else None,
+        workers=workers,
+        allow_where=not no_where,
+        threads=threads,
+        show_burned_in=show_burned_in,
+    ).check()
+    from radretrieve.application.web.app import serve as run
+
+    run(config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
