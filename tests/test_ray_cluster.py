@@ -28,6 +28,15 @@ from ray.cluster_utils import Cluster  # noqa: E402
 CLI = [sys.executable, "-m", "radretrieve"]
 
 
+def _log(folder: Path):
+    """A file for a background job's stderr (a pipe nobody reads could fill up and stall the job)."""
+    return open(folder / "job.stderr", "w")
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "job.stderr").read_text()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
@@ -118,23 +127,23 @@ def _ray_workers(name: bytes) -> list[int]:
 def test_a_killed_encoder_process_costs_only_its_task(cluster, archive, local_rows, tmp_path):
     c, _ = cluster
     out = tmp_path / "o"
-    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
     _wait_for_shards(out, 2, job)
     actors = _ray_workers(b"ray::EncoderActor")
     assert actors, "no encoder actor processes found"
     os.kill(actors[0], signal.SIGKILL)
-    assert job.wait(timeout=300) == 0, job.stderr.read()[-3000:]
+    assert job.wait(timeout=600) == 0, _tail(tmp_path)
     _same(local_rows, _rows(out))
 
 
 def test_removing_a_node_mid_job_still_ends_with_every_row_once(cluster, archive, local_rows, tmp_path):
     c, worker = cluster
     out = tmp_path / "o"
-    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(_cmd(archive, out, c.address), stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
     try:
         _wait_for_shards(out, 2, job)
         c.remove_node(worker)  # the second machine goes away, with its encoder and reader workers
-        assert job.wait(timeout=300) == 0, job.stderr.read()[-3000:]
+        assert job.wait(timeout=600) == 0, _tail(tmp_path)
     finally:
         if job.poll() is None:
             job.kill()

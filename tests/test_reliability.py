@@ -29,6 +29,15 @@ QUIET = {"progress": False}
 CLI = [sys.executable, "-m", "radretrieve"]
 
 
+def _log(folder: Path):
+    """A file for a background job's stderr (a pipe nobody reads could fill up and stall the job)."""
+    return open(folder / "job.stderr", "w")
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "job.stderr").read_text()[-3000:]
+
+
 def _rows(out: Path) -> dict[int, dict]:
     rows: dict[int, dict] = {}
     for entry in read_manifest(out).shards:
@@ -43,7 +52,7 @@ def _expected(root: Path) -> set[int]:
     return {it.item_id for it in result.items} | {report_item_id(s.key) for s in result.studies if s.report}
 
 
-def _wait_for(predicate, seconds: float = 120.0) -> None:
+def _wait_for(predicate, seconds: float = 300.0) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         if predicate():
@@ -109,7 +118,7 @@ def test_two_jobs_on_one_out_dir_lose_nothing(archives, tiny_model, tmp_path):
     a, b = archives
     out = tmp_path / "out"
     cmd = [*CLI, "index", str(a), "--out", str(out), "--workers", "0", "--studies-per-task", "1", "--no-index", "-q"]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
     _wait_for(lambda: (out / "manifest.json").is_file() and current_holder(out) is not None)
     os.kill(first.pid, signal.SIGSTOP)  # the first job, frozen mid-run with the lock held
     try:
@@ -119,7 +128,7 @@ def test_two_jobs_on_one_out_dir_lose_nothing(archives, tiny_model, tmp_path):
         os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 1 and second.stderr.strip().startswith("error: "), second.stderr
     assert f"pid {first.pid}" in second.stderr and "radretrieve index" in second.stderr
-    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert first.wait(timeout=600) == 0, _tail(tmp_path)
     index_archive(b, out, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
     assert set(_rows(out)) == _expected(a) | _expected(b)
     assert len({s.file for s in read_manifest(out).shards}) == len(read_manifest(out).shards)
@@ -166,12 +175,12 @@ def test_killing_a_reader_mid_job_costs_nothing(tmp_path):
     synthesize(root, studies=24, seed=6)
     out = tmp_path / "out"
     cmd = [*CLI, "index", str(root), "--out", str(out), "--workers", "2", "--studies-per-task", "2"]
-    job = subprocess.Popen([*cmd, "--no-index", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen([*cmd, "--no-index", "-q"], stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
     _wait_for(lambda: (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 1)
     readers = _reader_pids(job.pid)
     assert readers, "no reader processes found"
     os.kill(readers[0], signal.SIGKILL)
-    assert job.wait(timeout=180) == 0, job.stderr.read()
+    assert job.wait(timeout=600) == 0, _tail(tmp_path)
     assert set(_rows(out)) == _expected(root)
     assert not list((out / "errors").glob("t-*.jsonl"))  # the retry succeeded: no item was blamed
 
