@@ -9,6 +9,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _restore_thread_counts():
+    """torch's and faiss's thread counts are process-wide: a test that builds an in-process web service sets them
+    to 1, and a later test comparing in-process training with a CLI subprocess would then compare float sums
+    taken in different orders. Every test gets back the counts it started with."""
+    import faiss
+    import torch
+
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    yield
+    torch.set_num_threads(torch_threads)
+    faiss.omp_set_num_threads(faiss_threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from radretrieve import load_model

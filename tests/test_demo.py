@@ -11,7 +11,7 @@ from radretrieve.cli.app import app
 
 def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path):
     work = tmp_path / "demo"
-    args = ["demo", "--dir", str(work), "--studies", "60", "--workers", "0"]
+    args = ["demo", "--dir", str(work), "--studies", "30", "--workers", "0"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     scores = [float(x) for x in re.findall(r"P@5 (\d\.\d\d) \(best possible", first.stdout)]

@@ -148,7 +148,7 @@ def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails():
     try:
         start = time.monotonic()
         got = list(ordered_map(pool, poison, range(30), Window(budget=6, min_items=4), crashed=lambda x: -x))
-        assert time.monotonic() - start < 30  # noticed at once, not after a timeout
+        assert time.monotonic() - start < 120  # noticed at once, not after a (300 s) task timeout
     finally:
         pool.close()
     assert got == [-13 if x == 13 else 2 * x for x in range(30)]  # every item once, in order

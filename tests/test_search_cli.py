@@ -21,7 +21,6 @@ import pytest
 from typer.testing import CliRunner
 
 from radretrieve.cli.app import app, main
-from radretrieve.models.reference import ModelSource
 from tests.browser import HEADLESS_FLAGS, chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,27 +75,10 @@ def overfit_tiny(items: list, root: Path, max_steps: int = 200):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    from indexers.build import build_indexes
-    from pipelines.job import IndexOptions, index_archive
-    from radretrieve import load_model
-    from radretrieve.archive import scan
-    from radretrieve.synth import synthesize
-
-    tmp = tmp_path_factory.mktemp("search_cli")
-    arch, out = tmp / "arch", tmp / "out"
-    synthesize(arch, studies=8, seed=0)
-    result = scan(arch)
-    items = list(result.items)
-    trained = overfit_tiny(items, result.root)
-    # A changed model must say where it lives, or it would claim to be the registry's radclip-tiny
-    # (as radretrieve.training does before saving).
-    trained.source = ModelSource("path", str((tmp / "model").resolve()))
-    trained.save(tmp / "model")
-    model = load_model(str(tmp / "model"), device="cpu")  # from a directory: the out dir keeps a copy
-    index_archive(arch, out, model, IndexOptions(workers=0, progress=False))
-    build_indexes(out)
-    return {"tmp": tmp, "arch": arch, "out": out, "model": model, "items": items}
+def env(serve_env):
+    """The 8-study out dir indexed with radclip-tiny overfitted on it (tests/serve_env.py), shared with the
+    `serve` tests: one build per session."""
+    return serve_env
 
 
 def invoke(*args: str):

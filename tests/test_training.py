@@ -242,7 +242,9 @@ def test_a_hard_kill_between_checkpoints_resumes_to_the_same_weights(archive: Pa
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "radretrieve", "train", "--data", str(archive), "--out", str(out)]
     cmd += ["--config", str(tmp_path / "cfg.json"), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The reference ran in this process: the CLI runs get its thread count, so float sums are taken in one order.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list_checkpoints(out):
         time.sleep(0.005)
@@ -252,7 +254,8 @@ def test_a_hard_kill_between_checkpoints_resumes_to_the_same_weights(archive: Pa
     last = list_checkpoints(out)[-1]
     state = json.loads((last / "state.json").read_text())
     assert state["stage"] == 0 and state["step"] % 3 == 0  # killed inside the 2D stage, after a periodic checkpoint
-    subprocess.run([*cmd, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    resume = [*cmd, "--resume"]
+    subprocess.run(resume, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, timeout=600)
     expected, got = _weights(reference.out), _weights(out)
     assert expected.keys() == got.keys()
     for k in expected:
