@@ -13,7 +13,8 @@ their error type, so every input is accounted for):
 
 Options: `--exclude FIELD=GLOB` skips matching series (reason Excluded); `--include FIELD=GLOB` keeps matching
 series whatever a default rule says; `--include REASON` (e.g. `secondary-capture`) turns a default rule off.
-FIELD is `sop_class`, `modality`, `image_type` (any of its values) or `description` (SeriesDescription);
+FIELD is `sop_class`, `modality`, `image_type` (any of its values) or `description` (SeriesDescription, else
+StudyDescription);
 GLOB is an fnmatch pattern, case-insensitive. A rules file (`--selection FILE`, JSON or TOML) holds the same:
 `{"include": [...], "exclude": [...], "defaults": true, "scout_max_slices": 3}`.
 """
@@ -126,7 +127,7 @@ class SeriesFacts:
     sop_class: str  # SOPClassUID
     modality: str  # Modality (upper case)
     image_type: tuple[str, ...]  # ImageType values (upper case)
-    description: str  # SeriesDescription ("" if none)
+    description: str  # SeriesDescription, else StudyDescription ("" if none)
     slices: int  # single-frame files in the series
     normals: tuple[tuple[float, float, float], ...] = field(default=())  # slice normals of its files (LPS)
 
