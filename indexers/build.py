@@ -28,10 +28,11 @@ import numpy as np
 
 from indexers import checks
 from indexers.ann import AnnIndex
-from indexers.holdout import HeldOut, held_out_truth, hold_out
+from indexers.holdout import HeldOut, cross_queries, hold_out, query_truths
 from indexers.meta import (
     TARGETS,
     IndexInfo,
+    QueryRecall,
     Target,
     index_dir,
     manifest_hash,
@@ -51,7 +52,7 @@ from indexers.plan import (
 )
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
-from indexers.tune import RECALL_K, tune
+from indexers.tune import RECALL_K, QuerySet, tune_sets
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, remove_stale_temps
 from radretrieve.foundation.lock import writer_lock
@@ -181,7 +182,10 @@ def build_target(
     # store whose length disagrees with index.json, which forces a rebuild (_update_mode, load)
     store_info = store.commit() if store is not None else None
     _drop_old_store(path.parent, existing, store_info)
-    params, recall = _tune(out_dir, tgt, plan, index, config, held, batch_rows, store_info)
+    tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
+    if tuned is None:  # no new rows of this kind: the index holds what it did, so its params still hold
+        tuned = _kept(existing) if existing is not None else (SearchParams(), 1.0, {})
+    params, recall, by_query = tuned
     if len(held):
         index.add_with_ids(held.vectors, held.ids)
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
@@ -203,6 +207,7 @@ def build_target(
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
         checks.record(path.parent, files),
+        by_query,
     )
 
 
@@ -256,6 +261,7 @@ def _training_sample(
 
 def _tune(
     out_dir: Path,
+    manifest: Manifest,
     tgt: Target,
     plan: IndexPlan,
     index: Any,
@@ -263,15 +269,32 @@ def _tune(
     held: HeldOut,
     batch_rows: int,
     store: StoreInfo | None,
-) -> tuple[SearchParams, float]:
-    """(params, recall@10) tuned on the held-out rows (not yet in `index`) vs streamed exact truth."""
-    if plan.index_type == "flat" or len(held) == 0:
-        return SearchParams(), 1.0
-    truth = held_out_truth(out_dir, tgt.kinds, held, RECALL_K, batch_rows)
+) -> tuple[SearchParams, float, dict[str, QueryRecall]] | None:
+    """(params, recall@10, recall per query type) tuned on the held-out rows (not yet in `index`) and on the
+    other modality's vectors (indexers/holdout.py) against streamed exact truth; None when an add brought
+    no rows of this index's kind (nothing new to tune on: the caller keeps the existing params)."""
+    cross_name, cross_kinds = tgt.cross
+    if plan.index_type == "flat":
+        return SearchParams(), 1.0, {tgt.query: QueryRecall(1.0, 0), cross_name: QueryRecall(1.0, 0)}
+    if len(held) == 0:
+        return None
+    cross = cross_queries(out_dir, manifest.shards, cross_kinds, config.tune_queries, config.seed + 2, batch_rows)
+    truths = query_truths(
+        out_dir, tgt.kinds, held, {tgt.query: held.vectors, cross_name: cross.vectors}, RECALL_K, batch_rows
+    )
     vectors = VectorStore(index_dir(out_dir), store) if store is not None else None
     ann = AnnIndex(index, plan, SearchParams(), "cpu", store=vectors)
-    result = tune(ann, held.vectors, truth, config.target_recall)
-    return result.params, round(result.recall, 4)
+    sets = [
+        QuerySet(tgt.query, held.vectors, truths[tgt.query]),
+        QuerySet(cross_name, cross.vectors, truths[cross_name]),
+    ]
+    result = tune_sets(ann, sets, config.target_recall)
+    by_query = {name: QueryRecall(round(r, 4), n) for name, (r, n) in result.by_set.items()}
+    return result.params, round(result.recall, 4), by_query
+
+
+def _kept(existing: IndexInfo) -> tuple[SearchParams, float, dict[str, QueryRecall]]:
+    return existing.params, existing.recall_at_10, dict(existing.recall_by_query)
 
 
 def build_indexes(
