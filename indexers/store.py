@@ -90,6 +90,10 @@ class VectorStore:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def parts(self) -> list[np.ndarray]:
+        """The memory-mapped vector arrays in row order (their concatenation is the store)."""
+        return [self.vectors]
+
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id (int64 array of any shape) in `vectors`; -1 where the id is not stored."""
         if len(self.sorted_ids) == 0:
