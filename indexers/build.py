@@ -8,7 +8,7 @@ For each target (items = image + volume rows, reports = report rows):
    sample training vectors at random positions of the stream (no full copy in RAM), train, then add the
    shards batch by batch;
    IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, memory-mapped, written in the
-   same streaming pass (an add appends to it);
+   same streaming pass (an add writes a new segment, leaving the old ones as they are);
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
 4. write the .faiss file atomically, then index.json.
@@ -190,7 +190,7 @@ def build_target(
         index.add_with_ids(held.vectors, held.ids)
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
     write_faiss(index, path)
-    files = (tgt.file,) + ((store_info.vectors, store_info.ids) if store_info is not None else ())
+    files = (tgt.file,) + (store_info.files if store_info is not None else ())
     return IndexInfo(
         tgt.name,
         tgt.file,
@@ -206,7 +206,7 @@ def build_target(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
-        checks.record(path.parent, files),
+        _file_checks(path.parent, files, existing if mode == "add" else None),
         by_query,
     )
 
@@ -242,10 +242,18 @@ def _drop_old_store(folder: Path, existing: IndexInfo | None, new: StoreInfo | N
     """Remove store files of the previous build that the new one does not reuse (type/dtype change)."""
     if existing is None or existing.store is None:
         return
-    keep = {new.vectors, new.ids} if new is not None else set()
-    for name in (existing.store.vectors, existing.store.ids):
+    keep = set(new.files) if new is not None else set()
+    for name in existing.store.files:
         if name not in keep:
             (folder / name).unlink(missing_ok=True)
+
+
+def _file_checks(folder: Path, files: tuple[str, ...], kept: IndexInfo | None) -> dict[str, checks.FileCheck]:
+    """Size and SHA-256 of `files`; an add reuses the checks of the store segments it left untouched
+    (verified in full by `_update_mode`), so it does not read the whole store again."""
+    old = {n: c for n, c in kept.checks.items() if kept.store is not None and n in kept.store.files} if kept else {}
+    fresh = checks.record(folder, [f for f in files if f not in old])
+    return {f: old.get(f) or fresh[f] for f in files}
 
 
 def _training_sample(

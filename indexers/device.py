@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # faiss GPU top-k selection limit
 GPU_MAX_NPROBE = 2048  # faiss GPU IVF probe limit
 DEVICES = ("auto", "cpu", "gpu")
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")  # present on Linux wherever the NVIDIA kernel driver is loaded
 
 
 def num_gpus() -> int:
@@ -46,8 +49,9 @@ class Placement:
 
 
 def torch_cuda() -> bool:
-    """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
-    if importlib.util.find_spec("torch") is None:
+    """Whether torch is installed and sees a CUDA device. Imports torch only where it may: already imported,
+    or an NVIDIA driver is loaded (so a CPU-only `search` or `info` does not pay torch's import time)."""
+    if "torch" not in sys.modules and (importlib.util.find_spec("torch") is None or not NVIDIA_DRIVER.exists()):
         return False
     import torch
 

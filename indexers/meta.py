@@ -109,7 +109,7 @@ class IndexInfo:
     @property
     def files(self) -> tuple[str, ...]:
         """Every file of this index under OUT/index/: the .faiss file and the re-rank store's."""
-        return (self.file,) + ((self.store.vectors, self.store.ids) if self.store is not None else ())
+        return (self.file,) + (self.store.files if self.store is not None else ())
 
     def to_json(self) -> dict[str, Any]:
         return {
