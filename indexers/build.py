@@ -183,8 +183,8 @@ def build_target(
     store_info = store.commit() if store is not None else None
     _drop_old_store(path.parent, existing, store_info)
     tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
-    if tuned is None:  # no new rows of this kind: the index holds what it did, so its params still hold
-        tuned = _kept(existing) if existing is not None else (SearchParams(), 1.0, {})
+    if tuned is None:  # an add without new rows of this kind: the index holds what it did, its params hold
+        tuned = _kept(existing) if mode == "add" and existing is not None else (SearchParams(), 1.0, {})
     params, recall, by_query = tuned
     if len(held):
         index.add_with_ids(held.vectors, held.ids)
