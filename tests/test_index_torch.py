@@ -90,3 +90,28 @@ def test_placement_rules() -> None:
     assert place("cpu") == Placement("cpu", None)  # asked for the CPU: no torch either
     if not torch_cuda():  # this CI: no CUDA, so nothing runs in torch by default
         assert place("auto") == Placement("cpu", None)
+
+
+@pytest.mark.skipif(not torch_cuda(), reason="needs a CUDA device")
+def test_on_cuda_searcher_uses_torch_where_faiss_has_no_gpu(tmp_path) -> None:
+    """On a GPU machine: fp16 on CUDA within fp16 error of numpy, and chosen by `Searcher` when faiss sees
+    no GPU (faiss-cpu next to a CUDA torch)."""
+    from indexers import Searcher
+    from indexers.device import num_gpus
+
+    vecs = clustered_vectors(20_000, 64, 40, seed=4)
+    ids = np.arange(20_000, dtype=np.int64) * 5 + 1
+    queries = clustered_vectors(64, 64, 40, seed=5)
+    scores, got = TorchExact(vecs, ids, device="cuda").search(queries, 10)
+    ref_s, ref_i = numpy_topk(queries, vecs, ids, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), ref_i.tolist())]) >= 0.97
+    np.testing.assert_allclose(scores, ref_s, atol=3e-3)
+    items = SyntheticItems.random(2000, 64, seed=0, kinds=("volume",), vectors=vecs[:2000])
+    write_out_dir(tmp_path, [items], 64)
+    build_indexes(tmp_path, targets=("items",))
+    searcher = Searcher(tmp_path)
+    if num_gpus() == 0:
+        assert searcher.torch_device == "cuda" and searcher.index("items").exact_backend == "torch"
+    hits = searcher.search(queries, 10)
+    ref = numpy_topk(queries, vecs[:2000], items.ids, 10)[1]
+    assert np.mean([len({h.item_id for h in q} & set(r)) / 10 for q, r in zip(hits, ref.tolist())]) >= 0.97
