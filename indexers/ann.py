@@ -52,6 +52,7 @@ class AnnIndex:
         fetch: VectorFetch | None = None,
         store: VectorStore | None = None,
         torch_device: str | None = None,
+        torch_store: bool = True,
     ) -> None:
         self.cpu = index  # faiss.Index on CPU, as read from disk
         self.plan = plan
@@ -68,14 +69,17 @@ class AnnIndex:
         if device == "gpu" and index.ntotal > 0:
             self._to_gpu()
         elif self.torch_device is not None and index.ntotal > 0:
-            self._to_torch(self.torch_device)
+            self._to_torch(self.torch_device, torch_store)
 
-    def _to_torch(self, device: str) -> None:
+    def _to_torch(self, device: str, with_store: bool) -> None:
+        """Flat: the index's vectors (already in RAM) to the device. IVF-PQ: the re-rank store, only when
+        `with_store` (a long-running process): uploading reads the whole store from disk, which a one-off
+        search, re-ranking a few hundred paged-in rows per query on the CPU, never does."""
         from indexers.torch_exact import TorchTable, fits_device, flat_backend
 
         if self.plan.index_type == "flat":
             self._torch_flat = flat_backend(self.cpu, device)
-        elif self.plan.index_type == "ivf_pq" and self.store is not None:
+        elif self.plan.index_type == "ivf_pq" and self.store is not None and with_store:
             if fits_device(len(self.store), self.plan.dim, device):
                 self._torch_store = TorchTable(self.store.parts(), device)
 

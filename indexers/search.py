@@ -131,7 +131,8 @@ class Searcher:
             view = target(name).view
             # the catalog fetch is only the fallback for IVF-PQ indexes built without a re-rank store
             fetch = (lambda ids: self.catalog.vectors(ids, view)) if info.plan.index_type == "ivf_pq" else None
-            opened = open_index(self.out_dir, info, self.device, fetch, self.torch_device)
+            # the re-rank store goes to the torch device only in a long-running process (see AnnIndex._to_torch)
+            opened = open_index(self.out_dir, info, self.device, fetch, self.torch_device, torch_store=self.resident)
             if self.resident and opened.store is None and opened.enable_reconstruct():
                 self._reconstructable.add(name)
             self._indexes[name] = opened
