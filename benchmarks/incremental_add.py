@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,14 +35,15 @@ from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_v
 SHARD_ROWS = 50_000
 
 
-def shards(n: int, dim: int, start_id: int, seed: int, rows: int = SHARD_ROWS) -> list[SyntheticItems]:
-    vecs = clustered_vectors(n, dim, n_clusters=max(16, n // 500), seed=seed)
+def shards(vecs: np.ndarray, start_id: int, rows: int = SHARD_ROWS) -> list[SyntheticItems]:
+    """Items over `vecs` float32[n, D], `rows` per shard, ids start_id + 7*i."""
     out = []
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
+    for start in range(0, len(vecs), rows):
+        stop = min(len(vecs), start + rows)
         ids_from = start_id + 7 * start
-        part = SyntheticItems.random(stop - start, dim, seed=start, id_offset=ids_from, vectors=vecs[start:stop])
-        out.append(part)
+        out.append(
+            SyntheticItems.random(stop - start, vecs.shape[1], seed=start, id_offset=ids_from, vectors=vecs[start:stop])
+        )
     return out
 
 
@@ -52,7 +55,9 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 def run(n: int, dim: int, add: int, work: Path) -> dict[str, Any]:
     out = work / "out"
-    write_out_dir(out, shards(n, dim, 10**9, seed=1), dim)
+    # the added shard comes from the same mixture: new studies of the same archive
+    vecs = clustered_vectors(n + add, dim, n_clusters=max(16, n // 500), seed=1)
+    write_out_dir(out, shards(vecs[:n], 10**9), dim)
     cfg = BuildConfig(index_type="ivf_pq", tune_queries=200)
     first, build_s = timed(lambda: build_indexes(out, cfg, targets=("items",))["items"])
     old = out / "index" / first.store.segments[0].vectors
@@ -60,7 +65,8 @@ def run(n: int, dim: int, add: int, work: Path) -> dict[str, Any]:
     _, copy_s = timed(lambda: shutil.copyfile(old, work / "copy.npy"))  # what an add used to do, at least
     (work / "copy.npy").unlink()
     _, hash_s = timed(lambda: file_sha256(old))
-    append_shard(out, shards(add, dim, 2 * 10**9, seed=2, rows=add)[0], "added")
+    append_shard(out, shards(vecs[n:], 2 * 10**9, rows=add)[0], "added")
+    del vecs
     grown, add_s = timed(lambda: build_indexes(out, cfg, targets=("items",))["items"])
     after = old.stat()
     new_bytes = sum((out / "index" / f).stat().st_size for f in grown.store.files[2:])
@@ -78,7 +84,9 @@ def run(n: int, dim: int, add: int, work: Path) -> dict[str, Any]:
         "old_segment_untouched": (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns),
         "copy_old_store_once_s": round(copy_s, 2),
         "hash_old_store_once_s": round(hash_s, 2),
+        "recall_by_query_first_build": {k: v.to_json() for k, v in first.recall_by_query.items()},
         "recall_by_query_after_add": {k: v.to_json() for k, v in grown.recall_by_query.items()},
+        "search_params_after_add": grown.params.to_json(),
     }
 
 
