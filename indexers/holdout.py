@@ -27,6 +27,8 @@ from indexers.stream import count_rows, sample_rows, without
 from radretrieve.outdir.manifest import ShardEntry
 from radretrieve.outdir.shards import iter_embeddings
 
+CROSS_POOL = 20  # other-modality queries are sampled from shards holding at least this many times as many rows
+
 
 @dataclass(frozen=True)
 class HeldOut:
@@ -70,12 +72,24 @@ def held_out_truth(out_dir: Path, kinds: tuple[str, ...], held: HeldOut, k: int,
 def cross_queries(
     out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str, ...], n: int, seed: int, batch_rows: int
 ) -> HeldOut:
-    """A sample of min(n, rows) vectors of the other modality (`kinds`, e.g. ("report",)) of the shards
-    `entries` (all of them: the queries are not in the index, so an incremental add samples old shards too)."""
-    rows = count_rows(out_dir, entries, kinds)
+    """A sample of min(n, rows) vectors of the other modality (`kinds`, e.g. ("report",)).
+
+    Drawn from shards in a seeded random order until they hold CROSS_POOL * n such rows, not from every
+    shard: at archive scale a uniform sample would cost one more pass over all shards, and the other
+    modality's queries need no exactness about which shards they come from. Old shards count too (the
+    queries are not in the index, so an incremental add can use any).
+    """
+    files, rows = [], 0
+    for i in np.random.default_rng(seed).permutation(len(entries)):
+        have = count_rows(out_dir, (entries[i],), kinds)
+        if have:
+            files.append(entries[i].file)
+            rows += have
+        if rows >= CROSS_POOL * n:
+            break
     if rows == 0 or n == 0:
         return HeldOut(np.empty(0, np.int64), np.empty((0, 0), np.float32))
-    ids, vecs = sample_rows(out_dir, kinds, rows, min(n, rows), seed, batch_rows)
+    ids, vecs = sample_rows(out_dir, kinds, rows, min(n, rows), seed, batch_rows, set(files))
     return HeldOut(ids, vecs)
 
 
