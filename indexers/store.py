@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -201,11 +201,13 @@ class StoreWriter:
         self.files = segment_files(name, dtype, len(base.segments) if base is not None else 0)
         self.total = new_rows  # rows of the new segment
         self._tmp = temp_path(self.folder / self.files[0])
-        self._out = (
-            np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.dtype(dtype), shape=(new_rows, dim))
-            if new_rows
-            else None
-        )
+        self._out: BinaryIO | None = None
+        if new_rows:
+            # plain appends after an .npy header, not a writable memmap: a mapped file's dirty pages count
+            # in the build's RSS until the kernel writes them back; appended pages sit in the page cache
+            self._out = open(self._tmp, "xb")
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(self._out, header | {"shape": (new_rows, dim)})
         self._filled = 0
         self._new_ids: list[np.ndarray] = []
 
@@ -219,8 +221,8 @@ class StoreWriter:
         stop = self._filled + len(ids)
         if stop > self.total:
             raise RadRetrieveError(f"re-rank store: more rows than the {self.total} counted (shards changed?)")
-        if len(ids):
-            self._out[self._filled : stop] = vecs  # type: ignore[index]
+        if len(ids) and self._out is not None:
+            self._out.write(np.ascontiguousarray(vecs, dtype=self.dtype).tobytes())
         self._new_ids.append(np.asarray(ids, dtype=np.int64))
         self._filled = stop
 
@@ -234,7 +236,7 @@ class StoreWriter:
         base_count = self.base.count if self.base is not None else 0
         if self._out is None:  # nothing new: the store is what it was
             return StoreInfo(self.dtype, base_count, before)
-        self._out.flush()
+        self._out.close()  # fileio.commit fsyncs it before the rename
         self._out = None
         ids = np.concatenate(self._new_ids) if self._new_ids else np.empty(0, np.int64)
         order = np.argsort(ids, kind="stable")
@@ -246,5 +248,7 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Drop the temp file (on a failed build)."""
-        self._out = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
         self._tmp.unlink(missing_ok=True)
