@@ -207,7 +207,7 @@ def build_target(
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
         _file_checks(path.parent, files, existing if mode == "add" else None),
-        by_query,
+        recall_by_query=by_query,
     )
 
 

@@ -164,7 +164,7 @@ class IndexInfo:
             tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
             {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
-            {name: QueryRecall.from_json(r) for name, r in dict(data.get("recall_by_query") or {}).items()},
+            recall_by_query={n: QueryRecall.from_json(r) for n, r in dict(data.get("recall_by_query") or {}).items()},
         )
 
 
