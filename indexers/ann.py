@@ -85,7 +85,7 @@ class AnnIndex:
 
     @property
     def exact_backend(self) -> str:
-        """What runs flat search / re-ranking: "torch" or "faiss"/"numpy" on the CPU or faiss GPU."""
+        """What runs flat search / re-ranking: "torch", else "faiss" (faiss search, numpy re-ranking)."""
         return "torch" if self._torch_flat is not None or self._torch_store is not None else "faiss"
 
     def _to_gpu(self) -> None:
