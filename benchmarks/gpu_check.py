@@ -1,5 +1,7 @@
-"""Self-contained GPU check: needs only PyTorch (faiss is used when importable). No radretrieve import, no
-network, no weights: throughput does not depend on weight values, so the towers are randomly initialised.
+"""Self-contained GPU check: needs only PyTorch and numpy (faiss is used when importable). No radretrieve
+package import (the torch search backend, indexers/torch_exact.py, is loaded from its file: it needs only
+numpy and torch), no network, no weights: throughput does not depend on weight values, so the towers are
+randomly initialised.
 
 Measures, writing OUT/gpu_check.json after every phase (a hard stop still leaves the finished ones):
 
@@ -7,7 +9,11 @@ Measures, writing OUT/gpu_check.json after every phase (a hard stop still leaves
 2. volume throughput: ViT-B/16 on 32-slice volumes + a small attention pooling layer (RadCLIP's adapter shape);
 3. flat inner-product search over 1M x 512 fp16 vectors: faiss GPU if importable, and a torch matmul + top-k
    baseline (always, with its recall@10 against an fp32 search);
-4. the same encoders under torch.compile (compile time reported separately), while the time budget lasts.
+4. radretrieve's torch exact backend (indexers/torch_exact.py: what flat search and re-ranking use where faiss
+   has no GPU) over the same 1M x 512 fp16 vectors, at query batches 1..1024, against the roofline bound from
+   this device's measured copy bandwidth and fp16 matmul rate: each batch must read all n x 512 x 2 bytes
+   (bandwidth bound, what single queries hit) and do 2 x n x 512 x batch flops (compute bound);
+5. the same encoders under torch.compile (compile time reported separately), while the time budget lasts.
 
     python benchmarks/gpu_check.py --out OUT               # an H100: well under 8 minutes
     python benchmarks/gpu_check.py --out OUT --device cpu --tiny   # a smoke test in seconds
@@ -25,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -281,6 +288,77 @@ def search_torch(n: int, dim: int, n_q: int, k: int, device: torch.device, min_s
     }
 
 
+def load_torch_exact() -> Any:
+    """indexers/torch_exact.py as a standalone module (the indexers package itself needs pyarrow, duckdb...)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "indexers" / "torch_exact.py"
+    spec = importlib.util.spec_from_file_location("radretrieve_torch_exact", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def roofline(device: torch.device, tiny: bool, min_s: float) -> dict[str, float]:
+    """This device's copy bandwidth (bytes/s, read + write counted) and matmul rate (flop/s) in the search dtype."""
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    src = torch.empty((64 if tiny else 2048) << 20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    per_copy, _ = rate(lambda: dst.copy_(src), device, warmup=2, min_s=min(min_s, 1.0))
+    side = 512 if tiny or device.type != "cuda" else 8192
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    per_mm, _ = rate(lambda: a @ a, device, warmup=2, min_s=min(min_s, 1.0))
+    return {"copy_bytes_per_s": 2 * src.numel() / per_copy, "matmul_flop_per_s": 2 * side**3 / per_mm}
+
+
+def search_backend(n: int, dim: int, k: int, device: torch.device, tiny: bool, min_s: float) -> dict[str, Any]:
+    """QPS of indexers/torch_exact.TorchExact (ids mapped, results back on the host) per query batch, and the
+    fraction of the roofline bound it reaches; recall@k of its ids against an fp32 torch search."""
+    torch_exact = load_torch_exact()
+    roof = roofline(device, tiny, min_s)
+    base = _vectors(n, dim, device, 0)
+    ids = torch.arange(n, dtype=torch.int64).numpy() * 7 + 3  # ids are not positions
+    index = torch_exact.TorchExact(base.cpu().numpy(), ids, str(device))
+    itemsize = index.table.vectors.element_size()
+    queries = _vectors(1024, dim, device, 1).cpu().numpy()
+    rows = []
+    for batch in (1, 16, 256, 1024):
+        q = queries[:batch]
+        per_call, calls = rate(lambda q=q: index.search(q, k), device, warmup=2, min_s=min_s)
+        read_s = n * dim * itemsize / (roof["copy_bytes_per_s"] / 2)  # one read of the table
+        math_s = 2 * n * dim * batch / roof["matmul_flop_per_s"]
+        bound_qps = batch / max(read_s, math_s)
+        rows.append(
+            {
+                "query_batch": batch,
+                "qps": round(batch / per_call, 1),
+                "bound_qps": round(bound_qps, 1),
+                "bound": "bandwidth" if read_s >= math_s else "compute",
+                "fraction_of_bound": round(batch / per_call / bound_qps, 3),
+                "calls_timed": calls,
+            }
+        )
+    check = min(256, len(queries))
+    exact = (torch.from_numpy(queries[:check]).to(device) @ base.T).topk(k, dim=1).indices.cpu().numpy()
+    got = (index.search(queries[:check], k)[1] - 3) // 7
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got.tolist(), exact.tolist())]))
+    return {
+        "backend": "radretrieve-torch-exact",
+        "n": n,
+        "dim": dim,
+        "dtype": str(index.table.dtype).removeprefix("torch."),
+        "k": k,
+        "copy_gb_per_s": round(roof["copy_bytes_per_s"] / 1e9, 1),
+        "matmul_tflop_per_s": round(roof["matmul_flop_per_s"] / 1e12, 2),
+        "batches": rows,
+        f"recall@{k}_vs_fp32": round(recall, 4),
+    }
+
+
 def search_faiss(n: int, dim: int, n_q: int, k: int, device: torch.device, min_s: float) -> dict[str, Any]:
     import faiss  # optional: the check runs without it
 
@@ -347,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     n_q = 256 if args.tiny else 8192
     check.phase("search torch", 3 * t, lambda: search_torch(n_vectors, 512, n_q, 10, device, t), "search")
     check.phase("search faiss", 3 * t, lambda: search_faiss(n_vectors, 512, n_q, 10, device, t), "search")
+    # short timings (4 batches x <= 1.5 s): the compiled-encoder phases after it need most of the budget
+    backend = lambda: search_backend(n_vectors, 512, 10, device, args.tiny, min(t, 1.5))  # noqa: E731
+    check.phase("search torch backend", 4 * min(t, 1.5) + 6, backend, "search")
     if compile_on:
         for name, shape in shapes.items():
             need = 60.0 if args.tiny else (90.0 if name == "ViT-B-16" else 150.0)
@@ -357,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in check.data["encode"]:
         ref = f" (x{row['x_reference_a100']} clip-retrieval's A100)" if row["x_reference_a100"] else ""
         log(f"{row['model']} {'compiled' if row['compiled'] else 'eager'}: {row['images_per_s']} images/s{ref}")
+    for row in check.data["search"]:
+        for b in row.get("batches", []):
+            log(
+                f"{row['backend']} batch {b['query_batch']}: {b['qps']} QPS, "
+                f"{b['fraction_of_bound']:.0%} of the {b['bound']} bound ({b['bound_qps']} QPS)"
+            )
     log(f"wrote {args.out / 'gpu_check.json'}")
     return 0
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: encode throughput (ViT-B/16, ViT-L/14, bf16, eager and torch.compile), 32-slice volume
-# throughput and 1M x 512 fp16 flat search. Needs only PyTorch; finishes within 8 minutes.
+# throughput, 1M x 512 fp16 flat search, and radretrieve's torch search backend (indexers/torch_exact.py)
+# against this GPU's roofline (measured copy bandwidth and fp16 matmul rate). Needs only PyTorch and numpy;
+# finishes within 8 minutes.
 #
 #   benchmarks/gpu_check.sh OUT_DIR [gpu_check.py options]     # writes OUT_DIR/gpu_check.json and .log
 set -euo pipefail

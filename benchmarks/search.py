@@ -98,7 +98,9 @@ def measure(
         "search_params": info.params.to_json(),
         "build_s": round(build_s, 2),
         "index_file_mb": round((out / "index" / info.file).stat().st_size / 2**20, 1),
-        "store_file_mb": round((out / "index" / info.store.vectors).stat().st_size / 2**20, 1) if info.store else 0,
+        "store_file_mb": round(sum((out / "index" / f).stat().st_size for f in info.store.files) / 2**20, 1)
+        if info.store
+        else 0,
         "rss_index_loaded_mb": round(rss_loaded, 1),
         "peak_rss_mb_process": round(peak_rss_mb(), 1),
         "recall_at_10_tuning": info.recall_at_10,

@@ -7,7 +7,9 @@ Public API (faiss is imported lazily inside the functions, so importing this pac
     choose_plan(count, dim, max_memory, exact_threshold, index_type) -> IndexPlan
 
 OUT/index/ holds one .faiss file per target (volumes.faiss, reports.faiss), index.json, and for IVF-PQ
-a re-rank store (<target>.vectors.f32.npy or .f16.npy + <target>.vectors.ids.npy, memory-mapped).
+a re-rank store of memory-mapped segments, one per build or add (<target>.vectors.NNNNN.f32.npy or .f16.npy
++ <target>.vectors.NNNNN.ids.npy; indexers/store.py). Flat search and re-ranking run in torch where CUDA is
+present and faiss has no GPU (indexers/torch_exact.py).
 """
 
 from __future__ import annotations

@@ -11,13 +11,16 @@ concurrent callers with different params cannot disturb each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from indexers.device import fits_gpu, to_gpu, validate_search_args
 from indexers.plan import IndexPlan, SearchParams
 from indexers.store import VectorStore
+
+if TYPE_CHECKING:
+    from indexers.torch_exact import TorchExact, TorchTable
 
 # fetch(ids int64[n]) -> (ids int64[m], vectors float32[m, D]) for m <= n found ids, ascending
 VectorFetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -48,6 +51,8 @@ class AnnIndex:
         device: str = "cpu",
         fetch: VectorFetch | None = None,
         store: VectorStore | None = None,
+        torch_device: str | None = None,
+        torch_store: bool = True,
     ) -> None:
         self.cpu = index  # faiss.Index on CPU, as read from disk
         self.plan = plan
@@ -57,8 +62,31 @@ class AnnIndex:
         self.store = store  # memory-mapped vectors for IVF-PQ re-ranking (preferred over `fetch`)
         self.gpu: Any | None = None
         self._gpu_ids: np.ndarray | None = None  # flat on GPU: position -> item id
+        # torch (indexers/torch_exact.py) for flat search and re-ranking where faiss has no GPU
+        self.torch_device = torch_device if device != "gpu" else None
+        self._torch_flat: TorchExact | None = None
+        self._torch_store: TorchTable | None = None
         if device == "gpu" and index.ntotal > 0:
             self._to_gpu()
+        elif self.torch_device is not None and index.ntotal > 0:
+            self._to_torch(self.torch_device, torch_store)
+
+    def _to_torch(self, device: str, with_store: bool) -> None:
+        """Flat: the index's vectors (already in RAM) to the device. IVF-PQ: the re-rank store, only when
+        `with_store` (a long-running process): uploading reads the whole store from disk, which a one-off
+        search, re-ranking a few hundred paged-in rows per query on the CPU, never does."""
+        from indexers.torch_exact import TorchTable, fits_device, flat_backend
+
+        if self.plan.index_type == "flat":
+            self._torch_flat = flat_backend(self.cpu, device)
+        elif self.plan.index_type == "ivf_pq" and self.store is not None and with_store:
+            if fits_device(len(self.store), self.plan.dim, device):
+                self._torch_store = TorchTable(self.store.parts(), device)
+
+    @property
+    def exact_backend(self) -> str:
+        """What runs flat search / re-ranking: "torch", else "faiss" (faiss search, numpy re-ranking)."""
+        return "torch" if self._torch_flat is not None or self._torch_store is not None else "faiss"
 
     def _to_gpu(self) -> None:
         import faiss
@@ -115,6 +143,8 @@ class AnnIndex:
         return _pad(scores, ids, k)
 
     def _raw_search(self, q: np.ndarray, k: int, p: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+        if self._torch_flat is not None:
+            return self._torch_flat.search(q, k)
         fp = faiss_params(self.plan, p, k)
         if self.gpu is not None and fits_gpu(k, p):
             scores, pos = self.gpu.search(q, k, params=fp) if fp is not None else self.gpu.search(q, k)
@@ -128,7 +158,7 @@ class AnnIndex:
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for candidate ids int64[Q, k'] from the stored vectors; best k per query."""
-        rows, table = self._candidate_rows(cand)
+        rows, take = self._candidate_rows(cand)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         kk = min(k, cand.shape[1])
@@ -136,8 +166,11 @@ class AnnIndex:
         for start in range(0, len(q), step):
             sl = slice(start, start + step)
             valid = rows[sl] >= 0
-            vecs = np.asarray(table[np.maximum(rows[sl], 0)], dtype=np.float32)  # [b, k', D] gather
-            scores = np.einsum("qkd,qd->qk", vecs, q[sl]).astype(np.float32)
+            if self._torch_store is not None:  # gathered and scored on the torch device
+                scores = self._torch_store.score_rows(q[sl], rows[sl])
+            else:
+                vecs = take(rows[sl])  # float32[b, k', D] gather
+                scores = np.einsum("qkd,qd->qk", vecs, q[sl]).astype(np.float32)
             scores[~valid] = -np.inf
             ids = np.where(valid, cand[sl], -1)
             order = np.lexsort((ids, -scores), axis=1)[:, :kk]  # descending score, then ascending id
@@ -145,16 +178,18 @@ class AnnIndex:
             out_i[sl, :kk] = np.take_along_axis(ids, order, axis=1)
         return out_s, np.where(np.isfinite(out_s), out_i, -1)
 
-    def _candidate_rows(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows int64[Q, k'] with -1 for absent ids, table [n, D]) to gather candidate vectors from."""
+    def _candidate_rows(self, cand: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """(rows int64[Q, k'] with -1 for absent ids, take(rows) -> float32[..., D]) for candidate ids."""
         if self.store is not None:
             rows = self.store.rows_of(cand)
-            return np.where(cand >= 0, rows, -1), self.store.vectors
+            return np.where(cand >= 0, rows, -1), self.store.take
         have_ids, have_vecs = self.fetch(np.unique(cand[cand >= 0])) if self.fetch else (np.empty(0, np.int64), None)
         if len(have_ids) == 0:
-            return np.full(cand.shape, -1, np.int64), np.zeros((1, self.plan.dim), np.float32)
+            zero = np.zeros((1, self.plan.dim), np.float32)
+            return np.full(cand.shape, -1, np.int64), lambda rows: zero[np.zeros(rows.shape, np.int64)]
         pos = np.minimum(np.searchsorted(have_ids, cand), len(have_ids) - 1)
-        return np.where((cand >= 0) & (have_ids[pos] == cand), pos, -1), have_vecs
+        rows = np.where((cand >= 0) & (have_ids[pos] == cand), pos, -1)
+        return rows, lambda r: np.asarray(have_vecs[np.maximum(r, 0)], dtype=np.float32)
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

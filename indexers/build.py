@@ -8,7 +8,7 @@ For each target (items = image + volume rows, reports = report rows):
    sample training vectors at random positions of the stream (no full copy in RAM), train, then add the
    shards batch by batch;
    IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, memory-mapped, written in the
-   same streaming pass (an add appends to it);
+   same streaming pass (an add writes a new segment, leaving the old ones as they are);
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
 4. write the .faiss file atomically, then index.json.
@@ -28,10 +28,11 @@ import numpy as np
 
 from indexers import checks
 from indexers.ann import AnnIndex
-from indexers.holdout import HeldOut, held_out_truth, hold_out
+from indexers.holdout import HeldOut, cross_queries, hold_out, query_truths
 from indexers.meta import (
     TARGETS,
     IndexInfo,
+    QueryRecall,
     Target,
     index_dir,
     manifest_hash,
@@ -51,7 +52,7 @@ from indexers.plan import (
 )
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
-from indexers.tune import RECALL_K, tune
+from indexers.tune import RECALL_K, QuerySet, tune_sets
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, remove_stale_temps
 from radretrieve.foundation.lock import writer_lock
@@ -181,12 +182,15 @@ def build_target(
     # store whose length disagrees with index.json, which forces a rebuild (_update_mode, load)
     store_info = store.commit() if store is not None else None
     _drop_old_store(path.parent, existing, store_info)
-    params, recall = _tune(out_dir, tgt, plan, index, config, held, batch_rows, store_info)
+    tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
+    if tuned is None:  # an add without new rows of this kind: the index holds what it did, its params hold
+        tuned = _kept(existing) if mode == "add" and existing is not None else (SearchParams(), 1.0, {})
+    params, recall, by_query = tuned
     if len(held):
         index.add_with_ids(held.vectors, held.ids)
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
     write_faiss(index, path)
-    files = (tgt.file,) + ((store_info.vectors, store_info.ids) if store_info is not None else ())
+    files = (tgt.file,) + (store_info.files if store_info is not None else ())
     return IndexInfo(
         tgt.name,
         tgt.file,
@@ -202,7 +206,8 @@ def build_target(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
-        checks.record(path.parent, files),
+        _file_checks(path.parent, files, existing if mode == "add" else None),
+        recall_by_query=by_query,
     )
 
 
@@ -237,10 +242,18 @@ def _drop_old_store(folder: Path, existing: IndexInfo | None, new: StoreInfo | N
     """Remove store files of the previous build that the new one does not reuse (type/dtype change)."""
     if existing is None or existing.store is None:
         return
-    keep = {new.vectors, new.ids} if new is not None else set()
-    for name in (existing.store.vectors, existing.store.ids):
+    keep = set(new.files) if new is not None else set()
+    for name in existing.store.files:
         if name not in keep:
             (folder / name).unlink(missing_ok=True)
+
+
+def _file_checks(folder: Path, files: tuple[str, ...], kept: IndexInfo | None) -> dict[str, checks.FileCheck]:
+    """Size and SHA-256 of `files`; an add reuses the checks of the store segments it left untouched
+    (verified in full by `_update_mode`), so it does not read the whole store again."""
+    old = {n: c for n, c in kept.checks.items() if kept.store is not None and n in kept.store.files} if kept else {}
+    fresh = checks.record(folder, [f for f in files if f not in old])
+    return {f: old.get(f) or fresh[f] for f in files}
 
 
 def _training_sample(
@@ -256,6 +269,7 @@ def _training_sample(
 
 def _tune(
     out_dir: Path,
+    manifest: Manifest,
     tgt: Target,
     plan: IndexPlan,
     index: Any,
@@ -263,15 +277,32 @@ def _tune(
     held: HeldOut,
     batch_rows: int,
     store: StoreInfo | None,
-) -> tuple[SearchParams, float]:
-    """(params, recall@10) tuned on the held-out rows (not yet in `index`) vs streamed exact truth."""
-    if plan.index_type == "flat" or len(held) == 0:
-        return SearchParams(), 1.0
-    truth = held_out_truth(out_dir, tgt.kinds, held, RECALL_K, batch_rows)
+) -> tuple[SearchParams, float, dict[str, QueryRecall]] | None:
+    """(params, recall@10, recall per query type) tuned on the held-out rows (not yet in `index`) and on the
+    other modality's vectors (indexers/holdout.py) against streamed exact truth; None when an add brought
+    no rows of this index's kind (nothing new to tune on: the caller keeps the existing params)."""
+    cross_name, cross_kinds = tgt.cross
+    if plan.index_type == "flat":
+        return SearchParams(), 1.0, {tgt.query: QueryRecall(1.0, 0), cross_name: QueryRecall(1.0, 0)}
+    if len(held) == 0:
+        return None
+    cross = cross_queries(out_dir, manifest.shards, cross_kinds, config.tune_queries, config.seed + 2, batch_rows)
+    truths = query_truths(
+        out_dir, tgt.kinds, held, {tgt.query: held.vectors, cross_name: cross.vectors}, RECALL_K, batch_rows
+    )
     vectors = VectorStore(index_dir(out_dir), store) if store is not None else None
     ann = AnnIndex(index, plan, SearchParams(), "cpu", store=vectors)
-    result = tune(ann, held.vectors, truth, config.target_recall)
-    return result.params, round(result.recall, 4)
+    sets = [
+        QuerySet(tgt.query, held.vectors, truths[tgt.query]),
+        QuerySet(cross_name, cross.vectors, truths[cross_name]),
+    ]
+    result = tune_sets(ann, sets, config.target_recall)
+    by_query = {name: QueryRecall(round(r, 4), n) for name, (r, n) in result.by_set.items()}
+    return result.params, round(result.recall, 4), by_query
+
+
+def _kept(existing: IndexInfo) -> tuple[SearchParams, float, dict[str, QueryRecall]]:
+    return existing.params, existing.recall_at_10, dict(existing.recall_by_query)
 
 
 def build_indexes(

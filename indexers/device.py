@@ -3,11 +3,19 @@
 Every GPU call sits behind `num_gpus() > 0`, so a faiss-cpu build (which lacks the GPU symbols) or a
 machine without a GPU never touches one. faiss GPU indexes answer at most k = 2048 and probe at most
 nprobe = 2048 lists; asking for more is a user error on GPU, not a crash inside faiss.
+
+Where CUDA is present but faiss sees no GPU (a faiss-cpu wheel next to a CUDA torch, the common case),
+`place` keeps faiss on the CPU and names CUDA as the torch device: flat searches and IVF-PQ re-ranking
+then run in torch (indexers/torch_exact.py), which has no k limit.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +29,7 @@ log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # faiss GPU top-k selection limit
 GPU_MAX_NPROBE = 2048  # faiss GPU IVF probe limit
 DEVICES = ("auto", "cpu", "gpu")
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")  # present on Linux wherever the NVIDIA kernel driver is loaded
 
 
 def num_gpus() -> int:
@@ -31,16 +40,44 @@ def num_gpus() -> int:
     return int(get()) if get is not None else 0
 
 
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'gpu' when faiss sees a GPU, else 'cpu'. Asking for 'gpu' without one is an error."""
+@dataclass(frozen=True)
+class Placement:
+    """Where an index's searches run."""
+
+    faiss: str  # "cpu" | "gpu": the faiss index (and its limits)
+    torch: str | None  # torch device for exact search and re-ranking ("cuda"; "cpu" in tests); None: not used
+
+
+def torch_cuda() -> bool:
+    """Whether torch is installed and sees a CUDA device. Imports torch only where it may: already imported,
+    or an NVIDIA driver is loaded (so a CPU-only `search` or `info` does not pay torch's import time)."""
+    if "torch" not in sys.modules and (importlib.util.find_spec("torch") is None or not NVIDIA_DRIVER.exists()):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def place(device: str = "auto") -> Placement:
+    """'auto' and 'gpu': faiss GPU when faiss sees one, else torch on CUDA when torch sees it, else (auto)
+    the CPU; 'gpu' with neither is an error. 'cpu': faiss on the CPU, no torch."""
     if device not in DEVICES:
         raise RadRetrieveError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
-    gpus = num_gpus()
-    if device == "gpu" and gpus == 0:
-        raise RadRetrieveError("--device gpu: no GPU visible to faiss (is faiss-gpu installed?)")
-    if device == "auto":
-        return "gpu" if gpus > 0 else "cpu"
-    return device
+    if device == "cpu":
+        return Placement("cpu", None)
+    if num_gpus() > 0:
+        return Placement("gpu", None)
+    if torch_cuda():
+        log.info("faiss sees no GPU: exact search and re-ranking run in torch on CUDA")
+        return Placement("cpu", "cuda")
+    if device == "gpu":
+        raise RadRetrieveError("--device gpu: no GPU visible to faiss or torch (is faiss-gpu or CUDA torch installed?)")
+    return Placement("cpu", None)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The faiss side of `place`: 'gpu' when faiss sees a GPU, else 'cpu'."""
+    return place(device).faiss
 
 
 def validate_search_args(k: int, params: SearchParams | None, device: str) -> None:

@@ -7,19 +7,27 @@ HNSW tuned to 0.953 that way gave 0.918 on fresh queries). So the build samples 
 adds every other row, tunes with the sample as truly fresh queries against exact truth over what the
 index holds, and only then adds the sample. Perturbing in-index vectors instead was tried and rejected:
 how optimistic or pessimistic it is depends on the dimension (it over-shot at 512, under-shot at 64).
+
+The other modality's queries (text vectors for the items index: the out dir's report embeddings; image
+vectors for the reports index) are sampled the same way from the rows of the other kind. They are not in
+the index being tuned, so they need no holding out there, and their truth is computed in the same
+streaming pass as the held-out rows' (`query_truths`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from indexers.exact import exact_search_stream
-from indexers.stream import sample_rows, without
+from indexers.stream import count_rows, sample_rows, without
+from radretrieve.outdir.manifest import ShardEntry
 from radretrieve.outdir.shards import iter_embeddings
+
+CROSS_POOL = 20  # other-modality queries are sampled from shards holding at least this many times as many rows
 
 
 @dataclass(frozen=True)
@@ -59,3 +67,51 @@ def held_out_truth(out_dir: Path, kinds: tuple[str, ...], held: HeldOut, k: int,
     stream = without(iter_embeddings(out_dir, kinds, batch_rows), held.ids)
     _, truth = exact_search_stream(held.vectors, stream, k)
     return truth
+
+
+def cross_queries(
+    out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str, ...], n: int, seed: int, batch_rows: int
+) -> HeldOut:
+    """A sample of min(n, rows) vectors of the other modality (`kinds`, e.g. ("report",)).
+
+    Drawn from shards in a seeded random order until they hold CROSS_POOL * n such rows, not from every
+    shard: at archive scale a uniform sample would cost one more pass over all shards, and the other
+    modality's queries need no exactness about which shards they come from. Old shards count too (the
+    queries are not in the index, so an incremental add can use any).
+    """
+    files, rows = [], 0
+    for i in np.random.default_rng(seed).permutation(len(entries)):
+        have = count_rows(out_dir, (entries[i],), kinds)
+        if have:
+            files.append(entries[i].file)
+            rows += have
+        if rows >= CROSS_POOL * n:
+            break
+    if rows == 0 or n == 0:
+        return HeldOut(np.empty(0, np.int64), np.empty((0, 0), np.float32))
+    ids, vecs = sample_rows(out_dir, kinds, rows, min(n, rows), seed, batch_rows, set(files))
+    return HeldOut(ids, vecs)
+
+
+def query_truths(
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    held: HeldOut,
+    queries: Mapping[str, np.ndarray],
+    k: int,
+    batch_rows: int,
+) -> dict[str, np.ndarray]:
+    """Exact top-k ids int64[m, k] of each query set (name -> float32[m, D]) over every row of `kinds`
+    except the held-out ones, in one streaming pass over the shards."""
+    names = [name for name, q in queries.items() if len(q)]
+    if not names:
+        return {name: np.empty((0, k), np.int64) for name in queries}
+    stacked = np.concatenate([queries[name] for name in names])
+    stream = without(iter_embeddings(out_dir, kinds, batch_rows), held.ids)
+    _, truth = exact_search_stream(stacked, stream, k)
+    out = {name: np.empty((0, k), np.int64) for name in queries}
+    start = 0
+    for name in names:
+        out[name] = truth[start : start + len(queries[name])]
+        start += len(queries[name])
+    return out

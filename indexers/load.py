@@ -29,10 +29,18 @@ def open_store(out_dir: Path, info: IndexInfo) -> VectorStore | None:
     return VectorStore(index_dir(out_dir), info.store) if info.store is not None else None
 
 
-def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch | None) -> AnnIndex:
+def open_index(
+    out_dir: Path,
+    info: IndexInfo,
+    device: str,
+    fetch: VectorFetch | None,
+    torch_device: str | None = None,
+    torch_store: bool = True,
+) -> AnnIndex:
     """Read one .faiss file (plain `faiss.read_index`) and wrap it; `device` is already resolved.
 
-    `fetch` is the slow fallback for IVF-PQ re-ranking when the index has no re-rank store.
+    `fetch` is the slow fallback for IVF-PQ re-ranking when the index has no re-rank store; `torch_device`
+    runs flat search, and re-ranking if `torch_store`, in torch there (indexers/device.py `place`).
     """
     import faiss
 
@@ -51,7 +59,8 @@ def open_index(out_dir: Path, info: IndexInfo, device: str, fetch: VectorFetch |
             f"{info.plan.dim} (interrupted build?); run `radretrieve build-index {out_dir} --rebuild`"
         )
     store = open_store(out_dir, info)
-    return AnnIndex(index, info.plan, info.params, device, fetch if store is None else None, store)
+    fetch = fetch if store is None else None
+    return AnnIndex(index, info.plan, info.params, device, fetch, store, torch_device, torch_store)
 
 
 def read_infos(out_dir: Path, fingerprint: str | None = None) -> dict[str, IndexInfo]:

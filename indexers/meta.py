@@ -38,12 +38,31 @@ class Target:
     file: str  # file name under OUT/index/
     kinds: tuple[str, ...]  # shard `kind` values indexed together
     view: str  # catalog view with the rows
+    query: str  # what the index's own rows are as queries: "image" | "text"
+    # the other query type sent to this index and the shard kinds its vectors are sampled from: text
+    # embeddings search the items index (`search`), image embeddings the reports index (`reports`)
+    cross: tuple[str, tuple[str, ...]]
 
 
 TARGETS: Mapping[str, Target] = {
-    "items": Target("items", "volumes.faiss", ("image", "volume"), "items"),
-    "reports": Target("reports", "reports.faiss", ("report",), "reports"),
+    "items": Target("items", "volumes.faiss", ("image", "volume"), "items", "image", ("text", ("report",))),
+    "reports": Target("reports", "reports.faiss", ("report",), "reports", "text", ("image", ("image", "volume"))),
 }
+
+
+@dataclass(frozen=True)
+class QueryRecall:
+    """Recall@10 of one query type, measured when the index was tuned."""
+
+    recall_at_10: float  # vs exact search over what the index holds (1.0 for flat)
+    queries: int  # held-out queries of this type used (0 for flat: exact by construction)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recall_at_10": self.recall_at_10, "queries": self.queries}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> QueryRecall:
+        return QueryRecall(float(data["recall_at_10"]), int(data["queries"]))
 
 
 def target(name: str) -> Target:
@@ -74,8 +93,8 @@ class IndexInfo:
     plan: IndexPlan  # type, nlist, pq_m... (the factory string is derived from it)
     params: SearchParams  # tuned default search params
     count: int  # vectors in the index (== faiss ntotal)
-    recall_at_10: float  # measured vs exact on `recall_queries` sampled vectors (1.0 for flat)
-    recall_queries: int  # held-out queries used for the measurement
+    recall_at_10: float  # the lowest of `recall_by_query` (what tuning had to lift to the target); 1.0 for flat
+    recall_queries: int  # held-out queries of the index's own kind used for the measurement
     fingerprint: str  # model fingerprint of the shards
     manifest_hash: str  # manifest_hash() when this index was last written
     build_seconds: float  # wall time of the last build or incremental add (incl. tuning)
@@ -83,11 +102,14 @@ class IndexInfo:
     shards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # shard_key() of indexed shards
     store: StoreInfo | None = None  # memory-mapped vectors for exact re-ranking (IVF-PQ); None otherwise
     checks: Mapping[str, FileCheck] = field(default_factory=dict)  # file name -> size and SHA-256 at commit
+    # query type ("image" | "text") -> its recall; the cross-modal type is absent when the out dir has no
+    # rows of it (e.g. no reports) and in indexes built before it was measured
+    recall_by_query: Mapping[str, QueryRecall] = field(default_factory=dict)
 
     @property
     def files(self) -> tuple[str, ...]:
         """Every file of this index under OUT/index/: the .faiss file and the re-rank store's."""
-        return (self.file,) + ((self.store.vectors, self.store.ids) if self.store is not None else ())
+        return (self.file,) + (self.store.files if self.store is not None else ())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +128,7 @@ class IndexInfo:
             "count": self.count,
             "recall_at_10": self.recall_at_10,
             "recall_queries": self.recall_queries,
+            "recall_by_query": {name: r.to_json() for name, r in self.recall_by_query.items()},
             "fingerprint": self.fingerprint,
             "manifest_hash": self.manifest_hash,
             "build_seconds": self.build_seconds,
@@ -141,6 +164,7 @@ class IndexInfo:
             tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
             {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
+            recall_by_query={n: QueryRecall.from_json(r) for n, r in dict(data.get("recall_by_query") or {}).items()},
         )
 
 

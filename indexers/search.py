@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from indexers.ann import AnnIndex
-from indexers.device import resolve_device, validate_search_args
+from indexers.device import place, validate_search_args
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
 from indexers.filtered import SMALL_CANDIDATES, Filter, Picked, ann_filtered, exact_over
 from indexers.load import open_index, open_store, read_infos
@@ -82,7 +82,9 @@ class Searcher:
         self.out_dir = Path(out_dir)
         self.where_timeout = where_timeout  # seconds a --where filter may run in the catalog
         self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
-        self.device = resolve_device(device)
+        placement = place(device)
+        self.device = placement.faiss  # "cpu" | "gpu" (faiss)
+        self.torch_device = placement.torch  # exact search / re-ranking in torch (CUDA without faiss GPU)
         self.small_candidates = small_candidates  # filters with at most this many rows are scored exactly
         # A long-running process (the web service): display rows and study look-ups held in memory
         # (ResidentCatalog) and stored vectors read back from the index, instead of a Parquet scan each.
@@ -129,7 +131,8 @@ class Searcher:
             view = target(name).view
             # the catalog fetch is only the fallback for IVF-PQ indexes built without a re-rank store
             fetch = (lambda ids: self.catalog.vectors(ids, view)) if info.plan.index_type == "ivf_pq" else None
-            opened = open_index(self.out_dir, info, self.device, fetch)
+            # the re-rank store goes to the torch device only in a long-running process (see AnnIndex._to_torch)
+            opened = open_index(self.out_dir, info, self.device, fetch, self.torch_device, torch_store=self.resident)
             if self.resident and opened.store is None and opened.enable_reconstruct():
                 self._reconstructable.add(name)
             self._indexes[name] = opened

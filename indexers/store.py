@@ -1,22 +1,31 @@
-"""Re-rank store: the indexed vectors as memory-mapped .npy files next to the index.
+"""Re-rank store: the indexed vectors as memory-mapped .npy segments next to the index.
 
 IVF-PQ keeps only compressed codes, so its exact re-ranking needs the full vectors of a few hundred
 candidates per query. Fetching them through duckdb Parquet scans cost ~0.75 s per query; reading them
 from a memory-mapped array costs a page-cache lookup per row. The store is never loaded into RAM (the
 `max_memory` budget is for the index): the OS pages in the rows that searches touch.
 
-Files, under OUT/index/ (plain `np.load(..., mmap_mode="r")` reads them)::
+The store is a list of segments, one per build or incremental add, so adding a shard to a 10M-vector
+index writes only the new rows: the old segment files are never opened for writing (nor renamed over).
+Files of segment s, under OUT/index/ (plain `np.load(..., mmap_mode="r")` reads them)::
 
-    <target>.vectors.f32.npy   float32[n, D] (or .f16.npy float16[n, D]), rows in the order they were
-                               added to the index
-    <target>.vectors.ids.npy   int64[2, n]: row 0 the item ids sorted ascending, row 1 each one's row in
-                               the vectors file (so id -> row is one `np.searchsorted`)
+    <target>.vectors.<s:05d>.f32.npy   float32[n_s, D] (or .f16.npy float16[n_s, D]), rows in the order
+                                       they were added to the index
+    <target>.vectors.<s:05d>.ids.npy   int64[2, n_s]: row 0 the segment's item ids sorted ascending, row 1
+                                       each one's row in the segment's vectors file
+
+index.json lists the segments in order (`store.segments`: file names and row counts) and `checks` holds
+each file's size and SHA-256; the loader checks every segment's length, so a crash between a segment's
+rename and index.json is caught. A store row number is global: segment s's rows follow segment s-1's.
+Looking an id up is one `np.searchsorted` per segment (an item id is in exactly one segment: a shard
+whose rows changed forces a rebuild). Stores written before segments (one `<target>.vectors.f32.npy` and
+`<target>.vectors.ids.npy`, index.json fields `vectors`, `ids`) read as one segment. Segments only
+accumulate; `build-index --rebuild` writes the store again as one segment.
 
 Dtype: by default the store keeps the shards' own dtype ("auto"): float16 shards are stored as float16
 without loss, float32 shards as float32, so re-ranked scores are exactly the inner products with the
 shard vectors (computed in float32). float16 can be forced to halve the disk/page-cache footprint of
-float32 shards, at ~1e-3 score error. Incremental adds rewrite both files (copy + append) to temp names
-and rename them; the loader checks their lengths against index.json, so a crash in between is caught.
+float32 shards, at ~1e-3 score error. An add keeps the dtype of the segments before it.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -33,32 +42,61 @@ from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, commit, temp_path
 
 STORE_DTYPES = ("auto", "float32", "float16")
-COPY_ROWS = 65536  # rows copied at once when an incremental add rewrites the store
-TAKE_ROWS = 65536  # candidate rows gathered at once (bounds the float32 copy)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment's files (under OUT/index/) and rows."""
+
+    vectors: str  # float32[n, D] or float16[n, D] in index-add order
+    ids: str  # int64[2, n]: sorted ids; their rows in `vectors`
+    count: int  # n
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vectors": self.vectors, "ids": self.ids, "count": self.count}
 
 
 @dataclass(frozen=True)
 class StoreInfo:
     """The store of one index, as recorded in index.json."""
 
-    vectors: str  # file under OUT/index/: float32[n, D] or float16[n, D] in index-add order
-    ids: str  # file under OUT/index/: int64[2, n] (sorted ids; their rows in `vectors`)
-    dtype: str  # "float32" | "float16"
-    count: int  # n: rows in both files (== the index's ntotal)
+    dtype: str  # "float32" | "float16" (every segment)
+    count: int  # rows in all segments (== the index's ntotal)
+    segments: tuple[Segment, ...]  # in row order
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the store, segment by segment (vectors, ids)."""
+        return tuple(name for seg in self.segments for name in (seg.vectors, seg.ids))
+
+    @property
+    def vectors(self) -> str:
+        """The newest segment's vectors file (the whole store when it has one segment)."""
+        return self.segments[-1].vectors
+
+    @property
+    def ids(self) -> str:
+        """The newest segment's id map."""
+        return self.segments[-1].ids
 
     def to_json(self) -> dict[str, Any]:
-        return {"vectors": self.vectors, "ids": self.ids, "dtype": self.dtype, "count": self.count}
+        return {"dtype": self.dtype, "count": self.count, "segments": [seg.to_json() for seg in self.segments]}
 
     @staticmethod
     def from_json(data: Mapping[str, Any] | None) -> StoreInfo | None:
         if not data:
             return None
-        return StoreInfo(data["vectors"], data["ids"], data["dtype"], int(data["count"]))
+        if "segments" not in data:  # a store written before segments: one segment
+            return StoreInfo(
+                data["dtype"], int(data["count"]), (Segment(data["vectors"], data["ids"], int(data["count"])),)
+            )
+        segments = tuple(Segment(d["vectors"], d["ids"], int(d["count"])) for d in data["segments"])
+        return StoreInfo(data["dtype"], int(data["count"]), segments)
 
 
-def store_files(name: str, dtype: str) -> tuple[str, str]:
-    """(vectors file, ids file) names for target `name`."""
-    return f"{name}.vectors.{'f16' if dtype == 'float16' else 'f32'}.npy", f"{name}.vectors.ids.npy"
+def segment_files(name: str, dtype: str, seq: int) -> tuple[str, str]:
+    """(vectors file, ids file) names of segment `seq` of target `name`."""
+    return f"{name}.vectors.{seq:05d}.{'f16' if dtype == 'float16' else 'f32'}.npy", f"{name}.vectors.{seq:05d}.ids.npy"
 
 
 def resolve_dtype(requested: str, shard_dtypes: set[str]) -> str:
@@ -70,36 +108,71 @@ def resolve_dtype(requested: str, shard_dtypes: set[str]) -> str:
     return "float16" if shard_dtypes == {"float16"} else "float32"
 
 
-class VectorStore:
-    """Read side: id -> row lookup and row gathers over the memory-mapped files."""
+class _Open:
+    """One segment, memory-mapped."""
 
-    def __init__(self, folder: Path, info: StoreInfo) -> None:
+    def __init__(self, folder: Path, seg: Segment) -> None:
         try:
-            self.vectors = np.load(Path(folder) / info.vectors, mmap_mode="r")  # [n, D], paged in on use
-            idmap = np.load(Path(folder) / info.ids, mmap_mode="r")
+            self.vectors = np.load(folder / seg.vectors, mmap_mode="r")  # [n, D], paged in on use
+            idmap = np.load(folder / seg.ids, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise StaleIndex(f"{folder}: re-rank store unreadable ({exc}); rebuild with --rebuild") from exc
-        if self.vectors.ndim != 2 or len(self.vectors) != info.count or idmap.shape != (2, info.count):
+        if self.vectors.ndim != 2 or len(self.vectors) != seg.count or idmap.shape != (2, seg.count):
             raise StaleIndex(
-                f"{folder}/{info.vectors}: holds {len(self.vectors)} rows, index.json says {info.count} "
+                f"{folder}/{seg.vectors}: holds {len(self.vectors)} rows, index.json says {seg.count} "
                 "(interrupted build?); rebuild with --rebuild"
             )
         self.sorted_ids = idmap[0]  # int64[n], ascending
         self.rows = idmap[1]  # int64[n]: row in `vectors` of sorted_ids[i]
 
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row of each id (int64 array of any shape) in `vectors`; -1 where the id is not stored."""
+    def local_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in this segment; -1 where absent."""
         if len(self.sorted_ids) == 0:
             return np.full(np.shape(ids), -1, np.int64)
         pos = np.minimum(np.searchsorted(self.sorted_ids, ids), len(self.sorted_ids) - 1)
         return np.where(self.sorted_ids[pos] == ids, self.rows[pos], -1)
 
+
+class VectorStore:
+    """Read side: id -> (global) row lookup and row gathers over the memory-mapped segments."""
+
+    def __init__(self, folder: Path, info: StoreInfo) -> None:
+        self.segments = [_Open(Path(folder), seg) for seg in info.segments]
+        if sum(seg.count for seg in info.segments) != info.count:
+            raise StaleIndex(f"{folder}: re-rank store segments do not add up to {info.count} rows; rebuild")
+        counts = [len(seg.vectors) for seg in self.segments]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # segment s: rows [o_s, o_s+1)
+        dims = {seg.vectors.shape[1] for seg in self.segments}
+        if len(dims) > 1:
+            raise StaleIndex(f"{folder}: re-rank store segments of dims {sorted(dims)}; rebuild with --rebuild")
+        self.dim = dims.pop() if dims else 0
+        self.dtype = self.segments[0].vectors.dtype if self.segments else np.dtype(info.dtype)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def parts(self) -> list[np.ndarray]:
+        """The memory-mapped vector arrays in row order (their concatenation is the store)."""
+        return [seg.vectors for seg in self.segments]
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Global row of each id (int64 array of any shape); -1 where the id is not stored."""
+        out = np.full(np.shape(ids), -1, np.int64)
+        for offset, seg in zip(self.offsets, self.segments):
+            local = seg.local_rows(ids)
+            out = np.where(local >= 0, local + offset, out)
+        return out
+
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """float32[..., D] vectors of rows (any shape; -1 rows give row 0's vector: mask them yourself)."""
-        return np.asarray(self.vectors[np.maximum(rows, 0)], dtype=np.float32)
+        """float32[..., D] vectors of global rows (any shape; -1 rows give row 0's vector: mask them yourself)."""
+        flat = np.maximum(np.asarray(rows, dtype=np.int64).reshape(-1), 0)
+        out = np.empty((len(flat), self.dim), np.float32)
+        seg_of = np.searchsorted(self.offsets, flat, side="right") - 1
+        for s, seg in enumerate(self.segments):
+            pick = np.flatnonzero(seg_of == s)
+            if len(pick):
+                out[pick] = seg.vectors[flat[pick] - self.offsets[s]]
+        return out.reshape(*np.shape(rows), self.dim)
 
     def fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64[m], float32[m, D]) for the stored ones of `ids`, ascending (the `VectorFetch` contract)."""
@@ -110,10 +183,10 @@ class VectorStore:
 
 
 class StoreWriter:
-    """Write side: rows are appended in index-add order into a temp file, renamed into place by `commit`.
+    """Write side: one new segment, rows appended in index-add order into a temp file, renamed by `commit`.
 
-    `base` (an existing store) is copied first, so an incremental add yields one store holding old and
-    new rows; `new_rows` must be the exact number of rows `add` will receive (a mismatch is an error).
+    With `base` (the existing store) the new segment follows its segments, which are left as they are;
+    `new_rows` must be the exact number of rows `add` will receive (a mismatch is an error).
     """
 
     def __init__(
@@ -122,33 +195,34 @@ class StoreWriter:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dtype = dtype
-        self.files = store_files(name, dtype)
         self.base = base
-        base_rows = base.count if base is not None else 0
-        self.total = base_rows + new_rows
+        if base is not None:
+            self._check_base(base, dim)
+        self.files = segment_files(name, dtype, len(base.segments) if base is not None else 0)
+        self.total = new_rows  # rows of the new segment
         self._tmp = temp_path(self.folder / self.files[0])
-        self._out = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.dtype(dtype), shape=(self.total, dim))
+        self._out: BinaryIO | None = None
+        if new_rows:
+            # plain appends after an .npy header, not a writable memmap: a mapped file's dirty pages count
+            # in the build's RSS until the kernel writes them back; appended pages sit in the page cache
+            self._out = open(self._tmp, "xb")
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(self._out, header | {"shape": (new_rows, dim)})
         self._filled = 0
         self._new_ids: list[np.ndarray] = []
-        if base is not None:
-            self._copy_base(base, dim)
 
-    def _copy_base(self, base: StoreInfo, dim: int) -> None:
-        old = VectorStore(self.folder, base)
-        if old.vectors.shape[1] != dim:
-            raise StaleIndex(f"{base.vectors}: dim {old.vectors.shape[1]}, expected {dim}; rebuild with --rebuild")
-        for start in range(0, len(old), COPY_ROWS):
-            block = old.vectors[start : start + COPY_ROWS]
-            self._out[start : start + len(block)] = block
-        self._filled = len(old)
-        self._base_map = (np.array(old.sorted_ids), np.array(old.rows))
+    def _check_base(self, base: StoreInfo, dim: int) -> None:
+        old = VectorStore(self.folder, base)  # opens (and length-checks) the segments; reads no rows
+        if old.dim != dim:
+            raise StaleIndex(f"{base.vectors}: dim {old.dim}, expected {dim}; rebuild with --rebuild")
 
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         """Append ids int64[n] / vectors float32[n, D], in the order they go into the index."""
         stop = self._filled + len(ids)
         if stop > self.total:
             raise RadRetrieveError(f"re-rank store: more rows than the {self.total} counted (shards changed?)")
-        self._out[self._filled : stop] = vecs
+        if len(ids) and self._out is not None:
+            self._out.write(np.ascontiguousarray(vecs, dtype=self.dtype).tobytes())
         self._new_ids.append(np.asarray(ids, dtype=np.int64))
         self._filled = stop
 
@@ -158,22 +232,23 @@ class StoreWriter:
             raise RadRetrieveError(
                 f"re-rank store: {self._filled} rows written, {self.total} counted (shards changed?)"
             )
-        self._out.flush()
-        del self._out
+        before = self.base.segments if self.base is not None else ()
         base_count = self.base.count if self.base is not None else 0
-        new_ids = np.concatenate(self._new_ids) if self._new_ids else np.empty(0, np.int64)
-        ids = new_ids
-        rows = base_count + np.arange(len(new_ids), dtype=np.int64)
-        if self.base is not None:
-            ids = np.concatenate([self._base_map[0], new_ids])
-            rows = np.concatenate([self._base_map[1], rows])
+        if self._out is None:  # nothing new: the store is what it was
+            return StoreInfo(self.dtype, base_count, before)
+        self._out.close()  # fileio.commit fsyncs it before the rename
+        self._out = None
+        ids = np.concatenate(self._new_ids) if self._new_ids else np.empty(0, np.int64)
         order = np.argsort(ids, kind="stable")
         with atomic_path(self.folder / self.files[1]) as ids_tmp, open(ids_tmp, "xb") as fh:
-            np.save(fh, np.stack([ids[order], rows[order]]))
+            np.save(fh, np.stack([ids[order], order.astype(np.int64)]))
         commit(self._tmp, self.folder / self.files[0])
-        return StoreInfo(self.files[0], self.files[1], self.dtype, self.total)
+        segment = Segment(self.files[0], self.files[1], self.total)
+        return StoreInfo(self.dtype, base_count + self.total, before + (segment,))
 
     def abort(self) -> None:
         """Drop the temp file (on a failed build)."""
-        self.__dict__.pop("_out", None)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
         self._tmp.unlink(missing_ok=True)

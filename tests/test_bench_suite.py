@@ -156,6 +156,10 @@ def test_gpu_check_script_runs_on_cpu_tiny(tmp_path: Path) -> None:
     assert vol["slices_per_volume"] == 32 and vol["slices_per_s"] == pytest.approx(32 * vol["volumes_per_s"], rel=0.01)
     [torch_search] = [s for s in data["search"] if s["backend"] == "torch-matmul-topk"]
     assert torch_search["n"] == 10_000 and torch_search["recall@10_vs_fp32"] > 0.9
+    [backend] = [s for s in data["search"] if s["backend"] == "radretrieve-torch-exact"]  # indexers/torch_exact.py
+    assert backend["dtype"] == "float32" and backend["recall@10_vs_fp32"] == 1.0  # fp32 on the CPU: exact
+    assert [b["query_batch"] for b in backend["batches"]] == [1, 16, 256, 1024]
+    assert all(b["qps"] > 0 and b["bound_qps"] > 0 for b in backend["batches"])
     assert {e["phase"] for e in data["errors"]} <= {"search faiss"}  # faiss-cpu here: no GPU index
     assert data["machine"]["gpu"] is None and data["settings"]["compile"] is False
 

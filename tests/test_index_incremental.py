@@ -90,3 +90,18 @@ def test_faiss_file_ahead_of_index_json_is_rebuilt_not_double_added(tmp_path) ->
     assert again.count == 600  # 3 shards x 200 volumes, none twice
     hits = Searcher(tmp_path).search(clustered_vectors(3, DIM, 2, seed=1), 50)
     assert all(len({h.item_id for h in q}) == 50 for q in hits)
+
+
+def test_add_without_new_rows_of_a_kind_keeps_its_tuned_params(tmp_path) -> None:
+    """A new shard with only reports adds nothing to the items index: its tuned nprobe must stay (it once
+    fell back to the default of one probe, with nothing to re-tune on)."""
+    vecs = clustered_vectors(4000, DIM, 30, seed=4)
+    write_out_dir(tmp_path, [part(0, 4000, vecs)], DIM)
+    cfg = BuildConfig(exact_threshold=1000, tune_queries=100)
+    first = build_indexes(tmp_path, cfg, targets=("items",))["items"]
+    assert first.plan.index_type == "ivf_flat" and (first.params.nprobe or 1) > 1
+    reports_only = SyntheticItems.random(50, DIM, seed=9, id_offset=9 * 10**6, kinds=("report",))
+    append_shard(tmp_path, reports_only, "task-00001")
+    again = build_indexes(tmp_path, cfg, targets=("items",))["items"]
+    assert len(again.shards) == 2 and again.count == first.count  # the shard is recorded, no rows added
+    assert again.params == first.params and again.recall_by_query == first.recall_by_query

@@ -4,6 +4,7 @@ re-ranking reads (not the catalog), and scores re-ranked from it are exact (floa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def store_of(out) -> VectorStore:
 
 
 def assert_store_equals(store: VectorStore, ids: np.ndarray, vecs: np.ndarray, dtype=np.float32) -> None:
-    assert len(store) == len(ids) and store.vectors.dtype == dtype
+    assert len(store) == len(ids) and store.dtype == dtype
     got_ids, got = store.fetch(ids[::-1])  # any order in, ascending out
     order = np.argsort(ids)
     np.testing.assert_array_equal(got_ids, ids[order])
@@ -52,13 +53,12 @@ def test_store_rows_equal_shard_vectors_and_grow_incrementally(tmp_path) -> None
     parts = [part(0, vecs[:2000]), part(1, vecs[2000:4000])]
     write_out_dir(tmp_path, parts, DIM)
     first = build_indexes(tmp_path, PQ, targets=("items",))["items"]
-    assert first.store is not None and first.store.vectors == "items.vectors.f32.npy"
+    assert first.store is not None and first.store.vectors == "items.vectors.00000.f32.npy"
     recorded = json.loads((tmp_path / "index" / "index.json").read_text())["indexes"]["items"]["store"]
     assert recorded == {
-        "vectors": "items.vectors.f32.npy",
-        "ids": "items.vectors.ids.npy",
         "dtype": "float32",
         "count": 2000,
+        "segments": [{"vectors": "items.vectors.00000.f32.npy", "ids": "items.vectors.00000.ids.npy", "count": 2000}],
     }
     assert_store_equals(store_of(tmp_path), *volumes(parts))
     parts.append(part(2, vecs[4000:]))
@@ -125,8 +125,9 @@ def test_store_length_mismatch_is_stale_and_rebuilt(tmp_path) -> None:
     write_out_dir(tmp_path, [part(0, vecs)], DIM)
     info = build_indexes(tmp_path, PQ, targets=("items",))["items"]
     assert info.store is not None
+    [seg] = info.store.segments
     with pytest.raises(StaleIndex, match="rebuild"):
-        VectorStore(tmp_path / "index", StoreInfo(info.store.vectors, info.store.ids, "float32", info.count + 1))
+        VectorStore(tmp_path / "index", StoreInfo("float32", info.count + 1, (replace(seg, count=info.count + 1),)))
     (tmp_path / "index" / info.store.ids).unlink()  # as if a crash hit between the store's two renames
     again = build_indexes(tmp_path, PQ, targets=("items",))["items"]
     assert (tmp_path / "index" / info.store.ids).is_file()  # rebuilt, not kept with a broken store

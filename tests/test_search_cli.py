@@ -329,8 +329,8 @@ def test_build_index_command_rebuilds(env):
     lines = invoke("build-index", out, "--rebuild", "--max-memory", "512M").stdout.splitlines()
     n_items = len(env["items"])
     assert lines == [
-        f"index items: flat, {n_items} vectors, recall@10 1.000",
-        f"index reports: flat, {n_items} vectors, recall@10 1.000",
+        f"index items: flat, {n_items} vectors, recall@10 image 1.000, text 1.000",
+        f"index reports: flat, {n_items} vectors, recall@10 text 1.000, image 1.000",
     ]
 
 

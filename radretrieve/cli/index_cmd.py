@@ -98,12 +98,11 @@ def index(
 def _build_index(out: Path, quiet: bool) -> None:
     """Build or update the FAISS indexes of the out dir (incremental when only new shards were added)."""
     from indexers.build import build_indexes
+    from radretrieve.cli.search_cmd import echo_indexes
 
     infos = build_indexes(out)
-    if quiet:
-        return
-    for name, info in infos.items():
-        typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
+    if not quiet:
+        echo_indexes(infos)
 
 
 def register(app: typer.Typer) -> None:

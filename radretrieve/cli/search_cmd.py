@@ -50,6 +50,7 @@ def build_index(
     max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for the index and the build (e.g. 4G)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of adding new shards."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another job writing the out dir."),
+    as_json: bool = typer.Option(False, "--json", help="Print each index's type, count and recalls as JSON."),
 ) -> None:
     """Build or update the FAISS indexes (items, reports) of an out dir; incremental unless --rebuild."""
     from indexers.build import BuildConfig, build_indexes
@@ -58,8 +59,26 @@ def build_index(
     if not out_dir.is_dir():
         raise IndexMissing(f"{out_dir}: no such directory")
     infos = build_indexes(out_dir, BuildConfig(max_memory=parse_size(max_memory), rebuild=rebuild, wait=wait))
+    echo_indexes(infos, as_json)
+
+
+def echo_indexes(infos: dict[str, Any], as_json: bool = False) -> None:
+    """One line per index (type, count, recall@10 per query type), or one JSON object."""
+    import json
+
+    if as_json:
+        keys = ("index_type", "factory", "count", "search_params", "recall_at_10", "recall_by_query", "build_seconds")
+        typer.echo(json.dumps({"indexes": {n: {k: i.to_json()[k] for k in keys} for n, i in infos.items()}}))
+        return
     for name, info in infos.items():
-        typer.echo(f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 {info.recall_at_10:.3f}")
+        recalls = ", ".join(
+            f"{query} {r.recall_at_10:.3f}" + (f" ({r.queries} queries)" if r.queries else "")
+            for query, r in info.recall_by_query.items()
+        )
+        typer.echo(
+            f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 "
+            + (recalls or f"{info.recall_at_10:.3f}")
+        )
 
 
 @dataclass(frozen=True)
