@@ -240,5 +240,6 @@ def test_cli_labels_with_model_and_templates_file(tmp_path: Path):
     res = invoke(*args, "--protocol", "labels", "--templates", str(tpl), "--labels", "organ", "--bootstrap", "50")
     assert "# labels: organ" in res.stdout and str(tpl) in res.stdout
     assert "N = 6 (unit ranked: image); chance: P@10 0.300, P@50 0.060" in res.stdout
+    assert "interval over gallery items" in res.stdout
     tables = json.loads((out / "retrieval.json").read_text())["tables"]
     assert [t["title"] for t in tables] == ["labels: organ"] and math.isfinite(tables[0]["chance"]["P@10"])

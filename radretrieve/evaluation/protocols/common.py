@@ -59,6 +59,9 @@ class ProtocolReport:
         parts = []
         for table in self.tables:
             text = markdown_table(table.runs, table.title)
+            over = next(iter(table.runs.values()), {}).get("ci_over")
+            if over:  # e.g. `labels`: one query per class, so its CIs resample the gallery instead
+                text = text.replace("interval over queries", f"interval over {over}")
             parts.append(text + "\n" + "\n".join((table.summary_line(), *table.notes)) + "\n")
         return "\n".join(parts)
 
