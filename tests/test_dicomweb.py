@@ -1,0 +1,198 @@
+"""DICOMweb archives against a real Orthanc (QIDO-RS, WADO-RS): same items and embeddings as the same files in a
+folder, incremental sync, retries, a server that stops, authentication.
+
+Orthanc (Debian packages orthanc, orthanc-dicomweb) is started by the tests on a free 127.0.0.1 port with a
+temporary storage folder; without it the tests skip with one line (they fail under RADRETRIEVE_REQUIRE_ORTHANC=1,
+as in CI, where .ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+
+FAST = {"tries": 3, "backoff_s": 0.01, "timeout_s": 10.0}  # retries without long waits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_orthanc():
+    missing = orthanc_missing()
+    if missing:
+        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+def _study_files(folder: Path, seed: int, n: int = 40) -> Path:
+    """A CT study of `n` 16x16 slices (more than radclip-tiny's 32: the sampled read fetches 32 of them)."""
+    from radretrieve.testing.dicom import write_ct_series
+
+    write_ct_series(folder, n, seed=seed, attrs={"SeriesDescription": f"CT series {seed}"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """The files served by the PACS of these tests, as a folder: two CT series, pydicom's CT and RLE MR."""
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path_factory.mktemp("archive")
+    _study_files(root / "ct1", 1)
+    _study_files(root / "ct2", 2, n=6)
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):  # MR_small_RLE: fetched as stored, not transcoded
+        shutil.copy(get_testdata_file(name), root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pacs(archive, tmp_path_factory):
+    with Orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        server.upload_folder(archive)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def folder_rows(archive, tiny_model, tmp_path_factory) -> pa.Table:
+    from pipelines.job import IndexOptions, index_archive
+
+    out = tmp_path_factory.mktemp("folder-out")
+    index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
+    return _rows(out)
+
+
+def _rows(out: Path) -> pa.Table:
+    tables = [pq.read_table(p) for p in sorted((out / "shards").glob("*.parquet"))]
+    return pa.concat_tables(tables).sort_by("item_id") if tables else pa.table({"item_id": pa.array([], pa.int64())})
+
+
+def _source(url: str, **kwargs):
+    from radretrieve.archive.dicomweb import Retry, parse_source
+
+    return parse_source(url, retry=Retry(**FAST), **kwargs)
+
+
+def _index(source, out: Path, model, workers: int = 0, **options):
+    from pipelines.job import IndexOptions, index_archive
+
+    return index_archive(source, out, model, IndexOptions(workers=workers, progress=False, **options))
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> None:
+    assert a.column("item_id").to_pylist() == b.column("item_id").to_pylist()
+    assert a.column("kind").to_pylist() == b.column("kind").to_pylist()
+    for col in ("series_key", "study_key", "modality", "description", "shape", "spacing", "slice_count"):
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+    ea, eb = (np.array(t.column("embedding").to_pylist(), np.float32) for t in (a, b))
+    np.testing.assert_allclose(ea, eb, rtol=0, atol=1e-6)  # float32 rounding of other batch compositions
+
+
+def test_orthanc_index_equals_folder_index_with_retries(pacs, folder_rows, tiny_model, tmp_path, monkeypatch):
+    """Through a proxy that answers 503 to the first request of every instance and drops the first metadata
+    request of every series: the same item ids, rows and embeddings as the folder, and no file left behind."""
+    from radretrieve.testing.http_proxy import FaultProxy
+
+    def fault(path: str, n: int):
+        if n == 0 and "/instances/" in path:
+            return "503"
+        if n == 0 and path.endswith("/metadata"):
+            return "drop"
+        return None
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the reader processes' temporary files go here
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    with FaultProxy(pacs.url, fault) as proxy:
+        summary = _index(_source(f"dicomweb+{proxy.url}/dicom-web"), tmp_path / "out", tiny_model, workers=2)
+        retried = [p for p in proxy.paths() if proxy.paths().count(p) > 1]
+    _same_rows(_rows(tmp_path / "out"), folder_rows)
+    assert summary.series == {"listed": 4, "skipped": 0, "fetched": 4, "failed": 0, "no_images": 0}
+    assert summary.errors == {}
+    assert len([p for p in retried if "/instances/" in p]) >= 32 + 6 + 2  # every fetched instance was retried
+    assert list(scratch.iterdir()) == []  # no copy of the archive left on disk
+    sampled = set(proxy.paths("/instances/"))
+    assert len(sampled) == 32 + 6 + 1 + 1  # 32 of the 40 slices: only what is decoded is fetched
+
+
+def test_second_run_fetches_nothing_and_a_new_study_only_itself(archive, tiny_model, tmp_path):
+    from radretrieve.testing.http_proxy import FaultProxy
+
+    with Orthanc(tmp_path / "orthanc") as server, FaultProxy(server.url) as proxy:
+        server.upload_folder(archive / "ct2")
+        server.upload([archive / "CT_small.dcm"])
+        source = _source(f"dicomweb+{proxy.url}/dicom-web")
+        first = _index(source, tmp_path / "out", tiny_model)
+        assert first.series["fetched"] == 2
+        before = len(proxy.seen)
+        second = _index(source, tmp_path / "out", tiny_model)
+        assert second.series == {"listed": 2, "skipped": 2, "fetched": 0, "failed": 0, "no_images": 0}
+        fetched = [p for p in proxy.paths()[before:] if "/metadata" in p or "/instances/" in p]
+        assert fetched == []  # listing only: no metadata, no instance
+        assert "series: listed 2; skipped as already indexed 2; fetched 0; failed 0" in second.lines()
+        server.upload([archive / "MR_small_RLE.dcm"])
+        before = len(proxy.seen)
+        third = _index(source, tmp_path / "out", tiny_model)
+        assert third.series == {"listed": 3, "skipped": 2, "fetched": 1, "failed": 0, "no_images": 0}
+        new = {p.split("/series/")[1].split("/")[0] for p in proxy.paths()[before:] if "/series/" in p}
+        import pydicom
+
+        assert new == {pydicom.dcmread(archive / "MR_small_RLE.dcm").SeriesInstanceUID}
+    assert _rows(tmp_path / "out").num_rows == 3  # a CT volume and two images, each once
+
+
+def test_a_stopped_server_gives_one_clear_line_and_exit_1(tmp_path):
+    from radretrieve.testing.orthanc import free_port
+
+    url = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"  # nothing listens there
+    cmd = [sys.executable, "-m", "radretrieve", "index", url, "--out", str(tmp_path / "out"), "-q"]
+    proc = subprocess.run([*cmd, "--retries", "1", "--retry-backoff", "0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {url}: cannot reach the DICOMweb server (connection refused after 2 tries)"]
+
+
+def test_server_stopped_mid_job_then_rerun_resumes_to_the_same_rows(archive, folder_rows, tiny_model, tmp_path):
+    """Orthanc is stopped while the job fetches its second study: that study and the rest are recorded as
+    failed (Series UIDs only) and the job ends; once it is back, the rerun fetches only those series."""
+    from radretrieve.testing.http_proxy import FaultProxy
+
+    with Orthanc(tmp_path / "orthanc") as server:
+        server.upload_folder(archive)
+        instances = []
+
+        def stop_on_second_series(path: str, n: int):
+            if "/instances/" in path:
+                instances.append(path.split("/series/")[1].split("/")[0])
+                if len(set(instances)) == 2:
+                    server.stop()
+            return None
+
+        with FaultProxy(server.url, stop_on_second_series) as proxy:
+            source = _source(f"dicomweb+{proxy.url}/dicom-web")
+            first = _index(source, tmp_path / "out", tiny_model, studies_per_task=1)
+            assert first.series["fetched"] == 1 and first.series["failed"] == 3, first.series
+            assert first.errors == {"FetchFailed": 3}
+            records = [
+                line for p in (tmp_path / "out" / "errors").glob("*.jsonl") for line in p.read_text().splitlines()
+            ]
+            assert len(records) == 3 and all('"stage": "fetch"' in r for r in records)
+            done = set(instances[:1])
+            server.start()
+            before = len(proxy.seen)
+            second = _index(source, tmp_path / "out", tiny_model, studies_per_task=1)
+            again = {p.split("/series/")[1].split("/")[0] for p in proxy.paths()[before:] if "/instances/" in p}
+    assert second.series == {"listed": 4, "skipped": 1, "fetched": 3, "failed": 0, "no_images": 0}
+    assert not again & done  # the finished study was not fetched again
+    _same_rows(_rows(tmp_path / "out"), folder_rows)
+    assert second.errors == {}
