@@ -25,6 +25,7 @@ from pipelines.sync import SeriesSync, indexed_series
 from pipelines.writer import ShardWriter, write_scan_errors
 from radretrieve.archive.anonymise import PathHasher, anonymise_scan
 from radretrieve.archive.records import RemoteArchive
+from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
 from radretrieve.foundation.lock import writer_lock
@@ -53,6 +54,7 @@ class IndexOptions:
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once)
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
     anonymise_paths: bool = False  # store and show keyed hashes instead of file and folder names
+    policy: ScanPolicy = DEFAULT_POLICY  # series selection, --reports, --scrubber (radretrieve.archive.scanner)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class IndexSummary:
     tasks: int = 0  # tasks run now (0 when everything was already done)
     rows: collections.Counter = field(default_factory=collections.Counter)  # rows written now, by kind
     errors: collections.Counter = field(default_factory=collections.Counter)  # failures now, by error type
+    skipped: collections.Counter = field(default_factory=collections.Counter)  # series not selected, by reason
     seconds: float = 0.0  # wall time
     stage_seconds: dict[str, float] = field(default_factory=dict)  # decode / encode / write
     slices: int = 0  # slices encoded
@@ -79,6 +82,7 @@ class IndexSummary:
             "tasks": self.tasks,
             "rows": dict(self.rows),
             "errors": dict(self.errors),
+            "skipped_series": dict(self.skipped),
             "seconds": self.seconds,
             "items": items,
             "items_per_s": items / self.seconds if self.seconds else 0.0,
@@ -98,6 +102,7 @@ class IndexSummary:
             f"studies in archive: {self.studies}; tasks run: {self.tasks}",
             f"rows written: {dict(sorted(self.rows.items())) or 0}",
             f"errors: {dict(sorted(self.errors.items())) or 0}",
+            f"series skipped by selection: {dict(sorted(self.skipped.items())) or 0}",
             f"time: {self.seconds:.1f} s; {rate:.1f} items/s; {self.slices / max(self.seconds, 1e-9):.1f} slices/s",
         ]
         if self.manifest_rows:
@@ -157,7 +162,8 @@ def _index(
         listed: list[Any] = []
         if isinstance(archive, RemoteArchive):
             done_series = indexed_series(out_dir, options.retry_errors)
-            result, listed = scan_dicomweb(archive, readers, done_series, log_paths=not options.anonymise_paths)
+            log_paths = not options.anonymise_paths
+            result, listed = scan_dicomweb(archive, readers, done_series, log_paths, options.policy)
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()
@@ -175,7 +181,8 @@ def _index(
     tasks = make_plan(result.studies, done, options.studies_per_task)
     summary = IndexSummary(studies=len(result.studies), tasks=len(tasks))
     summary.manifest_rows, summary.manifest_rows_used = result.rows, result.rows_used
-    summary.errors.update(e.error_type for e in result.errors)
+    summary.errors.update(e.error_type for e in result.errors if e.stage != "select")
+    summary.skipped.update(e.error_type for e in result.errors if e.stage == "select")
     writer = ShardWriter(out_dir, manifest, real_sources)
     bar = _progress(tasks, options.progress)
     summary.engine = options.engine
@@ -213,11 +220,11 @@ def _scan(archive: Path, options: IndexOptions, readers: Any, ray: Any) -> Any:
     """The header scan: in the reader processes (local), or as tasks on the cluster (ray)."""
     log_paths = not options.anonymise_paths
     if ray is None:
-        return scan_archive(archive, readers, log_paths=log_paths)
+        return scan_archive(archive, readers, log_paths=log_paths, policy=options.policy)
     from pipelines.ray_cluster.scan import cluster_scan
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    return cluster_scan(ray, archive, cpus, log_paths)
+    return cluster_scan(ray, archive, cpus, log_paths, options.policy)
 
 
 def _run_local(

@@ -60,7 +60,7 @@ def scan_archive(archive: Path, pool: ReaderPool | None, **options: Any) -> Scan
 
 
 def scan_dicomweb(
-    source: Any, pool: ReaderPool | None, done_series: set[str], log_paths: bool = True
+    source: Any, pool: ReaderPool | None, done_series: set[str], log_paths: bool = True, policy: Any = None
 ) -> tuple[ScanResult, list[Any]]:
     """List a DICOMweb server's series (QIDO-RS, here) and scan the metadata of those not in `done_series`
     (WADO-RS, in `pool`, a bounded number of series in flight). Returns the scan and every listed series."""
@@ -75,7 +75,7 @@ def scan_dicomweb(
     else:
         window = Window(budget=4 * pool.workers, min_items=2 * pool.workers)
         scans = ordered_map(pool, fn, todo, window, _crashed_series)
-    return assemble_series(source, scans, log_paths), refs
+    return assemble_series(source, scans, log_paths, *([policy] if policy is not None else [])), refs
 
 
 def _crashed_series(ref: Any) -> Any:

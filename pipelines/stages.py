@@ -202,6 +202,7 @@ def _row_fields(r: Row) -> dict[str, Any]:
             "shape": [],
             "spacing": [],
             "text": study.report,
+            "burned_in": False,
         }
     return common | {
         "kind": item.kind,
@@ -214,6 +215,7 @@ def _row_fields(r: Row) -> dict[str, Any]:
         "shape": [int(x) for x in r.shape],
         "spacing": [float(x) for x in r.spacing],
         "text": item.text or study.report,
+        "burned_in": bool(item.burned_in),
     }
 
 

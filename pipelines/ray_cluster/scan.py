@@ -17,7 +17,8 @@ from typing import Any
 
 from radretrieve.archive import ScanResult
 from radretrieve.archive.manifest import count_rows, is_manifest, scan_manifest_part
-from radretrieve.archive.scanner import PartialScan, merge_scans, scan_part, walk
+from radretrieve.archive.scanner import DEFAULT_POLICY, PartialScan, ScanPolicy, merge_scans, scan_part, walk
+from radretrieve.archive.selection import DEFAULT_RULES, SelectionRules
 from radretrieve.foundation.errors import ReadError
 
 PARTITIONS_PER_CPU = 4  # partitions aimed at per cluster CPU: enough to balance uneven folders
@@ -61,19 +62,21 @@ def _files(root: Path, part: Partition) -> list[str]:
     return [f"{part.folder}/{n}" if part.folder else n for n in names]
 
 
-def scan_partition(root: str, part: Partition, log_paths: bool) -> PartialScan:
+def scan_partition(root: str, part: Partition, log_paths: bool, rules: SelectionRules = DEFAULT_RULES) -> PartialScan:
     """Ray task: the headers of one folder partition."""
-    return scan_part(Path(root), _files(Path(root), part), log_paths)
+    return scan_part(Path(root), _files(Path(root), part), log_paths, rules)
 
 
-def scan_files(root: str, rels: list[str], log_paths: bool) -> PartialScan:
+def scan_files(root: str, rels: list[str], log_paths: bool, rules: SelectionRules = DEFAULT_RULES) -> PartialScan:
     """Ray task: the headers of given files (a series that was split over partitions)."""
-    return scan_part(Path(root), rels, log_paths)
+    return scan_part(Path(root), rels, log_paths, rules)
 
 
-def scan_rows(manifest: str, start: int, stop: int, log_paths: bool) -> PartialScan:
+def scan_rows(
+    manifest: str, start: int, stop: int, log_paths: bool, rules: SelectionRules = DEFAULT_RULES
+) -> PartialScan:
     """Ray task: rows [start, stop) of a manifest."""
-    return scan_manifest_part(Path(manifest), start, stop, log_paths)
+    return scan_manifest_part(Path(manifest), start, stop, log_paths, rules)
 
 
 def _row_ranges(rows: int, target: int) -> Iterator[tuple[int, int]]:
@@ -97,24 +100,28 @@ def _split_series(parts: list[PartialScan]) -> dict[str, list[str]]:
 
 def _without(part: PartialScan, keys: set[str]) -> PartialScan:
     items = tuple(i for i in part.items if i.item_key not in keys)
-    return PartialScan(items, part.errors, part.notes, part.reports, part.rows, part.rows_used)
+    return PartialScan(items, part.errors, part.notes, part.reports, part.rows, part.rows_used, part.sr_reports)
 
 
-def cluster_scan(ray: Any, archive: Path, cpus: int, log_paths: bool = True) -> ScanResult:
-    """Scan a folder or manifest with Ray tasks (one per partition), merged on the driver."""
+def cluster_scan(
+    ray: Any, archive: Path, cpus: int, log_paths: bool = True, policy: ScanPolicy = DEFAULT_POLICY
+) -> ScanResult:
+    """Scan a folder or manifest with Ray tasks (one per partition), merged (and redacted) on the driver."""
     archive = Path(archive)
+    rules = policy.selection
     target = max(1, cpus * PARTITIONS_PER_CPU)
     if is_manifest(archive):
         task = ray.remote(num_cpus=1)(scan_rows)
-        refs = [task.remote(str(archive), a, b, log_paths) for a, b in _row_ranges(count_rows(archive), target)]
-        return merge_scans(archive.parent, ray.get(refs))
+        ranges = _row_ranges(count_rows(archive), target)
+        refs = [task.remote(str(archive), a, b, log_paths, rules) for a, b in ranges]
+        return merge_scans(archive.parent, ray.get(refs), policy)
     if not archive.is_dir():
         raise ReadError(str(archive), "not a folder or a manifest (.csv, .parquet, .jsonl)", "scan")
     task = ray.remote(num_cpus=1)(scan_partition)
-    parts = ray.get([task.remote(str(archive), p, log_paths) for p in folder_partitions(archive, target)])
+    parts = ray.get([task.remote(str(archive), p, log_paths, rules) for p in folder_partitions(archive, target)])
     split = _split_series(parts)
     if split:
         again = ray.remote(num_cpus=1)(scan_files)
         parts = [_without(p, set(split)) for p in parts]
-        parts += ray.get([again.remote(str(archive), files, log_paths) for files in split.values()])
-    return merge_scans(archive, parts)
+        parts += ray.get([again.remote(str(archive), files, log_paths, rules) for files in split.values()])
+    return merge_scans(archive, parts, policy)

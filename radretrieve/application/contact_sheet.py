@@ -4,7 +4,9 @@ Thumbnails are embedded as base64 PNG data URIs and the CSS is inline, so the fi
 stick or an e-mail attachment with no server and no network. Every hit is one `<figure class="hit">`
 with exactly one `<img class="thumb">` (volumes: a strip of a few sampled slices in one PNG; sources
 that cannot be found: a grey "no preview" tile). All text is HTML-escaped. Only shard fields are shown,
-and the shards hold no patient identifiers (DESIGN.md: PHI).
+and the shards hold no patient identifiers (DESIGN.md: PHI). Images flagged `burned_in` (they may carry
+text such as the patient's name in their pixels) are never drawn: their tile is the grey placeholder with
+alt "withheld", unless `--show-burned-in` is given (the same contract as `radretrieve serve`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +34,9 @@ GAP = 2  # pixels between the slices of a strip
 TEXT_LIMIT = 2000  # characters of report text shown per hit
 
 PreviewSource = Callable[[Hit], str]  # hit -> source path relative to the archive root ("" if none)
+Withheld = Callable[[Hit], bool]  # hit -> its preview would draw an image flagged burned_in
+WITHHELD_ALT = "withheld: may carry burned-in text"
+BURNED_IN = "burned_in"  # the flag column (radretrieve.outdir.catalog.OPTIONAL_COLUMNS)
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
@@ -100,10 +106,10 @@ def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np
         return placeholder(), False
 
 
-def _figure(hit: Hit, image: np.ndarray, found: bool) -> str:
+def _figure(hit: Hit, image: np.ndarray, found: bool, withheld: bool = False) -> str:
     e = html.escape
     text = hit.text if len(hit.text) <= TEXT_LIMIT else hit.text[:TEXT_LIMIT] + "…"
-    alt = "preview" if found else "no preview"
+    alt = WITHHELD_ALT if withheld else "preview" if found else "no preview"
     meta = (
         f"<b>#{hit.rank}</b> score {hit.score:.4f} · {e(hit.kind)} · {e(hit.modality or '?')}"
         f" {e(hit.body_part)}<br>study {e(hit.study_key)}"
@@ -123,12 +129,19 @@ def render(
     title: str,
     root: Path | None,
     source_of: PreviewSource,
+    withheld: Withheld | None = None,
 ) -> str:
-    """The contact sheet for `results` ((query, hits) pairs) as one HTML document string."""
+    """The contact sheet for `results` ((query, hits) pairs) as one HTML document string; `withheld` hits
+    get the placeholder, their source is not even read."""
     e = html.escape
     sections = []
     for query, hits in results:
-        figures = [_figure(h, *thumbnail(root, source_of(h))) for h in hits]
+        figures = [
+            _figure(h, placeholder(), False, True)
+            if withheld and withheld(h)
+            else _figure(h, *thumbnail(root, source_of(h)))
+            for h in hits
+        ]
         body = "".join(figures) if figures else "<p>No results.</p>"
         sections.append(
             f'<section class="query"><div class="q">{e(query)}</div>'
@@ -148,14 +161,32 @@ def write_contact_sheet(
     hits: Sequence[Hit],
     archive: Path | None = None,
     title: str = "radretrieve search",
+    show_burned_in: bool = False,
 ) -> Path:
     """Write the sheet of one query's hits to `path` (atomically); sources are read from the out dir's
     archive root (OUT/archive.json) or `archive`. Returns `path`."""
     from radretrieve.foundation.fileio import atomic_write_bytes
     from radretrieve.outdir.archive_root import archive_root
+    from radretrieve.outdir.catalog import Catalog
 
     root = archive_root(Path(out_dir), archive)
     real = read_sources(out_dir) if read_manifest(out_dir).anonymised else {}
-    sheet = render([(query, hits)], title, root, lambda h: real.get(h.item_id, h.source))
+    flagged: frozenset[int] = frozenset()
+    if not show_burned_in:
+        cat = Catalog(Path(out_dir))
+        try:
+            flagged = flagged_ids(cat)
+        finally:
+            cat.close()
+    source_of = lambda h: real.get(h.item_id, h.source)  # noqa: E731
+    sheet = render([(query, hits)], title, root, source_of, lambda h: h.item_id in flagged)
     atomic_write_bytes(Path(path), sheet.encode("utf-8"))
     return Path(path)
+
+
+def flagged_ids(catalog: Any) -> frozenset[int]:
+    """Ids of the images flagged `burned_in` in a catalog (none when its shards have no such column; NULL, a
+    shard written before the flag existed, counts as unflagged)."""
+    if BURNED_IN not in catalog.columns("items"):
+        return frozenset()
+    return frozenset(int(r[0]) for r in catalog.sql(f"SELECT item_id FROM items WHERE {BURNED_IN}"))

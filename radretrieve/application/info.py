@@ -10,7 +10,7 @@ from radretrieve.outdir.layout import JOB_FILE
 
 
 def collect_info(out_dir: Path) -> dict[str, Any]:
-    """Counts by kind and modality, errors by type, model fingerprint and reference, bytes on disk."""
+    """Counts by kind and modality, errors by type, skipped series by reason, model, bytes on disk."""
     from radretrieve.outdir.catalog import Catalog
 
     cat = Catalog(out_dir)
@@ -22,7 +22,15 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
             )
         )
         by_modality = dict(cat.sql("SELECT modality, count(*) FROM items GROUP BY modality ORDER BY modality"))
-        errors = dict(cat.sql("SELECT error_type, count(*) FROM errors GROUP BY error_type ORDER BY error_type"))
+        errors = dict(
+            cat.sql(
+                "SELECT error_type, count(*) FROM errors WHERE stage IS DISTINCT FROM 'select' "
+                "GROUP BY error_type ORDER BY error_type"
+            )
+        )
+        skipped = dict(
+            cat.sql("SELECT error_type, count(*) FROM errors WHERE stage = 'select' GROUP BY error_type ORDER BY 1")
+        )
     finally:
         cat.close()
     size = sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
@@ -33,6 +41,7 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
         "rows_by_kind": by_kind,
         "items_by_modality": by_modality,
         "errors_by_type": errors,
+        "series_skipped_by_reason": skipped,  # series selection (stage select in errors/)
         "fingerprint": m.fingerprint,
         "preprocess_hash": m.preprocess_hash,
         "dim": m.dim,

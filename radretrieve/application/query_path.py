@@ -33,17 +33,22 @@ class EncodedPath:
 
 
 def scan_path(path: Path) -> ScanResult:
-    """Scan one file, folder or manifest (headers only). A single file is scanned on its own, its folder as root."""
-    from radretrieve.archive.manifest import is_manifest
-    from radretrieve.archive.scanner import Collector, assemble, collect_files
+    """Scan one file, folder or manifest (headers only). A single file is scanned on its own, its folder as root.
 
+    Without the default series selection: a path asked for by name (a query, or an indexed source found again
+    for its thumbnail, which `--include` may have kept) is read whatever its kind."""
+    from radretrieve.archive.manifest import is_manifest
+    from radretrieve.archive.scanner import Collector, ScanPolicy, assemble, collect_files
+    from radretrieve.archive.selection import SelectionRules
+
+    policy = ScanPolicy(selection=SelectionRules(defaults=False))
     path = Path(path)
     if path.is_dir() or is_manifest(path):
-        return scan(path)
+        return scan(path, policy=policy)
     if not path.is_file():
         raise ReadError(str(path), "no such file or folder", "scan")
     # Scanning the parent folder would pull in its other files; collect just this one.
-    col = Collector()
+    col = Collector(policy=policy)
     collect_files(path.parent, [path.name], col)
     return assemble(path.parent, col)
 

@@ -71,22 +71,35 @@ def to_json(results: Sequence[QueryResult]) -> str:
     return json.dumps([r.to_json() for r in results], indent=1, ensure_ascii=False) + "\n"
 
 
-def to_html(results: Sequence[QueryResult], title: str, service: SearchService, archive: Path | None) -> str:
-    """The contact sheet (radretrieve.application.contact_sheet), thumbnails read from the archive root."""
+def to_html(
+    results: Sequence[QueryResult],
+    title: str,
+    service: SearchService,
+    archive: Path | None,
+    show_burned_in: bool = False,
+) -> str:
+    """The contact sheet (radretrieve.application.contact_sheet), thumbnails read from the archive root;
+    images flagged burned_in are withheld unless `show_burned_in`."""
     from radretrieve.application.contact_sheet import render
     from radretrieve.outdir.archive_root import archive_root
 
     root = archive_root(service.out_dir, archive)
-    return render([(r.query, r.hits) for r in results], title, root, service.preview_source)
+    withheld = None if show_burned_in else service.preview_withheld
+    return render([(r.query, r.hits) for r in results], title, root, service.preview_source, withheld)
 
 
 def render_results(
-    fmt: str, results: Sequence[QueryResult], title: str, service: SearchService, archive: Path | None = None
+    fmt: str,
+    results: Sequence[QueryResult],
+    title: str,
+    service: SearchService,
+    archive: Path | None = None,
+    show_burned_in: bool = False,
 ) -> str:
     if fmt == "json":
         return to_json(results)
     if fmt == "html":
-        return to_html(results, title, service, archive)
+        return to_html(results, title, service, archive, show_burned_in)
     return to_table(results)
 
 

@@ -89,6 +89,7 @@ class SearchService:
             raise IndexMissing(f"--index {out_dir}: no such directory")
         self._model: Encoder | None = None
         self._real_sources: dict[int, str] | None = None
+        self._flagged: frozenset[int] | None = None  # items flagged burned_in (read on first use)
         self._text: Any = None  # the text encoder, loaded on first use and kept (a server encodes many)
         if model is not None:  # load now: a mismatching override must fail before any search
             self._model = self._load_model(model, weights)
@@ -175,19 +176,33 @@ class SearchService:
         query = self.study_query(ref)
         return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)))
 
-    def preview_source(self, hit: Hit) -> str:
-        """The file to draw for `hit` (relative to the archive root): its own, or for a report (which has none)
-        its study's first item's; in an anonymised out dir the real path, from the out dir's source map."""
+    def preview_item(self, hit: Hit) -> tuple[int, str]:
+        """(item id, source) of the image drawn for `hit`: its own, or for a report (which has none) its
+        study's first item's; (-1, "") when there is none."""
         item_id, source = hit.item_id, hit.source
         if hit.kind == "report" or not source:
             if not hit.study_key:
-                return ""
+                return -1, ""
             ids = self.searcher.catalog.study_items(hit.study_key, "items")
             rows = self.searcher.catalog.rows(ids[:1], "items")
             if not rows:
-                return ""
+                return -1, ""
             item_id, source = next(iter(rows.items()))[0], next(iter(rows.values())).source
-        return self.real_sources.get(item_id, source) if self.anonymised else source
+        return item_id, source
+
+    def preview_source(self, hit: Hit) -> str:
+        """The file to draw for `hit` (relative to the archive root, see `preview_item`); in an anonymised out
+        dir the real path, from the out dir's source map."""
+        item_id, source = self.preview_item(hit)
+        return self.real_sources.get(item_id, source) if self.anonymised and source else source
+
+    def preview_withheld(self, hit: Hit) -> bool:
+        """Whether the image drawn for `hit` is flagged as possibly carrying burned-in text."""
+        if self._flagged is None:
+            from radretrieve.application.contact_sheet import flagged_ids
+
+            self._flagged = flagged_ids(self.searcher.catalog)
+        return self.preview_item(hit)[0] in self._flagged
 
     @property
     def anonymised(self) -> bool:

@@ -1,19 +1,23 @@
 """DICOM headers through a PHI allow-list, decoder checks, and slice ordering of a series.
 
-PHI rule (DESIGN.md): only the attributes in `ALLOWED_TAGS` are ever parsed into Python values.
-Headers are read with pydicom's `specific_tags` so that patient name, id, birth date and every other
-attribute outside the list are skipped by the parser itself, not filtered afterwards.
+PHI rule (DESIGN.md): only the attributes in `ALLOWED_TAGS` reach a record that can be stored or shown.
+Headers are read with pydicom's `specific_tags` so that every other attribute is skipped by the parser
+itself, not filtered afterwards. The identifiers in `IDENTIFIER_TAGS` are read too, for one purpose only:
+removing them from the study's free text (radretrieve.archive.redact); they are held in a `PatientIds`
+whose repr shows no value, and dropped once the scan has redacted its texts.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from radretrieve.archive.records import ArchiveError
+from radretrieve.archive.redact import NO_IDS, PatientIds
+from radretrieve.archive.selection import REPORT_SR_CLASSES, SECONDARY_CAPTURE_CLASSES, ULTRASOUND_CLASSES, sop_reason
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,17 @@ ALLOWED_TAGS = (
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
+    "ImageType",  # ORIGINAL/DERIVED, LOCALIZER ...: series selection
+    "BurnedInAnnotation",  # YES: the pixels carry text (patient data)
+)
+# Read for redaction only (never stored): see the module docstring.
+IDENTIFIER_TAGS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientIDsSequence",
+    "AccessionNumber",
+    "PatientBirthDate",
 )
 
 # Modalities whose single-frame files are separate 2D images even when a series has several.
@@ -74,6 +89,11 @@ class DicomHeader:
     rows: int  # Rows
     cols: int  # Columns
     frames: int  # NumberOfFrames (1 for single-frame files)
+    sop_class: str = ""  # SOPClassUID ("" if missing)
+    image_type: tuple[str, ...] = ()  # ImageType values, upper case
+    burned_in: bool = False  # the pixels may carry text: BurnedInAnnotation YES, or a capture/ultrasound class
+    report: str = ""  # a structured report's text (not yet redacted); "" for images
+    patient: PatientIds = field(default=NO_IDS, repr=False, compare=False)  # for redaction only
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
@@ -106,23 +126,64 @@ def read_header(path: Path, rel: str) -> DicomHeader:
         raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile", "scan")
     try:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS))
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
         except InvalidDicomError:  # no preamble/'DICM': old files without file meta
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ALLOWED_TAGS), force=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS, force=True)
         rows, cols = _number(ds, "Rows", int), _number(ds, "Columns", int)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage input
         raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile", "scan") from None
     if not getattr(ds, "SOPInstanceUID", None) and not getattr(ds, "SeriesInstanceUID", None) and rows is None:
         raise ArchiveError(rel, "not a DICOM file (no DICOM attributes found)", "CorruptFile", "scan")
+    sop_class, modality = _text(ds, "SOPClassUID"), _text(ds, "Modality").upper()
+    if sop_reason(sop_class, modality) is not None:  # not an image: series selection records it (stage select)
+        report = ""
+        if sop_class in REPORT_SR_CLASSES or (not sop_class and modality == "SR"):
+            from radretrieve.archive.sr import read_sr_text
+
+            report = read_sr_text(path, rel)
+        return _header(ds, rel, int(rows or 0), int(cols or 0), report=report)
     if not rows or not cols:
         raise ArchiveError(rel, "DICOM object has no pixel data (e.g. a structured report)", "NoPixelData", "scan")
     check_decoder(ds, rel, "scan")
     return _header(ds, rel, int(rows), int(cols))
 
 
-def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True) -> DicomHeader:
+_TAGS = list(ALLOWED_TAGS + IDENTIFIER_TAGS)
+
+
+def _values(ds: object, name: str) -> tuple[str, ...]:
+    """A possibly multi-valued attribute as cleaned strings ('' values dropped)."""
+    value = getattr(ds, name, None)
+    if value is None or value == "":
+        return ()
+    items = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    return tuple(v for v in (" ".join(str(x).split()) for x in items) if v)
+
+
+def patient_ids(ds: object) -> PatientIds:
+    """The identifiers of a header, for redaction (radretrieve.archive.redact)."""
+    others = _values(ds, "OtherPatientIDs")
+    for item in getattr(ds, "OtherPatientIDsSequence", None) or ():
+        others += _values(item, "PatientID")
+    return PatientIds(
+        names=frozenset(_values(ds, "PatientName")),
+        ids=frozenset(_values(ds, "PatientID") + others),
+        accessions=frozenset(_values(ds, "AccessionNumber")),
+        birth_dates=frozenset(_values(ds, "PatientBirthDate")),
+    )
+
+
+def _burned_in(ds: object, sop_class: str, modality: str) -> bool:
+    """May the pixels carry text? BurnedInAnnotation YES, or a class that typically does (captures, US)."""
+    if _text(ds, "BurnedInAnnotation").upper() == "YES":
+        return True
+    return sop_class in SECONDARY_CAPTURE_CLASSES or sop_class in ULTRASOUND_CLASSES or modality in ("US", "SC")
+
+
+def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True, report: str = "") -> DicomHeader:
     """The allow-listed header; `with_ids=False` (reader workers) skips UIDs and texts, which cost time."""
     text = _text if with_ids else (lambda _ds, _name: "")
+    sop_class, modality = text(ds, "SOPClassUID"), text(ds, "Modality").upper()
     spacing = _floats(getattr(ds, "PixelSpacing", None), 2) or _floats(getattr(ds, "ImagerPixelSpacing", None), 2)
     thickness = _number(ds, "SpacingBetweenSlices", float) or _number(ds, "SliceThickness", float)
     return DicomHeader(
@@ -130,7 +191,7 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True) -
         sop_uid=text(ds, "SOPInstanceUID"),
         study_uid=text(ds, "StudyInstanceUID"),
         series_uid=text(ds, "SeriesInstanceUID"),
-        modality=text(ds, "Modality").upper(),
+        modality=modality,
         body_part=text(ds, "BodyPartExamined"),
         description=text(ds, "SeriesDescription") or text(ds, "StudyDescription"),
         instance=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
@@ -141,6 +202,11 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True) -
         rows=rows,
         cols=cols,
         frames=max(1, _number(ds, "NumberOfFrames", int) or 1),  # type: ignore[operator]
+        sop_class=sop_class,
+        image_type=tuple(v.upper() for v in _values(ds, "ImageType")) if with_ids else (),
+        burned_in=_burned_in(ds, sop_class, modality) if with_ids else False,
+        report=report,
+        patient=patient_ids(ds) if with_ids else NO_IDS,
     )
 
 

@@ -17,15 +17,19 @@ from pathlib import Path
 
 from radretrieve.archive.records import ArchiveError, ScanResult
 from radretrieve.archive.scanner import (
+    DEFAULT_POLICY,
     Collector,
     PartialScan,
+    ScanPolicy,
     assemble,
     assign_studies,
     collect_files,
     file_format,
+    partial,
     walk,
     with_meta,
 )
+from radretrieve.archive.selection import DEFAULT_RULES, SelectionRules
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.ids import normalise_relpath
 
@@ -107,19 +111,23 @@ def _relative(root: Path, raw: str) -> str:
     return normalise_relpath(rel)
 
 
-def scan_manifest(manifest: Path, strict: bool = False, log_paths: bool = True) -> ScanResult:
+def scan_manifest(
+    manifest: Path, strict: bool = False, log_paths: bool = True, policy: ScanPolicy = DEFAULT_POLICY
+) -> ScanResult:
     """Scan the sources a manifest lists; each row's text/labels/split/study go onto its items."""
-    col = Collector(strict=strict, log_paths=log_paths)
+    col = Collector(strict=strict, log_paths=log_paths, policy=policy)
     rows, used = _scan_rows(manifest, col, 0, None)
     return dataclasses.replace(assemble(manifest.parent, col), rows=rows, rows_used=used)
 
 
-def scan_manifest_part(manifest: Path, start: int, stop: int, log_paths: bool = True) -> PartialScan:
+def scan_manifest_part(
+    manifest: Path, start: int, stop: int, log_paths: bool = True, rules: SelectionRules = DEFAULT_RULES
+) -> PartialScan:
     """Rows `start` to `stop` (exclusive, 0-based, blank JSON lines not counted) of a manifest, as a part."""
-    col = Collector(log_paths=log_paths)
+    col = Collector(log_paths=log_paths, policy=ScanPolicy(selection=rules))
     rows, used = _scan_rows(manifest, col, start, stop)
     items, reports = assign_studies(manifest.parent, col.items, col)
-    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports, rows, used)
+    return partial(col, items, reports, rows, used)
 
 
 def count_rows(manifest: Path) -> int:

@@ -13,11 +13,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from radretrieve.archive.redact import NO_IDS, PatientIds
 from radretrieve.foundation.errors import ReadError
 
 Kind = Literal["image", "volume"]
 Fmt = Literal["dicom", "nifti", "image"]
-Stage = Literal["scan", "fetch", "read", "preprocess"]  # fetch: a DICOMweb server failed for good
+Stage = Literal["scan", "select", "fetch", "read", "preprocess"]  # fetch: a DICOMweb server failed for good
 
 
 class Labels(Mapping[str, str]):
@@ -72,8 +73,8 @@ class ErrorRecord:
     """One failed (or noteworthy) input; written to the out dir's `errors/` by the pipeline."""
 
     source: str  # path relative to the archive root (or as given in the manifest)
-    stage: str  # "scan", "read" or "preprocess"
-    error_type: str  # CorruptFile, NoPixelData, MissingDecoder, MixedSeries, EmptyFile, ConstantImage, ...
+    stage: str  # "scan", "select" (a series not selected: error_type is the reason), "read" or "preprocess"
+    error_type: str  # CorruptFile, NoPixelData, MissingDecoder, MixedSeries, EmptyFile, ConstantImage, Localizer...
     message: str  # one line naming the file and the problem; never header values outside the allow-list
 
     @classmethod
@@ -101,6 +102,10 @@ class Item:
     split: str = ""  # "train", "val", "test" or ""
     shape: tuple[int, ...] = ()  # source array shape from headers ([Z, Y, X] or [Y, X]); () if unknown
     spacing: tuple[float, ...] = ()  # voxel spacing in mm from headers, same order as shape; () if unknown
+    burned_in: bool = False  # the pixels may carry text (patient data): never thumbnailed by default
+    # The study's identifiers from this item's headers, for redacting its texts; emptied by the scan's
+    # `assemble` once redacted, so no later stage holds them (radretrieve.archive.redact).
+    patient: PatientIds = field(default=NO_IDS, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", frozen_labels(self.labels))

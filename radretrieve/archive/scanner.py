@@ -8,13 +8,24 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader, order_series, read_header
 from radretrieve.archive.dicom_pixels import series_affine
 from radretrieve.archive.records import ArchiveError, ErrorRecord, Item, ScanResult, Study
+from radretrieve.archive.redact import NO_IDS, PatientIds, Scrubber, merge_ids, redact, scrub
+from radretrieve.archive.reports_file import ReportsTable
+from radretrieve.archive.selection import (
+    DEFAULT_RULES,
+    STRUCTURED_REPORT,
+    SelectionRules,
+    SeriesFacts,
+    Skip,
+    normal_of,
+    select,
+)
 from radretrieve.archive.volumes import canonical_geometry
 from radretrieve.foundation.ids import item_id, normalise_relpath
 
@@ -50,15 +61,58 @@ def stem_of(rel: str) -> str:
     return rel
 
 
+@dataclass(frozen=True)
+class ScanPolicy:
+    """What a scan selects and how it treats free text (the `index` options of series selection and reports)."""
+
+    selection: SelectionRules = DEFAULT_RULES  # which series are embedded (radretrieve.archive.selection)
+    reports: ReportsTable | None = None  # `--reports FILE`: RIS texts joined by StudyInstanceUID/AccessionNumber
+    scrubber: Scrubber | None = None  # `--scrubber module:callable`: site rules, run after the redaction
+    scrubber_spec: str = ""  # its import path, for messages
+
+
+DEFAULT_POLICY = ScanPolicy()
+
+
+def make_policy(
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    selection_file: Path | None = None,
+    reports_file: Path | None = None,
+    scrubber: str | None = None,
+) -> ScanPolicy:
+    """The policy of the `index` options; each bad option is one clear error line, raised before any work."""
+    from radretrieve.archive.redact import load_scrubber
+    from radretrieve.archive.reports_file import read_reports
+    from radretrieve.archive.selection import build_rules
+
+    return ScanPolicy(
+        selection=build_rules(include, exclude, selection_file),
+        reports=read_reports(reports_file) if reports_file is not None else None,
+        scrubber=load_scrubber(scrubber) if scrubber else None,
+        scrubber_spec=scrubber or "",
+    )
+
+
 @dataclass
 class Collector:
     """Accumulates items, errors and notes of one scan; `strict` turns the first error into an exception."""
 
     strict: bool = False
     log_paths: bool = True  # False: log the problem, not the file name (names can carry patient data)
+    policy: ScanPolicy = DEFAULT_POLICY
     items: list[Item] = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)
     notes: list[ErrorRecord] = field(default_factory=list)
+    # StudyInstanceUID -> (path, text) of its structured reports, each redacted with its own header's ids
+    sr_reports: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+
+    def skip(self, source: str, skip: Skip, files: int) -> None:
+        """A series not selected: recorded (stage select, the reason as error type), never raised."""
+        what = "read as the study's report" if skip.reason == STRUCTURED_REPORT else "skipped"
+        message = f"{source}: series of {files} file(s) {what} ({skip.reason}: {skip.why})"
+        log.info("%s", message if self.log_paths else f"a series {what} ({skip.reason})")
+        self.errors.append(ErrorRecord(source, "select", skip.reason, message))
 
     def error(self, exc: ArchiveError) -> None:
         if self.strict:
@@ -215,23 +269,59 @@ def scan_image_stack(rels: list[str]) -> Item:
     return _item(key, kind="volume", study_key="", series_key=key, source=source, files=tuple(rels), fmt="image")
 
 
-def _dicom_fields(h: DicomHeader) -> dict[str, object]:
+def _dicom_fields(h: DicomHeader, group: list[DicomHeader] | None = None) -> dict[str, object]:
+    group = group or [h]
     return {
         "study_key": h.study_uid,  # "" without a StudyInstanceUID: assigned by assign_studies
         "fmt": "dicom",
         "modality": h.modality,
         "body_part": h.body_part,
-        "description": h.description,
+        "description": h.description,  # redacted by `assemble` with the study's identifiers
+        "burned_in": any(g.burned_in for g in group),
+        "patient": merge_ids(g.patient for g in group),
     }
 
 
+def _facts(group: list[DicomHeader]) -> SeriesFacts:
+    first = group[0]
+    normals = tuple(n for n in (normal_of(h.orientation) for h in group) if n is not None)
+    single = sum(1 for h in group if h.frames == 1)
+    return SeriesFacts(first.sop_class, first.modality, first.image_type, first.description, single, normals)
+
+
+def _group_source(group: list[DicomHeader]) -> str:
+    if len(group) == 1:
+        return group[0].path
+    return normalise_relpath(os.path.commonpath([str(PurePosixPath(h.path).parent) for h in group])) or "."
+
+
+def select_group(group: list[DicomHeader], col: Collector) -> list[DicomHeader]:
+    """The headers of one series to embed (none when selection skips it); structured reports are kept aside
+    as their study's report, and objects without pixels that were selected anyway are errors."""
+    for h in group:
+        if h.report:
+            col.sr_reports[h.study_uid].append((h.path, redact(h.report, h.patient)))
+    skip = select(_facts(group), col.policy.selection)
+    if skip is not None:
+        col.skip(_group_source(group), skip, len(group))
+        return []
+    for h in group:
+        if not h.rows or not h.cols:
+            col.error(
+                ArchiveError(h.path, "DICOM object has no pixel data (selected by --include)", "NoPixelData", "scan")
+            )
+    return [h for h in group if h.rows and h.cols]
+
+
 def group_dicom(headers: list[DicomHeader], col: Collector) -> None:
-    """Group DICOM headers into series (SeriesInstanceUID) and make image/volume items."""
+    """Group DICOM headers into series (SeriesInstanceUID), select series, and make image/volume items."""
     by_series: dict[str, list[DicomHeader]] = defaultdict(list)
     for h in headers:
         by_series[h.series_uid or "file:" + h.path].append(h)
     for series_key in sorted(by_series):
-        group = sorted(by_series[series_key], key=lambda h: h.path)
+        group = select_group(sorted(by_series[series_key], key=lambda h: h.path), col)
+        if not group:
+            continue
         single = [h for h in group if h.frames == 1]
         for h in group:
             if h.frames > 1 or len(single) == 1 or h.modality in PROJECTION_MODALITIES:
@@ -281,7 +371,7 @@ def _series_item(single: list[DicomHeader], series_key: str, col: Collector) -> 
         files=tuple(h.path for h in order.headers),
         shape=zyx,
         spacing=spacing,
-        **_dicom_fields(first),
+        **_dicom_fields(first, single),
     )
 
 
@@ -381,7 +471,10 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
     by_study: dict[str, list[Item]] = defaultdict(list)
     for item in by_key.values():
         by_study[item.study_key].append(item)
-    studies = tuple(_study(key, by_study[key], reports.get(key, "")) for key in sorted(by_study))
+    studies = tuple(
+        _study(key, by_study[key], _own_reports(key, by_study[key], reports, col)) for key in sorted(by_study)
+    )
+    studies = tuple(redact_study(s, col.policy) for s in studies)
     order = lambda r: (r.source, r.error_type, r.message)  # noqa: E731
     return ScanResult(
         root=root,
@@ -391,8 +484,38 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
     )
 
 
-def _study(key: str, items: list[Item], own_report: str = "") -> Study:
-    texts = list(dict.fromkeys(t for t in [own_report, *(i.text for i in items)] if t))
+def _own_reports(key: str, items: list[Item], sidecars: Mapping[str, str], col: Collector) -> list[str]:
+    """A study's own reports, in this order: its folder sidecar, its structured reports (by file), and the
+    `--reports` texts joined by its StudyInstanceUID or AccessionNumber."""
+    texts = [sidecars.get(key, "")]
+    texts += [text for _, text in sorted(col.sr_reports.get(key, ()))]
+    if col.policy.reports is not None:
+        accessions = merge_ids(i.patient for i in items).accessions
+        texts += col.policy.reports.texts(key, accessions)
+    return [t for t in texts if t]
+
+
+def redact_study(study: Study, policy: ScanPolicy) -> Study:
+    """The study with its identifiers removed from its report and its items' texts and descriptions, then the
+    site scrubber run on them; the items no longer hold the identifiers afterwards."""
+    ids: PatientIds = merge_ids(i.patient for i in study.items)
+    cache: dict[str, str] = {}
+
+    def clean(text: str) -> str:
+        if text not in cache:
+            cache[text] = scrub(redact(text, ids), policy.scrubber, policy.scrubber_spec)
+        return cache[text]
+
+    items = tuple(
+        dataclasses.replace(i, text=clean(i.text), description=clean(i.description), patient=NO_IDS)
+        for i in study.items
+    )
+    return dataclasses.replace(study, items=items, report=clean(study.report))
+
+
+def _study(key: str, items: list[Item], own_reports: list[str] | str = "") -> Study:
+    own = [own_reports] if isinstance(own_reports, str) else own_reports
+    texts = list(dict.fromkeys(t for t in [*own, *(i.text for i in items)] if t))
     labels: dict[str, str] = {}
     for item in items:
         for k, v in item.labels.items():
@@ -401,9 +524,11 @@ def _study(key: str, items: list[Item], own_report: str = "") -> Study:
     return Study(key=key, items=tuple(items), report="\n\n".join(texts), labels=labels, split=split)
 
 
-def scan_folder(root: Path, strict: bool = False, map_fn: MapFn = map, log_paths: bool = True) -> ScanResult:
+def scan_folder(
+    root: Path, strict: bool = False, map_fn: MapFn = map, log_paths: bool = True, policy: ScanPolicy = DEFAULT_POLICY
+) -> ScanResult:
     """Walk `root`, scan every image/volume file, pair sidecar reports, group into studies."""
-    col = Collector(strict=strict, log_paths=log_paths)
+    col = Collector(strict=strict, log_paths=log_paths, policy=policy)
     collect_files(root, walk(root), col, map_fn)
     col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
     return assemble(root, col)
@@ -420,20 +545,29 @@ class PartialScan:
     reports: Mapping[str, str] = field(default_factory=dict)  # study key -> its folder-sidecar report
     rows: int = 0  # manifest rows scanned (manifest parts)
     rows_used: int = 0  # of those, rows that gave an item
+    sr_reports: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # Collector.sr_reports
+    # Items still hold their identifiers (Item.patient): the redaction happens when the parts are merged.
 
 
-def scan_part(root: Path, rels: Iterable[str], log_paths: bool = True) -> PartialScan:
+def scan_part(
+    root: Path, rels: Iterable[str], log_paths: bool = True, rules: SelectionRules = DEFAULT_RULES
+) -> PartialScan:
     """Scan the files `rels` of the archive at `root` (headers only), as `scan_folder` scans a whole one."""
-    col = Collector(log_paths=log_paths)
+    col = Collector(log_paths=log_paths, policy=ScanPolicy(selection=rules))
     collect_files(root, rels, col)
     col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
     items, reports = assign_studies(root, col.items, col)
-    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports)
+    return partial(col, items, reports)
 
 
-def merge_scans(root: Path, parts: Iterable[PartialScan]) -> ScanResult:
+def partial(col: Collector, items: list[Item], reports: Mapping[str, str], rows: int = 0, used: int = 0) -> PartialScan:
+    sr = {k: tuple(v) for k, v in col.sr_reports.items()}
+    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports, rows, used, sr)
+
+
+def merge_scans(root: Path, parts: Iterable[PartialScan], policy: ScanPolicy = DEFAULT_POLICY) -> ScanResult:
     """One ScanResult from the parts of an archive (items of one study may come from several parts)."""
-    col = Collector()
+    col = Collector(policy=policy)
     reports: dict[str, str] = {}
     rows = used = 0
     for part in parts:
@@ -441,6 +575,8 @@ def merge_scans(root: Path, parts: Iterable[PartialScan]) -> ScanResult:
         col.errors.extend(part.errors)
         col.notes.extend(part.notes)
         reports.update(part.reports)
+        for key, texts in part.sr_reports.items():
+            col.sr_reports[key].extend(texts)
         rows, used = rows + part.rows, used + part.rows_used
     result = assemble(root, col, reports)
     return dataclasses.replace(result, rows=rows, rows_used=used) if rows else result

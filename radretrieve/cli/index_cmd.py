@@ -41,6 +41,24 @@ def index(
     wait: float = typer.Option(
         0.0, "--wait", help="Seconds to wait for another job writing --out (default: stop at once naming it)."
     ),
+    include: list[str] = typer.Option(
+        [],
+        "--include",
+        help="Keep series matching FIELD=GLOB (sop_class, modality, image_type, description) whatever the default "
+        "selection says, or turn a default rule off by its reason (e.g. secondary-capture). Repeatable.",
+    ),
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="Skip series matching FIELD=GLOB (e.g. 'description=*dose*'). Repeatable."
+    ),
+    selection: Path | None = typer.Option(
+        None, "--selection", help="Series selection rules file (JSON or TOML: include, exclude, defaults)."
+    ),
+    reports: Path | None = typer.Option(
+        None, "--reports", help="Report texts (CSV/JSONL) keyed by StudyInstanceUID or AccessionNumber."
+    ),
+    scrubber: str | None = typer.Option(
+        None, "--scrubber", help="module:callable (text -> text) run on every text after the built-in redaction."
+    ),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
     since: str | None = typer.Option(None, "--since", help="DICOMweb: studies with StudyDate on or after DATE."),
     modality: str | None = typer.Option(None, "--modality", help="DICOMweb: series of these modalities (CT,MR)."),
@@ -64,6 +82,9 @@ def index(
 
     if engine not in ("local", "ray"):
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
+    from radretrieve.archive.scanner import make_policy
+
+    policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
     source = _source(archive, auth_file, since, modality, query, retries, retry_backoff)
     m = load_model(model, weights=weights, device=device)
     opts = IndexOptions(
@@ -78,6 +99,7 @@ def index(
         progress=not quiet,
         ray_address=ray_address,
         encoders=encoders,
+        policy=policy,
     )  # type: ignore[arg-type]
     summary = index_archive(source, out, m, opts)
     if as_json:

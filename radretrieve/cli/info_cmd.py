@@ -12,7 +12,7 @@ def info(
     out_dir: Path = typer.Argument(..., help="An out dir written by `radretrieve index`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show counts by kind and modality, errors by type, the model fingerprint and the size on disk."""
+    """Show counts by kind and modality, errors by type, skipped series by reason, the model and the size on disk."""
     from radretrieve.foundation.errors import RadRetrieveError
 
     if not out_dir.is_dir():
@@ -30,6 +30,8 @@ def info(
         "items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items()) or "none")
     )
     typer.echo("errors by type: " + (", ".join(f"{k} {v}" for k, v in data["errors_by_type"].items()) or "none"))
+    skipped = data["series_skipped_by_reason"]
+    typer.echo("series skipped by selection: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"))
     job = data.get("last_job") or {}
     if job:
         typer.echo(

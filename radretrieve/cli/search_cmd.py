@@ -30,6 +30,9 @@ MODEL_OPT = typer.Option(None, "--model", "-m", help=MODEL_HELP)
 WEIGHTS_OPT = typer.Option(None, "--weights", "-w", help="Weights for --model.")
 ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
 WHERE_TIMEOUT_OPT = typer.Option(5.0, "--where-timeout", help="Seconds a --where filter may run (then it stops).")
+SHOW_BURNED_IN_OPT = typer.Option(
+    False, "--show-burned-in", help="html: also draw images flagged as possibly carrying burned-in text (patient data)."
+)
 
 
 def parse_size(text: str) -> int:
@@ -70,6 +73,7 @@ class Run:
     out: Path | None  # output file, None: stdout
     archive: Path | None  # archive root for thumbnails, None: OUT/archive.json
     where_timeout: float = 5.0  # seconds a --where filter may run
+    show_burned_in: bool = False  # html: draw images flagged burned_in too
 
     def check(self, k: int) -> None:
         """Argument errors first: before a model or an index is loaded."""
@@ -88,7 +92,7 @@ class Run:
 
         service = SearchService(self.index, self.model, self.weights, where_timeout=self.where_timeout)
         try:
-            text = render_results(self.fmt, query(service), title, service, self.archive)
+            text = render_results(self.fmt, query(service), title, service, self.archive, self.show_burned_in)
         finally:
             service.close()
         if write_output(text, self.out, self.index):
@@ -110,12 +114,13 @@ def search(
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
+    show_burned_in: bool = SHOW_BURNED_IN_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text."""
     from radretrieve.application.search_service import read_query_file
     from radretrieve.foundation.errors import RadRetrieveError
 
-    run = Run(index, model, weights, fmt, out, archive, where_timeout)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout, show_burned_in)
     run.check(k)
     texts = ([text] if text else []) + (read_query_file(query_file) if query_file is not None else [])
     if not texts:
@@ -137,9 +142,10 @@ def reports(
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
+    show_burned_in: bool = SHOW_BURNED_IN_OPT,
 ) -> None:
     """Study -> the nearest reports."""
-    run = Run(index, model, weights, fmt, out, archive, where_timeout)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout, show_burned_in)
     run.check(k)
     run("radretrieve reports", lambda service: [service.reports(study, k, where=where)])
 
@@ -156,9 +162,10 @@ def similar(
     weights: str | None = WEIGHTS_OPT,
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
+    show_burned_in: bool = SHOW_BURNED_IN_OPT,
 ) -> None:
     """Study -> similar studies: one hit per study, the query's own study left out."""
-    run = Run(index, model, weights, fmt, out, archive, where_timeout)
+    run = Run(index, model, weights, fmt, out, archive, where_timeout, show_burned_in)
     run.check(k)
     run("radretrieve similar", lambda service: [service.similar(study, k, kind=kind, where=where)])
 

@@ -41,6 +41,7 @@ def shard_schema(dim: int, metadata: Mapping[str, str] | None = None, float16: b
         pa.field("spacing", pa.list_(pa.float32())),  # voxel spacing in mm, same order as shape
         pa.field("text", pa.string()),  # report text paired with the item (reports: the report itself)
         pa.field("labels", pa.string()),  # JSON object of string labels from the manifest / synth ground truth
+        pa.field("burned_in", pa.bool_()),  # the image may carry burned-in text (patient data): never thumbnailed
         pa.field("embedding", pa.list_(value, dim)),  # L2-normalised embedding
     ]
     meta = {k.encode(): v.encode() for k, v in (metadata or {}).items()}

@@ -102,9 +102,10 @@ class SyntheticItems:
             "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
         }
         if self.burned_in is not None:  # the optional flag column (radretrieve.outdir.catalog.OPTIONAL_COLUMNS)
-            schema = schema.append(pa.field("burned_in", pa.bool_()))
             cols["burned_in"] = pa.array(self.burned_in, pa.bool_())
-        return pa.table(cols, schema=schema)
+        else:  # a shard written before the flag existed
+            schema = schema.remove(schema.get_field_index("burned_in"))
+        return pa.table({name: cols[name] for name in schema.names}, schema=schema)
 
 
 def _entry(items: SyntheticItems, task_id: str, file: str) -> ShardEntry:

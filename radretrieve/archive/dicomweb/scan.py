@@ -19,7 +19,15 @@ from radretrieve.archive.dicomweb.client import FetchFailed, client_for, with_re
 from radretrieve.archive.dicomweb.listing import SERIES_UID, STUDY_UID, SeriesRef
 from radretrieve.archive.dicomweb.source import DicomWebSource
 from radretrieve.archive.records import ErrorRecord, ScanResult
-from radretrieve.archive.scanner import Collector, FileScan, assemble, collect_scans, scan_file
+from radretrieve.archive.scanner import (
+    DEFAULT_POLICY,
+    Collector,
+    FileScan,
+    ScanPolicy,
+    assemble,
+    collect_scans,
+    scan_file,
+)
 
 SOP_UID = "00080018"
 _DROPPED = {"7FE00010", "7FE00008", "7FE00009", "FFFCFFFC"}  # pixel data and padding: never needed for headers
@@ -65,9 +73,12 @@ def scan_series(source: DicomWebSource, ref: SeriesRef) -> SeriesScan:
     return SeriesScan(ref, tuple(s for s in scans if s is not None))
 
 
-def assemble_series(source: DicomWebSource, scans: Iterable[SeriesScan], log_paths: bool = True) -> ScanResult:
-    """One ScanResult from scanned series, grouped into items and studies by the folder scanner's code."""
-    col = Collector(log_paths=log_paths)
+def assemble_series(
+    source: DicomWebSource, scans: Iterable[SeriesScan], log_paths: bool = True, policy: ScanPolicy = DEFAULT_POLICY
+) -> ScanResult:
+    """One ScanResult from scanned series, grouped into items and studies, selected (`policy.selection`), with
+    structured reports and `--reports` texts joined and every text redacted, all by the folder scanner's code."""
+    col = Collector(log_paths=log_paths, policy=policy)
     scans = list(scans)
     collect_scans((f for s in scans for f in s.files), col)
     col.errors.extend(s.error for s in scans if s.error is not None)
