@@ -54,7 +54,7 @@ class SeriesSync:
     skipped: int = 0  # already in the out dir (finished shards, or failed for good before)
     fetched: int = 0  # fetched and indexed now without a failure
     failed: int = 0  # with at least one failure now (recorded in errors/ by Series UID)
-    no_images: int = 0  # listed, but nothing to embed (e.g. only reports, or left out by selection rules)
+    not_selected: int = 0  # listed, but not embedded: left out by the series selection (SRs read as reports)
 
     @classmethod
     def count(
@@ -74,7 +74,7 @@ class SeriesSync:
         return dict(self.__dict__)
 
     def line(self) -> str:
-        extra = f"; without images {self.no_images}" if self.no_images else ""
+        extra = f"; not selected {self.not_selected}" if self.not_selected else ""
         return (
             f"series: listed {self.listed}; skipped as already indexed {self.skipped}; "
             f"fetched {self.fetched}; failed {self.failed}{extra}"

@@ -117,7 +117,7 @@ def test_orthanc_index_equals_folder_index_with_retries(pacs, folder_rows, tiny_
         summary = _index(_source(f"dicomweb+{proxy.url}/dicom-web"), tmp_path / "out", tiny_model, workers=2)
         retried = [p for p in proxy.paths() if proxy.paths().count(p) > 1]
     _same_rows(_rows(tmp_path / "out"), folder_rows)
-    assert summary.series == {"listed": 4, "skipped": 0, "fetched": 4, "failed": 0, "no_images": 0}
+    assert summary.series == {"listed": 4, "skipped": 0, "fetched": 4, "failed": 0, "not_selected": 0}
     assert summary.errors == {}
     assert len([p for p in retried if "/instances/" in p]) >= 32 + 6 + 2  # every fetched instance was retried
     assert list(scratch.iterdir()) == []  # no copy of the archive left on disk
@@ -136,14 +136,14 @@ def test_second_run_fetches_nothing_and_a_new_study_only_itself(archive, tiny_mo
         assert first.series["fetched"] == 2
         before = len(proxy.seen)
         second = _index(source, tmp_path / "out", tiny_model)
-        assert second.series == {"listed": 2, "skipped": 2, "fetched": 0, "failed": 0, "no_images": 0}
+        assert second.series == {"listed": 2, "skipped": 2, "fetched": 0, "failed": 0, "not_selected": 0}
         fetched = [p for p in proxy.paths()[before:] if "/metadata" in p or "/instances/" in p]
         assert fetched == []  # listing only: no metadata, no instance
         assert "series: listed 2; skipped as already indexed 2; fetched 0; failed 0" in second.lines()
         server.upload([archive / "MR_small_RLE.dcm"])
         before = len(proxy.seen)
         third = _index(source, tmp_path / "out", tiny_model)
-        assert third.series == {"listed": 3, "skipped": 2, "fetched": 1, "failed": 0, "no_images": 0}
+        assert third.series == {"listed": 3, "skipped": 2, "fetched": 1, "failed": 0, "not_selected": 0}
         new = {p.split("/series/")[1].split("/")[0] for p in proxy.paths()[before:] if "/series/" in p}
         import pydicom
 
@@ -192,7 +192,63 @@ def test_server_stopped_mid_job_then_rerun_resumes_to_the_same_rows(archive, fol
             before = len(proxy.seen)
             second = _index(source, tmp_path / "out", tiny_model, studies_per_task=1)
             again = {p.split("/series/")[1].split("/")[0] for p in proxy.paths()[before:] if "/instances/" in p}
-    assert second.series == {"listed": 4, "skipped": 1, "fetched": 3, "failed": 0, "no_images": 0}
+    assert second.series == {"listed": 4, "skipped": 1, "fetched": 3, "failed": 0, "not_selected": 0}
     assert not again & done  # the finished study was not fetched again
     _same_rows(_rows(tmp_path / "out"), folder_rows)
     assert second.errors == {}
+
+
+def test_planted_patient_data_served_by_orthanc_reaches_no_output(tmp_path):
+    """The planted PACS study (identifiers in every header, in SeriesDescriptions, in the SRs, in --reports
+    texts) served by Orthanc and indexed through the real CLI: the reports get through, redacted, and no
+    planted identifier is in any output byte (stdout, debug log, shards, errors, info; the HTML and search
+    outputs of the same shards are checked by tests/test_pacs_content.py)."""
+    import json
+
+    from radretrieve.application.info import collect_info
+    from radretrieve.testing.dicom import write_planted_archive
+    from tests.test_pacs_content import SCRUBBER, _leaks
+
+    arch = write_planted_archive(tmp_path / "arch")
+    (tmp_path / "site_rules.py").write_text(SCRUBBER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "out"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "radretrieve", "--verbose", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    with Orthanc(tmp_path / "orthanc") as server:
+        server.upload(sorted(arch.root.rglob("*.dcm")))  # a PACS holds no sidecar files
+        index = run(
+            "index", server.dicomweb_url, "--out", str(out), "--json", "--workers", "2",
+            "--reports", str(arch.reports_csv), "--scrubber", "site_rules:scrub",
+        )  # fmt: skip
+    info = json.dumps(collect_info(out))
+    summary = json.loads(index.stdout.strip().splitlines()[0])
+    assert summary["skipped_series"] == arch.skipped and summary["errors"] == {}
+    selected = 4  # the CT series of both studies, the ultrasound and the burned-in CT image
+    expected = {"listed": selected + sum(arch.skipped.values()), "skipped": 0, "fetched": selected, "failed": 0}
+    assert summary["series"] == dict(expected, not_selected=sum(arch.skipped.values()))
+    rows = [
+        r for p in sorted((out / "shards").glob("*.parquet")) for r in pq.read_table(p).drop(["embedding"]).to_pylist()
+    ]
+    reports = " ".join(r["text"] for r in rows if r["kind"] == "report")
+    for word in ("nodule", "Impression", "enhanced sr text", "ris report A", "ris report B"):
+        assert word in reports, word  # every report form of a PACS got through
+    assert "[REDACTED]" in reports and "[SITE]" in reports
+    binary = {".parquet", ".faiss", ".npy", ".safetensors"}
+    files = [
+        p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file() and p.suffix not in binary
+    ]
+    outputs = [index.stdout, index.stderr, info]
+    blob = "\n".join([*outputs, *files, repr(rows)])
+    assert "CT CHEST [REDACTED]" in blob  # descriptions are kept, redacted
+    assert _leaks(blob) == []
