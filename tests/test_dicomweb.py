@@ -9,6 +9,7 @@ as in CI, where .ci/run installs it).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -252,3 +253,92 @@ def test_planted_patient_data_served_by_orthanc_reaches_no_output(tmp_path):
     blob = "\n".join([*outputs, *files, repr(rows)])
     assert "CT CHEST [REDACTED]" in blob  # descriptions are kept, redacted
     assert _leaks(blob) == []
+
+
+def test_basic_and_bearer_credentials_from_env_or_file_never_shown(
+    pacs, archive, tiny_model, tmp_path, monkeypatch, caplog
+):
+    """HTTP basic against Orthanc's RegisteredUsers (from RADRETRIEVE_DICOMWEB_AUTH), a bearer token from
+    --auth-file against a token-checking proxy; a refusal is one line; the secrets are in no output."""
+    import logging
+
+    from radretrieve.archive.dicomweb import AUTH_ENV, resolve_auth
+    from radretrieve.archive.dicomweb.listing import probe
+    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.testing.http_proxy import FaultProxy
+
+    caplog.set_level(logging.DEBUG)
+    password, token = "pw-Zq81-secret", "tok-7Hx2-secret"
+    with Orthanc(tmp_path / "orthanc", users={"radiology": password}) as server:
+        server.upload([archive / "CT_small.dcm"])
+        monkeypatch.delenv(AUTH_ENV, raising=False)
+        with pytest.raises(RadRetrieveError) as refused:
+            probe(_source(server.dicomweb_url, auth=resolve_auth(None)))
+        assert str(refused.value) == (
+            f"{server.dicomweb_url}: the server refused the study listing (HTTP 401 Unauthorized): "
+            "set RADRETRIEVE_DICOMWEB_AUTH or --auth-file"
+        )
+        monkeypatch.setenv(AUTH_ENV, f"basic radiology:{password}")
+        basic = _source(server.dicomweb_url, auth=resolve_auth(None))
+        first = _index(basic, tmp_path / "basic", tiny_model, workers=2)
+    assert first.series["fetched"] == 1 and first.errors == {}
+    (tmp_path / "token").write_text(f"bearer {token}\n")
+    with FaultProxy(pacs.url, token=token) as proxy:
+        bearer = _source(f"dicomweb+{proxy.url}/dicom-web", auth=resolve_auth(tmp_path / "token"))
+        second = _index(bearer, tmp_path / "bearer", tiny_model)
+        assert {s.status for s in proxy.seen} == {200}
+    assert second.series["fetched"] == 4 and second.errors == {}
+    outputs = [caplog.text, repr(basic), repr(bearer), *first.lines(), *second.lines()]
+    out_files = [p for d in ("basic", "bearer") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    outputs += [p.read_bytes().decode("utf-8", "replace") for p in out_files]
+    assert not [o for o in outputs if password in o or token in o]
+
+
+def test_listing_by_date_modality_and_query_keys(archive, tmp_path):
+    """--since (StudyDate), --modality and --query KEY=VALUE select what QIDO-RS lists."""
+    from radretrieve.archive.dicomweb.listing import list_series
+    from radretrieve.testing.dicom import write_ct_series
+
+    studies = {}
+    for seed, (date, modality, description) in enumerate(
+        [("20240105", "CT", "CHEST"), ("20240601", "MR", "KNEE"), ("20250301", "CT", "HEAD")]
+    ):
+        attrs = {"StudyDate": date, "Modality": modality, "StudyDescription": description}
+        studies[description] = write_ct_series(tmp_path / "files" / str(seed), 1, attrs=attrs, seed=seed)
+    with Orthanc(tmp_path / "orthanc") as server:
+        server.upload_folder(tmp_path / "files")
+
+        def listed(**kwargs) -> set[str]:
+            found = {ref.series_uid for ref in list_series(_source(server.dicomweb_url, **kwargs))}
+            return {name for name, (_, series) in studies.items() if series in found}
+
+        assert listed() == {"CHEST", "KNEE", "HEAD"}
+        assert listed(since="2024-06-01") == {"KNEE", "HEAD"}
+        assert listed(modalities="CT") == {"CHEST", "HEAD"}
+        assert listed(modalities="mr,CT", since="20250101") == {"HEAD"}
+        # (Orthanc 1.10's plugin does not decode %-escapes in QIDO values: wildcards and spaces match nothing)
+        assert listed(query=["StudyDescription=CHEST"]) == {"CHEST"}
+        assert listed(query=["Modality=MR"]) == {"KNEE"}  # a series-level key
+
+
+def test_bad_source_arguments_are_one_line_errors(tmp_path):
+    from radretrieve.archive.dicomweb import parse_auth, parse_source, resolve_auth
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    cases = {
+        "dicomweb+http://user:pw@pacs/dicom-web": "credentials in the URL are not accepted",
+        "dicomweb+ftp://pacs/dicom-web": "expected dicomweb+http://HOST[:PORT]/PATH",
+    }
+    for url, message in cases.items():
+        with pytest.raises(RadRetrieveError, match=re.escape(message)) as exc:
+            parse_source(url)
+        assert "pw" not in str(exc.value)
+    with pytest.raises(RadRetrieveError, match="--since '2024-13': expected a date"):
+        parse_source("dicomweb+http://pacs/dicom-web", since="2024-13")
+    with pytest.raises(RadRetrieveError, match="--query PatientNam: not a DICOM keyword"):
+        parse_source("dicomweb+http://pacs/dicom-web", query=["PatientNam=Doe"])
+    with pytest.raises(RadRetrieveError) as bad:
+        parse_auth("basic secret-without-colon", "RADRETRIEVE_DICOMWEB_AUTH")
+    assert "secret" not in str(bad.value)
+    with pytest.raises(RadRetrieveError, match=r"--auth-file .*missing: cannot read it"):
+        resolve_auth(tmp_path / "missing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ SERIES_KEYS = frozenset(
     {"Modality", "SeriesDescription", "SeriesNumber", "SeriesDate", "BodyPartExamined", "ProtocolName", "Laterality"}
 )
 STUDY_UID, SERIES_UID, MODALITY = "0020000D", "0020000E", "00080060"
+PAGE = 500  # QIDO-RS results asked for per request (servers cap pages; some ignore `offset`: see `_paged`)
 
 
 @dataclass(frozen=True, order=True)
@@ -37,6 +39,21 @@ def _search(source: DicomWebSource, what: str, call: Any) -> list[dict[str, Any]
         raise RadRetrieveError(_server_error(source, what, exc)) from None
 
 
+def _paged(source: DicomWebSource, what: str, search: Any, key: str) -> list[dict[str, Any]]:
+    """Every result of a QIDO-RS query, page by page (`search(offset, limit)`). Stops at a short page, and at a
+    page with nothing new: a server that ignores `offset` would otherwise be asked forever (dicomweb-client's
+    own `get_remaining` loops until an empty page)."""
+    found: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        page = _search(source, what, functools.partial(search, offset, PAGE))
+        new = {_value(obj, key): obj for obj in page if _value(obj, key) not in found}
+        found.update(new)
+        if len(page) < PAGE or not new:
+            return list(found.values())
+        offset += len(page)
+
+
 def _server_error(source: DicomWebSource, what: str, exc: FetchFailed) -> str:
     if exc.status in (401, 403):
         hint = (
@@ -52,11 +69,19 @@ def _server_error(source: DicomWebSource, what: str, exc: FetchFailed) -> str:
     return f"{source.display}: listing {what} failed ({exc.reason})"
 
 
+def _studies(client: Any, filters: dict[str, str], offset: int, limit: int) -> list[dict[str, Any]]:
+    return client.search_for_studies(search_filters=dict(filters), offset=offset, limit=limit)
+
+
+def _series(client: Any, study: str, filters: dict[str, str], offset: int, limit: int) -> list[dict[str, Any]]:
+    return client.search_for_series(study, search_filters=dict(filters), offset=offset, limit=limit)
+
+
 def probe(source: DicomWebSource) -> None:
     """One small QIDO-RS query, so that an unreachable server or refused credentials are reported before
     anything slow starts (loading a model). Raises RadRetrieveError (one line)."""
     client = client_for(source)
-    _search(source, "the study listing", lambda: client.search_for_studies(limit=1))
+    _search(source, "the study listing", functools.partial(_studies, client, {}, 0, 1))
 
 
 def list_series(source: DicomWebSource) -> list[SeriesRef]:
@@ -72,20 +97,12 @@ def list_series(source: DicomWebSource) -> list[SeriesRef]:
     studies: set[str] = set()
     for modality in listing.modalities or (None,):
         filters = dict(study_filters, **({"ModalitiesInStudy": modality} if modality else {}))
-        found = _search(
-            source,
-            "the study listing",
-            lambda f=filters: client.search_for_studies(search_filters=f, get_remaining=True),
-        )
-        studies.update(uid for uid in (_value(s, STUDY_UID) for s in found) if uid)
+        found = _paged(source, "the study listing", functools.partial(_studies, client, filters), STUDY_UID)
+        studies.update(uid for uid in (_value(obj, STUDY_UID) for obj in found) if uid)
     refs = set()
     for study in sorted(studies):
-        found = _search(
-            source,
-            "a series listing",
-            lambda s=study: client.search_for_series(s, search_filters=dict(series_filters), get_remaining=True),
-        )
-        for obj in found:
+        search = functools.partial(_series, client, study, series_filters)
+        for obj in _paged(source, "a series listing", search, SERIES_UID):
             ref = SeriesRef(study, _value(obj, SERIES_UID), _value(obj, MODALITY).upper())
             if ref.series_uid and (not listing.modalities or ref.modality in listing.modalities):
                 refs.add(ref)
