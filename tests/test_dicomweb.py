@@ -141,6 +141,12 @@ def test_second_run_fetches_nothing_and_a_new_study_only_itself(archive, tiny_mo
         fetched = [p for p in proxy.paths()[before:] if "/metadata" in p or "/instances/" in p]
         assert fetched == []  # listing only: no metadata, no instance
         assert "series: listed 2; skipped as already indexed 2; fetched 0; failed 0" in second.lines()
+        from typer.testing import CliRunner
+
+        from radretrieve.cli.app import app
+
+        info = CliRunner().invoke(app, ["info", str(tmp_path / "out")])  # from OUT/job.json
+        assert "DICOMweb series: listed 2, skipped as already indexed 2, fetched 0, failed 0" in info.output
         server.upload([archive / "MR_small_RLE.dcm"])
         before = len(proxy.seen)
         third = _index(source, tmp_path / "out", tiny_model)
