@@ -40,6 +40,7 @@ def run_once(source: Any, out: Path, model: Any, workers: int) -> dict[str, Any]
         "items": done,
         "series_per_s": round(done / seconds, 2),
         "errors": dict(summary.errors),
+        "stage_seconds": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
         **({"series": summary.series} if summary.series else {}),
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from radretrieve.archive.dicomweb.source import DicomWebSource
 from radretrieve.archive.records import ArchiveError, Decoded, Item
 
 AS_STORED = (("application/dicom", "*"),)  # WADO-RS media type: the instance in its stored transfer syntax
+FETCH_THREADS = 4  # instance requests in flight per reader process
 
 
 def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
@@ -39,16 +41,26 @@ def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
 
 
 def _fetch(source: DicomWebSource, item: Item, rels: Iterable[str], root: Path) -> None:
+    """Fetch `rels` into `root`, FETCH_THREADS requests at a time (a request mostly waits on the server)."""
+    rels = list(rels)
+    if len(rels) <= 1:
+        for rel in rels:
+            _fetch_one(source, item, rel, root)
+        return
+    with ThreadPoolExecutor(min(FETCH_THREADS, len(rels)), thread_name_prefix="wado") as pool:
+        for future in [pool.submit(_fetch_one, source, item, rel, root) for rel in rels]:
+            future.result()  # the first failure is raised; the others finish or fail quietly
+
+
+def _fetch_one(source: DicomWebSource, item: Item, rel: str, root: Path) -> None:
     client = client_for(source)
-    for rel in rels:
-        study, series, sop = split_path(rel)
-        try:
-            ds = with_retries(
-                functools.partial(client.retrieve_instance, study, series, sop, media_types=AS_STORED), source.retry
-            )
-        except FetchFailed as exc:
-            error_type = "FetchFailed" if exc.transient or exc.status == 0 else "FetchRefused"
-            raise ArchiveError(item.source, f"series {series}: {exc.reason}", error_type, "fetch") from None
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=False)
+    study, series, sop = split_path(rel)
+    try:
+        call = functools.partial(client.retrieve_instance, study, series, sop, media_types=AS_STORED)
+        ds = with_retries(call, source.retry)
+    except FetchFailed as exc:
+        error_type = "FetchFailed" if exc.transient or exc.status == 0 else "FetchRefused"
+        raise ArchiveError(item.source, f"series {series}: {exc.reason}", error_type, "fetch") from None
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=False)
