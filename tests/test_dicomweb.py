@@ -198,7 +198,8 @@ def test_server_stopped_mid_job_then_rerun_resumes_to_the_same_rows(archive, fol
             server.start()
             before = len(proxy.seen)
             second = _index(source, tmp_path / "out", tiny_model, studies_per_task=1)
-            again = {p.split("/series/")[1].split("/")[0] for p in proxy.paths()[before:] if "/instances/" in p}
+            fetched = [p for p in proxy.paths()[before:] if "/instances/" in p or p.endswith("/metadata")]
+            again = {p.split("/series/")[1].split("/")[0] for p in fetched}
     assert second.series == {"listed": 4, "skipped": 1, "fetched": 3, "failed": 0, "not_selected": 0}
     assert not again & done  # the finished study was not fetched again
     _same_rows(_rows(tmp_path / "out"), folder_rows)
