@@ -123,3 +123,16 @@ def test_reports_file_joins_by_study_uid_and_accession_and_options_change_select
     assert dose.burned_in and dose.description == "Dose Report [REDACTED]"
     assert all(PLANTED_PHI["AccessionNumber"] not in s.report for s in result.studies)
     assert scan(arch.root, policy=ScanPolicy()).studies != result.studies
+
+
+def test_a_scan_in_parts_selects_and_redacts_like_a_folder_scan(tmp_path):
+    """The Ray engine scans partitions apart (selection in the tasks) and merges them (reports, redaction)."""
+    from radretrieve.archive.scanner import merge_scans, scan_part, walk
+
+    arch = write_planted_archive(tmp_path / "arch")
+    policy = make_policy(reports_file=arch.reports_csv)
+    whole = scan(arch.root, policy=policy)
+    parts = [scan_part(arch.root, walk(arch.root, sub), rules=policy.selection) for sub in ("a", "b")]
+    merged = merge_scans(arch.root, parts, policy)
+    assert merged.studies == whole.studies and merged.errors == whole.errors
+    assert all("[REDACTED]" in s.report and "Jane" not in s.report for s in merged.studies)

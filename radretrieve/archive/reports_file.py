@@ -21,7 +21,7 @@ ACCESSION_COLUMNS = ("AccessionNumber", "accession")
 TEXT_COLUMNS = ("text", "report")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: it is a look-up, not a value
 class ReportsTable:
     """Report texts by study UID and by accession number (held in memory, never written)."""
 
