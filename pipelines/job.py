@@ -20,15 +20,18 @@ from pipelines.failures import failed_ids
 from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
 from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
-from pipelines.scan import scan_archive
+from pipelines.scan import scan_archive, scan_dicomweb
+from pipelines.sync import SeriesSync, indexed_series
 from pipelines.writer import ShardWriter, write_scan_errors
 from radretrieve.archive.anonymise import PathHasher, anonymise_scan
+from radretrieve.archive.records import RemoteArchive
 from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
 from radretrieve.foundation.lock import writer_lock
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
-from radretrieve.outdir.archive_root import write_archive_root
+from radretrieve.outdir.archive_root import write_archive_root, write_remote_root
 from radretrieve.outdir.layout import JOB_FILE
 from radretrieve.outdir.manifest import Manifest
 from radretrieve.outdir.text_tower import save_text_tower
@@ -70,6 +73,7 @@ class IndexSummary:
     cluster: dict[str, Any] = field(default_factory=dict)  # engine=ray: nodes, encoders (node, items), lost runs
     manifest_rows: int = 0  # rows of a manifest archive (0 for a folder)
     manifest_rows_used: int = 0  # of those, rows that gave an item (the others are in errors/)
+    series: dict[str, int] = field(default_factory=dict)  # DICOMweb: listed, skipped, fetched, failed (sync.py)
 
     def to_dict(self) -> dict[str, Any]:
         items = sum(v for k, v in self.rows.items() if k != "report")
@@ -88,6 +92,7 @@ class IndexSummary:
             "manifest_rows_used": self.manifest_rows_used,
             "engine": self.engine,
             **({"cluster": self.cluster} if self.cluster else {}),
+            **({"series": self.series} if self.series else {}),
         }
 
     def lines(self) -> list[str]:
@@ -103,6 +108,8 @@ class IndexSummary:
         if self.manifest_rows:
             left = self.manifest_rows - self.manifest_rows_used
             out.append(f"manifest rows used: {self.manifest_rows_used} of {self.manifest_rows} ({left} in errors/)")
+        if self.series:
+            out.append(SeriesSync(**self.series).line())
         if self.cluster:
             encoders = ", ".join(f"{e['node']}: {e['items']} items" for e in self.cluster.get("encoders", []))
             out.append(f"ray: {len(self.cluster.get('nodes', []))} node(s); encoders {encoders or 'none'}")
@@ -111,14 +118,20 @@ class IndexSummary:
         return out
 
 
-def index_archive(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
-    """Embed an archive folder or manifest into `out_dir` (shards + manifest + errors)."""
+def index_archive(
+    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()
+) -> IndexSummary:
+    """Embed an archive folder, a manifest or a DICOMweb server (radretrieve.archive.dicomweb) into `out_dir`
+    (shards + manifest + errors). A server's series already in `out_dir` are not fetched again."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
+    if isinstance(archive, RemoteArchive) and options.engine != "local":
+        raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
     with writer_lock(out_dir, "radretrieve index", wait=options.wait):
         readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
         try:
-            summary = _index(Path(archive), out_dir, model, options, readers)
+            summary = _index(archive, out_dir, model, options, readers)
         finally:
             if readers is not None:
                 readers.close()
@@ -135,7 +148,9 @@ def _start_readers(options: IndexOptions) -> Any:
     return start_readers(options.workers)
 
 
-def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any) -> IndexSummary:
+def _index(
+    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any
+) -> IndexSummary:
     manifest = open_out_dir(out_dir, model, options.overwrite, options.anonymise_paths)
     # The stored text tower lets `radretrieve search` start without open_clip. It is written (file I/O,
     # outside the GIL) while the readers scan, and must be done before encoding starts, so that a full
@@ -143,13 +158,23 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
     ray = _cluster(options, out_dir)
     with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
         tower = background.submit(save_text_tower, model, out_dir)
-        result = _scan(archive, options, readers, ray)
+        done_series: set[str] = set()
+        listed: list[Any] = []
+        if isinstance(archive, RemoteArchive):
+            done_series = indexed_series(out_dir, options.retry_errors)
+            log_paths = not options.anonymise_paths
+            result, listed = scan_dicomweb(archive, readers, done_series, log_paths, options.policy)
+        else:
+            result = _scan(archive, options, readers, ray)
         tower.result()
     real_sources: dict[int, str] = {}
     if options.anonymise_paths:
         result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)))
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
-    write_archive_root(out_dir, result.root)
+    if isinstance(result.root, RemoteArchive):
+        write_remote_root(out_dir, result.root.display)
+    else:
+        write_archive_root(out_dir, result.root)
     write_scan_errors(out_dir, result.errors)
     items = {it.item_id: it for it in result.items}
     done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
@@ -167,7 +192,11 @@ def _index(archive: Path, out_dir: Path, model: Encoder, options: IndexOptions, 
         )
         times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar)
     else:
-        times = _run_local(options, tasks, result.root, model, writer, bar, readers)
+        failed_series: set[str] = set()
+        times = _run_local(options, tasks, result.root, model, writer, bar, readers, failed_series)
+        if isinstance(archive, RemoteArchive):
+            uids = {ref.series_uid for ref in listed}
+            summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
     bar.close()
     summary.rows.update(writer.rows)
     summary.errors.update(writer.errors)
@@ -199,13 +228,21 @@ def _scan(archive: Path, options: IndexOptions, readers: Any, ray: Any) -> Any:
 
 
 def _run_local(
-    options: IndexOptions, tasks: list[Task], root: Path, model: Encoder, writer: ShardWriter, bar: Any, readers: Any
+    options: IndexOptions,
+    tasks: list[Task],
+    root: Path | RemoteArchive,
+    model: Encoder,
+    writer: ShardWriter,
+    bar: Any,
+    readers: Any,
+    failed_series: set[str],
 ) -> Any:
     from pipelines.local import run_local
 
     def on_item(decoded: Any) -> None:
         bar.update(1)
         if decoded.failure is not None:
+            failed_series.add(decoded.work.item.series_key)
             bar.errors += 1
             bar.set_postfix(errors=bar.errors, refresh=False)
 

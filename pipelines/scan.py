@@ -57,3 +57,30 @@ def pool_map(pool: ReaderPool) -> Callable[[Callable[[str], FileScan], Iterable[
 def scan_archive(archive: Path, pool: ReaderPool | None, **options: Any) -> ScanResult:
     """`scan(archive, **options)`, with the header reads of a folder in `pool` when there is one."""
     return scan(Path(archive), map_fn=pool_map(pool) if pool is not None else map, **options)
+
+
+def scan_dicomweb(
+    source: Any, pool: ReaderPool | None, done_series: set[str], log_paths: bool = True, policy: Any = None
+) -> tuple[ScanResult, list[Any]]:
+    """List a DICOMweb server's series (QIDO-RS, here) and scan the metadata of those not in `done_series`
+    (WADO-RS, in `pool`, a bounded number of series in flight). Returns the scan and every listed series."""
+    from radretrieve.archive.dicomweb.listing import list_series
+    from radretrieve.archive.dicomweb.scan import assemble_series, scan_series
+
+    refs = list_series(source)
+    todo = [ref for ref in refs if ref.series_uid not in done_series]
+    fn = functools.partial(scan_series, source)
+    if pool is None:
+        scans: Iterable[Any] = map(fn, todo)
+    else:
+        window = Window(budget=4 * pool.workers, min_items=2 * pool.workers)
+        scans = ordered_map(pool, fn, todo, window, _crashed_series)
+    return assemble_series(source, scans, log_paths, *([policy] if policy is not None else [])), refs
+
+
+def _crashed_series(ref: Any) -> Any:
+    from radretrieve.archive.dicomweb.scan import SeriesScan, series_source
+    from radretrieve.archive.records import ErrorRecord
+
+    message = f"series {ref.series_uid}: {CRASH_REASON}s"
+    return SeriesScan(ref, error=ErrorRecord(series_source(ref), "scan", "WorkerCrashed", message))

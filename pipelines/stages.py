@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.plan import WorkItem
+from radretrieve.archive.records import RemoteArchive
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.shards import shard_schema
 
@@ -35,8 +36,13 @@ class Failure:
         return json.dumps(self.__dict__, sort_keys=True)
 
 
-def stat_digest(root: Path, files: Sequence[str]) -> str:
+REMOTE_STAT = "remote"  # stat of an item on a server: its decode failure stays done (a fetch failure has "")
+
+
+def stat_digest(root: Path | RemoteArchive, files: Sequence[str]) -> str:
     """A digest of (file, size, mtime) for an item's files: it changes when a file is replaced or edited."""
+    if isinstance(root, RemoteArchive):
+        return REMOTE_STAT
     parts = []
     for rel in files:
         try:
@@ -72,7 +78,8 @@ def decode(work: WorkItem, root: Path, preprocess: Any) -> Decoded:
         return Decoded(work, pixels, tuple(out.shape), tuple(out.spacing), None, time.perf_counter() - start)
     except ReadError as exc:
         kind = getattr(exc, "error_type", type(exc).__name__)
-        fail = Failure(work.item_id, item.source, exc.stage, kind, str(exc), stat_digest(root, item.files))
+        stat = "" if exc.stage == "fetch" else stat_digest(root, item.files)  # a server failure: retried next run
+        fail = Failure(work.item_id, item.source, exc.stage, kind, str(exc), stat)
     except Exception as exc:  # noqa: BLE001 - an unexpected decoder failure must not stop the job
         message = f"{item.source}: {exc}"
         fail = Failure(work.item_id, item.source, "read", type(exc).__name__, message, stat_digest(root, item.files))

@@ -8,7 +8,7 @@ import numpy as np
 
 from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.preprocess import intensity_mode, preprocess, slice_positions, take_slices
-from radretrieve.archive.records import ArchiveError, Decoded, Item
+from radretrieve.archive.records import ArchiveError, Decoded, Item, RemoteArchive
 from radretrieve.archive.volumes import Volume, load_item, ras_to_zyx
 from radretrieve.foundation.config import PreprocessConfig
 
@@ -22,11 +22,14 @@ def load_volume(item: Item, root: Path) -> tuple[np.ndarray, tuple[float, float,
     return vol.data, vol.spacing
 
 
-def read_item(item: Item, root: Path, cfg: PreprocessConfig) -> Decoded:
+def read_item(item: Item, root: Path | RemoteArchive, cfg: PreprocessConfig) -> Decoded:
     """Decode and preprocess one item into model input (see radretrieve.archive.preprocess).
 
+    `root`: the archive folder, or a server (its items are fetched first, then decoded by this same code).
     Raises ArchiveError (a radretrieve.foundation.errors.ReadError) naming the file and the reason.
     """
+    if isinstance(root, RemoteArchive):
+        return root.read_item(item, cfg)
     root = Path(root)
     vol = _sparse_series(item, root, cfg) if _can_read_sparse(item, cfg) else None
     positions = None
@@ -38,6 +41,14 @@ def read_item(item: Item, root: Path, cfg: PreprocessConfig) -> Decoded:
     pixels = preprocess(slices, (vol.spacing[1], vol.spacing[2]), mode, cfg, item.source)
     shape, spacing = _source_geometry(item, vol)
     return Decoded(pixels=pixels, shape=shape, spacing=spacing, slice_count=int(pixels.shape[0]))
+
+
+def files_to_read(item: Item, cfg: PreprocessConfig) -> tuple[str, ...]:
+    """The files `read_item` decodes: the sampled slices of a long DICOM series, else all of them (a
+    sagittal or coronal series found while reading needs all of them after all)."""
+    if not _can_read_sparse(item, cfg):
+        return tuple(item.files)
+    return tuple(item.files[i] for i in slice_positions(len(item.files), cfg.n_slices).astype(np.int64))
 
 
 def _source_geometry(item: Item, vol: Volume) -> tuple[tuple[int, ...], tuple[float, ...]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from radretrieve.foundation.errors import ReadError
 
 Kind = Literal["image", "volume"]
 Fmt = Literal["dicom", "nifti", "image"]
-Stage = Literal["scan", "select", "read", "preprocess"]
+Stage = Literal["scan", "select", "fetch", "read", "preprocess"]  # fetch: a DICOMweb server failed for good
 
 
 class Labels(Mapping[str, str]):
@@ -125,11 +125,25 @@ class Study:
         object.__setattr__(self, "labels", frozen_labels(self.labels))
 
 
+@runtime_checkable
+class RemoteArchive(Protocol):
+    """An archive on a server (radretrieve.archive.dicomweb.DicomWebSource): items are fetched, then decoded."""
+
+    @property
+    def display(self) -> str:
+        """How the archive is named in messages (no credentials)."""
+        ...
+
+    def read_item(self, item: Item, cfg: Any) -> Decoded:
+        """Fetch and decode one item (raises ArchiveError, stage `fetch` when the server fails for good)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ScanResult:
     """What `scan` found: studies sorted by key, errors sorted by source."""
 
-    root: Path  # archive root (the manifest's folder for a manifest scan)
+    root: Path | RemoteArchive  # archive root (the manifest's folder for a manifest scan), or a server
     studies: tuple[Study, ...]  # sorted by key
     errors: tuple[ErrorRecord, ...] = ()  # inputs that were skipped, with the reason
     notes: tuple[ErrorRecord, ...] = ()  # non-fatal findings (4D NIfTI first volume, slice gaps)

@@ -184,8 +184,13 @@ def collect_files(root: Path, rels: Iterable[str], col: Collector, map_fn: MapFn
 
     `map_fn`: how `scan_file` is mapped over the files, in order (e.g. a process pool's `imap`).
     """
+    collect_scans(map_fn(functools.partial(scan_file, root), rels), col)
+
+
+def collect_scans(scans: Iterable[FileScan], col: Collector) -> None:
+    """Files scanned by `scan_file` (here, in reader processes, or from a server's metadata) into `col`."""
     dicom: list[DicomHeader] = []
-    for res in map_fn(functools.partial(scan_file, root), rels):
+    for res in scans:
         col.notes.extend(res.notes)
         if res.error is not None:
             exc = ArchiveError(*res.error)

@@ -48,6 +48,7 @@ def _root(
     )
     if not verbose:  # faiss logs which SIMD build it loaded at INFO on every start
         logging.getLogger("faiss").setLevel(logging.WARNING)
+        logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # a line per QIDO/WADO request
 
 
 for _name in COMMAND_MODULES:

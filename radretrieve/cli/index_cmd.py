@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from radretrieve.cli.options import MODEL_HELP
 
+AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
+
 
 def index(
-    archive: Path = typer.Argument(..., help="Archive folder, or a manifest (CSV/Parquet/JSONL)."),
+    archive: str = typer.Argument(
+        ..., help="Archive folder, a manifest (CSV/Parquet/JSONL), or dicomweb+http(s)://HOST:PORT/PATH (a PACS)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
@@ -55,6 +60,18 @@ def index(
         None, "--scrubber", help="module:callable (text -> text) run on every text after the built-in redaction."
     ),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
+    since: str | None = typer.Option(None, "--since", help="DICOMweb: studies with StudyDate on or after DATE."),
+    modality: str | None = typer.Option(None, "--modality", help="DICOMweb: series of these modalities (CT,MR)."),
+    query: list[str] = typer.Option(
+        [], "--query", help="DICOMweb: a QIDO-RS match KEY=VALUE (DICOM keyword), repeatable."
+    ),
+    auth_file: Path | None = typer.Option(
+        None, "--auth-file", help=f"DICOMweb: credentials ('basic USER:PASSWORD' or 'bearer TOKEN'); else ${AUTH_ENV}."
+    ),
+    retries: int = typer.Option(4, "--retries", help="DICOMweb: retries of a failed request (network, 5xx)."),
+    retry_backoff: float = typer.Option(
+        0.5, "--retry-backoff", help="DICOMweb: seconds before the first retry, doubled for each next one."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -65,11 +82,10 @@ def index(
 
     if engine not in ("local", "ray"):
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
-    if not archive.exists():
-        raise RadRetrieveError(f"{archive}: archive not found")
     from radretrieve.archive.scanner import make_policy
 
     policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
+    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff)
     m = load_model(model, weights=weights, device=device)
     opts = IndexOptions(
         workers=workers,
@@ -85,7 +101,7 @@ def index(
         encoders=encoders,
         policy=policy,
     )  # type: ignore[arg-type]
-    summary = index_archive(archive, out, m, opts)
+    summary = index_archive(source, out, m, opts)
     if as_json:
         typer.echo(json.dumps(summary.to_dict()))
     else:
@@ -93,6 +109,43 @@ def index(
             typer.echo(line)
     if not no_index:
         _build_index(out, quiet or as_json)
+
+
+def _source(
+    archive: str,
+    auth_file: Path | None,
+    since: str | None,
+    modality: str | None,
+    query: list[str],
+    retries: int,
+    retry_backoff: float,
+) -> Any:
+    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource)."""
+    from radretrieve.archive.dicomweb import Retry, is_dicomweb, parse_source, resolve_auth
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    if is_dicomweb(archive):
+        from radretrieve.archive.dicomweb.listing import probe
+
+        retry = Retry(tries=retries + 1, backoff_s=retry_backoff)
+        source = parse_source(archive, resolve_auth(auth_file), since, modality, query, retry)
+        probe(source)  # an unreachable server or bad credentials: one line now, not after loading the model
+        return source
+    used = [
+        flag
+        for flag, value in (
+            ("--since", since),
+            ("--modality", modality),
+            ("--query", query),
+            ("--auth-file", auth_file),
+        )
+        if value
+    ]
+    if used:
+        raise RadRetrieveError(f"{used[0]} applies to DICOMweb archives (dicomweb+http://...) only")
+    if not Path(archive).exists():
+        raise RadRetrieveError(f"{archive}: archive not found")
+    return Path(archive)
 
 
 def _build_index(out: Path, quiet: bool) -> None:

@@ -38,6 +38,12 @@ def info(
             f"last job: engine {job.get('engine', '?')}, {job.get('tasks', 0)} task(s), {job.get('items', 0)} items, "
             f"{job.get('seconds', 0.0):.1f} s, errors {job.get('errors') or 'none'}"
         )
+        series = job.get("series") or {}
+        if series:  # a DICOMweb archive: the incremental sync of the last run
+            typer.echo(
+                f"  DICOMweb series: listed {series.get('listed', 0)}, skipped as already indexed "
+                f"{series.get('skipped', 0)}, fetched {series.get('fetched', 0)}, failed {series.get('failed', 0)}"
+            )
         for enc in job.get("cluster", {}).get("encoders", []):
             typer.echo(f"  encoder {enc['encoder']} on {enc['node']}: {enc['items']} items, {enc['tasks']} task(s)")
 

@@ -22,6 +22,12 @@ def write_archive_root(out_dir: Path, root: Path) -> None:
     atomic_write_bytes(Path(out_dir) / ARCHIVE_FILE, json.dumps({"root": str(Path(root).resolve())}).encode())
 
 
+def write_remote_root(out_dir: Path, name: str) -> None:
+    """Record that the sources are on a server (`name`, e.g. dicomweb+https://pacs/dicom-web; no credentials):
+    there is no folder to draw previews from."""
+    atomic_write_bytes(Path(out_dir) / ARCHIVE_FILE, json.dumps({"remote": name}).encode())
+
+
 def archive_root(out_dir: Path, override: Path | None = None) -> Path | None:
     """Where the indexed sources live: `override` (--archive), else OUT/archive.json, else None."""
     if override is not None:
@@ -32,7 +38,11 @@ def archive_root(out_dir: Path, override: Path | None = None) -> Path | None:
     if not path.is_file():
         return None
     try:
-        root = Path(json.loads(path.read_text(encoding="utf-8"))["root"])
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "remote" in data and "root" not in data:
+            log.info("the sources are on a server (%s); no previews without --archive", data["remote"])
+            return None
+        root = Path(data["root"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: unreadable (%s); no previews", path, type(exc).__name__)
         return None

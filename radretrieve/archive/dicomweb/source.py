@@ -1,0 +1,119 @@
+"""`DicomWebSource`: which DICOMweb server to index, what to list there, and how hard to try."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from radretrieve.archive.dicomweb.auth import Auth
+from radretrieve.foundation.errors import RadRetrieveError
+
+SCHEME_PREFIX = "dicomweb+"  # `dicomweb+http://HOST:PORT/PATH` or `dicomweb+https://...`
+
+
+def is_dicomweb(archive: object) -> bool:
+    """Whether an `index` argument names a DICOMweb server rather than a folder or manifest."""
+    return isinstance(archive, str) and archive.lower().startswith(SCHEME_PREFIX)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How network errors and 5xx answers are retried: `tries` attempts, `backoff_s` * 2^k apart."""
+
+    tries: int = 5  # attempts per request (1: no retry)
+    backoff_s: float = 0.5  # wait before the second attempt; doubled for each further one
+    timeout_s: float = 60.0  # connect/read timeout of one request
+
+    def __post_init__(self) -> None:
+        if self.tries < 1:
+            raise RadRetrieveError(f"--retries must be >= 0, got {self.tries - 1}")
+        if self.backoff_s < 0:
+            raise RadRetrieveError(f"--retry-backoff must be >= 0, got {self.backoff_s}")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What QIDO-RS lists: studies from `since` on, with these modalities, matching `query`."""
+
+    since: str = ""  # YYYYMMDD: studies with StudyDate on or after it ("" = all)
+    modalities: tuple[str, ...] = ()  # e.g. ("CT", "MR"): series of these modalities only (() = all)
+    query: tuple[tuple[str, str], ...] = ()  # extra QIDO matching keys (DICOM keyword, value)
+
+
+@dataclass(frozen=True)
+class DicomWebSource:
+    """A DICOMweb server (QIDO-RS, WADO-RS) as an archive; an `ScanResult.root` for items read from it.
+
+    `url` is the service root (http/https, no credentials in it); `auth` travels to the reader processes
+    (they fetch), but never into a repr or a log line."""
+
+    url: str  # e.g. http://127.0.0.1:8042/dicom-web
+    listing: Listing = Listing()
+    retry: Retry = Retry()
+    auth: Auth | None = field(default=None, repr=False)
+
+    @property
+    def display(self) -> str:
+        """How the source is named in messages and in OUT/archive.json."""
+        return SCHEME_PREFIX + self.url
+
+    def read_item(self, item: Any, cfg: Any) -> Any:
+        """Fetch `item`'s instances (WADO-RS) and decode them as `radretrieve.archive.read_item` does."""
+        from radretrieve.archive.dicomweb.fetch import read_remote_item
+
+        return read_remote_item(self, item, cfg)
+
+
+def parse_source(
+    archive: str,
+    auth: Auth | None = None,
+    since: str | None = None,
+    modalities: str | None = None,
+    query: list[str] | None = None,
+    retry: Retry = Retry(),
+) -> DicomWebSource:
+    """A source from the `index` arguments (`dicomweb+http(s)://HOST[:PORT]/PATH`, `--since`, ...)."""
+    url = archive[len(SCHEME_PREFIX) :].rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RadRetrieveError(f"{archive}: expected dicomweb+http://HOST[:PORT]/PATH or dicomweb+https://...")
+    if parts.username or parts.password:
+        raise RadRetrieveError(
+            "credentials in the URL are not accepted (they would show in process lists and logs): "
+            "use RADRETRIEVE_DICOMWEB_AUTH or --auth-file"
+        )
+    listing = Listing(_date(since) if since else "", _modalities(modalities), _query(query or []))
+    return DicomWebSource(url, listing, retry, auth)
+
+
+def _date(text: str) -> str:
+    digits = text.replace("-", "")
+    if not re.fullmatch(r"\d{8}", digits):
+        raise RadRetrieveError(f"--since {text!r}: expected a date as YYYY-MM-DD or YYYYMMDD")
+    return digits
+
+
+def _modalities(text: str | None) -> tuple[str, ...]:
+    found = tuple(m.strip().upper() for m in (text or "").split(",") if m.strip())
+    bad = [m for m in found if not re.fullmatch(r"[A-Z0-9]{1,16}", m)]
+    if bad:
+        raise RadRetrieveError(f"--modality: {bad[0]!r} is not a DICOM modality code (e.g. CT,MR)")
+    return found
+
+
+def _query(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RadRetrieveError("--query: expected KEY=VALUE, KEY a DICOM keyword (e.g. StudyDescription)")
+        tag = tag_for_keyword(key)
+        if tag is None or dictionary_VR(tag) == "SQ":
+            raise RadRetrieveError(f"--query {key}: not a DICOM keyword QIDO-RS can match (e.g. StudyDescription)")
+        out.append((key, value))
+    return tuple(out)
