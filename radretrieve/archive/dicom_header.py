@@ -43,6 +43,8 @@ ALLOWED_TAGS = (
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
+    "WindowCenter",  # the display window the scanner chose: the `clip` profile's CT window
+    "WindowWidth",
 )
 
 # Modalities whose single-frame files are separate 2D images even when a series has several.
@@ -74,6 +76,7 @@ class DicomHeader:
     rows: int  # Rows
     cols: int  # Columns
     frames: int  # NumberOfFrames (1 for single-frame files)
+    window: tuple[float, float] | None = None  # first (WindowCenter, WindowWidth) pair; None if absent/invalid
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
@@ -141,7 +144,23 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True) -
         rows=rows,
         cols=cols,
         frames=max(1, _number(ds, "NumberOfFrames", int) or 1),  # type: ignore[operator]
+        window=_window(ds),
     )
+
+
+def _window(ds: object) -> tuple[float, float] | None:
+    """The first WindowCenter/WindowWidth pair (both may be multi-valued); None unless finite with width > 0."""
+    pair = []
+    for name in ("WindowCenter", "WindowWidth"):
+        value = getattr(ds, name, None)
+        if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+            value = value[0] if len(value) else None
+        try:
+            pair.append(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+    centre, width = pair
+    return (centre, width) if np.isfinite(centre) and np.isfinite(width) and width > 0 else None
 
 
 def check_decoder(ds: object, rel: str, stage: str) -> None:

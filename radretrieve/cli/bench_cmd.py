@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.cli.options import MODEL_RULES
+from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP
 
 bench_app = typer.Typer(
     help="Measure retrieval precision (bench retrieval) or run the benchmark suite (bench all).",
@@ -37,14 +37,17 @@ def _load_embeddings(
     split: str | None,
     batch_size: int,
     device: str | None,
+    preprocess: str | None = None,
 ):
     from radretrieve.foundation.errors import RadRetrieveError
 
     if (index is None) == (data is None):
         raise RadRetrieveError("give either --index DIR, or --model M --data MANIFEST (not both)")
     if index is not None:
-        if model is not None or weights is not None:
-            raise RadRetrieveError("--model/--weights go with --data; an out dir already holds its embeddings")
+        if model is not None or weights is not None or preprocess is not None:
+            raise RadRetrieveError(
+                "--model/--weights/--preprocess go with --data; an out dir already holds its embeddings"
+            )
         from radretrieve.evaluation.sources import embeddings_from_index
 
         return embeddings_from_index(index, split)
@@ -55,7 +58,8 @@ def _load_embeddings(
     from radretrieve import load_model
     from radretrieve.evaluation.sources import embeddings_from_model
 
-    return embeddings_from_model(load_model(model, weights=weights, device=device), data, split, batch_size)
+    encoder = load_model(model, weights=weights, device=device, preprocess=preprocess)
+    return embeddings_from_model(encoder, data, split, batch_size)
 
 
 @bench_app.command("retrieval")
@@ -63,6 +67,7 @@ def retrieval(
     index: Path | None = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model to encode --data with. " + MODEL_RULES),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP),
     data: Path | None = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
     out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for NAME.json, NAME.md, NAME.png."),
     labels: list[str] | None = typer.Option(
@@ -87,7 +92,7 @@ def retrieval(
     options = BenchOptions(
         ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap, confidence=confidence, seed=seed
     )
-    emb = _load_embeddings(index, model, weights, data, split, batch_size, device)
+    emb = _load_embeddings(index, model, weights, data, split, batch_size, device, preprocess)
     _, files = bench_retrieval(emb, out, options, name=name, plot=not no_plot)
     typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.cli.options import MODEL_HELP
+from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 
 
 def index(
@@ -15,6 +15,7 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP),
     workers: int = typer.Option(2, "--workers", help="Reader processes (0: decode in the main process)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Slices per encoder call."),
     studies_per_task: int = typer.Option(64, "--studies-per-task", help="Studies per task (= per shard)."),
@@ -24,7 +25,9 @@ def index(
         0, "--encoders", help="Engine ray without GPUs: CPU encoder actors (default: one per node)."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rebuild an out dir made with another model or preprocessing."
+    ),
     anonymise_paths: bool = typer.Option(
         False,
         "--anonymise-paths",
@@ -49,7 +52,7 @@ def index(
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
     if not archive.exists():
         raise RadRetrieveError(f"{archive}: archive not found")
-    m = load_model(model, weights=weights, device=device)
+    m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
         workers=workers,
         batch_size=batch_size,
