@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "demo_cmd",
     "search_cmd",
     "serve_cmd",
+    "embed_cmd",
 )
 
 app = typer.Typer(
