@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "search_cmd",
     "serve_cmd",
     "embed_cmd",
+    "classify_cmd",
 )
 
 app = typer.Typer(
