@@ -180,3 +180,18 @@ def test_index_preprocess_is_stored_and_a_change_is_refused(tmp_path):
     res = runner.invoke(app, [*base, "--overwrite"])
     assert res.exit_code == 0, res.output
     assert read_manifest(out).preprocess_hash == config_hash(get_model_config("radclip-tiny").preprocess)
+
+
+def test_train_keeps_the_preprocess_it_was_trained_with(tmp_path):
+    from typer.testing import CliRunner
+
+    from radretrieve.cli.app import app
+
+    folder = _two_pngs(tmp_path / "d")
+    (folder / "m.csv").write_text("path,text\nx0.png,a dark image\nx1.png,a bright image\n")
+    out = tmp_path / "model"
+    args = ["train", "--data", str(folder / "m.csv"), "--out", str(out), "--epochs-2d", "1", "--epochs-3d", "0"]
+    res = CliRunner().invoke(app, [*args, "--batch-size", "2", "--preprocess", "clip"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preprocess"]["profile"] == "clip"

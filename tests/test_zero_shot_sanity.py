@@ -23,7 +23,7 @@ def test_a_model_trained_here_classifies_organ_above_chance(tmp_path):
     cfg = TrainConfig(
         text=TextConfig(source="mixed", templates=("{organ} {modality}", "a {organ} image")),
         data=DataConfig(val_fraction=0.1),
-        image_stage=ImageStageConfig(epochs=8, batch_size=32, lr=5e-4, train_text=True, text_lr=5e-4),
+        image_stage=ImageStageConfig(epochs=5, batch_size=32, lr=5e-4, train_text=True, text_lr=5e-4),
         volume_stage=VolumeStageConfig(epochs=0),
     )
     train(cfg, manifest, tmp_path / "model", "radclip-tiny", device="cpu")
