@@ -94,6 +94,7 @@ def test_bench_classify_end_to_end(tmp_path):
     res = runner.invoke(app, [*args, "--linear-probe", "--bootstrap", "20", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "zero-shot [organ]" in res.stdout and "linear-probe [organ]" in res.stdout
+    assert "Chance accuracy (uniform guess): organ 0.333 (3 classes)" in res.stdout
     report = json.loads((out / "classify.json").read_text())
     for f in ("classify.md", "classify.png", "classify-confusion-organ-zero-shot.png"):
         assert (out / f).stat().st_size > 0, f

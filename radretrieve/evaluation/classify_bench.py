@@ -25,7 +25,7 @@ from radretrieve.evaluation.report import ReportFiles, write_report
 from radretrieve.evaluation.retrieval import Side
 from radretrieve.evaluation.zeroshot import Task, classify_vectors, model_logit_scale
 from radretrieve.foundation.errors import RadRetrieveError
-from radretrieve.foundation.fileio import atomic_path
+from radretrieve.foundation.fileio import atomic_path, atomic_write_text
 from radretrieve.models.protocol import Encoder
 
 
@@ -135,6 +135,16 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     return path
 
 
+def _add_chance_note(markdown: Path, tasks: Sequence[Task]) -> None:
+    """Say what the table's columns count and what chance is, under the table (rewritten atomically)."""
+    chance = "; ".join(f"{t.name} {1 / len(t.labels):.3f} ({len(t.labels)} classes)" for t in tasks)
+    note = (
+        f"\nChance accuracy (uniform guess): {chance}. `queries (scored)`: items of the split (with a known "
+        "class); `gallery`: classes.\n"
+    )
+    atomic_write_text(markdown, markdown.read_text(encoding="utf-8") + note)
+
+
 def bench_classify(
     model: Encoder,
     sides: dict[str, Side],
@@ -161,6 +171,7 @@ def bench_classify(
     }
     out_dir = Path(out_dir)
     files = write_report(runs, out_dir, name=name, title="Zero-shot classification", meta=info, plot=plot)
+    _add_chance_note(files.markdown, tasks)
     pngs = []
     if plot:
         for run, data in runs.items():
