@@ -55,6 +55,11 @@ def test_embed_equals_the_vectors_index_stores(archive, tmp_path, profile):
     res = runner.invoke(app, ["index", str(archive), "--out", str(out), "--workers", "0", "--no-index", "-q", *extra])
     assert res.exit_code == 0, res.output
     stored = _shard_vectors(out)
+    from radretrieve.outdir.model_ref import load_model_for_out_dir
+
+    for override in (None, "radclip-tiny"):  # the out dir's own record, and --model: both get its profile
+        reloaded = load_model_for_out_dir(out, override, device="cpu")
+        assert reloaded.config.preprocess.profile == (profile or "radiology-3window")
     assert sorted(stored) == ["ct/series", "mr/t1.nii.gz", "xr/chest.png"]
     paths = [archive / src for src in sorted(stored)]
     res = runner.invoke(app, ["embed", *map(str, paths), "--text", "chest x-ray", *extra])

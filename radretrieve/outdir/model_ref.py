@@ -58,8 +58,9 @@ def load_model_for_out_dir(
     if not out_dir.is_dir():
         raise RadRetrieveError(f"{out_dir}: index directory not found")
     manifest = read_manifest(out_dir)
-    if override is not None:
-        model = load_model(override, weights=weights, device=device)
+    if override is not None:  # with the out dir's preprocessing profile, if it was built with --preprocess
+        profile = manifest.model.get("preprocess") if isinstance(manifest.model, Mapping) else None
+        model = load_model(override, weights=weights, device=device, preprocess=profile)
     else:
         model = load_source(source_of(out_dir, manifest.model), device=device)
     if model.fingerprint != manifest.fingerprint:
