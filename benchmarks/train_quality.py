@@ -8,9 +8,15 @@
      attention - mean >= 0.2). The synthetic anatomy is constant along Z, so position shows only in slice order.
 2. VQA-RAD (the sample data's vqa-rad/, converted by radretrieve.datasets.vqa_rad; split by image, seeded): text ->
    image precision@5 for organ-and-modality queries on the test images, trained vs untrained vs chance.
+3. VQA-RAD, `bench retrieval --protocol labels` on the test split (one prompt-ensemble query per organ and per
+   modality where known; P@10 / P@50 per class with gallery-bootstrap 95% CIs): untrained, trained as in 2,
+   trained with 2D augmentation, and with augmentation + label-prompt texts + keep-best, against chance.
+   Goals: organ P@10 >= 0.9, modality P@10 >= 0.8 (means over the classes).
 
     python -m benchmarks.train_quality    # ~8 min on 2 busy CPU cores; writes benchmarks/results/train_quality.json
                                           # and train_quality.png (loss and validation recall of the synthetic run)
+    python -m benchmarks.train_quality --skip synthetic --keep-previous   # VQA-RAD parts only; the synthetic
+                                          # section is kept from the previous JSON (and marked so)
 """
 
 from __future__ import annotations
@@ -36,9 +42,14 @@ from radretrieve import load_model
 from radretrieve.archive import Item, read_item, scan
 from radretrieve.datasets.samples import sample_data_dir
 from radretrieve.evaluation.metrics import evaluate_embeddings, label_relevance
+from radretrieve.evaluation.protocols import protocol_tables
+from radretrieve.evaluation.retrieval import BenchOptions
+from radretrieve.evaluation.sources import embeddings_from_model
 from radretrieve.models.adapter import SlicePoolingAdapter
 from radretrieve.synth import synthesize
 from radretrieve.training import (
+    AugmentConfig,
+    CheckpointConfig,
     DataConfig,
     ImageStageConfig,
     TextConfig,
@@ -61,6 +72,7 @@ def synthetic_recipe(args: argparse.Namespace) -> TrainConfig:
 
 
 def vqa_recipe(args: argparse.Namespace) -> TrainConfig:
+    """The plain VQA-RAD recipe (no augmentation, captions + one label template, last epoch kept)."""
     return TrainConfig(
         seed=args.seed,
         text=TextConfig(source="mixed", templates=(RM_TEMPLATE,)),
@@ -70,6 +82,64 @@ def vqa_recipe(args: argparse.Namespace) -> TrainConfig:
         ),
         volume_stage=VolumeStageConfig(epochs=0),
     )
+
+
+# The variants of part 3, each the plain recipe plus some of issue 14's training options.
+def vqa_variants(args: argparse.Namespace) -> dict[str, TrainConfig]:
+    plain = vqa_recipe(args)
+    augment = plain.replace(augment=AugmentConfig(enabled=True))
+    full = augment.replace(
+        text=dataclasses.replace(plain.text, prompt_tasks=("organ", "modality")),
+        checkpoint=CheckpointConfig(keep_best=True, best_metric="mAP"),
+    )
+    return {"trained": plain, "trained_augment": augment, "trained_augment_prompts_best": full}
+
+
+def labels_protocol(model: Any, manifest: Path, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """`bench retrieval --protocol labels` on the test split: per task, the mean over classes and per class."""
+    emb = embeddings_from_model(model, manifest, "test")
+    options = BenchOptions(label_sets=(("organ",), ("modality",)), n_bootstrap=n_bootstrap, seed=seed)
+    out: dict[str, Any] = {}
+    for table in protocol_tables("labels", emb, options, encode_text=model.encode_text):
+        task = table.title.split(": ", 1)[1]
+        runs = {}
+        for name, run in table.runs.items():
+            runs[name] = {m: {k: _r(v) for k, v in e.items()} for m, e in run["metrics"].items()}
+        mean = next(v for k, v in runs.items() if "mean over" in k)
+        out[task] = {"n_gallery": table.n_gallery, "unit": table.unit, "chance": table.chance, "mean": mean}
+        out[task]["classes"] = {k: v for k, v in runs.items() if "mean over" not in k}
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def vqa_labels(args: argparse.Namespace, work: Path, manifest: Path, trained: Any) -> dict[str, Any]:
+    """Part 3: the labels protocol for the untrained model and every training variant."""
+    out: dict[str, Any] = {"bootstrap": args.bootstrap, "seconds": {}}
+    models = {"untrained": load_model("radclip-tiny", device=args.device)}
+    for name, cfg in vqa_variants(args).items():
+        if name == "trained":
+            models[name] = trained  # the run of part 2: the same recipe and seed
+            continue
+        t0 = time.perf_counter()
+        result = train(cfg, manifest, work / f"model-{name}", "radclip-tiny", device=args.device)
+        out["seconds"][name] = round(time.perf_counter() - t0, 1)
+        out.setdefault("kept_epochs", {})[name] = result.best
+        models[name] = result.model
+    for name, model in models.items():
+        out[name] = labels_protocol(model, manifest, args.bootstrap, args.seed)
+    first = next(iter(models))
+    out["chance"] = {task: out[first][task]["chance"] for task in out[first]}
+    out["goals"] = {
+        name: {
+            "organ_p10>=0.9": out[name].get("organ", {}).get("mean", {}).get("P@10", {}).get("value", 0) >= 0.9,
+            "modality_p10>=0.8": out[name].get("modality", {}).get("mean", {}).get("P@10", {}).get("value", 0) >= 0.8,
+        }
+        for name in models
+    }
+    return out
 
 
 def _labels(item: Item) -> dict[str, str]:
@@ -201,6 +271,7 @@ def vqa_rad(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "above_untrained": out["trained"]["precision@5"] > out["untrained"]["precision@5"],
         "above_chance": out["trained"]["precision@5"] > out["chance"],
     }
+    out["labels_protocol"] = vqa_labels(args, work, manifest, result.model)
     return out
 
 
@@ -218,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--skip", choices=("synthetic", "vqa"), action="append", default=[])
     p.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     p.add_argument("--out", type=Path, default=RESULTS / "train_quality.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the labels-protocol CIs")
+    p.add_argument(
+        "--keep-previous", action="store_true", help="keep the sections of --out that --skip leaves out (marked)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(args.seed)
@@ -234,14 +309,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "vqa" not in args.skip:
             payload["vqa_rad"] = vqa_rad(args, work)
         payload["recipe"] = {"synthetic": synthetic_recipe(args).to_dict(), "vqa_rad": vqa_recipe(args).to_dict()}
+        payload["recipe"] |= {f"vqa_rad_{k}": v.to_dict() for k, v in vqa_variants(args).items() if k != "trained"}
+    if args.keep_previous:
+        payload = _merge_previous(payload, args.out, args.skip)
     path = write_json("train_quality", payload, args.out)
     brief = {
         k: {m: v[m] for m in ("trained", "trained_mean_pooling", "untrained", "goals", "chance") if m in v}
         for k, v in payload.items()
         if k in ("synthetic", "vqa_rad")
     }
+    if "vqa_rad" in payload and "labels_protocol" in payload["vqa_rad"]:
+        lp = payload["vqa_rad"]["labels_protocol"]
+        brief["vqa_rad_labels_p10"] = {
+            name: {task: lp[name][task]["mean"]["P@10"] for task in lp[name]}
+            for name in lp
+            if name not in ("bootstrap", "seconds", "kept_epochs", "chance", "goals")
+        }
+        brief["vqa_rad_labels_chance"] = lp["chance"]
     print(json.dumps(_without_queries(brief), indent=1))
     print(f"wrote {path}")
+
+
+def _merge_previous(payload: dict[str, Any], path: Path, skipped: Sequence[str]) -> dict[str, Any]:
+    """The sections this run skipped, taken from the previous result file, with the run they came from."""
+    if not path.is_file():
+        return payload
+    previous = json.loads(path.read_text())
+    keys = {"synthetic": "synthetic", "vqa": "vqa_rad"}
+    kept = [keys[s] for s in skipped if keys[s] in previous]
+    for key in kept:
+        payload[key] = previous[key]
+    if kept:
+        payload["kept_from_previous_run"] = {"sections": kept, "when": previous.get("when"), "args": previous["args"]}
+    return payload
 
 
 def _without_queries(obj: Any) -> Any:

@@ -50,7 +50,7 @@ def _load_embeddings(
             )
         from radretrieve.evaluation.sources import embeddings_from_index
 
-        return embeddings_from_index(index, split)
+        return embeddings_from_index(index, split), None
     if model is None:
         raise RadRetrieveError("--data needs --model (e.g. --model radclip-tiny)")
     if not data.exists():
@@ -59,7 +59,16 @@ def _load_embeddings(
     from radretrieve.evaluation.sources import embeddings_from_model
 
     encoder = load_model(model, weights=weights, device=device, preprocess=preprocess)
-    return embeddings_from_model(encoder, data, split, batch_size)
+    return embeddings_from_model(encoder, data, split, batch_size), encoder
+
+
+def _text_encoder(index: Path | None, encoder):
+    """The text tower for prompt queries (`--protocol labels`): the --model, else the out dir's own."""
+    if encoder is not None:
+        return encoder.encode_text
+    from radretrieve.evaluation.sources import text_encoder_for_index
+
+    return text_encoder_for_index(index).encode_text
 
 
 @bench_app.command("retrieval")
@@ -85,15 +94,43 @@ def retrieval(
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (--model; default cuda if present)."),
     name: str = typer.Option("retrieval", "--name", help="Base name of the report files."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
+    protocol: str = typer.Option(
+        "standard",
+        "--protocol",
+        help="standard | ct-rate (CT-CLIP: report->volume R@5/10/50/100, volume->volume MAP@1/5/10/50) | pools "
+        "(Merlin: R@1/@8 in pools of 128 studies) | labels (one prompt query per class, P@10/@50).",
+    ),
+    templates: Path | None = typer.Option(
+        None, "--templates", help="Prompt templates file (JSON or text) for --protocol labels."
+    ),
+    pool_size: int = typer.Option(128, "--pool-size", help="Studies per pool (--protocol pools)."),
+    pools: int = typer.Option(10, "--pools", help="Seeded pool partitions averaged (--protocol pools)."),
 ) -> None:
     """Text -> image and image -> text retrieval metrics (Recall@k, P@k, mAP, MRR, median rank, bootstrap CIs)."""
-    from radretrieve.evaluation.retrieval import BenchOptions, bench_retrieval, parse_label_sets
+    from radretrieve.evaluation.prompts import load_templates
+    from radretrieve.evaluation.protocols import PROTOCOLS, PoolOptions, run_protocol
+    from radretrieve.evaluation.retrieval import BenchOptions, parse_label_sets
+    from radretrieve.foundation.errors import RadRetrieveError
 
+    if protocol not in PROTOCOLS:
+        raise RadRetrieveError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     options = BenchOptions(
         ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap, confidence=confidence, seed=seed
     )
-    emb = _load_embeddings(index, model, weights, data, split, batch_size, device, preprocess)
-    _, files = bench_retrieval(emb, out, options, name=name, plot=not no_plot)
+    tpl = load_templates(templates) if templates is not None else None
+    emb, encoder = _load_embeddings(index, model, weights, data, split, batch_size, device, preprocess)
+    encode_text = _text_encoder(index, encoder) if protocol == "labels" else None
+    files = run_protocol(
+        protocol,
+        emb,
+        out,
+        options,
+        name=name,
+        plot=not no_plot,
+        encode_text=encode_text,
+        templates=tpl,
+        pools=PoolOptions(pool_size=pool_size, partitions=pools),
+    )
     typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)

@@ -41,6 +41,15 @@ def train(
         None, "--checkpoint-every", help="Optimizer steps between checkpoints."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of data order, splits and choices."),
+    augment: bool = typer.Option(
+        False, "--augment", help="2D-stage augmentation: random resized crop, small rotation, intensity/contrast."
+    ),
+    prompt_task: list[str] | None = typer.Option(
+        None, "--prompt-task", help="Mix this label's prompt-ensemble texts into the training texts (repeatable)."
+    ),
+    keep_best: bool = typer.Option(
+        False, "--keep-best", help="Keep each stage's best epoch by validation retrieval (mAP), not the last."
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
 ) -> None:
     """Fine-tune RadCLIP in two stages (image encoder on 2D pairs, then the slice pooling adapter on volumes)."""
@@ -52,12 +61,12 @@ def train(
         raise RadRetrieveError(f"{data}: data not found (a manifest file or an archive folder)")
     base = json.loads(config.read_text()) if config is not None else {}
     cfg = TrainConfig.from_dict(_overrides(base, locals()))
-    base: object = model
+    start: object = model
     if preprocess is not None:  # a loaded model with the profile applied; the trained model directory keeps it
         from radretrieve.models.loading import load_model
 
-        base = load_model(model, weights=weights, device=device, preprocess=preprocess)
-    result = run_train(cfg, data, out, base, weights, resume=resume, overwrite=overwrite, device=device)
+        start = load_model(model, weights=weights, device=device, preprocess=preprocess)
+    result = run_train(cfg, data, out, start, weights, resume=resume, overwrite=overwrite, device=device)
     for line in result.summary_lines():
         typer.echo(line)
 
@@ -91,6 +100,9 @@ def _overrides(base: dict, args: dict) -> dict:
     put("text", "templates", tuple(args["template"]) if args["template"] else None)
     put("checkpoint", "every_steps", args["checkpoint_every"])
     put(None, "seed", args["seed"])
+    put("augment", "enabled", True if args["augment"] else None)
+    put("text", "prompt_tasks", tuple(args["prompt_task"]) if args["prompt_task"] else None)
+    put("checkpoint", "keep_best", True if args["keep_best"] else None)
     return cfg
 
 

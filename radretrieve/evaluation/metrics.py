@@ -22,6 +22,7 @@ Queries with no relevant gallery item are left out of every mean and counted in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -388,3 +389,28 @@ def evaluate_embeddings(
     return evaluate(
         lambda a, b: query_emb[a:b] @ gallery_t, query_emb.shape[0], gallery_emb.shape[0], relevance, **kwargs
     )
+
+
+# -- chance levels: the expected metric of a random ranking, printed next to every benchmark table --------------
+def log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def chance_recall(n_relevant: np.ndarray, n_gallery: int, k: int) -> float:
+    """Expected hit rate recall@k of a random ranking: mean over queries of 1 - C(N - r, k) / C(N, k)."""
+    r = np.asarray(n_relevant, dtype=np.int64)
+    r = r[r > 0]
+    if r.size == 0:
+        return float("nan")
+    k = min(k, n_gallery)
+    miss = [0.0 if n_gallery - ri < k else math.exp(log_comb(n_gallery - ri, k) - log_comb(n_gallery, k)) for ri in r]
+    return float(1.0 - np.mean(miss))
+
+
+def chance_precision(n_relevant: np.ndarray, n_gallery: int, k: int) -> float:
+    """Expected precision@k of a random ranking: min(k, N)/k * r/N, averaged over queries with r > 0."""
+    r = np.asarray(n_relevant, dtype=np.float64)
+    r = r[r > 0]
+    if r.size == 0:
+        return float("nan")
+    return float(np.mean(r / n_gallery) * min(k, n_gallery) / k)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,10 +132,12 @@ def write_report(
     title: str | None = None,
     meta: Mapping[str, Any] | None = None,
     plot: bool = True,
+    notes: Sequence[str] = (),
 ) -> ReportFiles:
     """Write ``out_dir/{name}.json``, ``{name}.md`` and (if ``plot``) ``{name}.png``; each file atomically.
 
-    ``meta`` (model, data set, machine...) is stored in the JSON next to the results."""
+    ``meta`` (model, data set, machine...) is stored in the JSON next to the results; ``notes`` (e.g. gallery
+    size and chance level per run) are lines printed under the Markdown table."""
     if not results:
         raise ValueError("no results to report")
     runs = {run: _as_dict(result, run) for run, result in results.items()}
@@ -146,6 +148,8 @@ def write_report(
     text = json.dumps(payload, indent=1, allow_nan=False)
     _write_atomic(json_path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
     table = markdown_table(runs, title)
+    if notes:
+        table += "\n" + "\n".join(notes) + "\n"
     _write_atomic(md_path, lambda p: p.write_text(table, encoding="utf-8"))
     png_path = None
     if plot:

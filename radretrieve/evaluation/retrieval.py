@@ -26,6 +26,8 @@ import numpy as np
 from radretrieve.evaluation.metrics import (
     DEFAULT_KS,
     RetrievalResult,
+    chance_precision,
+    chance_recall,
     evaluate_embeddings,
     group_relevance,
     label_relevance,
@@ -47,6 +49,7 @@ class Side:
     vectors: np.ndarray  # float32 [n, D]: L2-normalised embeddings
     study_keys: tuple[str, ...]  # per row: study key ("" = unknown, matches nothing)
     labels: tuple[Mapping[str, str], ...]  # per row: string labels (organ, modality, ...)
+    kinds: tuple[str, ...] = ()  # per row: image | volume | report (empty = not known); names the unit ranked
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -55,6 +58,24 @@ class Side:
                 f"Side arrays disagree: {n} ids, vectors {self.vectors.shape}, "
                 f"{len(self.study_keys)} study keys, {len(self.labels)} label rows"
             )
+        if self.kinds and len(self.kinds) != n:
+            raise ValueError(f"Side arrays disagree: {n} ids, {len(self.kinds)} kinds")
+
+    def unit(self) -> str:
+        """What one row is, for reports: "image", "volume", "image+volume", "report" ("item" if unknown)."""
+        kinds = sorted(set(self.kinds))
+        return "+".join(kinds) if kinds else "item"
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Side:
+        """The rows `rows` (in that order) as a new Side."""
+        rows = [int(r) for r in rows]
+        return Side(
+            self.ids[rows],
+            self.vectors[rows],
+            tuple(self.study_keys[r] for r in rows),
+            tuple(self.labels[r] for r in rows),
+            tuple(self.kinds[r] for r in rows) if self.kinds else (),
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,8 +169,7 @@ def _run_or_note(
         log.warning("%s: no query has a relevant gallery item; run left out", name)
 
 
-def retrieval_results(emb: Embedded, options: BenchOptions = BenchOptions()) -> dict[str, RetrievalResult]:
-    """Every run (pairs by study, then each label set) in both directions, keyed by run name."""
+def _check_sides(emb: Embedded) -> None:
     texts, images = emb.texts, emb.images
     if len(texts) == 0 or len(images) == 0:
         raise RadRetrieveError(f"nothing to benchmark: {len(texts)} report texts and {len(images)} images/volumes")
@@ -157,17 +177,49 @@ def retrieval_results(emb: Embedded, options: BenchOptions = BenchOptions()) -> 
         raise RadRetrieveError(
             f"text and image embeddings differ in dimension: {texts.vectors.shape[1]} vs {images.vectors.shape[1]}"
         )
-    out: dict[str, RetrievalResult] = {}
-    _run_or_note("text->image", texts, images, group_relevance(texts.study_keys, images.study_keys), options, out)
-    _run_or_note("image->text", images, texts, group_relevance(images.study_keys, texts.study_keys), options, out)
+
+
+def run_specs(emb: Embedded, options: BenchOptions = BenchOptions()) -> list[tuple[str, Side, Side, Any]]:
+    """The runs of the standard protocol as (name, queries, gallery, relevance): pairs by study, then each
+    label set, both directions."""
+    _check_sides(emb)
+    texts, images = emb.texts, emb.images
+    specs: list[tuple[str, Side, Side, Any]] = [
+        ("text->image", texts, images, group_relevance(texts.study_keys, images.study_keys)),
+        ("image->text", images, texts, group_relevance(images.study_keys, texts.study_keys)),
+    ]
     for keys in resolve_label_sets(emb, options.label_sets):
         tag = "+".join(keys)
         t_cols, i_cols = texts.label_columns(keys), images.label_columns(keys)
-        _run_or_note(f"text->image [{tag}]", texts, images, label_relevance(t_cols, i_cols, keys), options, out)
-        _run_or_note(f"image->text [{tag}]", images, texts, label_relevance(i_cols, t_cols, keys), options, out)
+        specs.append((f"text->image [{tag}]", texts, images, label_relevance(t_cols, i_cols, keys)))
+        specs.append((f"image->text [{tag}]", images, texts, label_relevance(i_cols, t_cols, keys)))
+    return specs
+
+
+def retrieval_results(emb: Embedded, options: BenchOptions = BenchOptions()) -> dict[str, RetrievalResult]:
+    """Every run (pairs by study, then each label set) in both directions, keyed by run name."""
+    out: dict[str, RetrievalResult] = {}
+    for name, queries, gallery, relevance in run_specs(emb, options):
+        _run_or_note(name, queries, gallery, relevance, options, out)
     if not out:
         raise RadRetrieveError("no run had a query with a relevant gallery item: check the study keys and labels")
     return out
+
+
+def chance_lines(emb: Embedded, options: BenchOptions = BenchOptions()) -> list[str]:
+    """Per run: the gallery size N, the unit ranked and the recall@k / precision@k of a random ranking."""
+    lines = []
+    for name, queries, gallery, relevance in run_specs(emb, options):
+        n_rel = np.concatenate(
+            [relevance.block(a, min(a + 1024, len(queries))).sum(axis=1) for a in range(0, len(queries), 1024)]
+        )
+        if not (n_rel > 0).any():
+            continue
+        n = len(gallery)
+        parts = [f"recall@{k} {chance_recall(n_rel, n, k):.3f}" for k in options.ks]
+        parts += [f"precision@{k} {chance_precision(n_rel, n, k):.3f}" for k in options.ks]
+        lines.append(f"{name}: N = {n} (unit ranked: {gallery.unit()}); chance: {', '.join(parts)}")
+    return lines
 
 
 def bench_retrieval(
@@ -182,8 +234,15 @@ def bench_retrieval(
     """Compute every run and write ``out_dir/{name}.json``, ``.md`` and ``.png`` (see `bench_report`)."""
     results = retrieval_results(emb, options)
     meta = dict(emb.meta) | {"n_texts": len(emb.texts), "n_images": len(emb.images), "ks": list(options.ks)}
+    notes = chance_lines(emb, options)
     files = write_report(
-        results, Path(out_dir), name=name, title=title or "Cross-modal retrieval", meta=meta, plot=plot
+        results,
+        Path(out_dir),
+        name=name,
+        title=title or "Cross-modal retrieval",
+        meta=meta | {"chance": notes},
+        plot=plot,
+        notes=notes,
     )
     return results, files
 
@@ -194,7 +253,9 @@ __all__ = [
     "Embedded",
     "Side",
     "bench_retrieval",
+    "chance_lines",
     "parse_label_sets",
     "resolve_label_sets",
     "retrieval_results",
+    "run_specs",
 ]

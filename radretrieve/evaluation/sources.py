@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Metadata read for every row of an out dir; embeddings are fetched separately by id.
 _META_SQL = (
     "SELECT item_id, coalesce(study_key, ''), coalesce(modality, ''), coalesce(body_part, ''), "
-    "coalesce(labels, '') FROM {view} ORDER BY item_id"
+    "coalesce(labels, ''), coalesce(kind, '') FROM {view} ORDER BY item_id"
 )
 
 
@@ -63,13 +63,7 @@ def _ordered(side: Side, by_study: bool) -> Side:
     """Rows in a canonical order (texts by study key, images by item id), so both sources give the same
     query order and thus the same bootstrap resamples and CIs for the same data."""
     keys = [(side.study_keys[i] if by_study else "", int(side.ids[i])) for i in range(len(side))]
-    order = sorted(range(len(side)), key=keys.__getitem__)
-    return Side(
-        side.ids[order],
-        side.vectors[order],
-        tuple(side.study_keys[i] for i in order),
-        tuple(side.labels[i] for i in order),
-    )
+    return side.subset(sorted(range(len(side)), key=keys.__getitem__))
 
 
 def _index_side(cat: Any, view: str, split: str | None) -> Side:
@@ -81,7 +75,13 @@ def _index_side(cat: Any, view: str, split: str | None) -> Side:
     if not np.array_equal(got_ids, ids[keep]):  # ids are unique per view; vectors() returns them sorted
         raise RadRetrieveError(f"{view}: {len(ids[keep]) - len(got_ids)} rows have no readable embedding")
     kept = np.flatnonzero(keep)
-    return Side(got_ids, vectors, tuple(rows[i][1] for i in kept), tuple(labels[i] for i in kept))
+    return Side(
+        got_ids,
+        vectors,
+        tuple(rows[i][1] for i in kept),
+        tuple(labels[i] for i in kept),
+        tuple(rows[i][5] or ("report" if view == "reports" else "") for i in kept),
+    )
 
 
 def embeddings_from_index(out_dir: Path, split: str | None = None) -> Embedded:
@@ -194,12 +194,14 @@ def embeddings_from_model(model: Encoder, manifest: Path, split: str | None = No
         txt_vecs,
         tuple(s.key for s in reports),
         tuple(_study_labels(s) for s in reports),
+        ("report",) * len(reports),
     )
     images = Side(
         np.array([items[i].item_id for i in kept], dtype=np.int64),
         img_vecs.astype(np.float32),
         tuple(items[i].study_key for i in kept),
         tuple(_item_labels(items[i]) for i in kept),
+        tuple(items[i].kind for i in kept),
     )
     meta = {
         "source": "model",
@@ -213,4 +215,14 @@ def embeddings_from_model(model: Encoder, manifest: Path, split: str | None = No
     return Embedded(_ordered(texts, by_study=True), _ordered(images, by_study=False), meta)
 
 
-__all__ = ["embeddings_from_index", "embeddings_from_model", "scan_archive"]
+def text_encoder_for_index(out_dir: Path) -> Any:
+    """The text tower an out dir was indexed with (its stored copy when present, else its model)."""
+    from radretrieve.outdir.manifest import read_manifest
+    from radretrieve.outdir.model_ref import load_model_for_out_dir
+    from radretrieve.outdir.text_tower import load_text_tower
+
+    fast = load_text_tower(Path(out_dir), read_manifest(Path(out_dir)).fingerprint)
+    return fast if fast is not None else load_model_for_out_dir(Path(out_dir))
+
+
+__all__ = ["embeddings_from_index", "embeddings_from_model", "scan_archive", "text_encoder_for_index"]

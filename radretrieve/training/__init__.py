@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from radretrieve.training.config import (
+    AugmentConfig,
     CheckpointConfig,
     DataConfig,
     ImageStageConfig,
@@ -21,6 +22,7 @@ from radretrieve.training.config import (
 )
 
 __all__ = [
+    "AugmentConfig",
     "CheckpointConfig",
     "Interrupted",
     "DataConfig",

@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from radretrieve.training.checkpoint import (
 )
 from radretrieve.training.config import TrainConfig
 from radretrieve.training.data import PixelStore, decode_all, load_data
-from radretrieve.training.loop import Interrupted, LoopContext, StepCallback, run_stage
+from radretrieve.training.loop import Interrupted, LoopContext, StepCallback, restore_best, run_stage
 from radretrieve.training.plot import plot_history
 from radretrieve.training.stages import ImageStage, VolumeStage
 
@@ -58,6 +58,7 @@ class TrainResult:
     resumed_from: int | None  # step of the checkpoint the run resumed from (None = fresh start)
     plot: Path | None  # training.png, if any epoch ran
     seconds: float  # wall time of this call
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)  # keep_best: per stage, the epoch kept
 
     @property
     def fingerprint(self) -> str:
@@ -74,6 +75,9 @@ class TrainResult:
             metrics = self.final_metrics(stage)
             if metrics:
                 lines.append(f"stage {stage}: " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            if stage in self.best:
+                b = self.best[stage]
+                lines.append(f"stage {stage}: kept the best epoch, {b['epoch']} ({b['metric']} {b['value']:.3f})")
         if self.plot is not None:
             lines.append(f"plot: {self.plot}")
         return lines
@@ -167,6 +171,7 @@ def _run(cfg: TrainConfig, net: RadCLIP, data: Path, out: Path, progress: Progre
             log.info("stage %s skipped: %s", stage.name, reason)
         else:
             run_stage(stage, index, progress, ctx)
+            restore_best(stage.name, progress, ctx)
         progress.stage, progress.epoch, progress.step_in_epoch, progress.stage_step = index + 1, 0, 0, 0
         progress.loss_sum = 0.0
         save_checkpoint(out, net, progress, None, None, cfg.checkpoint.keep)
@@ -208,6 +213,7 @@ def _finish(
     history = tuple(progress.history)
     atomic_write_bytes(out / "history.json", json.dumps(list(history), indent=1).encode())
     meta = {"config": cfg.to_dict(), "data": str(data), "base": base_name, "weights": weights, "steps": progress.step}
+    meta["best"] = progress.best  # keep_best: the epoch kept per stage
     atomic_write_bytes(out / "train_config.json", json.dumps(meta, indent=1).encode())
     plot = plot_history(history, out / "training.png")
-    return TrainResult(out, net, history, progress.step, resumed_from, plot, seconds)
+    return TrainResult(out, net, history, progress.step, resumed_from, plot, seconds, dict(progress.best))

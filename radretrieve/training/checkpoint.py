@@ -43,6 +43,9 @@ class Progress:
     stage_step: int = 0  # optimizer steps done in the current stage (drives the LR schedule)
     loss_sum: float = 0.0  # sum of step losses in the current epoch (for the epoch mean)
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+    # keep_best: per stage name, the best validation epoch so far ({"epoch", "step", "metric", "value"});
+    # its weights are in OUT/best/STAGE/model.safetensors
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -93,6 +96,27 @@ def load_progress(path: Path, config_hash: str) -> Progress:
             f"now {config_hash}); use the same settings or a new --out"
         )
     return progress
+
+
+BEST = "best"
+
+
+def best_dir(out: Path, stage: str) -> Path:
+    return Path(out) / BEST / stage
+
+
+def save_best(out: Path, model: nn.Module, record: dict[str, Any]) -> Path:
+    """Write the weights of a stage's best epoch so far (atomically, replacing the previous best)."""
+    from safetensors.torch import save_file
+
+    final = best_dir(out, record["stage"])
+    if final.exists():
+        shutil.rmtree(final)
+    with atomic_dir(final) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "best.json").write_text(json.dumps(record, indent=1))
+    return final
 
 
 def load_model_state(path: Path, model: nn.Module) -> None:

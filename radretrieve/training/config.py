@@ -32,12 +32,43 @@ class TextConfig:
     # Texts of volume slices used as 2D pairs (a slice cannot show where along the volume a lesion lies, so
     # these leave out position); empty = the volume's own texts.
     slice_templates: tuple[str, ...] = ("{region} {modality}",)
+    # Label names (e.g. "organ", "modality") whose prompt ensembles (radretrieve.evaluation.prompts, the
+    # built-in templates) are mixed into an item's texts: "a CT of the chest", "chest X-ray"... for an item
+    # labelled organ=chest. The texts zero-shot classification and `bench --protocol labels` query with.
+    prompt_tasks: tuple[str, ...] = ()
+    # With `prompt_tasks`: the share of (item, epoch) draws that take a prompt rather than one of the texts
+    # above (a fixed hash of seed, epoch and item decides, like every text choice).
+    prompt_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.source not in ("report", "template", "mixed"):
             raise ConfigError(f"text source must be report, template or mixed, got {self.source!r}")
         if self.source != "report" and not self.templates:
             raise ConfigError(f"text source {self.source!r} needs at least one template")
+        if not 0.0 <= self.prompt_share <= 1.0:
+            raise ConfigError(f"prompt_share must be in [0, 1], got {self.prompt_share}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes to each 2D-stage training image, drawn from the run's seeded torch generator (restored
+    from checkpoints, so a resumed run draws the same). Validation images are never changed, and the 3D
+    stage is not augmented: with a frozen image encoder it trains on slice embeddings computed once."""
+
+    enabled: bool = False  # off by default: existing recipes and their results stay as they were
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: share of the image area kept
+    crop_ratio: tuple[float, float] = (0.75, 1.333)  # ... and its aspect-ratio range (log-uniform)
+    rotation: float = 10.0  # degrees: rotated by uniform(-rotation, rotation); edges repeat the border
+    brightness: float = 0.1  # intensity jitter: + uniform(-b, b) x the image's value range
+    contrast: float = 0.2  # contrast jitter: scaled about the image mean by uniform(1 - c, 1 + c)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        rlo, rhi = self.crop_ratio
+        if not 0.0 < lo <= hi <= 1.0 or not 0.0 < rlo <= rhi:
+            raise ConfigError("augment: crop_scale must lie in (0, 1] and crop_ratio be > 0, low <= high")
+        if self.rotation < 0 or self.brightness < 0 or not 0.0 <= self.contrast < 1.0:
+            raise ConfigError("augment: rotation and brightness must be >= 0, contrast in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,11 @@ class CheckpointConfig:
 
     every_steps: int = 100  # optimizer steps between checkpoints (one is also written at the end of each stage)
     keep: int = 2  # newest checkpoints kept; older ones are deleted
+    # Keep the best epoch: the weights of each stage's epoch with the highest validation `best_metric` are
+    # saved under OUT/best/STAGE/ and restored when the stage ends (so the 3D stage starts from the best 2D
+    # encoder, and the model directory holds the best weights). Off: the last epoch's weights are kept.
+    keep_best: bool = False
+    best_metric: str = "mAP"  # a validation metric of the history: mAP or recall@K for K in eval_ks
 
     def __post_init__(self) -> None:
         if self.every_steps < 1 or self.keep < 1:
@@ -131,12 +167,16 @@ class TrainConfig:
     image_stage: ImageStageConfig = field(default_factory=ImageStageConfig)
     volume_stage: VolumeStageConfig = field(default_factory=VolumeStageConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # 2D-stage image augmentation
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        metric = self.checkpoint.best_metric
+        if metric != "mAP" and metric not in {f"recall@{k}" for k in self.eval_ks}:
+            raise ConfigError(f"best_metric {metric!r}: choose mAP or recall@K with K in eval_ks {self.eval_ks}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +190,7 @@ class TrainConfig:
             "image_stage": ImageStageConfig,
             "volume_stage": VolumeStageConfig,
             "checkpoint": CheckpointConfig,
+            "augment": AugmentConfig,
         }
         try:
             kwargs = {k: _tuples(v) for k, v in data.items() if k not in parts}

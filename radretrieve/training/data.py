@@ -21,7 +21,7 @@ from radretrieve.archive import ArchiveError, Item, ScanResult, Study, read_item
 from radretrieve.foundation.config import PreprocessConfig
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.training.config import DataConfig, TextConfig
-from radretrieve.training.texts import candidate_texts, slice_texts, stable_hash, template_labels
+from radretrieve.training.texts import candidate_texts, label_prompts, slice_texts, stable_hash, template_labels
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Example:
     slice_texts: tuple[str, ...]  # texts for single slices of a volume used as 2D pairs
     labels: Mapping[str, str]  # template labels (item labels + region/modality from the scan)
     split: str  # "train" or "val"
+    prompts: tuple[str, ...] = ()  # prompt-ensemble texts of its labels (TextConfig.prompt_tasks), mixed in
 
     @property
     def key(self) -> str:
@@ -77,7 +78,7 @@ def load_data(source: Path, text_cfg: TextConfig, data_cfg: DataConfig, seed: in
     for ex in examples:
         split = splits.get(ex.item.study_key, "test")
         if split in ("train", "val"):
-            by[(split, ex.item.kind)].append(Example(ex.item, ex.texts, ex.slice_texts, ex.labels, split))
+            by[(split, ex.item.kind)].append(Example(ex.item, ex.texts, ex.slice_texts, ex.labels, split, ex.prompts))
     data = TrainData(result.root, *(tuple(by[k]) for k in by))
     if not data.train_images and not data.train_volumes:
         raise TrainDataError(f"{source}: no training examples ({data.counts()})")
@@ -91,9 +92,9 @@ def _examples(result: ScanResult, text_cfg: TextConfig) -> list[Example]:
             labels = template_labels({**study.labels, **item.labels}, item.modality, item.body_part)
             texts = candidate_texts(text_cfg, item.text or study.report, labels)
             if texts:
-                out.append(
-                    Example(item, texts, slice_texts(text_cfg, texts, labels), labels, item.split or study.split)
-                )
+                split = item.split or study.split
+                prompts = label_prompts(text_cfg, labels)
+                out.append(Example(item, texts, slice_texts(text_cfg, texts, labels), labels, split, prompts))
     return out
 
 

@@ -19,7 +19,14 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from radretrieve.training.checkpoint import Progress, load_optimizer_state, save_checkpoint
+from radretrieve.training.checkpoint import (
+    Progress,
+    best_dir,
+    load_model_state,
+    load_optimizer_state,
+    save_best,
+    save_checkpoint,
+)
 from radretrieve.training.config import StageConfig, TrainConfig
 from radretrieve.training.objective import make_optimizer
 from radretrieve.training.texts import stable_hash
@@ -143,6 +150,7 @@ def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, elapsed: floa
         **metrics,
     }
     progress.history.append(record)
+    _track_best(stage.name, record, progress, ctx)
     shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "(no validation pairs)"
     log.info(
         "stage %s epoch %d/%d step %d loss %.4f val %s (%.1fs)",
@@ -157,6 +165,29 @@ def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, elapsed: floa
     progress.epoch += 1
     progress.step_in_epoch = 0
     progress.loss_sum = 0.0
+
+
+def _track_best(name: str, record: dict, progress: Progress, ctx: LoopContext) -> None:
+    """keep_best: save the weights when this epoch's validation metric beats the stage's best so far."""
+    cfg = ctx.cfg.checkpoint
+    if not cfg.keep_best or cfg.best_metric not in record:
+        return
+    best = progress.best.get(name)
+    if best is not None and record[cfg.best_metric] <= best["value"]:
+        return  # ties keep the earlier epoch
+    entry = {"stage": name, "epoch": record["epoch"], "step": record["step"], "metric": cfg.best_metric}
+    entry["value"] = record[cfg.best_metric]
+    save_best(ctx.out, ctx.model, entry)
+    progress.best[name] = entry
+
+
+def restore_best(name: str, progress: Progress, ctx: LoopContext) -> None:
+    """keep_best, at the end of stage `name`: put the weights of its best epoch back into the model."""
+    best = progress.best.get(name)
+    if not ctx.cfg.checkpoint.keep_best or best is None or best["step"] == progress.step:
+        return  # the last epoch was the best: the weights are already those
+    load_model_state(best_dir(ctx.out, name), ctx.model)
+    log.info("stage %s: kept epoch %d (%s %.4f)", name, best["epoch"], best["metric"], best["value"])
 
 
 def _maybe_checkpoint(

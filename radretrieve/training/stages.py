@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from radretrieve.training.augment import augment_batch
 from radretrieve.training.config import ImageStageConfig, TrainConfig, VolumeStageConfig
 from radretrieve.training.data import Example, PixelStore, TrainData
 from radretrieve.training.objective import info_nce, logit_scale, param_groups
-from radretrieve.training.texts import pick, stable_hash
+from radretrieve.training.texts import choose, stable_hash
 from radretrieve.training.validate import retrieval_metrics
 
 CHUNK = 64  # items per no-grad encoder call when filling caches
@@ -130,7 +131,8 @@ class ImageStage(_Stage):
     def prepare(self) -> None:
         self.set_modes()
         if not self.stage_cfg.train_text:
-            self.cache_texts([t for ex, j in self.entries + self.val_entries for t in self._texts(ex, j)])
+            entries = self.entries + self.val_entries
+            self.cache_texts([t for ex, j in entries for t in self._texts(ex, j) + ex.prompts])
 
     def _texts(self, ex: Example, slot: int) -> tuple[str, ...]:
         return ex.texts if slot < 0 else ex.slice_texts
@@ -148,7 +150,11 @@ class ImageStage(_Stage):
         if epoch < 0:
             texts = [self._texts(ex, j)[0] for ex, j in entries]
         else:
-            texts = [pick(self._texts(ex, j), self.cfg.seed, epoch, f"{ex.key}#{j}") for ex, j in entries]
+            seed = self.cfg.seed
+            texts = [
+                choose(self.cfg.text, self._texts(ex, j), ex.prompts, seed, epoch, f"{ex.key}#{j}") for ex, j in entries
+            ]
+            pixels = augment_batch(pixels, self.cfg.augment)  # training batches only; draws the run's RNG
         return pixels, texts
 
     def loss(self, indices: Sequence[int], epoch: int) -> Tensor:
@@ -217,7 +223,7 @@ class VolumeStage(_Stage):
         """Fill the text cache and, with a frozen image encoder, the slice-embedding cache (once)."""
         self.model.eval()
         if not self.stage_cfg.train_text:
-            self.cache_texts([t for ex in self.entries + self.val_entries for t in ex.texts])
+            self.cache_texts([t for ex in self.entries + self.val_entries for t in ex.texts + ex.prompts])
         if self.cached:
             with torch.no_grad():
                 for ex in self.entries + self.val_entries:
@@ -236,7 +242,7 @@ class VolumeStage(_Stage):
 
     def loss(self, indices: Sequence[int], epoch: int) -> Tensor:
         entries = [self.entries[i] for i in indices]
-        texts = [pick(ex.texts, self.cfg.seed, epoch, ex.key) for ex in entries]
+        texts = [choose(self.cfg.text, ex.texts, ex.prompts, self.cfg.seed, epoch, ex.key) for ex in entries]
         return info_nce(self._volumes(entries), self._text_embeddings(texts), self.scale(), texts)
 
     def _text_embeddings(self, texts: Sequence[str]) -> Tensor:

@@ -73,3 +73,26 @@ def slice_texts(cfg: TextConfig, volume_texts: Sequence[str], labels: Mapping[st
 def pick(options: Sequence[str], seed: int, epoch: int, key: str) -> str:
     """One of `options`, fixed by (seed, epoch, key)."""
     return options[stable_hash(seed, epoch, key) % len(options)]
+
+
+def label_prompts(cfg: TextConfig, labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The prompt-ensemble texts of the item's `cfg.prompt_tasks` labels (the built-in templates of
+    radretrieve.evaluation.prompts), e.g. "a CT of the chest" for organ=chest; unknown labels give none."""
+    if not cfg.prompt_tasks:
+        return ()
+    from radretrieve.evaluation.prompts import prompts_for
+
+    out: dict[str, None] = {}
+    for task in cfg.prompt_tasks:
+        value = labels.get(task, "")
+        if _known(value):
+            out.update(dict.fromkeys(prompts_for(task, value)))
+    return tuple(out)
+
+
+def choose(cfg: TextConfig, texts: Sequence[str], prompts: Sequence[str], seed: int, epoch: int, key: str) -> str:
+    """The training text of (item, epoch): a prompt for a `prompt_share` of the draws when the item has
+    prompts, else one of its texts; all fixed by (seed, epoch, key)."""
+    if prompts and (not texts or stable_hash("prompt", seed, epoch, key) / 2.0**64 < cfg.prompt_share):
+        return pick(prompts, seed, epoch, key)
+    return pick(texts, seed, epoch, key)
