@@ -41,7 +41,8 @@ def open_out_dir(out_dir: Path, model: Encoder, overwrite: bool, anonymise: bool
             if old.anonymised == anonymise or not old.shards:
                 return repair(out_dir, dataclasses.replace(old, anonymised=anonymise))
         if not overwrite:
-            what = "model" if old.fingerprint != fingerprint else "preprocessing"
+            # the fingerprint covers the preprocessing too, so name the preprocessing first when it differs
+            what = "preprocessing (--preprocess)" if old.preprocess_hash != prep else "model"
             raise FingerprintMismatch(
                 f"{out_dir} was built with another {what} (fingerprint {old.fingerprint}); "
                 "use another --out or pass --overwrite to rebuild it"

@@ -12,8 +12,10 @@ from radretrieve.foundation.version import __version__
 __all__ = ["__version__", "load_model"]
 
 
-def load_model(name_or_path: str, weights: str | None = None, device: str | None = None) -> Any:
-    """Load a RadCLIP model; see `radretrieve.models.loading.load_model`."""
+def load_model(
+    name_or_path: str, weights: str | None = None, device: str | None = None, preprocess: str | None = None
+) -> Any:
+    """Load a RadCLIP model; see `radretrieve.models.loading.load_model` (`preprocess`: a profile override)."""
     from radretrieve.models.loading import load_model as _load
 
-    return _load(name_or_path, weights=weights, device=device)
+    return _load(name_or_path, weights=weights, device=device, preprocess=preprocess)

@@ -47,6 +47,8 @@ ALLOWED_TAGS = (
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
+    "WindowCenter",  # the display window the scanner chose: the `clip` profile's CT window
+    "WindowWidth",
     "ImageType",  # ORIGINAL/DERIVED, LOCALIZER ...: series selection
     "BurnedInAnnotation",  # YES: the pixels carry text (patient data)
 )
@@ -94,6 +96,7 @@ class DicomHeader:
     burned_in: bool = False  # the pixels may carry text: BurnedInAnnotation YES, or a capture/ultrasound class
     report: str = ""  # a structured report's text (not yet redacted); "" for images
     patient: PatientIds = field(default=NO_IDS, repr=False, compare=False)  # for redaction only
+    window: tuple[float, float] | None = None  # first (WindowCenter, WindowWidth) pair; None if absent/invalid
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
@@ -207,7 +210,23 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True, r
         burned_in=_burned_in(ds, sop_class, modality) if with_ids else False,
         report=report,
         patient=patient_ids(ds) if with_ids else NO_IDS,
+        window=_window(ds),
     )
+
+
+def _window(ds: object) -> tuple[float, float] | None:
+    """The first WindowCenter/WindowWidth pair (both may be multi-valued); None unless finite with width > 0."""
+    pair = []
+    for name in ("WindowCenter", "WindowWidth"):
+        value = getattr(ds, name, None)
+        if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+            value = value[0] if len(value) else None
+        try:
+            pair.append(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+    centre, width = pair
+    return (centre, width) if np.isfinite(centre) and np.isfinite(width) and width > 0 else None
 
 
 def check_decoder(ds: object, rel: str, stage: str) -> None:

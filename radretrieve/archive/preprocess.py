@@ -1,6 +1,9 @@
-"""Radiology preprocessing: decoded voxels -> CLIP input float32 [S, 3, size, size].
+"""Preprocessing: decoded voxels -> CLIP input float32 [S, 3, size, size], by the config's profile.
 
-Order of operations (all vectorised; no per-pixel Python):
+Two profiles (`PreprocessConfig.profile`): `clip` (radretrieve.archive.preprocess_clip: grey replicated to
+RGB, shortest side resized and centre-cropped, one CT window) for pretrained CLIP weights, and
+`radiology-3window` below, for models trained here. Order of operations of `radiology-3window`
+(all vectorised; no per-pixel Python):
 1. slice sampling: S = min(n_slices, depth) slices at the centres of S equal bins along Z; with
    `slice_spacing_mm` set, positions on that spacing grid are linearly interpolated between slices;
 2. checks on the sampled slices: non-finite voxels -> NaNImage, constant -> ConstantImage;
@@ -20,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 
+from radretrieve.archive.preprocess_clip import PixelHints, apply_window, clip_geometry, ct_window, normalise_grey
 from radretrieve.archive.records import ArchiveError
 from radretrieve.archive.resize import resize_bilinear
 from radretrieve.foundation.config import PreprocessConfig
@@ -120,9 +124,35 @@ def pad_normalise(unit: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
 
 def preprocess(
-    slices: np.ndarray, spacing_yx: tuple[float, float], mode: Mode, cfg: PreprocessConfig, source: str
+    slices: np.ndarray,
+    spacing_yx: tuple[float, float],
+    mode: Mode,
+    cfg: PreprocessConfig,
+    source: str,
+    hints: PixelHints | None = None,
 ) -> np.ndarray:
-    """Sampled slices [S, Y, X] (HU or intensity) -> float32 [S, 3, size, size] model input."""
+    """Sampled slices [S, Y, X] (HU or intensity) -> float32 [S, 3, size, size] model input.
+
+    `hints` (the file's CT window, body part, 8-bit origin) are used by the `clip` profile only."""
     check_values(slices, source)
+    if cfg.profile == "clip":
+        return normalise_grey(clip_unit(slices, spacing_yx, mode, cfg, source, hints or PixelHints()), cfg)
     resized = resize_slices(slices, spacing_yx, cfg.image_size)
     return pad_normalise(to_unit(resized, mode, cfg, source), cfg)
+
+
+def clip_unit(
+    slices: np.ndarray,
+    spacing_yx: tuple[float, float],
+    mode: Mode,
+    cfg: PreprocessConfig,
+    source: str,
+    hints: PixelHints,
+) -> np.ndarray:
+    """The `clip` profile before normalisation: float32 [S, size, size] in [0, 1]."""
+    size = cfg.image_size
+    if mode == "ct":
+        return clip_geometry(apply_window(slices, *ct_window(hints)), spacing_yx, size, eight_bit=False)
+    if hints.eight_bit and mode == "xray":
+        return clip_geometry(slices, spacing_yx, size, eight_bit=True)  # as stored: what CLIP saw
+    return clip_geometry(to_unit(slices, mode, cfg, source)[:, 0], spacing_yx, size, eight_bit=False)

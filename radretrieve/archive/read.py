@@ -8,8 +8,9 @@ import numpy as np
 
 from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.preprocess import intensity_mode, preprocess, slice_positions, take_slices
+from radretrieve.archive.preprocess_clip import PixelHints
 from radretrieve.archive.records import ArchiveError, Decoded, Item, RemoteArchive
-from radretrieve.archive.volumes import Volume, load_item, ras_to_zyx
+from radretrieve.archive.volumes import Volume, load_item, ras_to_zyx, series_window
 from radretrieve.foundation.config import PreprocessConfig
 
 _DISPLAY_CT_WINDOW = (40.0, 400.0)  # soft-tissue window for thumbnails: the general-purpose CT view
@@ -38,7 +39,8 @@ def read_item(item: Item, root: Path | RemoteArchive, cfg: PreprocessConfig) -> 
         positions = slice_positions(vol.data.shape[0], cfg.n_slices, vol.spacing[0], cfg.slice_spacing_mm)
     slices = vol.data if positions is None else take_slices(vol.data, positions)
     mode = intensity_mode(item.modality, item.fmt, vol.is_2d, slices)
-    pixels = preprocess(slices, (vol.spacing[1], vol.spacing[2]), mode, cfg, item.source)
+    hints = PixelHints(window=vol.window, body_part=item.body_part, eight_bit=vol.eight_bit)
+    pixels = preprocess(slices, (vol.spacing[1], vol.spacing[2]), mode, cfg, item.source, hints)
     shape, spacing = _source_geometry(item, vol)
     return Decoded(pixels=pixels, shape=shape, spacing=spacing, slice_count=int(pixels.shape[0]))
 
@@ -77,14 +79,15 @@ def _sparse_series(item: Item, root: Path, cfg: PreprocessConfig) -> Volume | No
     spacing_z = float(item.spacing[0]) if item.spacing else (headers[0].thickness or 1.0)
     affine = series_affine(headers, spacing_z)
     stack = np.stack(slices)
+    window = series_window(headers)
     if affine is None:
-        return Volume(stack, (spacing_z, *headers[0].pixel_spacing), is_2d=False)
+        return Volume(stack, (spacing_z, *headers[0].pixel_spacing), is_2d=False, window=window)
     import nibabel as nib
 
     if int(nib.orientations.io_orientation(affine)[2, 0]) != 2:
         return None  # sagittal/coronal acquisition: canonical slices cut across files, read everything
     data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine)
-    return Volume(data, spacing, is_2d=False)
+    return Volume(data, spacing, is_2d=False, window=window)
 
 
 def thumbnail_slices(item: Item, root: Path, n: int = 3) -> list[np.ndarray]:

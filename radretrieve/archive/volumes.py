@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radretrieve.archive.dicom_header import order_series
+from radretrieve.archive.dicom_header import DicomHeader, order_series
 from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.records import ArchiveError, Item
 
@@ -33,6 +33,8 @@ class Volume:
     data: np.ndarray  # float32 [Z, Y, X] (Z = 1 for 2D images), canonical arrangement
     spacing: tuple[float, float, float]  # (dz, dy, dx) in mm; dz = 1.0 for 2D images
     is_2d: bool  # a single 2D image (its shape/spacing are reported without Z)
+    window: tuple[float, float] | None = None  # DICOM (WindowCenter, WindowWidth) of the file/series, if any
+    eight_bit: bool = False  # decoded from 8-bit image files (values 0..255), as CLIP's training images were
 
 
 def ras_to_zyx(data_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -63,11 +65,18 @@ def load_dicom_series(root: Path, files: Sequence[str], series_path: str) -> Vol
     order = order_series(headers, series_path)  # raises on mixed sizes/orientations, duplicates
     stack = np.stack([by_path[h.path] for h in order.headers])  # [K, rows, cols]
     affine = series_affine(list(order.headers), order.slice_spacing)
+    window = series_window(list(order.headers))
     if affine is None:  # no geometry: keep InstanceNumber order, stored in-plane orientation
         row_sp, col_sp = headers[0].pixel_spacing
-        return Volume(stack, (order.slice_spacing, row_sp, col_sp), is_2d=False)
+        return Volume(stack, (order.slice_spacing, row_sp, col_sp), is_2d=False, window=window)
     data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine)
-    return Volume(data, spacing, is_2d=False)
+    return Volume(data, spacing, is_2d=False, window=window)
+
+
+def series_window(headers: Sequence[DicomHeader]) -> tuple[float, float] | None:
+    """The display window of a series: its middle slice's (slices of one series normally share it)."""
+    windows = [h.window for h in headers if h.window is not None]
+    return windows[len(windows) // 2] if windows else None
 
 
 def load_dicom_file(root: Path, rel: str) -> Volume:
@@ -75,8 +84,8 @@ def load_dicom_file(root: Path, rel: str) -> Volume:
     arr, header = read_dicom(root / rel, rel)
     row_sp, col_sp = header.pixel_spacing
     if arr.shape[0] == 1:
-        return Volume(arr, (1.0, row_sp, col_sp), is_2d=True)
-    return Volume(arr, (header.thickness or 1.0, row_sp, col_sp), is_2d=False)
+        return Volume(arr, (1.0, row_sp, col_sp), is_2d=True, window=header.window)
+    return Volume(arr, (header.thickness or 1.0, row_sp, col_sp), is_2d=False, window=header.window)
 
 
 def load_nifti(root: Path, rel: str) -> Volume:
@@ -108,7 +117,13 @@ def max_image_pixels() -> int:
 
 
 def load_image(root: Path, rel: str) -> np.ndarray:
-    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X]; colour converted to luma (PIL 'L').
+    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X]; colour converted to luma (PIL 'L')."""
+    return load_image_plane(root, rel)[0]
+
+
+def load_image_plane(root: Path, rel: str) -> tuple[np.ndarray, bool]:
+    """A 2D image file (PNG, JPEG, ...) as float32 [Y, X], and whether it was 8-bit (0..255 values);
+    colour converted to luma (PIL 'L').
 
     One file must not take gigabytes: a JPEG above `max_image_pixels()` is decoded at 1/2, 1/4 or 1/8 scale
     (the JPEG decoder's own reduction, `draft`), other formats above it are refused (`ImageTooLarge`)."""
@@ -124,7 +139,7 @@ def load_image(root: Path, rel: str) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             if img.mode not in ("L", "I", "I;16", "I;16B", "F"):
                 img = img.convert("L")
-            return np.asarray(img, dtype=np.float32)
+            return np.asarray(img, dtype=np.float32), img.mode == "L"
     except ArchiveError:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
@@ -156,10 +171,12 @@ def load_item(item: Item, root: Path) -> Volume:
         if len(item.files) == 1:
             return load_dicom_file(root, item.files[0])
         return load_dicom_series(root, item.files, item.source)
-    planes = [load_image(root, rel) for rel in item.files]
+    loaded = [load_image_plane(root, rel) for rel in item.files]
+    planes = [p for p, _ in loaded]
     if len({p.shape for p in planes}) > 1:
         raise ArchiveError(item.source, "image stack mixes image sizes", "MixedSeries")
-    return Volume(np.stack(planes), (1.0, 1.0, 1.0), is_2d=len(planes) == 1)
+    eight_bit = all(bits8 for _, bits8 in loaded)
+    return Volume(np.stack(planes), (1.0, 1.0, 1.0), is_2d=len(planes) == 1, eight_bit=eight_bit)
 
 
 def canonical_geometry(

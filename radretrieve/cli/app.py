@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "demo_cmd",
     "search_cmd",
     "serve_cmd",
+    "embed_cmd",
+    "classify_cmd",
 )
 
 app = typer.Typer(

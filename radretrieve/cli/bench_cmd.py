@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.cli.options import MODEL_RULES
+from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP
 
 bench_app = typer.Typer(
-    help="Measure retrieval precision (bench retrieval) or run the benchmark suite (bench all).",
+    help="Measure retrieval (bench retrieval), zero-shot classification (bench classify) or run the suite (bench all).",
     no_args_is_help=True,
 )
 
@@ -37,14 +37,17 @@ def _load_embeddings(
     split: str | None,
     batch_size: int,
     device: str | None,
+    preprocess: str | None = None,
 ):
     from radretrieve.foundation.errors import RadRetrieveError
 
     if (index is None) == (data is None):
         raise RadRetrieveError("give either --index DIR, or --model M --data MANIFEST (not both)")
     if index is not None:
-        if model is not None or weights is not None:
-            raise RadRetrieveError("--model/--weights go with --data; an out dir already holds its embeddings")
+        if model is not None or weights is not None or preprocess is not None:
+            raise RadRetrieveError(
+                "--model/--weights/--preprocess go with --data; an out dir already holds its embeddings"
+            )
         from radretrieve.evaluation.sources import embeddings_from_index
 
         return embeddings_from_index(index, split), None
@@ -55,7 +58,7 @@ def _load_embeddings(
     from radretrieve import load_model
     from radretrieve.evaluation.sources import embeddings_from_model
 
-    encoder = load_model(model, weights=weights, device=device)
+    encoder = load_model(model, weights=weights, device=device, preprocess=preprocess)
     return embeddings_from_model(encoder, data, split, batch_size), encoder
 
 
@@ -73,6 +76,7 @@ def retrieval(
     index: Path | None = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model to encode --data with. " + MODEL_RULES),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP),
     data: Path | None = typer.Option(None, "--data", "-d", help="Manifest (CSV/Parquet/JSONL) or archive folder."),
     out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for NAME.json, NAME.md, NAME.png."),
     labels: list[str] | None = typer.Option(
@@ -114,7 +118,7 @@ def retrieval(
         ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap, confidence=confidence, seed=seed
     )
     tpl = load_templates(templates) if templates is not None else None
-    emb, encoder = _load_embeddings(index, model, weights, data, split, batch_size, device)
+    emb, encoder = _load_embeddings(index, model, weights, data, split, batch_size, device, preprocess)
     encode_text = _text_encoder(index, encoder) if protocol == "labels" else None
     files = run_protocol(
         protocol,
@@ -130,6 +134,58 @@ def retrieval(
     typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+@bench_app.command("classify")
+def classify(
+    model: str = typer.Option(..., "--model", "-m", help="Model to encode --data with. " + MODEL_RULES),
+    data: Path = typer.Option(..., "--data", "-d", help="Manifest with a label column named like each task."),
+    task: list[str] = typer.Option(..., "--task", "-t", help="NAME=CLASS,CLASS,... e.g. organ=head,chest,abdomen."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag for --model."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP),
+    split: str | None = typer.Option(
+        None, "--split", help="Split to score (default: all items; with --linear-probe: test)."
+    ),
+    linear_probe: bool = typer.Option(
+        False, "--linear-probe", help="Also fit a logistic regression on the train split and score --split."
+    ),
+    probe_c: float = typer.Option(1.0, "--probe-c", help="Inverse L2 strength of the linear probe (C)."),
+    templates: Path | None = typer.Option(None, "--templates", help="Prompt templates file (default: built-in)."),
+    out: Path = typer.Option(Path("bench-results"), "--out", "-o", help="Folder for the report files."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0 = none)."),
+    confidence: float = typer.Option(0.95, "--confidence", help="CI level."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Slices per encoder call."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default cuda if present)."),
+    name: str = typer.Option("classify", "--name", help="Base name of the report files."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNGs."),
+) -> None:
+    """Zero-shot classification accuracy, balanced accuracy, macro F1 and per-class AUROC (bootstrap CIs);
+    --linear-probe adds RadCLIP's linear-probe evaluation."""
+    from radretrieve import load_model
+    from radretrieve.application.classify import resolve_templates
+    from radretrieve.evaluation.classify_bench import ClassifyBenchOptions, bench_classify
+    from radretrieve.evaluation.sources import embeddings_from_model
+    from radretrieve.evaluation.zeroshot import parse_tasks
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    tasks, tpl = parse_tasks(task), resolve_templates(templates)
+    if not data.exists():
+        raise RadRetrieveError(f"{data}: manifest not found")
+    encoder = load_model(model, weights=weights, device=device, preprocess=preprocess)
+    eval_split = split or ("test" if linear_probe else None)
+    evaluated = embeddings_from_model(encoder, data, eval_split, batch_size)
+    sides = {"eval": evaluated.images}
+    if linear_probe:
+        sides["train"] = embeddings_from_model(encoder, data, "train", batch_size).images
+    options = ClassifyBenchOptions(n_bootstrap=bootstrap, confidence=confidence, seed=seed, probe_c=probe_c)
+    meta = dict(evaluated.meta) | {"preprocess": encoder.config.preprocess.profile}
+    result = bench_classify(
+        encoder, sides, tasks, out, templates=tpl, options=options, meta=meta, name=name, plot=not no_plot
+    )
+    typer.echo(result.files.markdown.read_text(encoding="utf-8"), nl=False)
+    written = [p for p in (result.files.json, result.files.markdown, result.files.png) if p is not None]
+    typer.echo("wrote " + ", ".join(str(p) for p in [*written, *result.confusion_pngs]), err=True)
 
 
 def suite_dir() -> Path:

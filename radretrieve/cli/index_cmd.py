@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from radretrieve.cli.options import MODEL_HELP
+from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 
 AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
 
@@ -20,6 +20,7 @@ def index(
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file or pretrained tag."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP),
     workers: int = typer.Option(2, "--workers", help="Reader processes (0: decode in the main process)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Slices per encoder call."),
     studies_per_task: int = typer.Option(64, "--studies-per-task", help="Studies per task (= per shard)."),
@@ -29,7 +30,9 @@ def index(
         0, "--encoders", help="Engine ray without GPUs: CPU encoder actors (default: one per node)."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild an out dir made with another model."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rebuild an out dir made with another model or preprocessing."
+    ),
     anonymise_paths: bool = typer.Option(
         False,
         "--anonymise-paths",
@@ -86,7 +89,7 @@ def index(
 
     policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
     source = _source(archive, auth_file, since, modality, query, retries, retry_backoff)
-    m = load_model(model, weights=weights, device=device)
+    m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
         workers=workers,
         batch_size=batch_size,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.cli.options import MODEL_RULES
+from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP
 
 
 def train(
@@ -16,6 +16,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (also checkpoints, history, plot)."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help="Base model. " + MODEL_RULES),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Base weights file or pretrained tag."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help=PREPROCESS_HELP + " The trained model keeps it."),
     config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (partial); flags below override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard checkpoints of an earlier run in --out."),
@@ -60,7 +61,12 @@ def train(
         raise RadRetrieveError(f"{data}: data not found (a manifest file or an archive folder)")
     base = json.loads(config.read_text()) if config is not None else {}
     cfg = TrainConfig.from_dict(_overrides(base, locals()))
-    result = run_train(cfg, data, out, model, weights, resume=resume, overwrite=overwrite, device=device)
+    start: object = model
+    if preprocess is not None:  # a loaded model with the profile applied; the trained model directory keeps it
+        from radretrieve.models.loading import load_model
+
+        start = load_model(model, weights=weights, device=device, preprocess=preprocess)
+    result = run_train(cfg, data, out, start, weights, resume=resume, overwrite=overwrite, device=device)
     for line in result.summary_lines():
         typer.echo(line)
 

@@ -18,6 +18,12 @@ from radretrieve.foundation.errors import ConfigError
 
 FORMAT_VERSION = 1
 Pooling = Literal["attention", "mean", "max"]
+# Preprocessing profiles (radretrieve.archive.preprocess): "radiology-3window" feeds three HU windows into the
+# colour channels and pads to a square (models trained here); "clip" feeds grey replicated to RGB, resized on the
+# shortest side and centre-cropped, as CLIP and open_clip's transforms do (pretrained weights).
+Profile = Literal["radiology-3window", "clip"]
+PROFILES: tuple[Profile, ...] = ("radiology-3window", "clip")
+DEFAULT_PROFILE: Profile = "radiology-3window"
 
 
 @dataclass(frozen=True)
@@ -46,14 +52,29 @@ class PreprocessConfig:
     xray_percentiles: tuple[float, float] = (0.5, 99.5)  # X-ray and other 2D: percentile min-max
     n_slices: int = 32  # evenly spaced slices sampled from each volume
     slice_spacing_mm: float | None = None  # if set, resample along the slice axis to this spacing first
+    profile: Profile = DEFAULT_PROFILE  # "radiology-3window" or "clip" (see PROFILES)
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown preprocessing profile {self.profile!r} (choose from {', '.join(PROFILES)})")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if len(self.ct_windows) != 3:
             raise ConfigError(f"ct_windows needs 3 (centre, width) pairs, got {len(self.ct_windows)}")
         if self.n_slices < 1:
             raise ConfigError(f"n_slices must be >= 1, got {self.n_slices}")
+
+    def canonical_dict(self) -> dict[str, Any]:
+        """The form that is hashed. The default profile is left out so that hashes and fingerprints of configs
+        made before profiles existed stay byte-identical (out dirs built then stay searchable)."""
+        out = dataclasses.asdict(self)
+        if out["profile"] == DEFAULT_PROFILE:
+            del out["profile"]
+        return out
+
+    def with_profile(self, profile: str | None) -> PreprocessConfig:
+        """This config under another profile (None: unchanged)."""
+        return self if profile is None or profile == self.profile else dataclasses.replace(self, profile=profile)
 
 
 @dataclass(frozen=True)
@@ -115,7 +136,9 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def canonical_json(obj: Any) -> str:
     """Sorted-key, compact JSON: the byte form that hashes are taken over."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if hasattr(obj, "canonical_dict") and not isinstance(obj, type):
+        obj = obj.canonical_dict()
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
 

@@ -11,6 +11,7 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -30,9 +31,15 @@ from radretrieve.models.registry import get_model_config
 log = logging.getLogger(__name__)
 
 
-def load_model(name_or_path: str, weights: str | None = None, device: str | None = None) -> RadCLIP:
-    """Load a RadCLIP model from a reference string (rules: `radretrieve.models.reference`)."""
-    return load_source(parse_model_ref(name_or_path, weights), device)
+def load_model(
+    name_or_path: str, weights: str | None = None, device: str | None = None, preprocess: str | None = None
+) -> RadCLIP:
+    """Load a RadCLIP model from a reference string (rules: `radretrieve.models.reference`); `preprocess`
+    names a preprocessing profile that overrides the model's own (None: the model's)."""
+    source = parse_model_ref(name_or_path, weights)
+    if preprocess is not None:
+        source = dataclasses.replace(source, preprocess=preprocess)
+    return load_source(source, device)
 
 
 def load_source(source: ModelSource, device: str | None = None) -> RadCLIP:
@@ -46,11 +53,19 @@ def load_source(source: ModelSource, device: str | None = None) -> RadCLIP:
     elif source.scheme == "registry":
         model = init_model(get_model_config(source.ref), source)
     else:  # open_clip name (+ pretrained tag) or hf-hub id: the tag/hub weights come with it
-        return _from_open_clip(source).to(device).eval()
+        return _with_profile(_from_open_clip(source), source).to(device).eval()
     if source.weights is not None:
         load_weights(model, Path(source.weights))
         model.source = source
-    return model.to(device).eval()
+    return _with_profile(model, source).to(device).eval()
+
+
+def _with_profile(model: RadCLIP, source: ModelSource) -> RadCLIP:
+    """Apply the source's preprocessing profile override (it changes the fingerprint: embeddings differ)."""
+    if source.preprocess is not None:
+        model.config = model.config.replace(preprocess=model.config.preprocess.with_profile(source.preprocess))
+        model.source = source
+    return model
 
 
 def init_model(cfg: ModelConfig, source: ModelSource | None = None) -> RadCLIP:
@@ -223,7 +238,7 @@ def _wrap_open_clip_config(name: str, clip_cfg: dict, pre: Mapping) -> ModelConf
 
     size = clip_cfg["vision_cfg"].get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
-    prep = {"image_size": int(size)}
+    prep = {"image_size": int(size), "profile": "clip"}  # pretrained CLIP weights saw CLIP's own transform
     if pre.get("mean") and pre.get("std"):
         prep |= {"mean": tuple(pre["mean"]), "std": tuple(pre["std"])}
     tokenizer = (

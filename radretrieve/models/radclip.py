@@ -204,4 +204,5 @@ def _fingerprint_config(cfg: ModelConfig) -> dict:
     d = cfg.to_dict()
     for key in ("name", "description", "seed"):
         d.pop(key, None)
+    d["preprocess"] = cfg.preprocess.canonical_dict()  # the default profile is left out: fingerprints unchanged
     return d

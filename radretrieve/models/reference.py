@@ -43,10 +43,15 @@ class ModelSource:
     scheme: Scheme  # how `ref` is resolved
     ref: str  # registry name, open_clip name, "hf-hub:ORG/REPO", or a model directory
     weights: str | None = None  # weights file or pretrained tag loaded on top; None for none
+    preprocess: str | None = None  # preprocessing profile overriding the model's own (--preprocess); None: its own
 
     def __post_init__(self) -> None:
+        from radretrieve.foundation.config import PROFILES
+
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown model scheme {self.scheme!r} (choose from {', '.join(SCHEMES)})")
+        if self.preprocess is not None and self.preprocess not in PROFILES:
+            raise ConfigError(f"unknown preprocessing profile {self.preprocess!r} (choose from {', '.join(PROFILES)})")
 
     @property
     def spec(self) -> str:
@@ -54,7 +59,8 @@ class ModelSource:
         return self.ref if self.scheme == "hf-hub" else f"{self.scheme}:{self.ref}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "ref": self.ref, "weights": self.weights}
+        out = {"scheme": self.scheme, "ref": self.ref, "weights": self.weights}
+        return out | ({"preprocess": self.preprocess} if self.preprocess is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelSource:
@@ -62,10 +68,10 @@ class ModelSource:
         ref, weights = str(data.get("ref") or ""), data.get("weights")
         if not ref:
             raise ConfigError("model reference without 'ref'")
-        scheme = data.get("scheme")
+        scheme, profile = data.get("scheme"), data.get("preprocess")
         if scheme is None:
             return parse_model_ref(ref, weights)
-        return cls(scheme, ref, None if weights is None else str(weights))
+        return cls(scheme, ref, None if weights is None else str(weights), None if profile is None else str(profile))
 
 
 def _looks_like_path(text: str) -> bool:

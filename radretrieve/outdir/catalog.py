@@ -4,7 +4,10 @@ Views (DESIGN.md: Catalog), over exactly the shards listed in manifest.json:
 
 * ``items``   image and volume rows, every shard column except ``embedding``;
 * ``reports`` report rows, same columns;
-* ``errors``  failed inputs from ``OUT/errors/*.jsonl`` (source, stage, error_type, message); empty if none.
+* ``errors``  failed inputs from ``OUT/errors/*.jsonl`` (source, stage, error_type, message); empty if none;
+* ``predictions`` zero-shot predictions from ``OUT/predictions.parquet`` (radretrieve.outdir.predictions) made
+  with the out dir's current model (rows of another fingerprint are left out); empty if none. A filter uses
+  it through a subquery, e.g. ``item_id IN (SELECT item_id FROM predictions WHERE label = 'chest')``.
 
 Metadata queries never read embeddings: the views leave the column out, and duckdb reads Parquet column
 by column. Vectors come only from `Catalog.vectors*`, which read ``embedding`` with an explicit
@@ -30,6 +33,7 @@ import pyarrow as pa
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.outdir.layout import ERROR_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
+from radretrieve.outdir.predictions import PREDICTION_COLUMNS, predictions_path
 from radretrieve.outdir.verify import check_shards
 from radretrieve.outdir.where import DEFAULT_TIMEOUT_S, BadWhere, check_where, one_line
 
@@ -102,7 +106,8 @@ class Catalog:
         files = [str(self.out_dir / s.file) for s in self.manifest.shards]
         error_files = sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl"))
         self._create_views(files, error_files)
-        self._lock_down(files + error_files)
+        predictions = self._create_predictions_view()
+        self._lock_down(files + error_files + predictions)
 
     # -- setup -------------------------------------------------------------------------------------------
     def _create_views(self, files: list[str], error_files: list[str]) -> None:
@@ -135,6 +140,20 @@ class Catalog:
             self.con.execute(
                 f"CREATE VIEW errors AS SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in ERROR_COLUMNS)} WHERE false"
             )
+
+    def _create_predictions_view(self) -> list[str]:
+        """The `predictions` view (empty when there is no predictions file); returns the files it reads."""
+        path = predictions_path(self.out_dir)
+        names = ", ".join(name for name, _ in PREDICTION_COLUMNS)
+        if path.is_file():
+            self.con.execute(
+                f"CREATE VIEW predictions AS SELECT {names} FROM read_parquet({_sql_str(str(path))}) "
+                f"WHERE model_fingerprint = {_sql_str(self.manifest.fingerprint)}"
+            )
+            return [str(path)]
+        typed = ", ".join(f"NULL::{t} AS {n}" for n, t in PREDICTION_COLUMNS)
+        self.con.execute(f"CREATE VIEW predictions AS SELECT {typed} WHERE false")
+        return []
 
     def _optional_columns(self, files: list[str]) -> tuple[tuple[str, str], ...]:
         """The OPTIONAL_COLUMNS that at least one shard has (Parquet footers only)."""

@@ -8,6 +8,7 @@ OUT/text_tower.safetensors     the model's text tower, for a fast text-search st
 OUT/model/                     a copy of a locally trained model directory (radretrieve.outdir.model_ref)
 OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
 OUT/job.json                   the summary of the last indexing job, for `radretrieve info`
+OUT/predictions.parquet        zero-shot predictions of `radretrieve classify` (radretrieve.outdir.predictions)
 OUT/anonymise.key, sources/    only with --anonymise-paths: the key of the path hashes, the map to real paths
 OUT/.lock                      the writer lock (radretrieve.foundation.lock)
 """
@@ -26,6 +27,7 @@ INDEX_JSON = "index.json"  # under INDEX_DIR
 JOB_FILE = "job.json"  # the summary of the last indexing job (engine, nodes, encoders, counts), for `info`
 ANON_KEY_FILE = "anonymise.key"  # --anonymise-paths: the key of the path hashes (radretrieve.outdir.anonymise)
 SOURCE_MAP_DIR = "sources"  # --anonymise-paths: item id -> real source, one file per task
+PREDICTIONS_FILE = "predictions.parquet"  # zero-shot predictions (radretrieve classify --index)
 # Names a command may create or replace in an out dir; anything else found there is left alone.
 OWNED = (
     MANIFEST,
@@ -38,4 +40,5 @@ OWNED = (
     JOB_FILE,
     ANON_KEY_FILE,
     SOURCE_MAP_DIR,
+    PREDICTIONS_FILE,  # made by one model: a rebuild with another (--overwrite) drops them
 )

@@ -8,6 +8,7 @@ copied to `OUT/model/` and recorded as the path `"model"`.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +34,7 @@ def model_reference(model: Encoder, out_dir: Path) -> dict[str, Any]:
         model.save(target)
         source = ModelSource("path", MODEL_DIR)
     elif source.weights and Path(source.weights).is_file():
-        source = ModelSource(source.scheme, source.ref, str(Path(source.weights).resolve()))
+        source = dataclasses.replace(source, weights=str(Path(source.weights).resolve()))
     return source.to_json() | {"fingerprint": model.fingerprint}
 
 
@@ -43,7 +44,7 @@ def source_of(out_dir: Path, record: Mapping[str, Any]) -> ModelSource:
         raise RadRetrieveError(f"{out_dir}: manifest does not say which model built it; pass --model")
     source = ModelSource.from_json(record)
     if source.scheme == "path" and not Path(source.ref).is_absolute():
-        source = ModelSource("path", str(Path(out_dir) / source.ref), source.weights)
+        source = dataclasses.replace(source, ref=str(Path(out_dir) / source.ref))
     return source
 
 
@@ -57,8 +58,9 @@ def load_model_for_out_dir(
     if not out_dir.is_dir():
         raise RadRetrieveError(f"{out_dir}: index directory not found")
     manifest = read_manifest(out_dir)
-    if override is not None:
-        model = load_model(override, weights=weights, device=device)
+    if override is not None:  # with the out dir's preprocessing profile, if it was built with --preprocess
+        profile = manifest.model.get("preprocess") if isinstance(manifest.model, Mapping) else None
+        model = load_model(override, weights=weights, device=device, preprocess=profile)
     else:
         model = load_source(source_of(out_dir, manifest.model), device=device)
     if model.fingerprint != manifest.fingerprint:
