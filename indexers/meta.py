@@ -83,6 +83,7 @@ class IndexInfo:
     shards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # shard_key() of indexed shards
     store: StoreInfo | None = None  # memory-mapped vectors for exact re-ranking (IVF-PQ); None otherwise
     checks: Mapping[str, FileCheck] = field(default_factory=dict)  # file name -> size and SHA-256 at commit
+    build: Mapping[str, Any] = field(default_factory=dict)  # how the last build streamed (indexers.build.BuildStats)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -102,6 +103,7 @@ class IndexInfo:
             "nlist": self.plan.nlist,
             "pq_m": self.plan.pq_m,
             "hnsw_m": self.plan.hnsw_m,
+            "coarse": self.plan.coarse,
             "search_params": self.params.to_json(),
             "count": self.count,
             "recall_at_10": self.recall_at_10,
@@ -113,6 +115,7 @@ class IndexInfo:
             "shards": [dict(s) for s in self.shards],
             "store": self.store.to_json() if self.store is not None else None,
             "checks": {name: c.to_json() for name, c in self.checks.items()},
+            "build": dict(self.build),
         }
 
     @staticmethod
@@ -124,6 +127,7 @@ class IndexInfo:
             int(data["nlist"]),
             int(data["pq_m"]),
             int(data["hnsw_m"]),
+            str(data.get("coarse", "flat")),  # absent before HNSW coarse quantizers
         )
         return IndexInfo(
             data["name"],
@@ -141,6 +145,7 @@ class IndexInfo:
             tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
             {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
+            dict(data.get("build") or {}),
         )
 
 

@@ -127,7 +127,12 @@ class StoreWriter:
         base_rows = base.count if base is not None else 0
         self.total = base_rows + new_rows
         self._tmp = temp_path(self.folder / self.files[0])
-        self._out = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.dtype(dtype), shape=(self.total, dim))
+        # plain appends, not a writable memmap: the dirty pages of a mapped 10 GB store count in the
+        # build's RSS until the kernel evicts them (measured: RssFile grew with the store), written pages
+        # of a file only sit in the page cache
+        self._out = open(self._tmp, "xb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self._out, header | {"shape": (self.total, dim)})
         self._filled = 0
         self._new_ids: list[np.ndarray] = []
         if base is not None:
@@ -138,8 +143,7 @@ class StoreWriter:
         if old.vectors.shape[1] != dim:
             raise StaleIndex(f"{base.vectors}: dim {old.vectors.shape[1]}, expected {dim}; rebuild with --rebuild")
         for start in range(0, len(old), COPY_ROWS):
-            block = old.vectors[start : start + COPY_ROWS]
-            self._out[start : start + len(block)] = block
+            self._out.write(np.ascontiguousarray(old.vectors[start : start + COPY_ROWS]).tobytes())
         self._filled = len(old)
         self._base_map = (np.array(old.sorted_ids), np.array(old.rows))
 
@@ -148,7 +152,7 @@ class StoreWriter:
         stop = self._filled + len(ids)
         if stop > self.total:
             raise RadRetrieveError(f"re-rank store: more rows than the {self.total} counted (shards changed?)")
-        self._out[self._filled : stop] = vecs
+        self._out.write(np.ascontiguousarray(vecs, dtype=self.dtype).tobytes())
         self._new_ids.append(np.asarray(ids, dtype=np.int64))
         self._filled = stop
 
@@ -158,8 +162,7 @@ class StoreWriter:
             raise RadRetrieveError(
                 f"re-rank store: {self._filled} rows written, {self.total} counted (shards changed?)"
             )
-        self._out.flush()
-        del self._out
+        self._out.close()  # fileio.commit fsyncs it before the rename
         base_count = self.base.count if self.base is not None else 0
         new_ids = np.concatenate(self._new_ids) if self._new_ids else np.empty(0, np.int64)
         ids = new_ids
@@ -175,5 +178,5 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Drop the temp file (on a failed build)."""
-        self.__dict__.pop("_out", None)
+        self._out.close()
         self._tmp.unlink(missing_ok=True)
