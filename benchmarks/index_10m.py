@@ -120,12 +120,7 @@ def write_data(work: Path, spec: DataSpec) -> dict:
     done = len(read_manifest(out).shards)
     truth_file = work / "truth.npz"
     heap = TopK(len(queries), K)
-    if done and truth_file.is_file() and int(np.load(truth_file)["shards"]) == done:
-        saved = np.load(truth_file)
-        heap.scores, heap.ids = saved["scores"], saved["ids"]
-    elif done:
-        print(f"truth: recomputing over {done} written shards", file=sys.stderr)
-        heap.scores, heap.ids = exact_search_stream(queries, iter_embeddings(out, ("image",)), K)
+    heap.scores, heap.ids = truth_so_far(work, queries)
     start = time.perf_counter()
     for i in range(done, n_shards):
         items = shard_items(spec, mix, i)
@@ -137,6 +132,33 @@ def write_data(work: Path, spec: DataSpec) -> dict:
         _save_truth(truth_file, heap, i + 1)
         print(f"shard {i + 1}/{n_shards} written ({time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
     return {"write_s": round(time.perf_counter() - start, 1), "shards": n_shards}
+
+
+def truth_so_far(work: Path, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, ids) of `queries` over the item rows of the shards written so far: the saved
+    checkpoint when it covers exactly those shards, else recomputed by streaming them (an interrupted write)."""
+    out, path = work / "out", work / "truth.npz"
+    done = len(read_manifest(out).shards)
+    if path.is_file() and int(np.load(path)["shards"]) == done:
+        saved = np.load(path)
+        return saved["scores"], saved["ids"]
+    if done == 0:
+        return np.full((len(queries), 0), -np.inf, np.float32), np.full((len(queries), 0), -1, np.int64)
+    print(f"truth: recomputing over the {done} written shards", file=sys.stderr)
+    heap = TopK(len(queries), K)
+    heap.scores, heap.ids = exact_search_stream(queries, iter_embeddings(out, ("image",)), K)
+    _save_truth(path, heap, done)
+    return heap.scores, heap.ids
+
+
+def written(work: Path) -> dict:
+    """What the work dir's manifest lists (a write stopped early indexes fewer items than --count)."""
+    shards = read_manifest(work / "out").shards
+    return {
+        "shards": len(shards),
+        "items": sum(int(s.counts.get("image", 0)) for s in shards),
+        "reports": sum(int(s.counts.get("report", 0)) for s in shards),
+    }
 
 
 def _save_truth(path: Path, heap: TopK, shards: int) -> None:
@@ -218,8 +240,8 @@ def measure_search(work: Path, spec: DataSpec, single: int) -> dict:
     from indexers.plan import SearchParams
 
     item_q, text_q = Mixture(spec).queries()
-    saved = np.load(work / "truth.npz")
-    truth = {"item": saved["ids"][: spec.queries], "text": saved["ids"][spec.queries :]}
+    _, ids = truth_so_far(work, np.concatenate([item_q, text_q]))
+    truth = {"item": ids[: spec.queries], "text": ids[spec.queries :]}
     queries = {"item": item_q, "text": text_q}
     searcher = Searcher(work / "out")
     ann = searcher.index("items")
@@ -276,11 +298,13 @@ def main() -> None:
     steps = set(args.steps.split(","))
     state_file = work / "results.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    # count: what --count asked for; "written" below: what the shards hold (a write may have been stopped)
     state["data"] = asdict(spec) | {"clusters": spec.clusters, "reports_per_items": ITEMS_PER_REPORT}
     state["load_1m_at_start"] = round(os.getloadavg()[0], 2)  # the cores are shared: say how busy
     if "write" in steps:
         state["write"] = state.get("write") or {}
         state["write"] |= write_data(work, spec)
+    state["written"] = written(work)
     if "build" in steps and (args.rebuild or "build" not in state):
         state["build"] = run_build(work, args.max_memory, rebuild=True) | sizes(work)
         state.pop("search", None)
