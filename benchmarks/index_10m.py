@@ -13,7 +13,12 @@ Steps (each skipped when its result is already in the work dir, so a rerun is ch
    query types against the exact truth, QPS batched and single-query, and a small nprobe/rerank sweep.
 
     python benchmarks/index_10m.py                          # 10M, work dir under the system temp dir
-    python benchmarks/index_10m.py --count 200000 --out /tmp/index_200k.json   # smoke test, under a minute
+    python benchmarks/index_10m.py --count 200000 --max-memory 160M --out /tmp/index_200k.json  # smoke, minutes
+    python benchmarks/index_10m.py --shards 20 --max-memory 1600M   # the first 20 written shards only
+
+`--shards N` builds and searches a hard-linked copy of the first N shards of the work dir (`WORK-firstN`),
+for when the write was stopped early or the cores are too busy for the whole count; with a budget scaled
+the same way (10M under 8G is IVF-PQ; 2M under 8G would be IVF-Flat, under 1.6G it is the same IVF-PQ plan).
 
 Text-like queries sit away from the image clusters (the modality gap): centre + a fixed gap vector of norm
 `--gap` + noise, normalised. Writes benchmarks/results/index_10m.json. Never pass/fail on time.
@@ -22,6 +27,7 @@ Text-like queries sit away from the image clusters (the modality gap): centre + 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -40,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_json  # noqa: E402
 from indexers.exact import TopK, exact_search_stream, recall_at  # noqa: E402
 from radretrieve.foundation.fileio import atomic_path, atomic_write_text  # noqa: E402
-from radretrieve.outdir.manifest import read_manifest  # noqa: E402
+from radretrieve.outdir.manifest import read_manifest, write_manifest  # noqa: E402
 from radretrieve.outdir.shards import iter_embeddings  # noqa: E402
 from radretrieve.testing.shards import SyntheticItems, append_shard, normalise, write_out_dir  # noqa: E402
 
@@ -159,6 +165,24 @@ def written(work: Path) -> dict:
         "items": sum(int(s.counts.get("image", 0)) for s in shards),
         "reports": sum(int(s.counts.get("report", 0)) for s in shards),
     }
+
+
+def prefix_work_dir(work: Path, shards: int) -> Path:
+    """A work dir holding the first `shards` shards of `work` (hard links; same data spec, its own index
+    and truth), so a build can be measured on part of a write that is still going or was stopped."""
+    base = read_manifest(work / "out")
+    if not 0 < shards <= len(base.shards):
+        raise SystemExit(f"error: --shards {shards}: {work / 'out'} holds {len(base.shards)} shards")
+    prefix = work.with_name(f"{work.name}-first{shards}")
+    if not (prefix / "out" / "manifest.json").is_file():
+        (prefix / "out" / "shards").mkdir(parents=True, exist_ok=True)
+        for entry in base.shards[:shards]:
+            link = prefix / "out" / entry.file
+            if not link.exists():
+                os.link(work / "out" / entry.file, link)
+        write_manifest(prefix / "out", dataclasses.replace(base, shards=base.shards[:shards]))
+        atomic_write_text(prefix / "data.json", (work / "data.json").read_text())
+    return prefix
 
 
 def _save_truth(path: Path, heap: TopK, shards: int) -> None:
@@ -291,11 +315,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: under the system temp dir)")
     ap.add_argument("--rebuild", action="store_true", help="build again even if a build was measured")
     ap.add_argument("--steps", default="write,build,search", help="comma-separated steps to run")
+    ap.add_argument("--shards", type=int, default=0, help="build and search on the first N written shards only")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default benchmarks/results/index_10m.json)")
     args = ap.parse_args()
     spec = DataSpec(args.count, args.dim, args.shard_rows, args.queries, 0.35, args.gap, seed=13)
     work = args.work or Path(tempfile.gettempdir()) / f"radretrieve-index-{args.count}x{args.dim}"
     steps = set(args.steps.split(","))
+    if args.shards:  # a prefix of what was written: no writing there
+        work, steps = prefix_work_dir(work, args.shards), steps - {"write"}
     state_file = work / "results.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     # count: what --count asked for; "written" below: what the shards hold (a write may have been stopped)
