@@ -7,11 +7,14 @@ For each target (items = image + volume rows, reports = report rows):
    plan that need not change, add only the new shards; otherwise build from scratch:
    sample training vectors at random positions of the stream (no full copy in RAM), train, then add the
    shards batch by batch;
-   IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, memory-mapped, written in the
-   same streaming pass (an add appends to it);
+   IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, appended to a file in the same
+   streaming pass and memory-mapped for searching (an add appends to it);
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
-4. write the .faiss file atomically, then index.json.
+4. write the .faiss file atomically, then index.json (with `BuildStats`: phase times, batches streamed).
+
+Memory is the index plus one batch (`batch_rows_for`: set by the budget, not the row count) plus the
+training sample; nothing holds all vectors.
 """
 
 from __future__ import annotations
@@ -106,9 +109,8 @@ class BuildStats:
         log.info("%s: %s done in %.1f s", self.target, name, self.seconds[name])
 
     def to_json(self) -> dict[str, object]:
-        return {"batch_rows": self.batch_rows, "train_rows": self.train_rows, "seconds": dict(self.seconds)} | {
-            "stream": self.stream.to_json()
-        }
+        stream = self.stream.to_json()
+        return {"batch_rows": self.batch_rows, "train_rows": self.train_rows, "seconds": self.seconds, "stream": stream}
 
 
 def new_index(plan: IndexPlan, train: np.ndarray | None) -> Any:
