@@ -7,8 +7,8 @@ Steps (each skipped when its result is already in the work dir, so a rerun is ch
    queries is computed while the shards are written (chunked matmul per shard, float16-rounded vectors as
    the shard reader returns them; a resumed run recomputes it by streaming the shards back);
 2. build with `python -m radretrieve build-index OUT --max-memory 8G` in a child process (the CLI's code
-   path) and record its wall time, peak RSS (the kernel's ru_maxrss of the child, and the peak of its
-   anonymous memory sampled from /proc, which leaves out page cache mapped from files);
+   path) and record its wall time, peak RSS (the child's VmHWM from /proc, and the peaks of its anonymous
+   and file-backed memory: file pages are the memory-mapped store, page cache the kernel can drop);
 3. search the items index through `indexers.Searcher` (what `radretrieve search` uses): recall@10 for both
    query types against the exact truth, QPS batched and single-query, and a small nprobe/rerank sweep.
 
@@ -231,7 +231,11 @@ def run_build(work: Path, max_memory: str, rebuild: bool) -> dict:
     return {
         "command": "radretrieve build-index OUT --max-memory " + max_memory + (" --rebuild" if rebuild else ""),
         "build_s": round(wall, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # kernel's high-water mark (KiB on Linux)
+        # the child's own high-water mark (VmHWM of its address space, sampled every 0.5 s until it exits)
+        "peak_rss_mb": round(peak.get("VmHWM", 0) / 1024, 1),
+        # an upper bound: a child started by vfork+exec inherits the parent's RSS high-water mark here
+        # (measured: 2.4 GB after this process had written the shards, for a build that peaked at 0.7 GB)
+        "ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1),
         "peak_rss_anon_mb_sampled": round(peak.get("RssAnon", 0) / 1024, 1),  # every 0.5 s: heap, not file pages
         "peak_rss_file_mb_sampled": round(peak.get("RssFile", 0) / 1024, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
