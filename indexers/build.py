@@ -7,19 +7,25 @@ For each target (items = image + volume rows, reports = report rows):
    plan that need not change, add only the new shards; otherwise build from scratch:
    sample training vectors at random positions of the stream (no full copy in RAM), train, then add the
    shards batch by batch;
-   IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, memory-mapped, written in the
-   same streaming pass (an add writes a new segment, leaving the old ones as they are);
+   IVF-PQ also gets a re-rank store (indexers/store.py): the vectors, appended to segment files in the
+   same streaming pass and memory-mapped for searching (an add writes a new segment, leaving the old ones
+   as they are);
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
-4. write the .faiss file atomically, then index.json.
+4. write the .faiss file atomically, then index.json (with `BuildStats`: phase times, batches streamed).
+
+Memory is the index plus one batch (`batch_rows_for`: set by the budget, not the row count) plus the
+training sample; nothing holds all vectors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,8 @@ from indexers.meta import (
     write_index_json,
 )
 from indexers.plan import (
+    COARSE_EF_ADD,
+    COARSE_EF_SEARCH,
     DEFAULT_EXACT_THRESHOLD,
     DEFAULT_MAX_MEMORY,
     HNSW_EF_CONSTRUCTION,
@@ -51,7 +59,7 @@ from indexers.plan import (
     needs_rebuild,
 )
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
-from indexers.stream import add_shards, count_rows, sample_rows, shard_dtypes
+from indexers.stream import StreamStats, add_shards, count_rows, sample_rows, shard_dtypes
 from indexers.tune import RECALL_K, QuerySet, tune_sets
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, remove_stale_temps
@@ -70,6 +78,7 @@ class BuildConfig:
     max_memory: int = DEFAULT_MAX_MEMORY  # bytes for the resident index plus the build's working set
     exact_threshold: int = DEFAULT_EXACT_THRESHOLD  # at most this many vectors -> exact (flat) index
     index_type: str | None = None  # force "flat" | "hnsw" | "ivf_flat" | "ivf_pq" (None: choose_plan)
+    coarse: str | None = None  # force the IVF coarse quantizer "flat" | "hnsw" (None: choose_plan)
     target_recall: float = 0.95  # recall@10 vs exact that tuning must reach
     tune_queries: int = 500  # held-out queries (sampled vectors) for tuning and the recorded recall
     rebuild: bool = False  # ignore an existing index and build from scratch
@@ -79,8 +88,31 @@ class BuildConfig:
 
 
 def batch_rows_for(config: BuildConfig, dim: int) -> int:
-    """Rows per streamed batch: ~2% of the budget, within [1024, 65536]."""
+    """Rows per streamed batch: ~2% of the budget, within [1024, 65536]; never a function of the row count,
+    so what a pass holds stays the same however large the archive."""
     return int(min(65536, max(1024, config.max_memory * 0.02 // (dim * 4))))
+
+
+@dataclass
+class BuildStats:
+    """Where one target's build spent its time and what it streamed (index.json `build`, and the log)."""
+
+    target: str  # "items" | "reports"
+    batch_rows: int  # rows per streamed batch (batch_rows_for)
+    train_rows: int = 0  # vectors the index was trained on
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
+    stream: StreamStats = field(default_factory=StreamStats)  # the passes that fill the index and sample
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        log.info("%s: %s done in %.1f s", self.target, name, self.seconds[name])
+
+    def to_json(self) -> dict[str, object]:
+        stream = self.stream.to_json()
+        return {"batch_rows": self.batch_rows, "train_rows": self.train_rows, "seconds": self.seconds, "stream": stream}
 
 
 def new_index(plan: IndexPlan, train: np.ndarray | None) -> Any:
@@ -100,6 +132,8 @@ def new_index(plan: IndexPlan, train: np.ndarray | None) -> Any:
         # sub-quantizer's centroids, seconds each) for polysemous filtering, which we never use: it was
         # most of IVF-PQ's build time (measured: 13.5 s of 13.9 s on 2000 x 32)
         ivf.do_polysemous_training = False
+    # an HNSW coarse quantizer trains with the faiss defaults: k-means assigns through the graph itself
+    _coarse_ef(index, plan, COARSE_EF_ADD)
     if plan.index_type == "hnsw":
         # faiss's default of 40 candidates while linking built a graph that topped out at recall@10
         # 0.94 on 1M clustered 512-d vectors, whatever efSearch (measured); a wider search builds better links
@@ -148,9 +182,12 @@ def build_target(
     start = time.perf_counter()
     path = index_dir(out_dir) / tgt.file
     total = count_rows(out_dir, manifest.shards, tgt.kinds)
-    wanted = choose_plan(total, manifest.dim, config.max_memory, config.exact_threshold, config.index_type)
+    wanted = choose_plan(
+        total, manifest.dim, config.max_memory, config.exact_threshold, config.index_type, config.coarse
+    )
     mode = "rebuild" if config.rebuild else _update_mode(existing, manifest, wanted, path)
     batch_rows = batch_rows_for(config, manifest.dim)
+    stats = BuildStats(tgt.name, batch_rows)
     if mode == "keep" and existing is not None:
         return existing
     index = faiss.read_index(str(path)) if mode == "add" else None
@@ -159,37 +196,29 @@ def build_target(
         files: set[str] | None = {s.file for s in manifest.shards} - {s["file"] for s in existing.shards}
     else:  # fresh build; also when the file disagrees with index.json (a crash between the two writes)
         mode, plan, base, new_rows, files = "rebuild", wanted, None, total, None
-        train = _training_sample(out_dir, tgt, plan, config, total, batch_rows)
-        index = new_index(plan, train)
+        log.info("%s: building %s for %d vectors in batches of %d rows", tgt.name, plan.factory, total, batch_rows)
+        with stats.phase("sample"):
+            train = _training_sample(out_dir, tgt, plan, config, total, batch_rows, stats.stream)
+        stats.train_rows = 0 if train is None else len(train)
+        with stats.phase("train"):
+            index = new_index(plan, train)
         del train
-    held = hold_out(
-        out_dir,
-        tgt.kinds,
-        new_rows,
-        config.tune_queries if plan.index_type != "flat" else 0,
-        config.seed + 1,
-        batch_rows,
-        files,
-    )
-    store = _store_writer(out_dir, tgt, plan, config, manifest, new_rows, base)
-    try:
-        add_shards(index, out_dir, tgt.kinds, batch_rows, files, store, skip=held.ids)
-    except BaseException:
-        if store is not None:
-            store.abort()
-        raise
-    # the store goes into place before tuning reads it; a crash before index.json is written leaves a
-    # store whose length disagrees with index.json, which forces a rebuild (_update_mode, load)
-    store_info = store.commit() if store is not None else None
+    with stats.phase("hold_out"):
+        held = _hold_out(out_dir, tgt, plan, config, new_rows, batch_rows, files)
+    with stats.phase("add"):
+        store_info = _fill(index, out_dir, tgt, plan, config, manifest, new_rows, base, held, files, stats)
     _drop_old_store(path.parent, existing, store_info)
-    tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
+    _coarse_ef(index, plan, COARSE_EF_SEARCH)
+    with stats.phase("tune"):
+        tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
     if tuned is None:  # an add without new rows of this kind: the index holds what it did, its params hold
         tuned = _kept(existing) if mode == "add" and existing is not None else (SearchParams(), 1.0, {})
     params, recall, by_query = tuned
     if len(held):
         index.add_with_ids(held.vectors, held.ids)
     log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
-    write_faiss(index, path)
+    with stats.phase("write"):
+        write_faiss(index, path)
     files = (tgt.file,) + (store_info.files if store_info is not None else ())
     return IndexInfo(
         tgt.name,
@@ -208,7 +237,51 @@ def build_target(
         store_info,
         _file_checks(path.parent, files, existing if mode == "add" else None),
         recall_by_query=by_query,
+        build=stats.to_json(),
     )
+
+
+def _hold_out(
+    out_dir: Path, tgt: Target, plan: IndexPlan, config: BuildConfig, rows: int, batch_rows: int, files: set[str] | None
+) -> HeldOut:
+    """The tuning queries, sampled from the rows about to be added (none for a flat index)."""
+    n = config.tune_queries if plan.index_type != "flat" else 0
+    return hold_out(out_dir, tgt.kinds, rows, n, config.seed + 1, batch_rows, files)
+
+
+def _fill(
+    index: Any,
+    out_dir: Path,
+    tgt: Target,
+    plan: IndexPlan,
+    config: BuildConfig,
+    manifest: Manifest,
+    new_rows: int,
+    base: StoreInfo | None,
+    held: HeldOut,
+    files: set[str] | None,
+    stats: BuildStats,
+) -> StoreInfo | None:
+    """Stream the shards (all, or the new `files`) into `index` and the re-rank store, batch by batch."""
+    _coarse_ef(index, plan, COARSE_EF_ADD)
+    store = _store_writer(out_dir, tgt, plan, config, manifest, new_rows, base)
+    try:
+        add_shards(index, out_dir, tgt.kinds, stats.batch_rows, files, store, skip=held.ids, stats=stats.stream)
+    except BaseException:
+        if store is not None:
+            store.abort()
+        raise
+    # the store goes into place before tuning reads it; a crash before index.json is written leaves a
+    # store whose length disagrees with index.json, which forces a rebuild (_update_mode, load)
+    return store.commit() if store is not None else None
+
+
+def _coarse_ef(index: Any, plan: IndexPlan, ef: int) -> None:
+    """Set the HNSW coarse quantizer's candidate list (no-op for flat quantizers)."""
+    import faiss
+
+    if plan.coarse == "hnsw":
+        faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch = ef
 
 
 def _store_ok(folder: Path, info: IndexInfo) -> bool:
@@ -257,13 +330,13 @@ def _file_checks(folder: Path, files: tuple[str, ...], kept: IndexInfo | None) -
 
 
 def _training_sample(
-    out_dir: Path, tgt: Target, plan: IndexPlan, config: BuildConfig, total: int, batch_rows: int
+    out_dir: Path, tgt: Target, plan: IndexPlan, config: BuildConfig, total: int, batch_rows: int, stats: StreamStats
 ) -> np.ndarray | None:
     if plan.train_size == 0:
         return None
     # the sample must fit next to the index in the budget
     cap = int(config.max_memory * (1 - INDEX_SHARE) / 2 // (plan.dim * 4))
-    _, vecs = sample_rows(out_dir, tgt.kinds, total, min(plan.train_size, cap), config.seed, batch_rows)
+    _, vecs = sample_rows(out_dir, tgt.kinds, total, min(plan.train_size, cap), config.seed, batch_rows, stats=stats)
     return vecs
 
 

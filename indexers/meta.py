@@ -105,6 +105,7 @@ class IndexInfo:
     # query type ("image" | "text") -> its recall; the cross-modal type is absent when the out dir has no
     # rows of it (e.g. no reports) and in indexes built before it was measured
     recall_by_query: Mapping[str, QueryRecall] = field(default_factory=dict)
+    build: Mapping[str, Any] = field(default_factory=dict)  # how the last build streamed (indexers.build.BuildStats)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -124,6 +125,7 @@ class IndexInfo:
             "nlist": self.plan.nlist,
             "pq_m": self.plan.pq_m,
             "hnsw_m": self.plan.hnsw_m,
+            "coarse": self.plan.coarse,
             "search_params": self.params.to_json(),
             "count": self.count,
             "recall_at_10": self.recall_at_10,
@@ -136,6 +138,7 @@ class IndexInfo:
             "shards": [dict(s) for s in self.shards],
             "store": self.store.to_json() if self.store is not None else None,
             "checks": {name: c.to_json() for name, c in self.checks.items()},
+            "build": dict(self.build),
         }
 
     @staticmethod
@@ -147,6 +150,7 @@ class IndexInfo:
             int(data["nlist"]),
             int(data["pq_m"]),
             int(data["hnsw_m"]),
+            str(data.get("coarse", "flat")),  # absent before HNSW coarse quantizers
         )
         return IndexInfo(
             data["name"],
@@ -165,6 +169,7 @@ class IndexInfo:
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
             {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
             recall_by_query={n: QueryRecall.from_json(r) for n, r in dict(data.get("recall_by_query") or {}).items()},
+            build=dict(data.get("build") or {}),
         )
 
 

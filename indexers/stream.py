@@ -1,12 +1,16 @@
 """Streaming passes over an out dir's shards: counting, uniform sampling, filling an index (+ store).
 
 Every pass reads the shards batch by batch (`radretrieve.outdir.shards.iter_embeddings`), so memory stays at
-one batch plus what the caller keeps (a sample, the index), whatever the archive size.
+one batch plus what the caller keeps (a sample, the index), whatever the archive size. A batch holds at
+most `batch_rows` rows; Parquet decodes a whole row group at a time, so the reader's own buffer is one
+row group (a shard is written as one task's rows, thousands of rows, not the archive). `StreamStats`
+records what a pass read, so a build can show (and a test check) that no pass held more than a batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,30 @@ import pyarrow.parquet as pq
 from indexers.store import StoreWriter
 from radretrieve.outdir.manifest import ShardEntry, read_manifest
 from radretrieve.outdir.shards import iter_embeddings
+
+
+@dataclass
+class StreamStats:
+    """What streaming passes read (mutable: one per build, updated as batches go by)."""
+
+    passes: int = 0  # full or partial passes over the shards
+    batches: int = 0  # batches read
+    rows: int = 0  # rows read (over all passes)
+    max_batch_rows: int = 0  # largest batch: what one pass holds of the stream at a time
+
+    def reading(
+        self, out_dir: Path, kinds: tuple[str, ...], batch_rows: int, files: Collection[str] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`iter_embeddings` with the batches counted."""
+        self.passes += 1
+        for ids, vecs in iter_embeddings(out_dir, kinds, batch_rows, files=files):
+            self.batches += 1
+            self.rows += len(ids)
+            self.max_batch_rows = max(self.max_batch_rows, len(ids))
+            yield ids, vecs
+
+    def to_json(self) -> dict[str, int]:
+        return {"passes": self.passes, "batches": self.batches, "rows": self.rows, "max_rows": self.max_batch_rows}
 
 
 def count_rows(out_dir: Path, entries: tuple[ShardEntry, ...], kinds: tuple[str, ...]) -> int:
@@ -39,17 +67,19 @@ def sample_rows(
     seed: int,
     batch_rows: int,
     files: Collection[str] | None = None,
+    stats: StreamStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A uniform sample of min(n, total) rows (ids int64[m], vectors float32[m, D]) in random order.
 
     `total` is the row count of the streamed shards (`files`, or all). Positions are drawn up front and
     picked out while streaming, so memory is the sample plus one batch.
     """
+    stats = stats if stats is not None else StreamStats()
     rng = np.random.default_rng(seed)
     m = min(n, total)
     wanted = np.sort(rng.choice(total, size=m, replace=False)) if m else np.empty(0, np.int64)
     ids_out, vecs_out, seen = [], [], 0
-    for ids, vecs in iter_embeddings(out_dir, kinds, batch_rows, files=files):
+    for ids, vecs in stats.reading(out_dir, kinds, batch_rows, files):
         lo, hi = np.searchsorted(wanted, [seen, seen + len(ids)])
         if hi > lo:
             local = wanted[lo:hi] - seen
@@ -83,6 +113,7 @@ def add_shards(
     files: set[str] | None,
     store: StoreWriter | None = None,
     skip: np.ndarray | None = None,
+    stats: StreamStats | None = None,
 ) -> int:
     """Stream the (given) shards into `index` with their item ids; returns rows added to the index.
 
@@ -90,7 +121,8 @@ def add_shards(
     now (the held-out tuning queries, added by the caller after tuning).
     """
     added = 0
-    for ids, vecs in iter_embeddings(out_dir, kinds, batch_rows, files=files):
+    stats = stats if stats is not None else StreamStats()
+    for ids, vecs in stats.reading(out_dir, kinds, batch_rows, files):
         if store is not None:
             store.add(ids, vecs)
         if skip is not None and len(skip):
