@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from radretrieve.archive.jsonl import json_objects
 from radretrieve.archive.records import ArchiveError, ScanResult
 from radretrieve.archive.scanner import (
     DEFAULT_POLICY,
@@ -78,17 +78,8 @@ def _read_rows(path: Path) -> Iterator[dict[str, str]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, str]]:
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ManifestError(f"{path.name} line {n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "path" not in row:
-                raise ManifestError(f"{path.name} line {n}: each line needs an object with a 'path'")
-            yield {str(k): _str(v) for k, v in row.items()}
+    for row in json_objects(path, ManifestError, path.name, required=("path",)):
+        yield {str(k): _str(v) for k, v in row.items()}
 
 
 def _require_path(columns: list[str], path: Path) -> None:

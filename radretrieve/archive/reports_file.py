@@ -8,12 +8,12 @@ text is redacted with the study's identifiers like every other report (radretrie
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from radretrieve.archive.jsonl import json_objects
 from radretrieve.foundation.errors import RadRetrieveError
 
 STUDY_COLUMNS = ("StudyInstanceUID", "study_uid")
@@ -46,17 +46,8 @@ def _rows(path: Path) -> Iterator[dict[str, str]]:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             yield from ({str(k): str(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(fh))
     elif name.endswith((".jsonl", ".ndjson")):
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    raise RadRetrieveError(f"--reports {path.name} line {n}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise RadRetrieveError(f"--reports {path.name} line {n}: each line must be a JSON object")
-                yield {str(k): "" if v is None else str(v) for k, v in row.items()}
+        for row in json_objects(path, RadRetrieveError, f"--reports {path.name}"):
+            yield {str(k): "" if v is None else str(v) for k, v in row.items()}
     else:
         raise RadRetrieveError(f"--reports {path.name}: use a .csv or .jsonl file")
 
