@@ -13,7 +13,7 @@ Steps (each skipped when its result is already in the work dir, so a rerun is ch
    query types against the exact truth, QPS batched and single-query, and a small nprobe/rerank sweep.
 
     python benchmarks/index_10m.py                          # 10M, work dir under the system temp dir
-    python benchmarks/index_10m.py --count 200000 --max-memory 160M --out /tmp/index_200k.json  # smoke, minutes
+    python benchmarks/index_10m.py --count 200000 --max-memory 160M --out index_200k.json  # smoke, minutes
     python benchmarks/index_10m.py --shards 20 --max-memory 1600M   # the first 20 written shards only
 
 `--shards N` builds and searches a hard-linked copy of the first N shards of the work dir (`WORK-firstN`),
