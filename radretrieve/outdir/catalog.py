@@ -252,7 +252,7 @@ class Catalog:
         for chunk in self._id_chunks(ids):
             found = self.sql(f"SELECT {cols} FROM {self._view(view)} WHERE item_id IN {IDS_PARAM}", [chunk.tolist()])
             for r in found:
-                out[int(r[0])] = ItemRow(int(r[0]), *r[1:8], labels=_labels(r[8]))
+                out[int(r[0])] = ItemRow(int(r[0]), *r[1:8], labels=parse_labels(r[8]))
         return out
 
     def study_keys(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, str]:
@@ -333,7 +333,8 @@ def _table_vectors(table: pa.Table, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.ascontiguousarray(flat.reshape(len(emb), dim))
 
 
-def _labels(raw: str) -> dict[str, str]:
+def parse_labels(raw: str | None) -> dict[str, str]:
+    """The labels column (a JSON object) as a str -> str dict; {} when empty or not an object."""
     if not raw:
         return {}
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from radretrieve.outdir.catalog import ROW_FIELDS, VIEW_KINDS, Catalog, ItemRow, _labels
+from radretrieve.outdir.catalog import ROW_FIELDS, VIEW_KINDS, Catalog, ItemRow, parse_labels
 from radretrieve.outdir.manifest import Manifest
 from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
 
@@ -78,7 +78,7 @@ class ResidentCatalog(Catalog):
         out: dict[int, ItemRow] = {}
         for r in rv.table.take(pa.array(pos, pa.int64())).to_pylist():
             fields = [r[f] for f in ROW_FIELDS[1:8]]
-            out[int(r["item_id"])] = ItemRow(int(r["item_id"]), *fields, labels=_labels(r["labels"]))
+            out[int(r["item_id"])] = ItemRow(int(r["item_id"]), *fields, labels=parse_labels(r["labels"]))
         return out
 
     def study_keys(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, str]:

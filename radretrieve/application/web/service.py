@@ -13,7 +13,6 @@ order and scores). What differs from the CLI, on purpose:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from radretrieve.application.web.config import ServeConfig
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.outdir.anonymise import read_sources
 from radretrieve.outdir.archive_root import archive_root
-from radretrieve.outdir.catalog import VIEW_KINDS
+from radretrieve.outdir.catalog import VIEW_KINDS, parse_labels
 from radretrieve.outdir.manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -237,7 +236,7 @@ class WebService:
             rows = self.catalog.sql(f"SELECT {', '.join(cols)} FROM {view} WHERE item_id = ?", [int(item_id)])
             if rows:
                 row = dict(zip(cols, rows[0]))
-                row["labels"] = _labels(row.get("labels"))
+                row["labels"] = parse_labels(row.get("labels"))
                 return row
         raise ItemNotFound(f"item {item_id} is not in the index")
 
@@ -278,13 +277,3 @@ class WebService:
         for folder in sorted(folders, key=len, reverse=True):  # a relative name is left alone: it is no path
             text = text.replace(folder, "the index")
         return text
-
-
-def _labels(raw: Any) -> dict[str, str]:
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
