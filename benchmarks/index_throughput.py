@@ -65,6 +65,8 @@ def run_index(
         "process_wall_s": wall,
         "peak_rss_mb": sampler.peak_rss / 2**20,
         "busy_cores_steady": sampler.busy_cores(),
+        # where the CPU went: the job's own process, its readers or Ray's workers, actors and daemons
+        "cpu_seconds_by_process": sampler.cpu_by_name(),
     }
 
 

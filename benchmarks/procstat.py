@@ -62,6 +62,7 @@ class TreeSampler:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (wall time, tree cpu seconds)
     _stop: threading.Event = field(default_factory=threading.Event)
     _cpu_seen: dict[int, float] = field(default_factory=dict)
+    _names: dict[int, str] = field(default_factory=dict)  # pid -> process_name(pid), the last one read
 
     def start(self) -> TreeSampler:
         threading.Thread(target=self._run, daemon=True).start()
@@ -76,6 +77,7 @@ class TreeSampler:
             self.peak_rss = max(self.peak_rss, rss_bytes(pids))
             for p in pids:  # keep finished children's cpu time: remember the last value per pid
                 self._cpu_seen[p] = max(self._cpu_seen.get(p, 0.0), cpu_seconds([p]))
+                self._names[p] = process_name(p) if p not in self._names else _settled(self._names[p], p)
             self.samples.append((time.perf_counter(), sum(self._cpu_seen.values())))
             time.sleep(self.interval)
 
@@ -86,3 +88,36 @@ class TreeSampler:
         n = len(self.samples)
         a, b = self.samples[int(n * skip_first)], self.samples[max(int(n * (1 - skip_last)) - 1, 0)]
         return (b[1] - a[1]) / max(b[0] - a[0], 1e-9)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        """CPU seconds of the tree summed by process name (see `process_name`), largest first."""
+        out: dict[str, float] = {}
+        for p, cpu in self._cpu_seen.items():
+            name = self._names.get(p, "?")
+            out[name] = out.get(name, 0.0) + cpu
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def process_name(pid: int) -> str:
+    """A short name: Ray's process titles (`ray::EncoderActor`; `ray::tasks` for the workers that run its
+    tasks, whose title changes with each task), the module of `python -m MODULE`, else the executable."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        title = words[0].split(".")[0].split()[0]
+        return title if title.endswith("Actor") or title.endswith("Agent") else "ray::tasks"
+    if any(w.endswith("default_worker.py") for w in words):
+        return "ray::starting"  # a Ray worker before it has set its title
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1]
+    return Path(words[0]).name
+
+
+def _settled(name: str, pid: int) -> str:
+    """Re-read a Ray worker's name until it has set its title."""
+    return process_name(pid) if name in ("ray::starting", "?") else name

@@ -10,7 +10,10 @@ concurrent callers with different params cannot disturb each other.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +28,19 @@ if TYPE_CHECKING:
 # fetch(ids int64[n]) -> (ids int64[m], vectors float32[m, D]) for m <= n found ids, ascending
 VectorFetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 RERANK_BLOCK_ROWS = 32768  # candidate vectors gathered at once; bounds the float32 [queries, k', D] block
+
+
+@functools.cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # keyed by pid: a forked child inherits the parent's executor without its threads, and would hang on it
+    return ThreadPoolExecutor(workers, thread_name_prefix="rerank")
+
+
+def _rerank_pool() -> ThreadPoolExecutor:
+    """Worker threads for re-ranking blocks, as many as faiss's OpenMP threads (the caller's setting)."""
+    import faiss
+
+    return _pool(max(1, faiss.omp_get_max_threads()), os.getpid())
 
 
 def faiss_params(plan: IndexPlan, params: SearchParams, k: int) -> Any:
@@ -163,19 +179,29 @@ class AnnIndex:
         out_i = np.full((len(q), k), -1, np.int64)
         kk = min(k, cand.shape[1])
         step = max(1, RERANK_BLOCK_ROWS // max(cand.shape[1], 1))
-        for start in range(0, len(q), step):
+
+        def block(start: int) -> None:
             sl = slice(start, start + step)
             valid = rows[sl] >= 0
             if self._torch_store is not None:  # gathered and scored on the torch device
                 scores = self._torch_store.score_rows(q[sl], rows[sl])
             else:
                 vecs = take(rows[sl])  # float32[b, k', D] gather
-                scores = np.einsum("qkd,qd->qk", vecs, q[sl]).astype(np.float32)
+                scores = np.matmul(vecs, q[sl, :, None])[..., 0]
             scores[~valid] = -np.inf
             ids = np.where(valid, cand[sl], -1)
             order = np.lexsort((ids, -scores), axis=1)[:, :kk]  # descending score, then ascending id
             out_s[sl, :kk] = np.take_along_axis(scores, order, axis=1)
             out_i[sl, :kk] = np.take_along_axis(ids, order, axis=1)
+
+        starts = range(0, len(q), step)
+        if len(starts) > 1 and self._torch_store is None:
+            # numpy's gather and matmul release the GIL: blocks run on faiss's thread count (the re-rank
+            # gather was most of a batched IVF-PQ search, on one core)
+            list(_rerank_pool().map(block, starts))
+        else:
+            for start in starts:
+                block(start)
         return out_s, np.where(np.isfinite(out_s), out_i, -1)
 
     def _candidate_rows(self, cand: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:

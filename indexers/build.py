@@ -363,7 +363,8 @@ def _tune(
     truths = query_truths(
         out_dir, tgt.kinds, held, {tgt.query: held.vectors, cross_name: cross.vectors}, RECALL_K, batch_rows
     )
-    vectors = VectorStore(index_dir(out_dir), store) if store is not None else None
+    # keep_pages=False: tuning reads rows all over the store; their mapped pages must not add up in the RSS
+    vectors = VectorStore(index_dir(out_dir), store, keep_pages=False) if store is not None else None
     ann = AnnIndex(index, plan, SearchParams(), "cpu", store=vectors)
     sets = [
         QuerySet(tgt.query, held.vectors, truths[tgt.query]),

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexers import BuildConfig, Searcher, build_indexes
+from indexers.ann import RERANK_BLOCK_ROWS
 from indexers.errors import StaleIndex
 from indexers.meta import read_index_json
+from indexers.plan import SearchParams
 from indexers.store import StoreInfo, VectorStore, resolve_dtype
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors, write_out_dir
@@ -84,6 +87,15 @@ def test_rerank_reads_the_store_and_scores_are_exact(tmp_path) -> None:
     by_id = dict(zip(ids.tolist(), vol))
     exact = np.array([[by_id[i] @ q for i in row] for q, row in zip(queries, found)], np.float32)
     np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-6)
+    # enough queries x candidates for several re-rank blocks (run on worker threads) agree with one-by-one
+    many = clustered_vectors(80, DIM, 30, seed=7)
+    params = SearchParams(nprobe=4, rerank=64)  # 80 x 640 candidates > RERANK_BLOCK_ROWS
+    assert len(many) * 10 * params.rerank > RERANK_BLOCK_ROWS
+    batch_s, batch_i = ann.search(many, 10, params)
+    for q, row_s, row_i in zip(many, batch_s, batch_i):
+        one_s, one_i = ann.search(q[None], 10, params)
+        np.testing.assert_array_equal(one_i[0], row_i)
+        np.testing.assert_allclose(row_s, [by_id[i] @ q for i in row_i], rtol=0, atol=1e-6)
     # the exact-scored small-filter path reads the store too, and agrees with the catalog
     got_ids, got = searcher.vectors(ids[:50])
     cat_ids, cat = searcher.catalog.vectors(ids[:50], "items")
@@ -132,3 +144,32 @@ def test_store_length_mismatch_is_stale_and_rebuilt(tmp_path) -> None:
     again = build_indexes(tmp_path, PQ, targets=("items",))["items"]
     assert (tmp_path / "index" / info.store.ids).is_file()  # rebuilt, not kept with a broken store
     assert len(store_of(tmp_path)) == again.count
+
+
+def mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_a_store_that_does_not_keep_pages_leaves_nothing_resident(tmp_path) -> None:
+    # a build's tuning reads rows all over a 10M store: kept, its mapped pages would count in the build's RSS
+    vecs = clustered_vectors(4000, DIM, 10, seed=6)
+    write_out_dir(tmp_path, [part(0, vecs)], DIM)
+    info = build_indexes(tmp_path, PQ, targets=("items",))["items"]
+    assert info.store is not None
+    path = (tmp_path / "index" / info.store.vectors).resolve()
+    every_row = np.arange(info.count)
+    dropped = VectorStore(tmp_path / "index", info.store, keep_pages=False)
+    got = dropped.take(every_row[::-1])
+    assert mapped_rss_kib(path) == 0  # read through the page cache, never mapped
+    kept = VectorStore(tmp_path / "index", info.store)
+    np.testing.assert_array_equal(got, kept.take(every_row[::-1]))
+    assert mapped_rss_kib(path) >= info.count * DIM * 4 // 1024 - 8  # the mapped gather: the whole file

@@ -252,3 +252,6 @@ def test_ray_engine_equals_local(cut_archive, tiny_model, tmp_path):
     _assert_same_rows(_rows(local), _rows(out))
     assert _errors(out) == _errors(local)
     _assert_read_failure_recorded_once(*runs, out)
+    # the local Ray: the encoder at nice 0 (Ray's default is 15) with the local engine's torch threads
+    [encoder] = runs[0].cluster["encoders"]
+    assert (encoder["nice"], encoder["threads"]) == (os.nice(0), min(3, len(os.sched_getaffinity(0))))

@@ -96,6 +96,8 @@ def test_the_job_uses_encoders_on_both_nodes_and_equals_the_local_engine(cluster
     encoders = summary["cluster"]["encoders"]
     assert len({e["node"] for e in encoders}) == 2 and all(e["items"] > 0 for e in encoders)
     assert sum(e["items"] for e in encoders) == summary["items"]
+    # each node's 2 CPUs go to its one encoder's torch threads (Ray alone would leave it OMP_NUM_THREADS=1)
+    assert [e["threads"] for e in encoders] == [2, 2]
     _same(local_rows, _rows(out))
     errors = [json.loads(line) for p in (out / "errors").glob("t-*.jsonl") for line in p.read_text().splitlines()]
     assert [(e["source"], e["error_type"]) for e in errors] == [("cut/series", "CorruptFile")]

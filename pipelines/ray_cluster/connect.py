@@ -36,12 +36,24 @@ def connect(address: str | None, workers: int) -> Any:
     if not ray.is_initialized():
         ray.init(
             address=address,
-            num_cpus=None if address else max(2, workers),  # an encoder actor and at least one reader
+            num_cpus=None if address else local_cpus(workers),
+            # Ray starts its workers at nice 15 (RAY_worker_niceness) by default, the encoder actor too, so
+            # any other process on the node (the driver, a reader) preempts its intra-op threads; a local
+            # Ray runs them at 0 and the reader tasks lower their own priority (decode.py), as the local
+            # engine's readers do. A cluster started with `ray start` takes RAY_worker_niceness=0 from its env.
+            _system_config=None if address else {"worker_niceness": 0},
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
         )
     return ray
+
+
+def local_cpus(workers: int) -> int:
+    """Logical CPUs of a Ray started here: `workers` reader tasks beside the encoder actor, as the local
+    engine runs `--workers` reader processes beside its encoder (with `workers` CPUs, one of them would go
+    to the encoder and the readers would decode one chunk at a time: measured 0.75 of the local engine)."""
+    return max(2, workers + 1)
 
 
 def alive_nodes(ray: Any) -> list[NodeInfo]:

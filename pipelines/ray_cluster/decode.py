@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pipelines.plan import WorkItem
+from pipelines.readers import READER_NICENESS
 from pipelines.stages import Decoded, Failure, decode, stat_digest
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,18 @@ CRASH_MESSAGE = "the worker process died decoding it, twice (out of memory, or a
 
 def decode_chunk(works: Sequence[WorkItem], root: str, preprocess: Any) -> list[Decoded]:
     """Ray task: decode and preprocess the items of one chunk (failures are returned, not raised)."""
+    _lower_priority()
     return [decode(w, Path(root), preprocess) for w in works]
+
+
+def _lower_priority() -> None:
+    """Run this worker process at the local engine's reader niceness (once: Ray reuses worker processes).
+
+    As there, readers work ahead of the encoder actor, and one that preempts its intra-op threads stalls them all.
+    """
+    current = os.nice(0)
+    if current < READER_NICENESS:
+        os.nice(READER_NICENESS - current)
 
 
 def crashed(work: WorkItem, root: str) -> Decoded:

@@ -8,6 +8,7 @@ and shard atomically into the shared out dir. It returns what it wrote; the driv
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,16 +47,26 @@ class TaskDone:
     slices: int  # slices encoded
     decode_seconds: float  # summed over the task's reader tasks
     encode_seconds: float  # in this actor
+    threads: int  # torch intra-op threads the actor encoded on
+    nice: int  # the actor process's niceness (Ray's default for workers is 15)
 
 
 class EncoderActor:
     """A model on one node (a GPU where the cluster has them); made a Ray actor by the engine."""
 
-    def __init__(self, source: ModelSource, fingerprint: str, batch_slices: int, device: str | None = None) -> None:
+    def __init__(
+        self, source: ModelSource, fingerprint: str, batch_slices: int, device: str | None = None, threads: int = 0
+    ) -> None:
         import ray
+        import torch
 
         from radretrieve.models.loading import load_source
 
+        # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1), so torch would encode on one thread while
+        # the local engine's encoder uses every core; `threads` (0: the cores this process may run on)
+        # gives the actor the intra-op threads the local engine has (never more than the cores it may run on)
+        cores = len(os.sched_getaffinity(0))
+        torch.set_num_threads(min(threads, cores) if threads else cores)
         self.model = load_source(source, device=device)
         if self.model.fingerprint != fingerprint:
             raise FingerprintMismatch(f"encoder actor loaded {source.spec} with another fingerprint")
@@ -69,6 +80,7 @@ class EncoderActor:
 
     def run(self, job: TaskJob) -> TaskDone:
         import ray
+        import torch
 
         preprocess = self.model.config.preprocess
         rows: list[Row] = encode_reports(self.model, [w for w in job.task.work if w.item is None])
@@ -91,7 +103,7 @@ class EncoderActor:
             slices, items = slices + sum(p.pixels.shape[0] for p in pending), items + len(pending)
         written = write_task(Path(job.out_dir), job.manifest, job.task, rows, failures, job.real_sources)
         self.items_done += items
-        return TaskDone(written, self.node, items, slices, decode_s, encode_s)
+        return TaskDone(written, self.node, items, slices, decode_s, encode_s, torch.get_num_threads(), os.nice(0))
 
     def _encode(self, batch: list[Decoded], rows: list[Row]) -> float:
         import torch

@@ -52,41 +52,48 @@ class EncoderStats:
     """One actor's share, for the summary."""
 
     node: str
+    threads: int  # torch intra-op threads it encoded on
+    nice: int  # its process's niceness
     items: int = 0
     tasks: int = 0
 
 
-def make_encoders(ray: Any, model: Encoder, plan: RayPlan, nodes: list[NodeInfo]) -> list[Any]:
-    """One actor per GPU where the cluster has GPUs, else `plan.encoders` CPU actors (default: one per node).
+def make_encoders(ray: Any, model: Encoder, encoders: int, batch_slices: int, nodes: list[NodeInfo]) -> list[Any]:
+    """One actor per GPU where the cluster has GPUs, else `encoders` CPU actors (0: one per node).
 
     CPU actors are capped so that at least one CPU is left for the reader tasks: an actor waits for its
-    task's decoded chunks, so actors holding every CPU would wait forever."""
+    task's decoded chunks, so actors holding every CPU would wait forever. The actors load the model in
+    the background: the job starts them before it scans, so that their start-up overlaps the scan."""
     gpus = int(sum(n.gpus for n in nodes))
     if gpus:
-        return [new_encoder(ray, model, plan, None, gpu=True) for _ in range(gpus)]
+        return [new_encoder(ray, model, batch_slices, None, gpu=True) for _ in range(gpus)]
     cpus = int(sum(n.cpus for n in nodes))
     if cpus < 2:
         raise RadRetrieveError(f"the Ray cluster has {cpus} CPU(s); the Ray engine needs 2 (an encoder and a reader)")
-    count = max(1, min(plan.encoders or len(nodes), cpus - 1))
-    if plan.encoders and count < plan.encoders:
-        log.warning(
-            "%d encoders asked for, %d started: %d CPUs must leave one to the readers", plan.encoders, count, cpus
-        )
-    return [new_encoder(ray, model, plan, nodes[i % len(nodes)]) for i in range(count)]  # round robin: spread
+    count = max(1, min(encoders or len(nodes), cpus - 1))
+    if encoders and count < encoders:
+        log.warning("%d encoders asked for, %d started: %d CPUs must leave one to the readers", encoders, count, cpus)
+    on_node = collections.Counter(i % len(nodes) for i in range(count))  # round robin: spread
+    threads = [max(1, int(nodes[i % len(nodes)].cpus) // on_node[i % len(nodes)]) for i in range(count)]
+    return [new_encoder(ray, model, batch_slices, nodes[i % len(nodes)], threads=threads[i]) for i in range(count)]
 
 
-def new_encoder(ray: Any, model: Encoder, plan: RayPlan, node: NodeInfo | None, gpu: bool = False) -> Any:
+def new_encoder(
+    ray: Any, model: Encoder, batch_slices: int, node: NodeInfo | None, gpu: bool = False, threads: int = 0
+) -> Any:
     """An encoder actor, on `node` when given (soft: elsewhere if it has gone). Not restarted by Ray: the
-    driver replaces lost actors itself, so a restart can never take the CPUs the readers need."""
+    driver replaces lost actors itself, so a restart can never take the CPUs the readers need. A CPU actor
+    encodes on `threads` torch threads (its node's CPUs shared among the node's encoders; 0: all its cores),
+    like the local engine's encoder, though Ray reserves one CPU for it."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    args = (model.source, model.fingerprint, plan.batch_slices)
+    args = (model.source, model.fingerprint, batch_slices)
     if gpu:
         return ray.remote(num_cpus=1, num_gpus=1, max_restarts=0)(EncoderActor).remote(*args, device="cuda")
     actor = ray.remote(num_cpus=1, max_restarts=0)(EncoderActor)
     if node is not None:
         actor = actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=True))
-    return actor.remote(*args)
+    return actor.remote(*args, threads=threads)
 
 
 class Driver:
@@ -181,7 +188,7 @@ class Driver:
             return task, attempt + 1
         self.commit(done.written)
         self.errors += sum(done.written.errors.values())
-        stat = self.stats.setdefault((index, self.generation[index]), EncoderStats(done.node))
+        stat = self.stats.setdefault((index, self.generation[index]), EncoderStats(done.node, done.threads, done.nice))
         stat.node, stat.items, stat.tasks = done.node, stat.items + done.items, stat.tasks + 1
         self.times.decode += done.decode_seconds
         self.times.encode += done.encode_seconds
@@ -198,25 +205,45 @@ class Driver:
         )
 
 
-def run_on_cluster(
-    ray: Any, tasks: Sequence[Task], model: Encoder, plan: RayPlan, commit: Callable[[Written], None], bar: Any
-) -> tuple[StageTimes, dict[str, Any]]:
-    """Run `tasks` on encoder actors; returns the stage times and the cluster part of the job summary."""
+def start_encoders(ray: Any, model: Encoder, encoders: int, batch_slices: int) -> list[Any]:
+    """The job's encoder actors (see `make_encoders`), started on the cluster's alive nodes."""
     nodes = alive_nodes(ray)
     if not nodes:
         raise RadRetrieveError("the Ray cluster has no alive node")
+    return make_encoders(ray, model, encoders, batch_slices, nodes)
+
+
+def stop_encoders(ray: Any, actors: list[Any]) -> None:
+    """Kill the actors (ones already gone are skipped: Ray may have reaped them with their node)."""
+    for actor in actors:
+        try:
+            ray.kill(actor)
+        except Exception as exc:  # noqa: BLE001 - a dead actor or node; nothing is left to stop
+            log.debug("encoder not killed (%s)", type(exc).__name__)
+
+
+def run_on_cluster(
+    ray: Any,
+    tasks: Sequence[Task],
+    model: Encoder,
+    plan: RayPlan,
+    commit: Callable[[Written], None],
+    bar: Any,
+    actors: list[Any] | None = None,
+) -> tuple[StageTimes, dict[str, Any]]:
+    """Run `tasks` on encoder actors (`actors` from `start_encoders`, or started now; killed at the end);
+    returns the stage times and the cluster part of the job summary."""
+    actors = actors if actors is not None else start_encoders(ray, model, plan.encoders, plan.batch_slices)
+    nodes = alive_nodes(ray)
     gpu = bool(sum(n.gpus for n in nodes))
-    driver = Driver(
-        ray, make_encoders(ray, model, plan, nodes), plan, commit, bar, lambda: new_encoder(ray, model, plan, None, gpu)
-    )
+    driver = Driver(ray, actors, plan, commit, bar, lambda: new_encoder(ray, model, plan.batch_slices, None, gpu))
     try:
         times = driver.run(tasks, model.config.preprocess)
     finally:
-        for index, actor in enumerate(driver.actors):
-            if index not in driver.retired:
-                ray.kill(actor)
+        stop_encoders(ray, [a for i, a in enumerate(driver.actors) if i not in driver.retired])
     encoders = [
-        {"encoder": f"{i}.{g}" if g else str(i), "node": st.node, "items": st.items, "tasks": st.tasks}
+        {"encoder": f"{i}.{g}" if g else str(i), "node": st.node, "threads": st.threads, "nice": st.nice}
+        | {"items": st.items, "tasks": st.tasks}
         for (i, g), st in sorted(driver.stats.items())
     ]
     info = {
