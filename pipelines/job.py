@@ -154,58 +154,72 @@ def _index(
     archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, readers: Any
 ) -> IndexSummary:
     manifest = open_out_dir(out_dir, model, options.overwrite, options.anonymise_paths)
+    ray = _cluster(options, out_dir)
+    with _encoders(ray, model, options) as actors:
+        return _run_job(archive, out_dir, model, options, readers, manifest, ray, actors)
+
+
+def _run_job(
+    archive: Path | RemoteArchive,
+    out_dir: Path,
+    model: Encoder,
+    options: IndexOptions,
+    readers: Any,
+    manifest: Manifest,
+    ray: Any,
+    actors: list[Any] | None,
+) -> IndexSummary:
+    """Scan, plan and encode into the opened out dir, on the local readers or the Ray encoder actors."""
     # The stored text tower lets `radretrieve search` start without open_clip. It is written (file I/O,
     # outside the GIL) while the readers scan, and must be done before encoding starts, so that a full
     # disk or a bad model is reported at once, not after hours of encoding.
-    ray = _cluster(options, out_dir)
-    with _encoders(ray, model, options) as actors:
-        with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
-            tower = background.submit(save_text_tower, model, out_dir)
-            done_series: set[str] = set()
-            listed: list[Any] = []
-            if isinstance(archive, RemoteArchive):
-                done_series = indexed_series(out_dir, options.retry_errors)
-                log_paths = not options.anonymise_paths
-                result, listed = scan_dicomweb(archive, readers, done_series, log_paths, options.policy)
-            else:
-                result = _scan(archive, options, readers, ray)
-            tower.result()
-        real_sources: dict[int, str] = {}
-        if options.anonymise_paths:
-            result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)))
-        # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
-        if isinstance(result.root, RemoteArchive):
-            write_remote_root(out_dir, result.root.display)
+    with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
+        tower = background.submit(save_text_tower, model, out_dir)
+        done_series: set[str] = set()
+        listed: list[Any] = []
+        if isinstance(archive, RemoteArchive):
+            done_series = indexed_series(out_dir, options.retry_errors)
+            log_paths = not options.anonymise_paths
+            result, listed = scan_dicomweb(archive, readers, done_series, log_paths, options.policy)
         else:
-            write_archive_root(out_dir, result.root)
-        write_scan_errors(out_dir, result.errors)
-        items = {it.item_id: it for it in result.items}
-        done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
-        tasks = make_plan(result.studies, done, options.studies_per_task)
-        summary = IndexSummary(studies=len(result.studies), tasks=len(tasks))
-        summary.manifest_rows, summary.manifest_rows_used = result.rows, result.rows_used
-        summary.errors.update(e.error_type for e in result.errors if e.stage != "select")
-        summary.skipped.update(e.error_type for e in result.errors if e.stage == "select")
-        writer = ShardWriter(out_dir, manifest, real_sources)
-        bar = _progress(tasks, options.progress)
-        summary.engine = options.engine
-        if ray is not None:
-            plan = RayPlan(
-                str(result.root), str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources
-            )
-            times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar, actors)
-        else:
-            failed_series: set[str] = set()
-            times = _run_local(options, tasks, result.root, model, writer, bar, readers, failed_series)
-            if isinstance(archive, RemoteArchive):
-                uids = {ref.series_uid for ref in listed}
-                summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
-        bar.close()
-        summary.rows.update(writer.rows)
-        summary.errors.update(writer.errors)
-        summary.stage_seconds = {"decode": times.decode, "encode": times.encode, "write": times.write}
-        summary.slices = times.slices
-        return summary
+            result = _scan(archive, options, readers, ray)
+        tower.result()
+    real_sources: dict[int, str] = {}
+    if options.anonymise_paths:
+        result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)))
+    # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
+    if isinstance(result.root, RemoteArchive):
+        write_remote_root(out_dir, result.root.display)
+    else:
+        write_archive_root(out_dir, result.root)
+    write_scan_errors(out_dir, result.errors)
+    items = {it.item_id: it for it in result.items}
+    done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
+    tasks = make_plan(result.studies, done, options.studies_per_task)
+    summary = IndexSummary(studies=len(result.studies), tasks=len(tasks))
+    summary.manifest_rows, summary.manifest_rows_used = result.rows, result.rows_used
+    summary.errors.update(e.error_type for e in result.errors if e.stage != "select")
+    summary.skipped.update(e.error_type for e in result.errors if e.stage == "select")
+    writer = ShardWriter(out_dir, manifest, real_sources)
+    bar = _progress(tasks, options.progress)
+    summary.engine = options.engine
+    if ray is not None:
+        plan = RayPlan(
+            str(result.root), str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources
+        )
+        times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar, actors)
+    else:
+        failed_series: set[str] = set()
+        times = _run_local(options, tasks, result.root, model, writer, bar, readers, failed_series)
+        if isinstance(archive, RemoteArchive):
+            uids = {ref.series_uid for ref in listed}
+            summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
+    bar.close()
+    summary.rows.update(writer.rows)
+    summary.errors.update(writer.errors)
+    summary.stage_seconds = {"decode": times.decode, "encode": times.encode, "write": times.write}
+    summary.slices = times.slices
+    return summary
 
 
 @contextmanager

@@ -229,18 +229,15 @@ def run_on_cluster(
     plan: RayPlan,
     commit: Callable[[Written], None],
     bar: Any,
-    actors: list[Any] | None = None,
+    actors: list[Any],
 ) -> tuple[StageTimes, dict[str, Any]]:
-    """Run `tasks` on encoder actors (`actors` from `start_encoders`, or started now; killed at the end);
-    returns the stage times and the cluster part of the job summary."""
-    actors = actors if actors is not None else start_encoders(ray, model, plan.encoders, plan.batch_slices)
+    """Run `tasks` on the encoder `actors` (from `start_encoders`; replacements for lost ones are put in
+    their slots of the same list, so the caller's `stop_encoders(ray, actors)` stops them all); returns the
+    stage times and the cluster part of the job summary."""
     nodes = alive_nodes(ray)
     gpu = bool(sum(n.gpus for n in nodes))
     driver = Driver(ray, actors, plan, commit, bar, lambda: new_encoder(ray, model, plan.batch_slices, None, gpu))
-    try:
-        times = driver.run(tasks, model.config.preprocess)
-    finally:
-        stop_encoders(ray, [a for i, a in enumerate(driver.actors) if i not in driver.retired])
+    times = driver.run(tasks, model.config.preprocess)
     encoders = [
         {"encoder": f"{i}.{g}" if g else str(i), "node": st.node, "threads": st.threads, "nice": st.nice}
         | {"items": st.items, "tasks": st.tasks}
