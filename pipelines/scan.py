@@ -67,7 +67,8 @@ def scan_dicomweb(
     from radretrieve.archive.dicomweb.listing import list_series
     from radretrieve.archive.dicomweb.scan import assemble_series, scan_series
 
-    refs = list_series(source)
+    listed = list_series(source)  # UIDs checked; studies that could not be listed are error records
+    refs = list(listed.refs)
     todo = [ref for ref in refs if ref.series_uid not in done_series]
     fn = functools.partial(scan_series, source)
     if pool is None:
@@ -75,7 +76,8 @@ def scan_dicomweb(
     else:
         window = Window(budget=4 * pool.workers, min_items=2 * pool.workers)
         scans = ordered_map(pool, fn, todo, window, _crashed_series)
-    return assemble_series(source, scans, log_paths, *([policy] if policy is not None else [])), refs
+    options = {"policy": policy} if policy is not None else {}
+    return assemble_series(source, scans, log_paths, listing_errors=listed.errors, **options), refs
 
 
 def _crashed_series(ref: Any) -> Any:

@@ -316,7 +316,7 @@ def test_listing_by_date_modality_and_query_keys(archive, tmp_path):
         server.upload_folder(tmp_path / "files")
 
         def listed(**kwargs) -> set[str]:
-            found = {ref.series_uid for ref in list_series(_source(server.dicomweb_url, **kwargs))}
+            found = {ref.series_uid for ref in list_series(_source(server.dicomweb_url, **kwargs)).refs}
             return {name for name, (_, series) in studies.items() if series in found}
 
         assert listed() == {"CHEST", "KNEE", "HEAD"}

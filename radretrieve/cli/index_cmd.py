@@ -75,6 +75,15 @@ def index(
     retry_backoff: float = typer.Option(
         0.5, "--retry-backoff", help="DICOMweb: seconds before the first retry, doubled for each next one."
     ),
+    max_response_mb: float = typer.Option(
+        1024.0, "--max-response-mb", help="DICOMweb: largest answer accepted (an instance, a page), in MiB."
+    ),
+    max_listed: int = typer.Option(
+        1_000_000, "--max-listed", help="DICOMweb: most entries one QIDO-RS query may return over all its pages."
+    ),
+    request_deadline: float = typer.Option(
+        600.0, "--request-deadline", help="DICOMweb: seconds one HTTP request may take, connect to last byte."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -88,7 +97,8 @@ def index(
     from radretrieve.archive.scanner import make_policy
 
     policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
-    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff)
+    bounds = {"max_response_mb": max_response_mb, "max_listed": max_listed, "deadline_s": request_deadline}
+    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, bounds)
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
         workers=workers,
@@ -122,16 +132,23 @@ def _source(
     query: list[str],
     retries: int,
     retry_backoff: float,
+    bounds: dict[str, float] | None = None,
 ) -> Any:
     """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource)."""
-    from radretrieve.archive.dicomweb import Retry, is_dicomweb, parse_source, resolve_auth
+    from radretrieve.archive.dicomweb import Limits, Retry, is_dicomweb, parse_source, resolve_auth
     from radretrieve.foundation.errors import RadRetrieveError
 
     if is_dicomweb(archive):
         from radretrieve.archive.dicomweb.listing import probe
 
         retry = Retry(tries=retries + 1, backoff_s=retry_backoff)
-        source = parse_source(archive, resolve_auth(auth_file), since, modality, query, retry)
+        b = bounds or {}
+        limits = Limits(
+            max_response_bytes=int(b.get("max_response_mb", 1024.0) * 2**20),
+            max_listed=int(b.get("max_listed", Limits.max_listed)),
+            deadline_s=float(b.get("deadline_s", Limits.deadline_s)),
+        )
+        source = parse_source(archive, resolve_auth(auth_file), since, modality, query, retry, limits)
         probe(source)  # an unreachable server or bad credentials: one line now, not after loading the model
         return source
     used = [

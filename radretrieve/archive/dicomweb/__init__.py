@@ -11,12 +11,20 @@ skips series already indexed (incremental sync by Series Instance UID).
 from __future__ import annotations
 
 from radretrieve.archive.dicomweb.auth import AUTH_ENV, Auth, parse_auth, resolve_auth
-from radretrieve.archive.dicomweb.source import DicomWebSource, Listing, Retry, is_dicomweb, parse_source
+from radretrieve.archive.dicomweb.source import (
+    DicomWebSource,
+    Limits,
+    Listing,
+    Retry,
+    is_dicomweb,
+    parse_source,
+)
 
 __all__ = [
     "AUTH_ENV",
     "Auth",
     "DicomWebSource",
+    "Limits",
     "Listing",
     "Retry",
     "is_dicomweb",

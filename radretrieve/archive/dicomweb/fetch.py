@@ -1,15 +1,18 @@
 """WADO-RS: fetch the instances an item needs, one temporary file each, and decode them with the folder code.
 
 Only the instances `read_item` will decode are fetched (the sampled slices of a long axial series); each
-lands in a temporary folder as the server sent it (transfer syntax `*`: as stored, no transcoding) and the
-folder is removed as soon as the item is decoded, so no copy of the archive stays on disk and at most one
-item's instances per reader are on disk at a time.
+lands in a private temporary folder as the server sent it (transfer syntax `*`: as stored, no transcoding),
+under a numbered name (`scratch`), and the folder is removed as soon as the item is decoded, so no copy of
+the archive stays on disk and at most one item's instances per reader are on disk at a time. The item is
+decoded as a copy whose `files` are those numbered names; errors name the instances' virtual paths again.
+Each fetched instance must be the one asked for (its UIDs), else the item fails at stage `fetch`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import tempfile
+import io
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 from radretrieve.archive.dicomweb.client import FetchFailed, client_for, with_retries
 from radretrieve.archive.dicomweb.scan import split_path
+from radretrieve.archive.dicomweb.scratch import local_name, private_folder, write_new
 from radretrieve.archive.dicomweb.source import DicomWebSource
 from radretrieve.archive.records import ArchiveError, Decoded, Item
 
@@ -26,41 +30,56 @@ FETCH_THREADS = 4  # instance requests in flight per reader process
 
 def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
     """Fetch and decode one item of a DICOMweb scan. Raises ArchiveError: stage `fetch` (FetchFailed) when
-    the server fails for good, else whatever decoding the same files from a folder raises."""
+    the server fails for good or sends another instance, else whatever decoding the same files from a folder
+    raises (naming the instances' virtual paths)."""
     from radretrieve.archive.read import files_to_read, read_item
 
-    with tempfile.TemporaryDirectory(prefix="radretrieve-dicomweb-") as tmp:
-        root = Path(tmp)
-        needed = files_to_read(item, cfg)
-        _fetch(source, item, needed, root)
+    names = {local_name(n): rel for n, rel in enumerate(item.files)}  # numbered name -> virtual path
+    local = dataclasses.replace(item, files=tuple(names))
+    with private_folder() as root:
+        needed = files_to_read(local, cfg)
+        _fetch(source, item, names, needed, root)
         try:
-            return read_item(item, root, cfg)
-        except FileNotFoundError:  # not an axial series after all: its canonical slices need every file
-            _fetch(source, item, [f for f in item.files if f not in set(needed)], root)
-            return read_item(item, root, cfg)
+            try:
+                return read_item(local, root, cfg)
+            except FileNotFoundError:  # not an axial series after all: its canonical slices need every file
+                _fetch(source, item, names, [f for f in local.files if f not in set(needed)], root)
+                return read_item(local, root, cfg)
+        except ArchiveError as exc:
+            if exc.path not in names:
+                raise
+            raise ArchiveError(names[exc.path], exc.reason, exc.error_type, exc.stage) from None
 
 
-def _fetch(source: DicomWebSource, item: Item, rels: Iterable[str], root: Path) -> None:
-    """Fetch `rels` into `root`, FETCH_THREADS requests at a time (a request mostly waits on the server)."""
-    rels = list(rels)
-    if len(rels) <= 1:
-        for rel in rels:
-            _fetch_one(source, item, rel, root)
+def _fetch(source: DicomWebSource, item: Item, names: dict[str, str], wanted: Iterable[str], root: Path) -> None:
+    """Fetch the instances `wanted` (numbered names) into `root`, FETCH_THREADS requests at a time (a
+    request mostly waits on the server)."""
+    wanted = list(wanted)
+    if len(wanted) <= 1:
+        for name in wanted:
+            _fetch_one(source, item, names[name], root, name)
         return
-    with ThreadPoolExecutor(min(FETCH_THREADS, len(rels)), thread_name_prefix="wado") as pool:
-        for future in [pool.submit(_fetch_one, source, item, rel, root) for rel in rels]:
+    with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted)), thread_name_prefix="wado") as pool:
+        futures = [pool.submit(_fetch_one, source, item, names[name], root, name) for name in wanted]
+        for future in futures:
             future.result()  # the first failure is raised; the others finish or fail quietly
 
 
-def _fetch_one(source: DicomWebSource, item: Item, rel: str, root: Path) -> None:
+def _fetch_one(source: DicomWebSource, item: Item, rel: str, root: Path, name: str) -> None:
     client = client_for(source)
-    study, series, sop = split_path(rel)
+    try:
+        study, series, sop = split_path(rel)
+    except ValueError:
+        raise ArchiveError(item.source, "not an instance of this server", "InvalidUID", "fetch") from None
     try:
         call = functools.partial(client.retrieve_instance, study, series, sop, media_types=AS_STORED)
         ds = with_retries(call, source.retry)
     except FetchFailed as exc:
-        error_type = "FetchFailed" if exc.transient or exc.status == 0 else "FetchRefused"
-        raise ArchiveError(item.source, f"series {series}: {exc.reason}", error_type, "fetch") from None
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=False)
+        raise ArchiveError(item.source, f"series {series}: {exc.reason}", exc.error_type, "fetch") from None
+    sent = [getattr(ds, key, None) for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    if sent[2] != sop or any(uid not in (None, asked) for uid, asked in zip(sent[:2], (study, series))):
+        why = f"series {series}: the server sent another instance than the one asked for"
+        raise ArchiveError(item.source, why, "WrongInstance", "fetch")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)
+    write_new(root, name, buffer.getvalue())

@@ -34,6 +34,25 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Bounds on what a server may send, so that a broken or hostile one costs one error line, never the job:
+    every answer is read with these checked as it arrives (`radretrieve.archive.dicomweb.transport`)."""
+
+    max_response_bytes: int = 1 << 30  # one answer (an instance, a metadata or listing page); --max-response-mb
+    max_listed: int = 1_000_000  # entries received for one QIDO-RS query (all its pages); --max-listed
+    deadline_s: float = 600.0  # wall-clock seconds for one HTTP request, connect to last byte; --request-deadline
+    max_redirects: int = 5  # redirects followed per request (same scheme, host and port only)
+
+    def __post_init__(self) -> None:
+        if self.max_response_bytes < 1:
+            raise RadRetrieveError(f"--max-response-mb must be > 0, got {self.max_response_bytes / 2**20:g}")
+        if self.max_listed < 1:
+            raise RadRetrieveError(f"--max-listed must be >= 1, got {self.max_listed}")
+        if not self.deadline_s > 0:
+            raise RadRetrieveError(f"--request-deadline must be > 0, got {self.deadline_s}")
+
+
+@dataclass(frozen=True)
 class Listing:
     """What QIDO-RS lists: studies from `since` on, with these modalities, matching `query`."""
 
@@ -53,6 +72,12 @@ class DicomWebSource:
     listing: Listing = Listing()
     retry: Retry = Retry()
     auth: Auth | None = field(default=None, repr=False)
+    limits: Limits = Limits()
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port) of the server: the only place a request may be redirected to."""
+        return origin_of(self.url)
 
     @property
     def display(self) -> str:
@@ -66,6 +91,17 @@ class DicomWebSource:
         return read_remote_item(self, item, cfg)
 
 
+def origin_of(url: str) -> tuple[str, str, int]:
+    """(scheme, lower-case host, port with the scheme's default filled in) of an http(s) URL."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: no origin of ours
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
 def parse_source(
     archive: str,
     auth: Auth | None = None,
@@ -73,6 +109,7 @@ def parse_source(
     modalities: str | None = None,
     query: list[str] | None = None,
     retry: Retry = Retry(),
+    limits: Limits = Limits(),
 ) -> DicomWebSource:
     """A source from the `index` arguments (`dicomweb+http(s)://HOST[:PORT]/PATH`, `--since`, ...)."""
     url = archive[len(SCHEME_PREFIX) :].rstrip("/")
@@ -85,7 +122,7 @@ def parse_source(
             "use RADRETRIEVE_DICOMWEB_AUTH or --auth-file"
         )
     listing = Listing(_date(since) if since else "", _modalities(modalities), _query(query or []))
-    return DicomWebSource(url, listing, retry, auth)
+    return DicomWebSource(url, listing, retry, auth, limits)
 
 
 def _date(text: str) -> str:

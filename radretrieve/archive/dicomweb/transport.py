@@ -1,0 +1,240 @@
+"""HTTP to a DICOMweb server with every answer bounded (`Limits`): size, wall-clock time and where it comes from.
+
+`requests` alone reads an answer of any size into memory, waits on a server that trickles one byte per read
+timeout for ever, and follows a redirect to any host. `BoundedAdapter` (mounted on the session of
+`client.client_for`) reads every answer itself, as it arrives:
+
+- size: a declared Content-Length over `max_response_bytes` is refused before the body is read, and the
+  body (decoded, so a compressed answer counts what it expands to) is cut off once it passes the bound;
+- time: a watchdog thread shuts the request's socket down at the deadline, which ends a blocked read at
+  once wherever it is (connect, TLS handshake, headers or body); a shut-down socket is never reused;
+- redirects: one that changes scheme, host or port is refused (its answer never used); others are
+  followed up to `max_redirects` times, each hop checked again.
+
+A refused answer raises `Refused` (a `requests.RequestException`), classified by `client.describe` as
+not transient: a retry would meet the same server.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from radretrieve.archive.dicomweb.source import Limits, origin_of
+
+CHUNK = 1 << 16  # bytes read per step of a body (the deadline is also checked between steps)
+_SHOWN_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?")  # what a message may show of a URL
+
+
+class Refused(requests.RequestException):
+    """An answer refused by a bound; `reason` is one line without URL or credentials."""
+
+    error_type = "FetchRefused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooLarge(Refused):
+    error_type = "ResponseTooLarge"
+
+
+class DeadlineExceeded(Refused):
+    error_type = "DeadlineExceeded"
+
+
+class RedirectRefused(Refused):
+    error_type = "RedirectRefused"
+
+
+class _Watch:
+    """The deadline of the request running in this thread: the sockets it uses are shut down when it passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add(self, sock: Any) -> None:
+        with self._lock:
+            if self.expired:
+                _shutdown(sock)
+            self._sockets.append(sock)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)  # a read blocked in the request's thread returns at once
+
+    def close(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+_current = threading.local()  # .watch: the _Watch of the request this thread is making, if any
+
+
+def _watch_socket(sock: Any) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None and sock is not None:
+        watch.add(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A connection whose socket (new or reused from the pool) is handed to the current request's watch."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch_socket(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _watch_socket(self.sock)  # None for a new connection: `_new_conn` hands it over when it connects
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch_socket(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _watch_socket(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection  # type: ignore[assignment]
+
+
+class BoundedAdapter(HTTPAdapter):
+    """A `requests` transport for one server (`url`) that enforces `limits` on every request it sends."""
+
+    def __init__(self, url: str, limits: Limits) -> None:
+        self.origin = origin_of(url)
+        self.limits = limits
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any) -> Any:
+        if origin_of(request.url or "") != self.origin:
+            raise RedirectRefused(_redirect_reason(request.url or ""))  # never sent (a hop of a redirect)
+        watch = _Watch(self.limits.deadline_s)
+        _current.watch = watch
+        try:
+            response = super().send(request, stream=True, timeout=_capped(timeout, watch.left()), **kwargs)
+            self._check_redirect(response)
+            _read_body(response, self.limits, watch)
+            if watch.expired:  # the shut-down socket may have ended headers or body early: not an answer
+                raise DeadlineExceeded(_deadline_reason(self.limits))
+            return response
+        except Refused:
+            raise
+        except Exception:
+            if watch.expired or watch.left() <= 0:
+                raise DeadlineExceeded(_deadline_reason(self.limits)) from None
+            raise
+        finally:
+            _current.watch = None
+            watch.close()
+
+    def _check_redirect(self, response: requests.Response) -> None:
+        if response.is_redirect:
+            target = urllib.parse.urljoin(response.url or "", response.headers.get("location", ""))
+            if origin_of(target) != self.origin:
+                response.close()
+                raise RedirectRefused(_redirect_reason(target))
+
+
+def _capped(timeout: Any, left: float) -> Any:
+    """The (connect, read) timeout of a request, neither longer than what is left of its deadline."""
+    left = max(left, 0.001)
+    if timeout is None:
+        return (left, left)
+    if isinstance(timeout, tuple):
+        return tuple(left if t is None else min(float(t), left) for t in timeout)
+    return min(float(timeout), left)
+
+
+def _read_body(response: requests.Response, limits: Limits, watch: _Watch) -> None:
+    """Read the whole body into `response` (as `requests` would), refusing it past the size bound or the
+    deadline. Read errors become the exceptions `requests` itself raises for them (transient ones)."""
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+    limit = limits.max_response_bytes
+    declared = response.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        response.close()
+        raise TooLarge(_size_reason(limit, declared=True))
+    body = bytearray()
+    try:
+        for chunk in response.raw.stream(CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > limit:
+                response.close()
+                raise TooLarge(_size_reason(limit, declared=False))
+            if watch.left() <= 0:
+                response.close()
+                raise DeadlineExceeded(_deadline_reason(limits))
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(type(exc).__name__) from None
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(type(exc).__name__) from None
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(type(exc).__name__) from None
+    # what `response.content` returns: the body was read here, bounded (urllib3 has given the connection back)
+    response._content = bytes(body)
+    response._content_consumed = True
+
+
+def _size_reason(limit: int, declared: bool) -> str:
+    how = "declared" if declared else "sent"
+    return f"answer larger than {limit / 2**20:g} MiB ({how}; --max-response-mb)"
+
+
+def _deadline_reason(limits: Limits) -> str:
+    return f"no complete answer within {limits.deadline_s:g} s (--request-deadline)"
+
+
+def _redirect_reason(target: str) -> str:
+    parts = urllib.parse.urlsplit(target)
+    shown = f"{parts.scheme}://{parts.netloc}"
+    where = shown if _SHOWN_ORIGIN.fullmatch(shown) else "another scheme, host or port"
+    return f"redirected to {where}: not followed (only the server's own scheme, host and port are)"
