@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -35,7 +36,8 @@ def _series(root: Path, name: str, n: int = 3) -> tuple[str, str, list[Path]]:
 def pacs_files(tmp_path_factory) -> dict[str, tuple[str, str, list[Path]]]:
     """Small CT series, each in its own study: one honest, the others served with one attack each."""
     root = tmp_path_factory.mktemp("pacs-files")
-    return {name: _series(root, name) for name in ("honest", "sop", "big", "stream", "slow", "moved", "endless")}
+    names = ("honest", "sop", "big", "stream", "slow", "moved", "endless", "swapped")
+    return {name: _series(root, name) for name in names}
 
 
 def _source(url: str, **limits):
@@ -147,11 +149,13 @@ def test_a_crafted_sop_uid_in_metadata_neither_writes_nor_deletes_outside_the_te
 
 def test_each_unbounded_answer_is_one_error_line_and_the_job_goes_on(pacs_files, tiny_model, tmp_path, scratch):
     """One study each: metadata declaring 50 GiB, an instance streaming 64 MiB, metadata trickled a byte at
-    a time, an instance redirected to another port, a series listing whose pages never end. With low bounds
-    (1 MiB, 2 s, 2,000 entries) each is one `fetch` line naming its bound, the honest study is indexed, no
-    bytes past the bounds were taken, the redirect target was never asked, and the job ends in bounded time."""
+    a time, an instance redirected to another port, a series listing whose pages never end, instances
+    swapped for another series'. With low bounds (1 MiB, 2 s, 2,000 entries) each is one `fetch` line naming
+    its problem, the honest study is indexed, no bytes past the bounds were taken, the redirect target was
+    never asked, and the job ends in bounded time."""
     files = [f for _, _, fs in pacs_files.values() if fs is not pacs_files["sop"][2] for f in fs]
     big, stream, slow, moved, endless = (pacs_files[k] for k in ("big", "stream", "slow", "moved", "endless"))
+    swapped, honest = pacs_files["swapped"], pacs_files["honest"]
     elsewhere = DicomWebServer(files)  # an honest server on another port: the redirect's target
 
     def override(path: str, query: dict[str, str]) -> Reply | None:
@@ -167,6 +171,10 @@ def test_each_unbounded_answer_is_one_error_line_and_the_job_goes_on(pacs_files,
             offset = int(query.get("offset", 0))
             page = [uid_entry(SERIES, f"1.2.826.0.9.{offset + k + 1}", "CT") for k in range(int(query["limit"]))]
             return json_reply(page if offset < 20_000 else [])  # ends, so that a client without bounds fails
+        if path.startswith(f"/dicom-web/studies/{swapped[0]}/series/{swapped[1]}/instances/"):
+            n = int(path.rsplit(".", 1)[1]) % len(honest[2])  # some instance of the honest series instead
+            sop = sorted(k[2] for k in server.instances if k[1] == honest[1])[n]
+            return server.instance(honest[0], honest[1], sop)
         return None
 
     start = time.monotonic()
@@ -182,10 +190,10 @@ def test_each_unbounded_answer_is_one_error_line_and_the_job_goes_on(pacs_files,
         f"{slow[0]}/{slow[1]}": ("fetch", "DeadlineExceeded"),
         f"{moved[0]}/{moved[1]}": ("fetch", "RedirectRefused"),
         endless[0]: ("fetch", "ListingTooLong"),
+        f"{swapped[0]}/{swapped[1]}": ("fetch", "WrongInstance"),
     }
-    honest = pacs_files["honest"]
     assert [r["source"] for r in _rows(tmp_path / "out")] == [f"{honest[0]}/{honest[1]}"]
-    assert summary.series == {"listed": 5, "skipped": 0, "fetched": 1, "failed": 4, "not_selected": 0}
+    assert summary.series == {"listed": 6, "skipped": 0, "fetched": 1, "failed": 5, "not_selected": 0}
     assert asked_elsewhere == []  # the redirect was not followed
     assert len(endless_pages) <= 2_000 // 500 + 1
     assert streamed < 32 * MiB  # the 64 MiB body was cut off near 1 MiB (plus socket buffers)
@@ -240,6 +248,30 @@ def test_an_unbounded_study_listing_stops_with_one_line_and_exit_1(attack, tmp_p
     assert not (tmp_path / "out" / "shards").exists() or not list((tmp_path / "out" / "shards").iterdir())
 
 
+def test_a_redirect_on_the_same_server_is_still_followed(pacs_files):
+    """The bounds refuse only redirects elsewhere: a PACS that moves its QIDO-RS root on the same host and port
+    is followed (each hop checked), and a redirect loop ends after 5 hops with one line."""
+    from radretrieve.archive.dicomweb.listing import list_series
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    study, series, files = pacs_files["honest"]
+
+    def override(path: str, query: dict[str, str]) -> Reply | None:
+        if path == "/dicom-web/studies":
+            return redirect(f"{server.url}/moved/studies?{urllib.parse.urlencode(query)}")
+        if path == "/moved/studies":
+            return server.honest("/dicom-web/studies", query)
+        if path == "/dicom-web/loop/studies":
+            return redirect(f"{server.url}/dicom-web/loop/studies")
+        return None
+
+    with DicomWebServer(files, override) as server:
+        listed = list_series(_source(server.dicomweb_url))
+        with pytest.raises(RadRetrieveError, match="listing the study listing failed \\(too many redirects\\)$"):
+            list_series(_source(server.dicomweb_url + "/loop"))
+    assert [(r.study_uid, r.series_uid) for r in listed.refs] == [(study, series)] and listed.errors == ()
+
+
 def test_bounds_must_be_positive():
     from radretrieve.archive.dicomweb import Limits
     from radretrieve.foundation.errors import RadRetrieveError
@@ -260,3 +292,20 @@ def test_uid_rules():
     assert [u for u in good if not is_uid(u)] == []
     assert [u for u in CRAFTED if is_uid(u)] == []
     assert [u for u in ("1..2", ".1", "1.", "1.2 ", " 1", "1.2\n", None, ["1.2"]) if is_uid(u)] == []
+
+
+def test_scratch_files_stay_directly_in_their_private_folder(tmp_path):
+    """The last guard under the UID checks: a temporary name that is not a plain name in the folder is refused,
+    and a file is never written over an existing file or through a planted link."""
+    from radretrieve.archive.dicomweb.scratch import NotConfined, confined, private_folder, write_new
+
+    with private_folder() as folder:
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        for name in ("../escaped", "/etc/escaped", "a/b.dcm", "..", ""):
+            with pytest.raises(NotConfined):
+                confined(folder, name)
+        (folder / "000001.dcm").symlink_to(tmp_path / "target")
+        with pytest.raises(FileExistsError):
+            write_new(folder, "000001.dcm", b"x")
+        assert write_new(folder, "000002.dcm", b"x").read_bytes() == b"x"
+    assert not folder.exists() and not (tmp_path / "target").exists()
