@@ -46,10 +46,10 @@ def _source(url: str, **limits):
     return parse_source(url, retry=Retry(**FAST), limits=Limits(**limits))
 
 
-def _index(source, out: Path, model):
+def _index(source, out: Path, model, workers: int = 0):
     from pipelines.job import IndexOptions, index_archive
 
-    return index_archive(source, out, model, IndexOptions(workers=0, progress=False))
+    return index_archive(source, out, model, IndexOptions(workers=workers, progress=False))
 
 
 def _records(out: Path) -> list[dict]:
@@ -180,7 +180,7 @@ def test_each_unbounded_answer_is_one_error_line_and_the_job_goes_on(pacs_files,
     start = time.monotonic()
     with elsewhere, DicomWebServer(files, override) as server:
         source = _source(server.dicomweb_url, max_response_bytes=MiB, deadline_s=2.0, max_listed=2_000)
-        summary = _index(source, tmp_path / "out", tiny_model)
+        summary = _index(source, tmp_path / "out", tiny_model, workers=2)  # in reader processes, as by default
         took, asked_elsewhere = time.monotonic() - start, list(elsewhere.seen)
         endless_pages, streamed = server.paths(f"/studies/{endless[0]}/series"), max(server.sent.values())
     found = {r["source"]: (r["stage"], r["error_type"]) for r in _records(tmp_path / "out")}
