@@ -3,8 +3,8 @@
 Against the session's real server (tests/conftest.py): type a query and press Enter, k tiles appear whose
 thumbnails decoded; arrow keys move between tiles; clicking one shows its similar studies (the API's own
 answer for that study) and nearest reports; a `/?q=` link runs its query on load and shows typed markup as
-text. A screenshot is saved in the test's tmp dir; with RADRETRIEVE_UPDATE_SCREENSHOT=1 also to
-docs/serve-page.png (the README's picture).
+text; with a token, signing in and signing out. A screenshot is saved in the test's tmp dir; with
+RADRETRIEVE_UPDATE_SCREENSHOT=1 also to docs/serve-page.png (the README's picture).
 """
 
 from __future__ import annotations
@@ -134,3 +134,32 @@ def test_an_error_is_shown_as_the_apis_one_line_message(server, browser):
     assert status
     text = browser.find_element(By.ID, "status").text
     assert text.startswith("bad --where: ") and not browser.find_elements(By.CSS_SELECTOR, "#results .hit")
+
+
+def test_sign_in_then_sign_out_revokes_the_session(token_server, browser):
+    """With a token: the login form, then the page with a Sign out button; signing out ends the session on the
+    server (a copy of the cookie is refused) and shows the form again."""
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    from tests.serve_env import TOKEN
+
+    browser.get(token_server.url + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    sign_out = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#logout button").is_displayed(), "sign out")
+    assert sign_out
+    sid = browser.get_cookie("radretrieve_session")["value"]
+    assert httpx.get(token_server.url + "/api/health", cookies={"radretrieve_session": sid}).status_code == 200
+    browser.find_element(By.CSS_SELECTOR, "#logout button").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "token"), "the login form")
+    assert browser.get_cookie("radretrieve_session") is None
+    assert httpx.get(token_server.url + "/api/health", cookies={"radretrieve_session": sid}).status_code == 401
+
+
+def test_without_a_token_there_is_no_sign_out(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#modality option")) > 1, "filters to load")
+    assert not browser.find_element(By.ID, "logout").is_displayed()
