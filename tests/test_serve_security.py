@@ -157,6 +157,52 @@ def test_bad_allowed_host_and_session_hours_are_refused_in_one_line(serve_env, a
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {needle}"), proc.stderr
 
 
+# -- another site's page: what it can make the browser send -----------------------------------------------------
+def _fetch(site: str, mode: str, dest: str) -> dict[str, str]:
+    return {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+
+
+def test_another_sites_page_cannot_embed_or_fetch_from_the_service(server, serve_env):
+    """An <img> of a thumbnail tells a page by onload/onerror whether an item exists; a fetch or a form is a
+    request made in the user's name. The browser says who made them (Sec-Fetch-*): refused, as is same-site
+    (another port of the same host)."""
+    volume = _volume(serve_env)
+    thumb, search = f"/api/thumbnail/{volume.item_id}.png", "/api/search?q=chest"
+    with server.client() as client:
+        for site in ("cross-site", "same-site"):
+            for path, headers in (
+                (thumb, _fetch(site, "no-cors", "image")),
+                (search, _fetch(site, "cors", "empty")),
+                (search, _fetch(site, "no-cors", "script")),
+                ("/", _fetch(site, "navigate", "iframe")),
+            ):
+                response = client.get(path, headers=headers)
+                assert response.status_code == 403, (path, headers)
+                _no_data(response)
+                assert not response.content.startswith(b"\x89PNG")
+        # the page's own requests, a typed address, a link from elsewhere (top-level), and non-browsers pass
+        for path, headers in (
+            (thumb, _fetch("same-origin", "no-cors", "image")),
+            (search, _fetch("same-origin", "cors", "empty")),
+            ("/", _fetch("none", "navigate", "document")),
+            ("/?q=chest", _fetch("cross-site", "navigate", "document")),
+            (search, {}),
+        ):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, (path, headers)
+            assert response.headers["cross-origin-resource-policy"] == "same-origin"
+
+
+def test_another_sites_form_cannot_sign_the_user_out(token_server):
+    sid, _ = _login(token_server)
+    with token_server.client(address=fresh_address()) as client:
+        cookie = {"Cookie": f"radretrieve_session={sid}"}
+        for site in ("cross-site", "same-site"):
+            response = client.post("/logout", headers={**cookie, **_fetch(site, "navigate", "document")})
+            assert response.status_code == 403
+    assert _with_cookie(token_server, sid).status_code == 200  # still signed in
+
+
 # -- credentials: every spelling that is not exactly the token is refused --------------------------------------
 def _basic(secret: str) -> str:
     return "Basic " + base64.b64encode(f"user:{secret}".encode()).decode()

@@ -12,6 +12,14 @@ one of the allowed names, with the bound port:
 
 Anything else, a missing `Host` or several, answers 421 with one line, before the token check and whatever the
 credentials. Names compare case-insensitively; IP literals compare by value (`[0::1]` is `[::1]`).
+
+A hostile page can also make the browser request the service under its real name, without reading the answer
+(CORS stops that): an `<img>` of a thumbnail, a form posted to /logout. Such a page learns from `onload` /
+`onerror` whether an item id exists, or signs the user out. Browsers say where a request comes from in
+`Sec-Fetch-Site`: anything but `same-origin` or `none` (typed or bookmarked) answers 403, except a top-level
+GET navigation (a link to the page from elsewhere, which shows the user the answer, not the linking page).
+Clients that send no such header (curl, scripts, older browsers) are not affected; for older browsers every
+response also says `Cross-Origin-Resource-Policy: same-origin` (`middleware.SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from radretrieve.foundation.errors import RadRetrieveError
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARDS = ("0.0.0.0", "::")
 REFUSED = "this server does not answer to that Host name (start it with --allowed-host NAME to add one)"
+CROSS_SITE = "requests made by another site's page are refused: open this server's page itself"
+SAME_SITE_FETCH = ("same-origin", "none")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]{1,5}))?")
 
@@ -85,20 +95,37 @@ def _is_loopback_ip(host: str) -> bool:
 
 
 class HostCheck:
-    """ASGI middleware: refuse (421) requests whose `Host` header is not an allowed name and port."""
+    """ASGI middleware: refuse requests whose `Host` is not an allowed name and port (421), and requests another
+    site's page made the browser send (403)."""
 
     def __init__(self, app: ASGIApp, allowed: frozenset[tuple[str, int]]) -> None:
         self.app = app
         self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.host_allowed(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        await JSONResponse({"error": REFUSED}, 421)(scope, receive, send)
+        elif not self.host_allowed(scope):
+            await JSONResponse({"error": REFUSED}, 421)(scope, receive, send)
+        elif cross_site(scope):
+            await JSONResponse({"error": CROSS_SITE}, 403)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     def host_allowed(self, scope: Scope) -> bool:
         values = Headers(scope=scope).getlist("host")
         if len(values) != 1:  # none (an HTTP/1.0 request) or several: no name to check
             return False
         return parse_host(values[0], 80) in self.allowed  # no port in Host: the scheme's default (plain HTTP)
+
+
+def cross_site(scope: Scope) -> bool:
+    """Whether a browser says another site (or another origin of this site) made this request, other than by
+    a top-level GET navigation."""
+    headers = Headers(scope=scope)
+    site = headers.get("sec-fetch-site")
+    if site is None or site.strip().lower() in SAME_SITE_FETCH:
+        return False
+    navigation = headers.get("sec-fetch-mode", "").lower() == "navigate"
+    top_level = headers.get("sec-fetch-dest", "document").lower() == "document"
+    return not (scope["method"] in ("GET", "HEAD") and navigation and top_level)
