@@ -27,6 +27,7 @@ from indexers.load import open_index, open_store, read_infos
 from indexers.meta import IndexInfo, manifest_hash, target
 from indexers.plan import SearchParams
 from indexers.store import VectorStore
+from radretrieve.foundation.ids import parse_item_id
 from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.resident import ResidentCatalog
@@ -258,8 +259,9 @@ class Searcher:
     def resolve(self, ref: str | int) -> StudyQuery:
         """A stored study as a query: `ref` is an item id (image/volume/report) or a study key."""
         ref_s = str(ref).strip()
-        if ref_s.lstrip("-").isdigit():
-            found = self.catalog.find_item(int(ref_s))
+        as_id = parse_item_id(ref_s)  # strict: a huge or non-ASCII number is a (missing) study key, not an error
+        if as_id is not None:
+            found = self.catalog.find_item(as_id)
             if found is not None:
                 view, row = found
                 return self._query_of(np.array([row.item_id], np.int64), view, row.study_key)

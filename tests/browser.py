@@ -49,8 +49,9 @@ def chromedriver() -> Path:
     return Path(found)
 
 
-def selenium_chrome(width: int = 1200, height: int = 900):
-    """A headless Selenium Chrome driver on the system Chromium with a width x height CSS-pixel viewport."""
+def selenium_chrome(width: int = 1200, height: int = 900, flags: tuple[str, ...] = ()):
+    """A headless Selenium Chrome driver on the system Chromium with a width x height CSS-pixel viewport;
+    `flags`: more Chromium switches."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -59,6 +60,8 @@ def selenium_chrome(width: int = 1200, height: int = 900):
     for flag in HEADLESS_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
+    for flag in flags:
+        options.add_argument(flag)
     # the driver path is given, so Selenium Manager (which would try to download one) never runs
     driver = webdriver.Chrome(options=options, service=Service(str(chromedriver())))
     metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}

@@ -46,3 +46,19 @@ def server(serve_env):
     srv = Server(serve_env["out"], serve_env["tmp"] / "server.log")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def token_server(serve_env, tmp_path_factory):
+    """Bound to 127.0.0.1 (the tests contact nothing else) with a token, two worker processes, --no-where, and
+    one --allowed-host name."""
+    from tests.serve_env import ALLOWED_HOST, TOKEN, Server
+
+    tmp = tmp_path_factory.mktemp("token_server")
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    args = ("--token-file", str(token_file), "--workers", "2", "--no-where", "--allowed-host", ALLOWED_HOST)
+    srv = Server(serve_env["out"], tmp / "server.log", *args, token=TOKEN)
+    yield srv
+    srv.stop()

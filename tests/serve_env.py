@@ -7,6 +7,7 @@ addresses are ever contacted.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -18,6 +19,16 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0  # a loaded 2-core machine can take a while to import torch in two processes
+TOKEN = "s3cret-token-for-the-serve-tests-0123456789"  # the token server's (tests/conftest.py)
+ALLOWED_HOST = "search.hospital.example"  # the token server's --allowed-host
+_ADDRESSES = itertools.count(1)
+
+
+def fresh_address() -> str:
+    """A loopback address no test of this session has sent from (127.1.0.1, 127.1.0.2, ...): failed credentials
+    are throttled per client address, so each test that fails on purpose gets its own."""
+    n = next(_ADDRESSES)
+    return f"127.1.{n // 250}.{n % 250 + 1}"
 
 
 def free_port() -> int:
@@ -30,7 +41,9 @@ def free_port() -> int:
 class Server:
     """One `radretrieve serve` subprocess; `url` is its base address, `log` its stderr."""
 
-    def __init__(self, out_dir: Path, log: Path, *args: str, token: str | None = None) -> None:
+    def __init__(
+        self, out_dir: Path, log: Path, *args: str, token: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,7 +52,7 @@ class Server:
         cmd = [sys.executable, "-m", "radretrieve", "serve", "--index", str(out_dir), "--port", str(self.port), *args]
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT, env=dict(os.environ)
+            cmd, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
         try:
             self._wait_ready()
@@ -47,8 +60,11 @@ class Server:
             self.stop()
             raise
 
-    def client(self, token: str | None = None, **kwargs) -> httpx.Client:
+    def client(self, token: str | None = None, address: str | None = None, **kwargs) -> httpx.Client:
+        """A client of the server; `address`: the loopback address to send from (see `fresh_address`)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if address is not None:
+            kwargs["transport"] = httpx.HTTPTransport(local_address=address)
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
     def _wait_ready(self) -> None:

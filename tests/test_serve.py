@@ -2,9 +2,9 @@
 
 Expected values never come from the service: hits are compared with the CLI's `--format json` (run in
 process through Typer), rows with the duckdb catalog, thumbnails with `contact_sheet.thumbnail` decoded from
-the PNG by Pillow. The out dir (8 synthetic studies, radclip-tiny overfitted on them) and the plain server are
-session fixtures in tests/conftest.py; the token server (--workers 2, --no-where) and the burned-in out dir
-are built here.
+the PNG by Pillow. The out dir (8 synthetic studies, radclip-tiny overfitted on them), the plain server and the
+token server (--workers 2, --no-where) are session fixtures in tests/conftest.py; the burned-in out dir is
+built here. The Host check, sessions, throttling and credential spellings: tests/test_serve_security.py.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from typer.testing import CliRunner
 
 from radretrieve.cli.app import app
 from radretrieve.testing.dicom import phi_strings
-from tests.serve_env import REPO, Server, free_port
+from tests.serve_env import REPO, TOKEN, Server, free_port, fresh_address
 
 runner = CliRunner()
 QUERY = "CT of the abdomen with a hypodense lesion"
-TOKEN = "s3cret-token-for-the-serve-tests-0123456789"
 
 
 def cli_json(*args: str) -> dict:
@@ -344,19 +343,6 @@ def test_loopback_rule():
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.0.2", "example.org", ""))
 
 
-@pytest.fixture(scope="module")
-def token_server(serve_env, tmp_path_factory):
-    """Bound to 127.0.0.1 (the tests contact nothing else) with a token, two worker processes, --no-where."""
-    tmp = tmp_path_factory.mktemp("token_server")
-    token_file = tmp / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    args = ("--token-file", str(token_file), "--workers", "2", "--no-where")
-    srv = Server(serve_env["out"], tmp / "server.log", *args, token=TOKEN)
-    yield srv
-    srv.stop()
-
-
 def _paths(serve_env) -> list[str]:
     volume = next(i for i in serve_env["items"] if i.kind == "volume")
     return [
@@ -375,12 +361,13 @@ def test_with_a_token_every_request_needs_it(token_server, serve_env):
     import httpx
 
     for path in _paths(serve_env):
-        for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": TOKEN}):
-            response = httpx.get(token_server.url + path, headers=headers)
-            assert response.status_code == 401, (path, headers)
-            assert response.content == b'{"error":"unauthorized"}'  # no detail, no data
-        ok = httpx.get(token_server.url + path, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert ok.status_code == 200, (path, ok.text)
+        with token_server.client(address=fresh_address()) as client:  # failures are throttled per address
+            for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": TOKEN}):
+                response = client.get(path, headers=headers)
+                assert response.status_code == 401, (path, headers)
+                assert response.content == b'{"error":"unauthorized"}'  # no detail, no data
+            ok = client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert ok.status_code == 200, (path, ok.text)
     page = httpx.get(token_server.url + "/", headers={"Accept": "text/html"})  # a browser gets the login form
     assert page.status_code == 401 and 'action="/login"' in page.text and "radretrieve_session" not in page.text
 
@@ -388,7 +375,7 @@ def test_with_a_token_every_request_needs_it(token_server, serve_env):
 def test_login_form_sets_a_cookie_that_is_not_the_token(token_server):
     import httpx
 
-    with httpx.Client(base_url=token_server.url) as client:
+    with token_server.client(address=fresh_address()) as client:
         refused = client.post("/login", data={"token": "not-the-token-at-all"})
         assert refused.status_code == 401 and "set-cookie" not in refused.headers
         assert client.get("/api/health").status_code == 401

@@ -3,8 +3,8 @@
 Against the session's real server (tests/conftest.py): type a query and press Enter, k tiles appear whose
 thumbnails decoded; arrow keys move between tiles; clicking one shows its similar studies (the API's own
 answer for that study) and nearest reports; a `/?q=` link runs its query on load and shows typed markup as
-text. A screenshot is saved in the test's tmp dir; with RADRETRIEVE_UPDATE_SCREENSHOT=1 also to
-docs/serve-page.png (the README's picture).
+text; with a token, signing in and signing out. A screenshot is saved in the test's tmp dir; with
+RADRETRIEVE_UPDATE_SCREENSHOT=1 also to docs/serve-page.png (the README's picture).
 """
 
 from __future__ import annotations
@@ -134,3 +134,95 @@ def test_an_error_is_shown_as_the_apis_one_line_message(server, browser):
     assert status
     text = browser.find_element(By.ID, "status").text
     assert text.startswith("bad --where: ") and not browser.find_elements(By.CSS_SELECTOR, "#results .hit")
+
+
+def test_sign_in_then_sign_out_revokes_the_session(token_server, browser):
+    """With a token: the login form, then the page with a Sign out button; signing out ends the session on the
+    server (a copy of the cookie is refused) and shows the form again."""
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    from tests.serve_env import TOKEN
+
+    browser.get(token_server.url + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    sign_out = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#logout button").is_displayed(), "sign out")
+    assert sign_out
+    sid = browser.get_cookie("radretrieve_session")["value"]
+    assert httpx.get(token_server.url + "/api/health", cookies={"radretrieve_session": sid}).status_code == 200
+    browser.find_element(By.CSS_SELECTOR, "#logout button").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "token"), "the login form")
+    assert browser.get_cookie("radretrieve_session") is None
+    assert httpx.get(token_server.url + "/api/health", cookies={"radretrieve_session": sid}).status_code == 401
+
+
+def test_without_a_token_there_is_no_sign_out(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#modality option")) > 1, "filters to load")
+    assert not browser.find_element(By.ID, "logout").is_displayed()
+
+
+# -- a hostile page in a real browser --------------------------------------------------------------------------
+REBOUND = "rebound.example"  # resolved to 127.0.0.1 by this browser only (--host-resolver-rules): no DNS asked
+
+
+@pytest.fixture()
+def rebinding_browser():
+    chromium(), chromedriver()
+    from tests.browser import selenium_chrome
+
+    driver = selenium_chrome(800, 600, flags=(f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",))
+    yield driver
+    driver.quit()
+
+
+FETCH = """const done = arguments[arguments.length - 1];
+fetch(arguments[0]).then(r => r.text().then(t => done([r.status, t]))).catch(e => done([0, String(e)]));"""
+
+
+def test_a_page_whose_name_is_rebound_to_the_server_reads_nothing(server, rebinding_browser):
+    """DNS rebinding as it happens: the attacker's name now points at 127.0.0.1, so the attacker's page and the
+    service share an origin and the page may read every answer, unless the service refuses the name."""
+    page = f"http://{REBOUND}:{server.port}"
+    rebinding_browser.get(page + "/")
+    assert "radretrieve" not in rebinding_browser.title
+    status, text = rebinding_browser.execute_async_script(FETCH, page + "/api/search?q=chest")
+    assert status == 421 and "hits" not in text and "--allowed-host" in text
+    status, text = rebinding_browser.execute_async_script(FETCH, server.url + "/api/search?q=chest")
+    assert status == 0  # the real name, from the rebound page: cross-origin, so CORS hides the answer anyway
+
+
+@pytest.fixture()
+def hostile_site(tmp_path):
+    """A web page served on localhost (another site than 127.0.0.1) from a folder; yields (folder, port)."""
+    import functools
+    import http.server
+    import threading
+
+    from tests.serve_env import free_port
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    port = free_port()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, port
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
+
+
+def test_another_sites_page_cannot_load_a_thumbnail(server, serve_env, browser, hostile_site):
+    """Whether an <img> of /api/thumbnail/ID.png loads tells a page that the item exists."""
+    folder, port = hostile_site
+    volume = next(i for i in serve_env["items"] if i.kind == "volume")
+    thumb = f"{server.url}/api/thumbnail/{volume.item_id}.png"
+    (folder / "index.html").write_text(f'<!DOCTYPE html><title>elsewhere</title><img src="{thumb}">')
+    browser.get(f"http://localhost:{port}/index.html")
+    assert browser.title == "elsewhere"
+    assert decoded_images(browser, "img") == [0]  # refused: the page sees only an error
+    browser.get(thumb)  # the same image on the server's own origin loads (the test can tell a load)
+    assert browser.execute_script("return document.images[0].naturalWidth") > 0

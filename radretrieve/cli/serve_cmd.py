@@ -16,11 +16,22 @@ TOKEN_HELP = (
 )
 
 
+ALLOWED_HOST_HELP = (
+    "Also answer requests for this Host name (repeat for more; NAME or NAME:PORT). Without it only the bound "
+    "address (and, for loopback, localhost / 127.0.0.1 / [::1]) is answered: a web page whose name points at "
+    "this machine (DNS rebinding) gets 421."
+)
+
+
 def serve(
     index: Path = typer.Option(..., "--index", "-i", help="Out dir with shards and index/ (from `radretrieve index`)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token-file)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_HELP),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
+    session_hours: float = typer.Option(
+        12.0, "--session-hours", help="A login (the form's cookie) lasts this long; POST /logout ends it sooner."
+    ),
     workers: int = typer.Option(1, "--workers", help="Server processes (each loads the model and indexes)."),
     no_where: bool = typer.Option(False, "--no-where", help="Refuse SQL filters (where=) from clients."),
     threads: int = typer.Option(1, "--threads", help="torch/faiss threads per call (requests run in parallel)."),
@@ -36,6 +47,8 @@ def serve(
         host=host,
         port=port,
         token_file=token_file.resolve() if token_file is not None else None,
+        allowed_hosts=tuple(allowed_host),
+        session_hours=session_hours,
         workers=workers,
         allow_where=not no_where,
         threads=threads,

@@ -52,12 +52,14 @@ class ErrorModel(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorModel, "description": "bad where, k out of range, bad kind, empty query"},
     403: {"model": ErrorModel, "description": "where is turned off (--no-where), or the preview is withheld"},
-    404: {"model": ErrorModel, "description": "unknown study or item id"},
-    422: {"model": ErrorModel, "description": "a parameter of the wrong type"},
+    404: {"model": ErrorModel, "description": "unknown study or item id (also a negative or too large one)"},
+    421: {"model": ErrorModel, "description": "the Host header is not a name this server answers to"},
+    422: {"model": ErrorModel, "description": "a parameter of the wrong type (an item id that is no integer)"},
 }
 
 
-def api_router(service: WebService) -> APIRouter:
+def api_router(service: WebService, login: bool = False) -> APIRouter:
+    """The routes; `login`: the server has a token (the page then offers to sign out)."""
     router = APIRouter(prefix="/api", responses=ERRORS)
 
     @router.get("/health", summary="200 once the model, indexes and catalog are loaded")
@@ -68,9 +70,9 @@ def api_router(service: WebService) -> APIRouter:
     def info() -> JSONResponse:
         return JSONResponse(service.info)
 
-    @router.get("/options", summary="the values the page's filters offer, and whether where is on")
+    @router.get("/options", summary="the values the page's filters offer, whether where is on, whether to sign in")
     def options() -> JSONResponse:
-        return JSONResponse(service.options)
+        return JSONResponse({**service.options, "login": login})
 
     @router.get("/search", summary="text -> images and volumes", responses={200: {"model": QueryResultModel}})
     def search(

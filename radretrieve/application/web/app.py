@@ -10,11 +10,17 @@ its file).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,11 +28,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from indexers.errors import StudyNotFound
 from radretrieve.application.web.api import api_router
-from radretrieve.application.web.auth import TokenAuth, login_router
+from radretrieve.application.web.auth import Access, TokenAuth, login_router
 from radretrieve.application.web.config import ENV_CONFIG, ServeConfig, read_token
+from radretrieve.application.web.hosts import HostCheck, allowed_hosts
 from radretrieve.application.web.middleware import ErrorGuard, RequestLog, SecurityHeaders
 from radretrieve.application.web.page import StaticPage
 from radretrieve.application.web.service import ItemNotFound, PreviewWithheld, WebService, WhereDisabled
+from radretrieve.application.web.sessions import SessionStore
+from radretrieve.application.web.throttle import FailureThrottle
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.version import __version__
 
@@ -47,7 +56,11 @@ def status_of(exc: RadRetrieveError) -> int:
 
 def create_app(config: ServeConfig, service: WebService | None = None) -> FastAPI:
     """The app for `config`; loads the service (model text tower, indexes, catalog) unless given one."""
-    token = read_token(config.token_file) if config.token_file is not None else None
+    hosts = allowed_hosts(config.host, config.port, config.allowed_hosts)
+    own_sessions = config.token_file is not None and config.sessions_dir is None  # not started by `serve`
+    if own_sessions:
+        config = dataclasses.replace(config, sessions_dir=Path(tempfile.mkdtemp(prefix="radretrieve-sessions-")))
+    access = _access(config)
     service = service or WebService(config)
     page, login_page = StaticPage.load("index.html"), StaticPage.load("login.html")
 
@@ -55,24 +68,35 @@ def create_app(config: ServeConfig, service: WebService | None = None) -> FastAP
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
+        if own_sessions and config.sessions_dir is not None:
+            shutil.rmtree(config.sessions_dir, ignore_errors=True)
 
     # docs_url/redoc_url: their pages load scripts from a CDN; the OpenAPI document itself is /openapi.json
     app = FastAPI(title="radretrieve", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     _install_error_handlers(app, service)
-    app.include_router(api_router(service))
-    app.include_router(login_router(token, login_page))
+    app.include_router(api_router(service, login=access is not None))
+    app.include_router(login_router(access, login_page))
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
         return page.response()
 
-    # add_middleware wraps: the last added runs first (log, then guard, then headers, then the token check)
-    app.add_middleware(TokenAuth, token=token, login_page=login_page)
+    # add_middleware wraps: the last added runs first (log, guard, headers, the Host check, the token check)
+    app.add_middleware(TokenAuth, access=access, login_page=login_page)
+    app.add_middleware(HostCheck, allowed=hosts)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(ErrorGuard)
     app.add_middleware(RequestLog)
     app.state.service = service
     return app
+
+
+def _access(config: ServeConfig) -> Access | None:
+    """The token, the session store and the failure throttle of a server with a token file; else None."""
+    if config.token_file is None or config.sessions_dir is None:
+        return None
+    sessions = SessionStore(config.sessions_dir, config.session_hours * 3600)
+    return Access(read_token(config.token_file), sessions, FailureThrottle())
 
 
 def _install_error_handlers(app: FastAPI, service: WebService) -> None:
@@ -106,16 +130,35 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     config.check()
-    os.environ[ENV_CONFIG] = config.to_env()
-    uvicorn.run(
-        "radretrieve.application.web.app:app_from_env",
-        factory=True,
-        host=config.host,
-        port=config.port,
-        workers=config.workers,
-        access_log=False,  # it logs the request line with the query string; RequestLog logs the route only
-        log_config=None,  # keep radretrieve's logging (stderr, one format)
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=5,
-    )
+    _exit_through_python_on_sigterm()
+    # the live login sessions of this run, shared by the worker processes; private (mode 700), gone at exit
+    sessions = Path(tempfile.mkdtemp(prefix="radretrieve-sessions-")) if config.token_file is not None else None
+    os.environ[ENV_CONFIG] = dataclasses.replace(config, sessions_dir=sessions).to_env()
+    try:
+        uvicorn.run(
+            "radretrieve.application.web.app:app_from_env",
+            factory=True,
+            host=config.host,
+            port=config.port,
+            workers=config.workers,
+            access_log=False,  # it logs the request line with the query string; RequestLog logs the route only
+            log_config=None,  # keep radretrieve's logging (stderr, one format)
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if sessions is not None:
+            shutil.rmtree(sessions, ignore_errors=True)
+
+
+def _exit_through_python_on_sigterm() -> None:
+    """After its graceful shutdown uvicorn raises the SIGTERM it caught again, under the handler that was there
+    before it; with the default one the process dies by the signal and no `finally` runs (the sessions folder
+    would stay). This handler exits through Python instead, with the shell's code for SIGTERM (143)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

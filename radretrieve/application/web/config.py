@@ -3,7 +3,8 @@
 The bind rule (README: "Search service"): loopback addresses need no token; any other address (0.0.0.0,
 a LAN address, a host name) is refused unless a token file is given, because the service would then answer
 anyone who can reach the machine. The token is read from a file, never from the command line (where `ps` and
-shell history would show it), and never logged.
+shell history would show it), and never logged. Whatever the address, requests must name the server in their
+`Host` header (`hosts`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from radretrieve.application.web.hosts import allowed_hosts
 from radretrieve.foundation.errors import RadRetrieveError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SESSION_HOURS = 12.0  # a working day: a browser left signed in overnight is signed out
+MAX_SESSION_HOURS = 24.0 * 30
 MIN_TOKEN_CHARS = 16  # shorter tokens are guessable; `python -c "import secrets; print(secrets.token_urlsafe(32))"`
 ENV_CONFIG = "RADRETRIEVE_SERVE_CONFIG"  # how `--workers N` hands the config to each worker process
 
@@ -38,6 +42,9 @@ class ServeConfig:
     # than cores make OpenMP's spinning workers fight (measured: text search 34 -> 480 req/s on 2 cores)
     max_text_batch: int = 64  # at most this many concurrent text queries share one encoder call
     thumbnail_cache_bytes: int = 64 << 20  # PNG bytes of recent thumbnails kept in memory
+    allowed_hosts: tuple[str, ...] = ()  # more `Host` names to answer to (--allowed-host); see `hosts`
+    session_hours: float = DEFAULT_SESSION_HOURS  # a login session lasts this long (--session-hours)
+    sessions_dir: Path | None = None  # where the live sessions are kept; `serve` makes a private one per run
 
     def check(self) -> ServeConfig:
         """Refuse settings that cannot work or are unsafe, before anything is loaded; returns self."""
@@ -47,6 +54,11 @@ class ServeConfig:
             raise RadRetrieveError(f"--workers {self.workers}: give at least 1")
         if self.threads < 1:
             raise RadRetrieveError(f"--threads {self.threads}: give at least 1")
+        if not 0 < self.session_hours <= MAX_SESSION_HOURS:
+            raise RadRetrieveError(
+                f"--session-hours {self.session_hours:g}: give more than 0, at most {MAX_SESSION_HOURS:g}"
+            )
+        allowed_hosts(self.host, self.port, self.allowed_hosts)  # a bad --allowed-host is one line
         if not Path(self.out_dir).is_dir():
             raise RadRetrieveError(f"--index {self.out_dir}: no such directory")
         if self.token_file is None and not is_loopback(self.host):
@@ -66,6 +78,8 @@ class ServeConfig:
         data = json.loads(text)
         data["out_dir"] = Path(data["out_dir"])
         data["token_file"] = Path(data["token_file"]) if data.get("token_file") else None
+        data["sessions_dir"] = Path(data["sessions_dir"]) if data.get("sessions_dir") else None
+        data["allowed_hosts"] = tuple(data.get("allowed_hosts", ()))
         return ServeConfig(**data)
 
 
@@ -87,9 +101,10 @@ def read_token(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise RadRetrieveError(f"--token-file {path}: cannot read ({reason})") from None
-    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+    # printable ASCII only: it travels in an HTTP header, where other bytes are not reliably the same text
+    if len(token) < MIN_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
         raise RadRetrieveError(
-            f"--token-file {path}: the token must be one word of at least {MIN_TOKEN_CHARS} characters"
+            f"--token-file {path}: the token must be one word of at least {MIN_TOKEN_CHARS} printable ASCII characters"
         )
     if os.name == "posix" and path.stat().st_mode & 0o077:
         log.warning("--token-file %s can be read by other users; chmod 600 it", path)

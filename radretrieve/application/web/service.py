@@ -26,6 +26,7 @@ from radretrieve.application.search_service import MAX_K, QueryResult, SearchSer
 from radretrieve.application.web.batching import TextBatcher
 from radretrieve.application.web.config import ServeConfig
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.ids import is_item_id
 from radretrieve.outdir.anonymise import read_sources
 from radretrieve.outdir.archive_root import archive_root
 from radretrieve.outdir.catalog import VIEW_KINDS, parse_labels
@@ -231,6 +232,7 @@ class WebService:
     # -- items and thumbnails ----------------------------------------------------------------------------
     def item(self, item_id: int) -> dict[str, Any]:
         """The catalog row of an item or report (every view column; `labels` parsed; no embedding)."""
+        self._check_id(item_id)
         for view in VIEW_KINDS:
             cols = self.columns[view]
             rows = self.catalog.sql(f"SELECT {', '.join(cols)} FROM {view} WHERE item_id = ?", [int(item_id)])
@@ -246,6 +248,7 @@ class WebService:
         A report is drawn as its study's first unflagged image or volume; a source that cannot be read gives
         the grey "no preview" tile. Flagged items raise `PreviewWithheld`.
         """
+        self._check_id(item_id)
         cached = self.thumbs.get(int(item_id))
         if cached is not None:
             return cached
@@ -261,6 +264,12 @@ class WebService:
         png = png_bytes(image)
         self.thumbs.put(int(item_id), png)
         return png
+
+    @staticmethod
+    def _check_id(item_id: int) -> None:
+        """An integer outside the id range is an unknown item (404), not a crash in the int64 look-ups."""
+        if not is_item_id(item_id):
+            raise ItemNotFound(f"item {item_id} is not in the index")
 
     def _study_source(self, study_key: str) -> tuple[int, str]:
         """(item id, source) of a study's first unflagged image or volume; (0, "") if none."""
