@@ -172,3 +172,15 @@ def test_importing_redaction_loads_no_detector_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("unit", ["0 ", "0-", "12 ", "Dr. ", "A^", "1 Elm "])
+def test_long_hostile_text_is_redacted_in_bounded_time(unit):
+    """A text of 50,000 characters built to make patterns backtrack (runs of an id's leading zeros, cues,
+    name separators) takes seconds at most: the scan must never hang on one report."""
+    import time
+
+    text = unit * (50_000 // len(unit))
+    start = time.perf_counter()
+    redact(text, IDS)
+    assert time.perf_counter() - start < 8.0

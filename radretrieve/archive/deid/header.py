@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 MIN_ID_CHARS = 3  # shorter ids ("7") would redact ordinary numbers of every report; they are left alone
 MIN_DIGITS_ALONE = 5  # "MRN-004277" is also found as "004277" (its digits alone) when they are this many
-_ID_SEP = r"[\s\-_./:#]*"
 MONTHS = (
     "january",
     "february",
@@ -118,29 +117,71 @@ def _gap(folded: str, tokens: list[tuple[int, int, str]], i: int, j: int) -> str
     return folded[tokens[a][1] : tokens[b][0]]
 
 
-def _digit_run(run: str, keep: int = MIN_ID_CHARS) -> str:
-    """Digits with their leading zeros optional ("00123" also as "123"), unless that leaves fewer than `keep`."""
+_SEPARATORS = frozenset(" \t\n\r\f\v-_./:#")  # what may stand between the characters of an id
+
+
+@dataclass(frozen=True)
+class IdPattern:
+    """One spelling of an id in compact text (folded, separators removed). `zeros`: leading zeros may be added
+    in front ("123456" also as "00123456"): found by extending a match backwards, not by a leading `0*`, so
+    a long run of zeros cannot make the search quadratic."""
+
+    pattern: re.Pattern[str]
+    zeros: bool
+
+
+def _digits(run: str, keep: int, first: bool) -> tuple[str, bool]:
+    """A digit run with its leading zeros optional ("0042" also as "42") unless that leaves fewer than
+    `keep`; at the start of an id the zeros are added back by extension (see IdPattern)."""
     core = run.lstrip("0")
     if len(core) < keep:
-        return _ID_SEP.join(re.escape(c) for c in run)
-    return rf"(?:0{_ID_SEP})*" + _ID_SEP.join(re.escape(c) for c in core)
+        return re.escape(run), False
+    return (re.escape(core), True) if first else ("0*" + re.escape(core), False)
 
 
-def id_patterns(value: str) -> list[str]:
+def id_patterns(value: str) -> list[IdPattern]:
     """An id with any separators or spaces between its characters and its leading zeros optional
-    ("MRN-0042-77" = "mrn 004277" = "MRN42-77"), and its digits alone when they are many."""
+    ("MRN-0042-77" = "mrn 004277" = "MRN42-77"), and its digits alone when there are five or more."""
     chars = re.sub(r"[^0-9a-z]", "", fold(value))
     if len(chars) < MIN_ID_CHARS:
         return []
     runs = re.findall(r"[0-9]+|[a-z]+", chars)
-    pattern = _ID_SEP.join(_digit_run(r) if r.isdigit() else _ID_SEP.join(re.escape(c) for c in r) for r in runs)
-    out = [pattern]
+    parts, zeros = [], False
+    for i, run in enumerate(runs):
+        if run.isdigit():
+            part, extend = _digits(run, MIN_ID_CHARS, first=i == 0)
+            zeros = zeros or extend
+            parts.append(part)
+        else:
+            parts.append(re.escape(run))
+    out = [IdPattern(re.compile(f"(?=({''.join(parts)}))"), zeros)]
     digits = "".join(r for r in runs if r.isdigit())
-    if digits != chars and len(digits) >= MIN_DIGITS_ALONE:
-        if len(digits.lstrip("0")) >= MIN_DIGITS_ALONE:
-            out.append(_digit_run(digits, MIN_DIGITS_ALONE))
-        else:  # "MRN-0042-77" as "004277", not as "4277"
-            out.append(_ID_SEP.join(re.escape(c) for c in digits))
+    if digits != chars and len(digits) >= MIN_DIGITS_ALONE:  # "MRN-0042-77" as "004277", not as "4277"
+        part, extend = _digits(digits, MIN_DIGITS_ALONE, first=True)
+        out.append(IdPattern(re.compile(f"(?=({part}))"), extend))
+    return out
+
+
+def _compact(folded: str) -> tuple[str, list[int]]:
+    """`folded` without the id separators, and each kept character's index in `folded`."""
+    keep = [i for i, c in enumerate(folded) if c not in _SEPARATORS]
+    return "".join(folded[i] for i in keep), keep
+
+
+def id_spans(folded: str, patterns: list[IdPattern]) -> list[tuple[int, int]]:
+    """Folded spans of the ids: whole tokens only (no letter or digit just before or after)."""
+    if not patterns:
+        return []
+    compact, where = _compact(folded)
+    out = []
+    for p in patterns:
+        for m in p.pattern.finditer(compact):
+            start, end = m.start(1), m.end(1)
+            while p.zeros and start > 0 and compact[start - 1] == "0":
+                start -= 1
+            a, b = where[start], where[end - 1] + 1
+            if (a == 0 or not folded[a - 1].isalnum()) and (b == len(folded) or not folded[b].isalnum()):
+                out.append((a, b))
     return out
 
 
@@ -188,22 +229,20 @@ def _date_forms(y: str, mo: int, d: int) -> list[str]:
 
 @dataclass(frozen=True)
 class HeaderMatcher:
-    """A study's header identifiers, ready to match: names token by token, ids and dates as one pattern."""
+    """A study's header identifiers, ready to match: names token by token, ids in compact text, birth dates
+    as one pattern."""
 
     names: NameMatcher
-    pattern: re.Pattern[str] | None  # ids, accession numbers and birth dates in every spelling
+    ids: list[IdPattern]  # ids and accession numbers in every spelling
+    dates: re.Pattern[str] | None  # birth dates in every format
 
 
 @functools.lru_cache(maxsize=256)
 def matcher(ids: PatientIds) -> HeaderMatcher:
-    patterns: list[str] = []
-    for value in sorted(ids.ids | ids.accessions):
-        patterns += id_patterns(value)
-    for value in sorted(ids.birth_dates):
-        patterns += date_patterns(value)
-    ordered = sorted(set(patterns), key=len, reverse=True)  # longest first: a whole id wins over its digits
-    pattern = re.compile("|".join(_bounded(p) for p in ordered)) if ordered else None
-    return HeaderMatcher(NameMatcher.of(ids.names), pattern)
+    id_list = [p for value in sorted(ids.ids | ids.accessions) for p in id_patterns(value)]
+    dates = sorted({p for value in ids.birth_dates for p in date_patterns(value)}, key=len, reverse=True)
+    pattern = re.compile("|".join(_bounded(p) for p in dates)) if dates else None
+    return HeaderMatcher(NameMatcher.of(ids.names), id_list, pattern)
 
 
 def header_spans(text: str, ids: PatientIds) -> list[tuple[int, int]]:
@@ -212,7 +251,7 @@ def header_spans(text: str, ids: PatientIds) -> list[tuple[int, int]]:
         return []
     m = matcher(ids)
     folded = fold_with_map(text)
-    spans = m.names.spans(folded.text)
-    if m.pattern is not None:
-        spans += [match.span() for match in m.pattern.finditer(folded.text) if match.end() > match.start()]
+    spans = m.names.spans(folded.text) + id_spans(folded.text, m.ids)
+    if m.dates is not None:
+        spans += [match.span() for match in m.dates.finditer(folded.text) if match.end() > match.start()]
     return [folded.span(a, b) for a, b in spans]
