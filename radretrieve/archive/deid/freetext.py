@@ -1,6 +1,7 @@
 """Identifiers that no header carries, found in free text: e-mail addresses, phone numbers (phonenumbers),
-dates, record numbers and other long ids, street addresses (usaddress) and names of people written with a cue
-(a title, a role, post-nominal letters from nameparser's list, a DICOM `Family^Given` form).
+dates, record numbers and other long ids, street addresses (usaddress), names of people written with a cue
+(a title, a role, post-nominal letters from nameparser's list, a DICOM `Family^Given` form) and capitalised
+runs that probablepeople reads as a person's name.
 
 Each detector returns spans of the original text. Libraries are imported on first use: this module is
 imported by every reader process, which never redacts.
@@ -48,25 +49,21 @@ _DAY = r"(?:[0-2]?\d|3[01])(?:st|nd|rd|th)?"
 _YEAR = r"(?:1[89]\d\d|2[01]\d\d|'\d\d)"
 _NUM_SEP = r"\s?[-/.]\s?"
 _NOT_UNIT = r"(?!\s*(?:mm|cm|m|%|x|mgy|kv|ms|hu|ml)\b)"
-_DATES = re.compile(
-    "|".join(
-        [
-            rf"{_DAY}[\s\-./]*(?:of\s+)?{_MONTH}[\s,\-./]*{_YEAR}",  # 31 Jan 1970, 31-JAN-70, 31st of January 1970
-            rf"{_MONTH}[\s\-./]*{_DAY},?[\s\-./]*{_YEAR}",  # January 31, 1970
-            rf"{_YEAR}[\s\-./]*{_MONTH}[\s\-./]*{_DAY}",  # 1970 Jan 31
-            rf"{_MONTH}\s+{_DAY}{_NOT_UNIT}",  # Jan 31 (no year)
-            rf"{_DAY}\s+(?:of\s+)?{_MONTH}(?![a-z])",  # 31 January (no year)
-            rf"{_MONTH}[\s,]+(?:1[89]|2[01])\d\d",  # January 1970
-            r"(?:1[89]|2[01])\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])",  # 19700131
-            rf"\d{{1,2}}{_NUM_SEP}\d{{1,2}}{_NUM_SEP}(?:\d{{4}}|\d{{2}})",  # 31/01/1970, 01-31-70, 31.1.1970
-            rf"(?:1[89]|2[01])\d\d{_NUM_SEP}\d{{1,2}}{_NUM_SEP}\d{{1,2}}",  # 1970-01-31
-            r"(?:0?[1-9]|1[0-2])/(?:1[89]|2[01])\d\d",  # 01/1970
-        ]
-    ),
-    re.IGNORECASE,
+_DATE_FORMS = "|".join(
+    [
+        rf"{_DAY}[\s\-./]*(?:of\s+)?{_MONTH}[\s,\-./]*{_YEAR}",  # 31 Jan 1970, 31-JAN-70, 31st of January 1970
+        rf"{_MONTH}[\s\-./]*{_DAY},?[\s\-./]*{_YEAR}",  # January 31, 1970
+        rf"{_YEAR}[\s\-./]*{_MONTH}[\s\-./]*{_DAY}",  # 1970 Jan 31
+        rf"{_MONTH}\s+{_DAY}{_NOT_UNIT}",  # Jan 31 (no year)
+        rf"{_DAY}\s+(?:of\s+)?{_MONTH}(?![a-z])",  # 31 January (no year)
+        rf"{_MONTH}[\s,]+(?:1[89]|2[01])\d\d",  # January 1970
+        r"(?:1[89]|2[01])\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])",  # 19700131
+        rf"\d{{1,2}}{_NUM_SEP}\d{{1,2}}{_NUM_SEP}(?:\d{{4}}|\d{{2}})",  # 31/01/1970, 01-31-70, 31.1.1970
+        rf"(?:1[89]|2[01])\d\d{_NUM_SEP}\d{{1,2}}{_NUM_SEP}\d{{1,2}}",  # 1970-01-31
+        r"(?:0?[1-9]|1[0-2])/(?:1[89]|2[01])\d\d",  # 01/1970
+    ]
 )
-_WORD_EDGE = r"(?<![\w.])(?:{})(?![\w])"
-_DATES = re.compile(_WORD_EDGE.format(_DATES.pattern), re.IGNORECASE)
+_DATES = re.compile(rf"(?<![\w.])(?:{_DATE_FORMS})(?![\w])", re.IGNORECASE)
 
 
 def _plausible_numeric(s: str) -> bool:
@@ -330,14 +327,17 @@ def _eponym_use(text: str, span: Span) -> bool:
     return after[:1].islower() or after[:1] in "'’-"
 
 
+@functools.lru_cache(maxsize=1)
+def _never_repeated() -> frozenset[str]:
+    """Words of a found name that are not looked for elsewhere: eponyms, report words, post-nominals."""
+    return EPONYMS | NOT_NAMES | REPORT_WORDS | _postnominals()
+
+
 def _repeats(text: str, found: list[Span]) -> Iterator[Span]:
     """Every other occurrence of the words of the names found (a surname repeated without its cue)."""
-    words = {
-        w.strip(".,")
-        for s, e in found
-        for w in re.split(r"[\s,^]+", text[s:e])
-        if len(w.strip(".,")) >= 2 and w.strip(".,").lower() not in EPONYMS | NOT_NAMES | REPORT_WORDS | _postnominals()
-    }
+    stop = _never_repeated()
+    words = {w.strip(".,") for s, e in found for w in re.split(r"[\s,^]+", text[s:e])}
+    words = {w for w in words if len(w) >= 2 and w.lower() not in stop}
     if not words:
         return
     alternation = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
@@ -393,9 +393,12 @@ def _known(word: str, words: frozenset[str]) -> bool:
     return bare in words or all(p in words for p in bare.split("-"))
 
 
+_REPORT_OR_COMMON = NOT_NAMES | REPORT_WORDS
+
+
 def _common(words: list[str]) -> bool:
     """Words of reports: any of them a report word ("Small Baker", "Crohn Disease"), or all of them eponyms."""
-    return any(_known(w, NOT_NAMES | REPORT_WORDS) for w in words) or all(_known(w, EPONYMS) for w in words)
+    return any(_known(w, _REPORT_OR_COMMON) for w in words) or all(_known(w, EPONYMS) for w in words)
 
 
 DETECTORS: tuple[Callable[[str], Iterator[Span]], ...] = (
