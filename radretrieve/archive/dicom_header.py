@@ -9,6 +9,7 @@ whose repr shows no value, and dropped once the scan has redacted its texts.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,12 @@ def patient_ids(ds: object) -> PatientIds:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _redacted(value: str, ids: PatientIds) -> str:
+    """A free-text attribute with identifiers removed; once per value and patient (every slice repeats it)."""
+    return redact(value, ids)
+
+
 def _burned_in(ds: object, sop_class: str, modality: str) -> bool:
     """May the pixels carry text? BurnedInAnnotation YES, or a class that typically does (captures, US)."""
     if _text(ds, "BurnedInAnnotation").upper() == "YES":
@@ -196,7 +203,7 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True, r
         study_uid=text(ds, "StudyInstanceUID"),
         series_uid=text(ds, "SeriesInstanceUID"),
         modality=modality,
-        body_part=redact(text(ds, "BodyPartExamined"), patient),  # free text typed at the scanner
+        body_part=_redacted(text(ds, "BodyPartExamined"), patient),  # free text typed at the scanner
         description=text(ds, "SeriesDescription") or text(ds, "StudyDescription"),
         instance=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
         position=_floats(getattr(ds, "ImagePositionPatient", None), 3),  # type: ignore[arg-type]
