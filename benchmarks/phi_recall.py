@@ -215,7 +215,7 @@ class Generator:
                 f"{other_last}, {other_first}",
                 f"{other_first} {other_last}",
                 f"{other_last.upper()}^{other_first.upper()}",
-                f"{other_first} {other_mid} {other_last}",
+                " ".join(w for w in (other_first, other_mid, other_last) if w),
             ]
         )
         patient_ctx = r.choice(["Patient: {}.", "Patient name: {}.", "Mother: {}, present during the scan.",

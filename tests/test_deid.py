@@ -121,6 +121,10 @@ def test_header_birth_date_in_other_formats(written):
         ("Images reviewed with María José Ortiz today.", f"Images reviewed with {R} today."),
         ("Next of kin: SCHACHT^HANS-UWE.", f"Next of kin: {R}."),
         ("Jane Smith, MD, PhD reported it.", f"{R}, MD, PhD reported it."),
+        ("cc: Dr. van der Berg; Dr. de la Cruz", f"cc: Dr. {R}; Dr. {R}"),
+        ("Scanned by technologist RN Garcia.", f"Scanned by technologist {R}."),
+        ("Patient Name: Garcia, Maria Elena  DOB: 05/06/1977", f"Patient Name: {R}  DOB: {R}"),
+        ("Critical result to Dr. O'Neil (pager 4-5678) on 1/2/20.", f"Critical result to Dr. {R} (pager {R}) on {R}."),
     ],
 )
 def test_identifiers_no_header_carries(text, expected):

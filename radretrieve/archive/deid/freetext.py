@@ -193,7 +193,7 @@ _ROLES = (
     r"(?:(?:electronically\s+)?(?:signed|dictated|reported|read|reviewed|verified|transcribed|interpreted|"
     r"approved|authorised|authorized|performed|ordered|requested|referred|seen|examined|scanned|entered)\s+by|"
     r"discussed\s+with|d/w|spoke\s+(?:to|with)|communicated\s+to|called\s+to|relayed\s+to|conveyed\s+to|"
-    r"reported\s+to|notified|paged|"
+    r"reported\s+to|notified|paged|(?:technologist|radiographer|sonographer|tech)(?=\s+[A-Z])|"
     r"(?:referring|attending|ordering|requesting|reporting|reading|consulting|primary\s+care)?\s*"
     r"(?:physician|doctor|clinician|provider|radiologist|consultant|surgeon|resident|fellow|registrar|"
     r"technologist|technician|radiographer|sonographer|nurse|tech|pcp|gp)\s*[:\-]|"
@@ -225,8 +225,8 @@ def _name_after(text: str, pos: int, after_title: bool = False) -> Span | None:
     """The name that starts at `pos` (after a cue): capitalised words, initials and particles, "Last, First"."""
     end, last, count = None, pos, 0
     for m in _WORD.finditer(text, pos):
-        if text[last : m.start()].strip() or count >= MAX_NAME_WORDS:
-            break  # something other than spaces between words: the name is over
+        if text[last : m.start()] not in ("", " ", "  ") or count >= MAX_NAME_WORDS:
+            break  # a line break, a tab, a wider gap or punctuation between words: the name is over
         word, last = m.group(), m.end()
         if word == ",":
             if count != 1:
@@ -234,7 +234,7 @@ def _name_after(text: str, pos: int, after_title: bool = False) -> Span | None:
             continue
         if _is_postnominal(word.rstrip("."), _postnominals()) and count:
             break  # "Kelley, MD": the letters after the name are not part of it
-        if not (_name_like(word, after_title) or (word.lower() in _PARTICLES and count)):
+        if not (_name_like(word, after_title) or (word.lower() in _PARTICLES and (count or after_title))):
             break
         end, count = m.end(), count + 1
         if word.endswith(".") and len(word) > 2:  # "Hans." ends a sentence (an initial "A." does not)

@@ -102,5 +102,6 @@ AFTER_TITLE_STOP = frozenset(
     dr drs mr mrs ms miss mx prof professor doctor sir dame nurse sister herr frau mme mlle
     unknown n/a na nil same above below see male female man woman boy girl adult child infant
     findings impression history indication technique comparison conclusion report addendum clinical
+    dob born mrn acc accession id age sex gender dos date time exam study phone tel email fax address pager
     """.split()
 )
