@@ -33,12 +33,15 @@ Scrubber = Callable[[str], str]  # a site's own rules: text -> text
 
 @dataclass(frozen=True)
 class PatientIds:
-    """Identifiers read from a study's headers, for redaction only; never stored, shown or logged."""
+    """Identifiers read from a study's headers (or a manifest row's identifier columns), for redaction only;
+    never stored, shown or logged."""
 
-    names: frozenset[str] = frozenset()  # PatientName values as stored (DICOM PN: Family^Given^Middle^...)
-    ids: frozenset[str] = frozenset()  # PatientID, OtherPatientIDs
+    # PatientName values: DICOM PN (Family^Given^Middle^...), or "Family, Given" / "Given Family"
+    names: frozenset[str] = frozenset()
+    ids: frozenset[str] = frozenset()  # PatientID, OtherPatientIDs (record numbers), any separators
     accessions: frozenset[str] = frozenset()  # AccessionNumber
-    birth_dates: frozenset[str] = frozenset()  # PatientBirthDate (DICOM DA: YYYYMMDD)
+    # PatientBirthDate: DICOM DA (YYYYMMDD), YYYY-MM-DD, or DD.MM.YYYY / DD/MM/YYYY / MM/DD/YYYY (both readings)
+    birth_dates: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # values must never reach a log line or a traceback
         return "PatientIds(<withheld>)"
