@@ -9,6 +9,7 @@ whose repr shows no value, and dropped once the scan has redacted its texts.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from radretrieve.archive.records import ArchiveError
-from radretrieve.archive.redact import NO_IDS, PatientIds
+from radretrieve.archive.redact import NO_IDS, PatientIds, redact
 from radretrieve.archive.selection import REPORT_SR_CLASSES, SECONDARY_CAPTURE_CLASSES, ULTRASOUND_CLASSES, sop_reason
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,12 @@ def patient_ids(ds: object) -> PatientIds:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _redacted(value: str, ids: PatientIds) -> str:
+    """A free-text attribute with identifiers removed; once per value and patient (every slice repeats it)."""
+    return redact(value, ids)
+
+
 def _burned_in(ds: object, sop_class: str, modality: str) -> bool:
     """May the pixels carry text? BurnedInAnnotation YES, or a class that typically does (captures, US)."""
     if _text(ds, "BurnedInAnnotation").upper() == "YES":
@@ -189,13 +196,14 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True, r
     sop_class, modality = text(ds, "SOPClassUID"), text(ds, "Modality").upper()
     spacing = _floats(getattr(ds, "PixelSpacing", None), 2) or _floats(getattr(ds, "ImagerPixelSpacing", None), 2)
     thickness = _number(ds, "SpacingBetweenSlices", float) or _number(ds, "SliceThickness", float)
+    patient = patient_ids(ds) if with_ids else NO_IDS
     return DicomHeader(
         path=rel,
         sop_uid=text(ds, "SOPInstanceUID"),
         study_uid=text(ds, "StudyInstanceUID"),
         series_uid=text(ds, "SeriesInstanceUID"),
         modality=modality,
-        body_part=text(ds, "BodyPartExamined"),
+        body_part=_redacted(text(ds, "BodyPartExamined"), patient),  # free text typed at the scanner
         description=text(ds, "SeriesDescription") or text(ds, "StudyDescription"),
         instance=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
         position=_floats(getattr(ds, "ImagePositionPatient", None), 3),  # type: ignore[arg-type]
@@ -209,7 +217,7 @@ def _header(ds: object, rel: str, rows: int, cols: int, with_ids: bool = True, r
         image_type=tuple(v.upper() for v in _values(ds, "ImageType")) if with_ids else (),
         burned_in=_burned_in(ds, sop_class, modality) if with_ids else False,
         report=report,
-        patient=patient_ids(ds) if with_ids else NO_IDS,
+        patient=patient,
         window=_window(ds),
     )
 

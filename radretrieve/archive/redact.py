@@ -1,20 +1,24 @@
-"""Free-text redaction: the identifiers of a study's own headers are removed from its texts before anything
-is stored or shown (DESIGN.md: PHI), then an optional site scrubber (`--scrubber module:callable`) runs.
+"""Free-text redaction: identifiers are removed from every text before anything is stored or shown
+(DESIGN.md: PHI), then an optional site scrubber (`--scrubber module:callable`) runs.
 
-Texts redacted: report texts (sidecars, DICOM SR, `--reports`), StudyDescription and SeriesDescription.
-Identifiers: PatientName in its DICOM form (`Family^Given^Middle`) and in the word orders people write it
-("Given Family", "Family, Given", any case; every name part of two letters or more also on its own),
-PatientID and OtherPatientIDs (with or without their punctuation), AccessionNumber, and the birth date in
-common formats (19610423, 1961-04-23, 23/04/1961, 04/23/1961, 23.04.1961, "23 April 1961", "April 23, 1961").
-Each match becomes `[REDACTED]`.
+Texts redacted: report texts (sidecars, DICOM SR, `--reports`, manifest text), StudyDescription,
+SeriesDescription and BodyPartExamined. Two kinds of identifier are removed, each match becoming `[REDACTED]`:
 
-`PatientIds` is the only place identifiers live: read from headers for this purpose, used by `assemble`
+- the study's own header identifiers (`PatientIds`: PatientName, PatientID, OtherPatientIDs, AccessionNumber,
+  PatientBirthDate) in any spelling: both sides folded (Unicode form, accents transliterated, case), names in
+  any order, with initials or joined, ids with any separators and leading zeros, the birth date in numeric
+  and month-name formats (radretrieve.archive.deid.header);
+- identifiers no header carries: e-mail addresses, phone numbers, dates, record numbers and other long ids,
+  street addresses, and names written with a cue (radretrieve.archive.deid.freetext).
+
+`PatientIds` is the only place header identifiers live: read from headers for this purpose, used by `assemble`
 (radretrieve.archive.scanner) and dropped there; its repr never shows a value, so a log line cannot leak one.
+The detectors are imported on the first text redacted, so importing this module (every reader process does)
+costs nothing.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable
@@ -23,33 +27,21 @@ from dataclasses import dataclass
 from radretrieve.foundation.errors import RadRetrieveError
 
 REDACTED = "[REDACTED]"
-MIN_ID_CHARS = 3  # shorter ids ("7") would redact ordinary numbers of every report; they are left alone
-MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
 
 Scrubber = Callable[[str], str]  # a site's own rules: text -> text
 
 
 @dataclass(frozen=True)
 class PatientIds:
-    """Identifiers read from a study's headers, for redaction only; never stored, shown or logged."""
+    """Identifiers read from a study's headers (or a manifest row's identifier columns), for redaction only;
+    never stored, shown or logged."""
 
-    names: frozenset[str] = frozenset()  # PatientName values as stored (DICOM PN: Family^Given^Middle^...)
-    ids: frozenset[str] = frozenset()  # PatientID, OtherPatientIDs
+    # PatientName values: DICOM PN (Family^Given^Middle^...), or "Family, Given" / "Given Family"
+    names: frozenset[str] = frozenset()
+    ids: frozenset[str] = frozenset()  # PatientID, OtherPatientIDs (record numbers), any separators
     accessions: frozenset[str] = frozenset()  # AccessionNumber
-    birth_dates: frozenset[str] = frozenset()  # PatientBirthDate (DICOM DA: YYYYMMDD)
+    # PatientBirthDate: DICOM DA (YYYYMMDD), YYYY-MM-DD, or DD.MM.YYYY / DD/MM/YYYY / MM/DD/YYYY (both readings)
+    birth_dates: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # values must never reach a log line or a traceback
         return "PatientIds(<withheld>)"
@@ -76,82 +68,38 @@ def merge_ids(all_ids: Iterable[PatientIds]) -> PatientIds:
     return out
 
 
-def _bounded(core: str) -> str:
-    """`core` as a whole token: not inside a longer run of letters or digits."""
-    return rf"(?<![0-9A-Za-z]){core}(?![0-9A-Za-z])"
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching spans as one (a name next to its id becomes one [REDACTED])."""
+    out: list[list[int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(s, e) for s, e in out]
 
 
-def _name_patterns(value: str) -> list[str]:
-    """Whole-name forms first (one [REDACTED] for the whole name), then each part on its own."""
-    out: list[str] = []
-    for group in value.split("="):  # PN component groups: alphabetic=ideographic=phonetic
-        parts = [p.strip() for p in group.split("^")[:3]]
-        family, given, middle = (parts + ["", "", ""])[:3]
-        words = [w for p in (family, given, middle) for w in p.split() if len(w) >= 2]
-        sep = r"[\s^,.]+"
-        orders = [[family, given, middle], [given, middle, family], [family, given], [given, family]]
-        for order in orders:
-            names = [re.escape(p) for p in order if p]
-            if len(names) > 1:
-                out.append(sep.join(names))
-        out.extend(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
-    return out
+def identifier_spans(text: str, ids: PatientIds = NO_IDS) -> list[tuple[int, int]]:
+    """Spans of `text` that hold an identifier: one of `ids` in any spelling, or one that no header carries.
+    Spans inside an earlier `[REDACTED]` are dropped, so redacting twice changes nothing."""
+    from radretrieve.archive.deid.freetext import freetext_spans
+    from radretrieve.archive.deid.header import header_spans
+
+    done = [(m.start(), m.end()) for m in re.finditer(re.escape(REDACTED), text)]
+    spans = header_spans(text, ids) + freetext_spans(text)
+    return _merged([s for s in spans if s[1] > s[0] and not any(a <= s[0] and s[1] <= b for a, b in done)])
 
 
-def _id_pattern(value: str) -> str | None:
-    """An id with any punctuation or spacing between its letter/digit runs ("MRN-0042-77" = "MRN 004277")."""
-    runs = re.findall(r"[0-9A-Za-z]+", value)
-    if sum(len(r) for r in runs) < MIN_ID_CHARS:
-        return None
-    return r"[\s\-_./:#]*".join(re.escape(r) for r in runs)
-
-
-def _date_patterns(value: str) -> list[str]:
-    """A DICOM date (YYYYMMDD) in the formats reports use; day and month with or without a leading zero."""
-    m = re.fullmatch(r"\s*(\d{4})-?(\d{2})-?(\d{2})\s*", value)
-    if m is None:
-        return []
-    y, mo, d = m.group(1), int(m.group(2)), int(m.group(3))
-    if not (1 <= mo <= 12 and 1 <= d <= 31):
-        return []
-    dd, mm = f"0?{d}", f"0?{mo}"
-    name = MONTHS[mo - 1]
-    month = rf"(?:{name}|{name[:3]}\.?)"
-    day = rf"{dd}(?:st|nd|rd|th)?"
-    return [
-        rf"{y}{mo:02d}{d:02d}",
-        rf"{y}[-/.]{mm}[-/.]{dd}",
-        rf"{dd}[-/.]{mm}[-/.]{y}",
-        rf"{mm}[-/.]{dd}[-/.]{y}",
-        rf"{day}[\s\-]+(?:of\s+)?{month}[\s,\-]+{y}",
-        rf"{month}[\s\-]+{day},?[\s\-]+{y}",
-    ]
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(ids: PatientIds) -> re.Pattern[str] | None:
-    patterns: list[str] = []
-    for name in sorted(ids.names):
-        patterns += _name_patterns(name)
-    for value in sorted(ids.ids | ids.accessions):
-        pattern = _id_pattern(value)
-        if pattern:
-            patterns.append(pattern)
-    for value in sorted(ids.birth_dates):
-        patterns += _date_patterns(value)
-    if not patterns:
-        return None
-    # One alternation, longest alternatives first, so a whole name wins over its parts.
-    ordered = sorted(set(patterns), key=len, reverse=True)
-    return re.compile("|".join(_bounded(f"(?:{p})") for p in ordered), re.IGNORECASE)
-
-
-def redact(text: str, ids: PatientIds) -> str:
-    """`text` with every identifier of `ids` replaced by [REDACTED]."""
-    if not text or not ids:
+def redact(text: str, ids: PatientIds = NO_IDS) -> str:
+    """`text` with every identifier replaced by [REDACTED]: those of `ids` in any spelling, and those found
+    in free text with no header (radretrieve.archive.deid)."""
+    if not text or not text.strip():
         return text
-    pattern = _compiled(ids)
-    return pattern.sub(REDACTED, text) if pattern is not None else text
+    out, last = [], 0
+    for start, end in identifier_spans(text, ids):
+        out += [text[last:start], REDACTED]
+        last = end
+    return "".join(out) + text[last:]
 
 
 def load_scrubber(spec: str) -> Scrubber:
