@@ -1,10 +1,18 @@
 """Reader processes that survive a lost worker: an OOM kill or a decoder crash costs one retry, never a hang.
 
 `ReaderPool` wraps a `ProcessPoolExecutor` (spawn). The executor notices a dead worker at once (it waits on
-every worker's process sentinel) and fails every pending future with `BrokenProcessPool`; `ordered_map` then
-starts a fresh pool and retries each item that was in flight once, alone, so that a crash can be blamed on
-one item. An item whose lone retry kills a worker too (the second death it was present for) gets the
-caller's `crashed(item)` result instead (a `WorkerCrashed` error record), and the map goes on.
+every worker's process sentinel), fails every pending future with `BrokenProcessPool` and refuses new work
+with the same error. `ordered_map` meets the broken pool wherever it shows (a result, or the next submit:
+which one depends on whether the consumer was waiting when the worker died), starts a fresh pool and runs
+each item that was in flight and unfinished once more, alone, so that a crash can be blamed on one item;
+results that were already back are kept, and items the broken pool refused are submitted again as usual.
+An item whose lone retry kills a worker too (the second death it was present for) gets the caller's
+`crashed(item)` result instead (a `WorkerCrashed` error record), and the map goes on: every item costs at
+most two runs, whatever dies.
+
+Readers never outlive the job: `close` kills and reaps them (the job calls it on every exit path, Ctrl-C and
+SIGTERM included), and each reader exits by itself when its parent is gone, even a parent killed with
+SIGKILL that ran no cleanup (a reader would otherwise wait on its task queue forever).
 """
 
 from __future__ import annotations
@@ -12,35 +20,69 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores: 1.81 -> 1.91 cores busy)
+PARENT_POLL_SECONDS = 0.5  # how often a reader checks its parent where the kernel cannot tell it (no pidfd)
+REAP_SECONDS = 10.0  # how long `close` waits for a killed reader to be gone
 
 
-def _init_worker() -> None:
-    """Import the readers now, while the job is still scanning and planning, not on their first item.
+def _init_worker(parent: int) -> None:
+    """Tie the reader to its parent, then import the readers now, while the job is still scanning and
+    planning, not on their first item.
 
     Readers never import torch (preprocessing is numpy and Pillow): that would cost each one about 0.5 GB.
     They run at a lower priority than the encoder: they work ahead of it anyway, and a reader that preempts
     one of the encoder's intra-op threads stalls the whole thread team.
     """
-    import os
+    import signal
 
+    # Ctrl-C goes to the whole process group: the parent alone decides, and kills its readers as it unwinds
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     os.nice(READER_NICENESS)
     import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Exit this process as soon as `parent` has exited, on a daemon thread.
+
+    Not PR_SET_PDEATHSIG: the kernel sends that when the *thread* that started the child exits, and the
+    executor starts readers from whichever thread submits. A pidfd wakes the watcher when the parent exits;
+    where there is none, it polls its parent pid (a reparented child sees another one)."""
+    import threading
+
+    def watch() -> None:
+        try:
+            import select
+
+            fd = os.pidfd_open(parent)
+            if os.getppid() == parent:  # opened before the parent went (else the pid may be someone else's)
+                select.select([fd], [], [])
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+            import time
+
+            while os.getppid() == parent:
+                time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class ReaderPool:
     """`workers` reader processes (spawn: the parent holds torch thread pools a forked child must not
-    inherit), restarted as a whole when one of them dies."""
+    inherit), restarted as a whole when one of them dies. A context manager: leaving it closes the pool."""
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
@@ -50,30 +92,44 @@ class ReaderPool:
         self._executor = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        ctx = mp.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future:
+        """`fn(*args)` in a reader; raises `BrokenProcessPool` once a reader of this pool has died."""
         return self._executor.submit(fn, *args)
 
     def restart(self) -> None:
-        """Drop the broken executor (its survivors are killed) and start a fresh one."""
+        """Drop the broken executor (its survivors are killed and reaped) and start a fresh one."""
         self._kill(self._executor)
         self._executor = self._new()
         self.restarts += 1
 
     def pids(self) -> list[int]:
         """Pids of the live worker processes (for tests and diagnostics)."""
-        return [p.pid for p in (self._executor._processes or {}).values() if p.is_alive()]
+        return [p.pid for p in list((self._executor._processes or {}).values()) if p.is_alive()]
 
     def close(self) -> None:
+        """Kill the readers and reap them: none is left when this returns."""
         self._kill(self._executor)
+
+    def __enter__(self) -> ReaderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @staticmethod
     def _kill(executor: ProcessPoolExecutor) -> None:
-        for proc in list((executor._processes or {}).values()):
+        procs = list((executor._processes or {}).values())
+        for proc in procs:
             if proc.is_alive():
                 proc.kill()
         executor.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:  # the executor's own thread reaps them too: whoever comes first, they are gone
+            proc.join(REAP_SECONDS)
+            if proc.is_alive():
+                log.warning("reader process %d did not exit %.0f s after SIGKILL", proc.pid, REAP_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -85,6 +141,15 @@ class Window:
 
     def full(self, n_items: int, cost: int) -> bool:
         return n_items >= self.min_items and cost >= self.budget
+
+
+@dataclass
+class _Job(Generic[T]):
+    """One item of `ordered_map` between its submission and its result."""
+
+    item: T
+    cost: int
+    future: Future | None = None  # None: the pool was broken when it was submitted (it never ran)
 
 
 def ordered_map(
@@ -99,30 +164,60 @@ def ordered_map(
 
     A worker's death does not lose an item: see the module docstring. `fn` must be a picklable top-level
     function (or a functools.partial of one)."""
-    inflight: collections.deque = collections.deque()  # (item, future, cost), oldest first
+    inflight: collections.deque[_Job] = collections.deque()  # oldest first
     for item in items:
-        inflight.append((item, pool.submit(fn, item), cost(item)))
-        while inflight and window.full(len(inflight), sum(c for _, _, c in inflight)):
-            yield from _take(pool, fn, inflight, crashed)
+        job = _Job(item, cost(item))
+        _send(pool, fn, job)
+        inflight.append(job)
+        while inflight and window.full(len(inflight), sum(j.cost for j in inflight)):
+            yield _take(pool, fn, inflight, crashed)
     while inflight:
-        yield from _take(pool, fn, inflight, crashed)
+        yield _take(pool, fn, inflight, crashed)
 
 
-def _take(
-    pool: ReaderPool, fn: Callable[[T], R], inflight: collections.deque, crashed: Callable[[T], R]
-) -> Iterator[R]:
-    item, future, _ = inflight.popleft()
+def _send(pool: ReaderPool, fn: Callable[[T], R], job: _Job) -> None:
     try:
-        yield future.result()
-        return
+        job.future = pool.submit(fn, job.item)
     except BrokenProcessPool:
-        pass
-    suspects = [item] + [other for other, _, _ in inflight]
-    inflight.clear()
-    log.warning("a reader process died; retrying the %d item(s) it may have held, one at a time", len(suspects))
+        job.future = None  # a reader died since the last result: recovered when this job's turn comes
+
+
+def _take(pool: ReaderPool, fn: Callable[[T], R], inflight: collections.deque, crashed: Callable[[T], R]) -> R:
+    """The oldest job's result, after recovering from a broken pool as often as it takes (each recovery
+    finishes at least the lost jobs, so this ends)."""
+    while True:
+        job = inflight[0]
+        if job.future is not None:
+            try:
+                result = job.future.result()
+                inflight.popleft()
+                return result
+            except BrokenProcessPool:
+                pass
+        _recover(pool, fn, inflight, crashed)
+
+
+def _lost(future: Future | None) -> bool:
+    """Was this job in the broken pool without a result (running or queued when a reader died)?"""
+    if future is None:
+        return False
+    if not future.done() or future.cancelled():
+        return True
+    return isinstance(future.exception(), BrokenProcessPool)
+
+
+def _recover(pool: ReaderPool, fn: Callable[[T], R], inflight: collections.deque, crashed: Callable[[T], R]) -> None:
+    """A fresh pool; each lost job runs again alone (its result or `crashed`), the refused ones are resent."""
+    lost = [job for job in inflight if _lost(job.future)]
+    log.warning("a reader process died; retrying the %d item(s) it may have held, one at a time", len(lost))
     pool.restart()
-    for suspect in suspects:
-        yield run_alone(pool, fn, suspect, crashed)
+    for job in lost:
+        done: Future = Future()
+        done.set_result(run_alone(pool, fn, job.item, crashed))
+        job.future = done
+    for job in inflight:
+        if job.future is None:
+            _send(pool, fn, job)
 
 
 def run_alone(pool: ReaderPool, fn: Callable[[T], R], item: T, crashed: Callable[[T], R]) -> R:

@@ -143,7 +143,12 @@ def poison(x: int) -> int:
     return x * 2
 
 
-def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails():
+def double(x: int) -> int:
+    time.sleep(0.01)
+    return x * 2
+
+
+def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails(no_leftover_process):
     pool = ReaderPool(2)
     try:
         start = time.monotonic()
@@ -155,34 +160,141 @@ def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails():
     assert pool.restarts == 2  # the batch crash, then the lone retry that pinned it on item 13
 
 
-def _reader_pids(parent: int) -> list[int]:
+def _children(parent: int) -> list[int]:
     kids = []
     for task in Path(f"/proc/{parent}/task").iterdir():
-        kids += [int(p) for p in (task / "children").read_text().split()]
-    spawned = []
-    for pid in kids:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:  # a thread that ended meanwhile
             continue
-        if b"spawn_main" in cmdline:
-            spawned.append(pid)
-    return spawned
+    return kids
 
 
-def test_killing_a_reader_mid_job_costs_nothing(tmp_path):
-    root = tmp_path / "a"
-    synthesize(root, studies=24, seed=6)
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _reader_pids(parent: int) -> list[int]:
+    return [pid for pid in _children(parent) if b"spawn_main" in _cmdline(pid)]
+
+
+def _running(pid: int) -> bool:
+    """Is `pid` a live process (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def no_leftover_process():
+    """Fails the test if a process it started (a reader, a job) still runs when it ends. multiprocessing's
+    resource tracker is left out: it serves the whole test session and ends with it."""
+    before = set(_children(os.getpid()))
+    yield
+    deadline = time.time() + 10
+    while True:
+        new = set(_children(os.getpid())) - before
+        left = [p for p in new if _running(p) and b"resource_tracker" not in _cmdline(p)]
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert not left, f"processes left running: {[(p, _cmdline(p)[:120]) for p in left]}"
+
+
+def _kill_and_wait_broken(pool: ReaderPool):
+    """Kill one reader while nobody waits on a result, and return once the pool has noticed."""
+    os.kill(pool.pids()[0], signal.SIGKILL)
+    _wait_for(lambda: bool(pool._executor._broken), 30)
+
+
+def test_a_reader_killed_while_the_consumer_is_busy_costs_nothing(no_leftover_process):
+    """The kill lands between two results (the consumer was encoding, not waiting): the broken pool shows at
+    the next submit, not at a result. Every item comes back once, in order, none blamed."""
+    pool = ReaderPool(2)
+
+    def items():
+        for x in range(40):
+            if x == 12:
+                _kill_and_wait_broken(pool)
+            yield x
+
+    try:
+        got = list(ordered_map(pool, double, items(), Window(budget=4, min_items=4), crashed=lambda x: -x - 1000))
+    finally:
+        pool.close()
+    assert got == [2 * x for x in range(40)]
+    assert pool.restarts == 1
+
+
+def test_closing_a_pool_leaves_no_reader(no_leftover_process):
+    pool = ReaderPool(2)
+    assert list(ordered_map(pool, double, range(8), Window(2, 2), crashed=lambda x: -x)) == [2 * x for x in range(8)]
+    readers = pool.pids()
+    assert len(readers) == 2
+    pool.close()
+    assert not [p for p in readers if Path(f"/proc/{p}").exists()]  # killed and reaped by close, not later
+
+
+@pytest.fixture(scope="module")
+def archive60(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("a60") / "a"
+    synthesize(root, studies=60, seed=6)
+    return root
+
+
+def _index_cmd(root: Path, out: Path) -> list[str]:
+    options = ["--workers", "2", "--studies-per-task", "4", "--no-index", "-q"]
+    return [*CLI, "index", str(root), "--out", str(out), *options]
+
+
+def test_killing_a_reader_mid_job_costs_nothing(archive60, tmp_path, no_leftover_process):
+    """A reader SIGKILLed once two shards exist (the OOM killer's choice): its items run again, the job ends
+    with exit 0 and the rows of an uninterrupted run, and no reader outlives it."""
     out = tmp_path / "out"
-    cmd = [*CLI, "index", str(root), "--out", str(out), "--workers", "2", "--studies-per-task", "2"]
-    job = subprocess.Popen([*cmd, "--no-index", "-q"], stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
-    _wait_for(lambda: (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 1)
-    readers = _reader_pids(job.pid)
-    assert readers, "no reader processes found"
-    os.kill(readers[0], signal.SIGKILL)
-    assert job.wait(timeout=600) == 0, _tail(tmp_path)
-    assert set(_rows(out)) == _expected(root)
+    start = time.monotonic()
+    job = subprocess.Popen(_index_cmd(archive60, out), stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
+    try:
+        _wait_for(lambda: (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 2)
+        readers = _reader_pids(job.pid)
+        assert len(readers) == 2, readers
+        os.kill(readers[0], signal.SIGKILL)
+        assert job.wait(timeout=300) == 0, _tail(tmp_path)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert time.monotonic() - start < 300
+    assert len(read_manifest(out).shards) == 15 and set(_rows(out)) == _expected(archive60)  # _rows: no duplicates
     assert not list((out / "errors").glob("t-*.jsonl"))  # the retry succeeded: no item was blamed
+    assert "a reader process died" in _tail(tmp_path)  # the kill landed mid-job
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_job_leaves_no_reader_running(archive60, tmp_path, sig, no_leftover_process):
+    """SIGKILL runs no cleanup in the job: its readers notice their parent is gone and exit. SIGTERM unwinds
+    the job as Ctrl-C does (exit 143), killing and reaping its readers on the way out."""
+    out = tmp_path / "out"
+    job = subprocess.Popen(_index_cmd(archive60, out), stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
+    try:
+        _wait_for(lambda: len(_reader_pids(job.pid)) == 2 and (out / "manifest.json").is_file())
+        readers = _reader_pids(job.pid)
+        os.kill(job.pid, sig)
+        assert job.wait(timeout=60) == (-signal.SIGKILL if sig == signal.SIGKILL else 143), _tail(tmp_path)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_running(p) for p in readers):
+        time.sleep(0.1)
+    left = [p for p in readers if _running(p)]
+    for pid in left:  # no longer children of anyone here: stop them before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "readers outlived their job"
 
 
 # -- damaged shards --------------------------------------------------------------------------------------

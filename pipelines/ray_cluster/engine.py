@@ -97,7 +97,17 @@ def new_encoder(
 
 
 class Driver:
-    """Runs the tasks on the actors and commits each finished task through `commit`."""
+    """Runs the tasks on the actors and commits each finished task through `commit`.
+
+    An actor whose call fails (ActorDiedError, or ActorUnavailableError: its node or process is gone but Ray
+    has not said so yet) is lost: it is killed at once (`ray.kill`), so that the calls queued on it fail now
+    instead of waiting for Ray's health checks (minutes, or never for a call that is queued behind a hung
+    one), and so that it can write no shard late; its tasks run again elsewhere. It is replaced once its calls
+    are back. Encoders never hold every CPU of the cluster, whose nodes can only be counted after Ray has
+    noticed a loss: a replacement started on a count that was stale, or any encoder beyond what the cluster
+    has left, is stopped (`retired`) as soon as the count drops, and its tasks run again on the others,
+    without counting as a failed attempt; otherwise the encoders would wait forever for reader tasks that
+    have no CPU to run on."""
 
     def __init__(
         self,
@@ -116,50 +126,77 @@ class Driver:
         self.times = StageTimes()
         self.lost = 0  # task runs lost with an actor or a node
         self.errors = 0  # failed inputs recorded so far
-        self.dead: set[int] = set()  # actors whose call died: replaced once their other calls are back
+        self.dead: set[int] = set()  # actors lost (and killed): replaced once their other calls are back
         self.replaced = 0  # actors started again
-        self.retired: set[int] = set()  # slots of dead actors not replaced (no CPU left for them)
+        self.retired: set[int] = set()  # slots given up: no CPU left for them beside the readers
         self.generation = collections.Counter()  # actor index -> how many times it was replaced
+        self.born = {i: i for i in range(len(actors))}  # actor index -> order in which its actor was started
         self.started = time.perf_counter()
 
     def run(self, tasks: Sequence[Task], preprocess: Any) -> StageTimes:
         queue: collections.deque = collections.deque((t, 1) for t in tasks)
         while queue or self.inflight:
-            self._replace_dead()
-            while queue and len(self.inflight) < INFLIGHT_PER_ENCODER * max(1, len(self.actors) - len(self.retired)):
+            nodes = alive_nodes(self.ray)
+            self._fit(int(sum(n.cpus for n in nodes)))
+            while queue and len(self.inflight) < INFLIGHT_PER_ENCODER * len(self.live()):
                 task, attempt = queue.popleft()
                 self._submit(task, attempt, preprocess)
+            if not self.inflight:  # every encoder lost at once: the replacements come on the next round
+                time.sleep(WAIT_SECONDS)
+                continue
             done, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=WAIT_SECONDS)
             for ref in done:
                 retry = self._finish(ref)
                 if retry is not None:
                     queue.append(retry)
-            self._progress()
+            self._progress(nodes)
         return self.times
 
-    def _replace_dead(self) -> None:
-        """A dead actor with nothing in flight is replaced if the cluster still has a CPU for it beside one for
-        the readers (after a node is lost it may not: then the pool shrinks, and the survivors go on)."""
+    def live(self) -> list[int]:
+        """Indexes of the actors that take tasks."""
+        return [i for i in range(len(self.actors)) if i not in self.dead and i not in self.retired]
+
+    def _fit(self, cpus: int) -> None:
+        """Keep the encoders within the cluster's CPUs less one for the readers: stop the newest beyond that,
+        start lost ones again where there is room (after a node is lost there may be none: then the pool
+        shrinks, and the survivors go on)."""
+        room = max(1, cpus - 1)
+        newest_first = sorted(self.live(), key=lambda i: self.born[i], reverse=True)
+        for index in newest_first[: max(0, len(newest_first) - room)]:
+            log.warning("encoder %d stopped: the cluster has %d CPU(s) left, one of them for the readers", index, cpus)
+            self._retire(index)
         for index in sorted(self.dead):
             if self.load[index] != 0:
                 continue
-            live = len(self.actors) - len(self.dead)
-            cpus = int(sum(n.cpus for n in alive_nodes(self.ray)))
-            if live + 1 <= cpus - 1 or live == 0:
+            self.dead.discard(index)
+            if len(self.live()) < room:
                 self.actors[index] = self.replace()
-                self.dead.discard(index)
+                self.born[index] = len(self.actors) + self.replaced
                 self.replaced += 1
                 self.generation[index] += 1
             else:
-                log.info(
-                    "encoder %d not replaced: the %d CPU(s) left are the readers' and the other encoders'", index, cpus
-                )
+                log.info("encoder %d not replaced: the %d CPU(s) left are the readers' and the others'", index, cpus)
                 self.retired.add(index)
-                self.dead.discard(index)
+
+    def _retire(self, index: int) -> None:
+        self.retired.add(index)
+        self._kill(index)
+
+    def _lose(self, index: int) -> None:
+        """The actor at `index` failed a call: kill it (if not done yet), and replace it later."""
+        if index in self.dead or index in self.retired:
+            return
+        self.dead.add(index)
+        self._kill(index)
+
+    def _kill(self, index: int) -> None:
+        try:
+            self.ray.kill(self.actors[index], no_restart=True)
+        except Exception as exc:  # noqa: BLE001 - already gone with its node; its calls fail either way
+            log.debug("encoder %d not killed (%s)", index, type(exc).__name__)
 
     def _submit(self, task: Task, attempt: int, preprocess: Any) -> None:
-        live = [i for i in range(len(self.actors)) if i not in self.dead and i not in self.retired]
-        index = min(live or range(len(self.actors)), key=lambda i: self.load[i])
+        index = min(self.live(), key=lambda i: self.load[i])
         works = [w for w in task.work if w.item is not None]
         chunks = submit_chunks(self.ray, works, self.plan.root, preprocess, CHUNK_ITEMS)
         sources = {
@@ -171,7 +208,7 @@ class Driver:
 
     def _finish(self, ref: Any) -> tuple[Task, int] | None:
         """Commit a finished task; a task whose actor died comes back to be queued again."""
-        from ray.exceptions import RayActorError, RayError, RayTaskError
+        from ray.exceptions import RayError, RayTaskError
 
         task, index, attempt = self.inflight.pop(ref)
         self.load[index] -= 1
@@ -179,13 +216,14 @@ class Driver:
             done: TaskDone = self.ray.get(ref)
         except RayTaskError:
             raise  # an error in radretrieve's code (not a lost actor): stop, with its traceback under --debug
-        except (RayActorError, RayError) as exc:
+        except RayError as exc:  # the actor, its process or its node is gone (or was stopped by _fit)
             self.lost += 1
-            self.dead.add(index)
-            if attempt >= MAX_ATTEMPTS:
+            retired = index in self.retired  # stopped by the driver: not the task's failure
+            self._lose(index)
+            if not retired and attempt >= MAX_ATTEMPTS:
                 raise RadRetrieveError(f"task {task.task_id} failed {attempt} times ({type(exc).__name__})") from exc
             log.warning("encoder lost (%s): task %s runs again", type(exc).__name__, task.task_id)
-            return task, attempt + 1
+            return task, attempt if retired else attempt + 1
         self.commit(done.written)
         self.errors += sum(done.written.errors.values())
         stat = self.stats.setdefault((index, self.generation[index]), EncoderStats(done.node, done.threads, done.nice))
@@ -196,12 +234,11 @@ class Driver:
         self.bar.update(task.n_images)
         return None
 
-    def _progress(self) -> None:
+    def _progress(self, nodes: list[NodeInfo]) -> None:
         """The progress line: studies done (the bar), slices/s, errors, nodes and encoders alive."""
         rate = self.times.slices / max(time.perf_counter() - self.started, 1e-9)
-        alive = sum(1 for i in range(len(self.actors)) if i not in self.dead and i not in self.retired)
         self.bar.set_postfix(
-            slices_s=f"{rate:.0f}", errors=self.errors, nodes=len(alive_nodes(self.ray)), encoders=alive, refresh=False
+            slices_s=f"{rate:.0f}", errors=self.errors, nodes=len(nodes), encoders=len(self.live()), refresh=False
         )
 
 
@@ -249,5 +286,6 @@ def run_on_cluster(
         "encoders": encoders,
         "task_runs_lost": driver.lost,
         "encoders_replaced": driver.replaced,
+        "encoders_retired": len(driver.retired),
     }
     return times, info
