@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from radretrieve.application.embed import embed_paths
-from radretrieve.application.render import printable
 from radretrieve.evaluation.prompts import Templates, load_templates, templates_hash
 from radretrieve.evaluation.zeroshot import Task, TaskScores, classify_vectors, model_logit_scale
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.lock import writer_lock
+from radretrieve.foundation.terminal import printable
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.predictions import PredictionRows, write_predictions
 
@@ -73,7 +73,7 @@ def classify_paths(
     model: Encoder, paths: Sequence[Path], tasks: Sequence[Task], templates: Templates
 ) -> list[Prediction]:
     """Files that are not indexed: read and encode them as `index` would, then classify."""
-    embedded = embed_paths(model, paths)
+    embedded = embed_paths(model, paths).embeddings
     vectors = np.stack([e.embedding for e in embedded])
     results = classify_vectors(model.encode_text, vectors, tasks, templates, model_logit_scale(model))
     return _predictions([None] * len(embedded), [e.input for e in embedded], results)

@@ -9,18 +9,20 @@ order), then the texts.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from radretrieve.application.query_path import ITEMS_PER_BATCH, scan_path
-from radretrieve.archive import read_item
+from radretrieve.application.query_path import encode_items, nothing_readable, scan_path
+from radretrieve.archive.records import ErrorRecord
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, atomic_write_text
 from radretrieve.models.protocol import Encoder
 
+log = logging.getLogger(__name__)
 FORMATS = ("json", "npy")
 
 
@@ -36,25 +38,39 @@ class Embedding:
         return {"input": self.input, "kind": self.kind, "embedding": [float(x) for x in self.embedding]}
 
 
-def embed_paths(model: Encoder, paths: Sequence[Path]) -> list[Embedding]:
-    """Every image/volume item under each path, encoded; unreadable input is one `RadRetrieveError` naming it."""
-    import torch
+@dataclass(frozen=True)
+class EmbeddedPaths:
+    """What `embed_paths` gave: the embeddings, and the files skipped because they could not be read."""
 
+    embeddings: list[Embedding]  # in input order
+    skipped: list[ErrorRecord]  # one per file or series that failed (scan or read), as `index` records them
+
+
+def embed_paths(model: Encoder, paths: Sequence[Path]) -> EmbeddedPaths:
+    """Every readable image/volume item under each path, encoded. A bad file (or a path with nothing readable)
+    is skipped and reported (a warning and a record) as `index` does, so that one bad file among many costs only
+    itself; when nothing at all could be read, one `RadRetrieveError` names the first path and its problem."""
     out: list[Embedding] = []
+    skipped: list[ErrorRecord] = []
+    first_failure: RadRetrieveError | None = None
     for path in paths:
         result = scan_path(Path(path))
-        if not result.items:
-            why = f" ({result.errors[0].message})" if result.errors else ""
-            raise RadRetrieveError(f"{path}: no readable DICOM, NIfTI or image found{why}")
-        items = result.items
-        for start in range(0, len(items), ITEMS_PER_BATCH):
-            batch = items[start : start + ITEMS_PER_BATCH]
-            arrays = [torch.from_numpy(read_item(it, result.root, model.config.preprocess).pixels) for it in batch]
-            vectors = model.encode_mixed(arrays, [it.kind == "volume" for it in batch]).numpy()
-            for it, vec in zip(batch, vectors):
-                name = str(path) if len(items) == 1 else str(Path(path) / it.source)
-                out.append(Embedding(name, it.kind, vec.astype(np.float32)))
-    return out
+        encoded = encode_items(model, result)
+        skipped.extend(encoded.skipped)
+        if not encoded.items:
+            failure = nothing_readable(path, encoded.skipped)
+            first_failure = first_failure or failure
+            if not encoded.skipped:  # e.g. a folder of text files: say so, as for a bad file
+                log.warning("skipped %s", failure)
+                skipped.append(ErrorRecord(str(path), "scan", "NothingReadable", str(failure)))
+            continue
+        single = len(result.items) == 1  # a file given by name keeps its name
+        for it, vec in zip(encoded.items, encoded.vectors):
+            name = str(path) if single else str(Path(path) / it.source)
+            out.append(Embedding(name, it.kind, vec.astype(np.float32)))
+    if first_failure is not None and not out:
+        raise first_failure
+    return EmbeddedPaths(out, skipped)
 
 
 def embed_texts(model: Encoder, texts: Sequence[str]) -> list[Embedding]:

@@ -8,12 +8,14 @@ sheet needs an `Item` for a hit's `source` to draw thumbnails; `item_at` rebuild
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from radretrieve.archive import Item, ScanResult, read_item, scan
+from radretrieve.archive.records import ArchiveError, ErrorRecord
 from radretrieve.foundation.errors import RadRetrieveError, ReadError
 from radretrieve.models.protocol import Encoder
 
@@ -54,26 +56,67 @@ def scan_path(path: Path) -> ScanResult:
 
 
 def encode_path(model: Encoder, path: Path) -> EncodedPath:
-    """Read and encode every image/volume under `path` with `model` (its own preprocessing)."""
-    import torch
-
+    """Read and encode every readable image/volume under `path` with `model` (its own preprocessing)."""
     result = scan_path(path)
-    items = result.items
-    if not items:
-        why = f" ({result.errors[0].message})" if result.errors else ""
-        raise RadRetrieveError(f"{path}: no readable DICOM, NIfTI or image found{why}")
-    for err in result.errors:
-        log.warning("skipped %s", err.message)
-    cfg = model.config.preprocess
-    chunks = []
-    for start in range(0, len(items), ITEMS_PER_BATCH):
-        batch = items[start : start + ITEMS_PER_BATCH]
-        arrays = [torch.from_numpy(read_item(item, result.root, cfg).pixels) for item in batch]
-        chunks.append(model.encode_mixed(arrays, [item.kind == "volume" for item in batch]).numpy())
-    vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+    encoded = encode_items(model, result)
+    if not encoded.items:
+        raise nothing_readable(path, encoded.skipped)
+    vectors = encoded.vectors
     mean = vectors.mean(axis=0)
     mean /= max(float(np.linalg.norm(mean)), 1e-12)  # several items of one study: their mean direction
-    return EncodedPath(Path(path), tuple(item.item_id for item in items), vectors, mean.astype(np.float32))
+    ids = tuple(item.item_id for item in encoded.items)
+    return EncodedPath(Path(path), ids, vectors, mean.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class EncodedItems:
+    """The readable items of a scan, encoded; those that could not be scanned or read, as `index` records them."""
+
+    items: tuple[Item, ...]  # encoded, in scan order
+    vectors: np.ndarray  # float32 [len(items), D], L2-normalised
+    skipped: tuple[ErrorRecord, ...]  # scan errors, then read errors, one per file or series
+
+
+def encode_items(model: Encoder, result: ScanResult) -> EncodedItems:
+    """Read and encode every item of `result` in batches. A file that cannot be scanned or read is skipped with
+    a warning and a record, never the end of the command: one bad file in a folder costs only itself, as in
+    `index` (same `read_item`, same failure classes)."""
+    import torch
+
+    cfg = model.config.preprocess
+    kept: list[Item] = []
+    skipped = [e for e in result.errors if e.stage != "select"]  # logged by the scan; not selected is no failure
+    chunks = [np.zeros((0, model.config.embed_dim), np.float32)]
+    for start in range(0, len(result.items), ITEMS_PER_BATCH):
+        batch, arrays = [], []
+        for item in result.items[start : start + ITEMS_PER_BATCH]:
+            try:
+                arrays.append(torch.from_numpy(read_item(item, result.root, cfg).pixels))
+                batch.append(item)
+            except Exception as exc:  # noqa: BLE001 - a decoder failure costs one item, as in `index`
+                skipped.append(_read_failure(item, exc))
+        if batch:
+            chunks.append(model.encode_mixed(arrays, [item.kind == "volume" for item in batch]).numpy())
+            kept.extend(batch)
+    vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+    return EncodedItems(tuple(kept), vectors, tuple(skipped))
+
+
+def _read_failure(item: Item, exc: Exception) -> ErrorRecord:
+    if isinstance(exc, ArchiveError):
+        record = ErrorRecord.from_error(exc)
+    elif isinstance(exc, ReadError):
+        record = ErrorRecord(exc.path, exc.stage, type(exc).__name__, str(exc))
+    else:
+        record = ErrorRecord(item.source, "read", type(exc).__name__, f"{item.source}: {exc}")
+    log.warning("skipped %s", record.message)
+    return record
+
+
+def nothing_readable(path: Path, skipped: Sequence[ErrorRecord]) -> RadRetrieveError:
+    """The error for a path none of whose files could be read: names the path and the first problem."""
+    why = f" ({skipped[0].message})" if skipped else ""
+    return RadRetrieveError(f"{path}: no readable DICOM, NIfTI or image found{why}")
 
 
 def item_at(root: Path, source: str) -> tuple[Item, Path] | None:

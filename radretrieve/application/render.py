@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from radretrieve.application.search_service import QueryResult, SearchService
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.lock import LOCK_FILE
+from radretrieve.foundation.terminal import printable
 from radretrieve.outdir.layout import OWNED
 
 FORMATS = ("table", "json", "html")
@@ -21,18 +21,6 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise RadRetrieveError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     return fmt
-
-
-def printable(text: str) -> str:
-    """`text` with terminal control characters (escape sequences, bells, direction overrides) made visible:
-    a report must not move the cursor, recolour or clear the terminal it is printed on."""
-    return "".join(_visible(ch) for ch in text)
-
-
-def _visible(ch: str) -> str:
-    if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf"):
-        return ch
-    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
 
 
 def _cell(value: str) -> str:

@@ -10,7 +10,7 @@ from radretrieve.archive.dicom_pixels import read_dicom, series_affine
 from radretrieve.archive.preprocess import intensity_mode, preprocess, slice_positions, take_slices
 from radretrieve.archive.preprocess_clip import PixelHints
 from radretrieve.archive.records import ArchiveError, Decoded, Item, RemoteArchive
-from radretrieve.archive.volumes import Volume, load_item, ras_to_zyx, series_window
+from radretrieve.archive.volumes import Volume, load_item, orientation_of, ras_to_zyx, series_window
 from radretrieve.foundation.config import PreprocessConfig
 
 _DISPLAY_CT_WINDOW = (40.0, 400.0)  # soft-tissue window for thumbnails: the general-purpose CT view
@@ -82,11 +82,9 @@ def _sparse_series(item: Item, root: Path, cfg: PreprocessConfig) -> Volume | No
     window = series_window(headers)
     if affine is None:
         return Volume(stack, (spacing_z, *headers[0].pixel_spacing), is_2d=False, window=window)
-    import nibabel as nib
-
-    if int(nib.orientations.io_orientation(affine)[2, 0]) != 2:
+    if int(orientation_of(affine, item.source)[2, 0]) != 2:
         return None  # sagittal/coronal acquisition: canonical slices cut across files, read everything
-    data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine)
+    data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine, item.source)
     return Volume(data, spacing, is_2d=False, window=window)
 
 

@@ -221,8 +221,7 @@ def scan_nifti(root: Path, rel: str, col: Collector) -> Item:
     if len(shape) < 2 or len(shape) > 4 or 0 in shape:
         raise ArchiveError(rel, f"NIfTI has unsupported shape {tuple(shape)}", "CorruptFile", "scan")
     shape3 = (tuple(shape) + (1,))[:3]
-    zooms3 = [float(z) if z > 0 else 1.0 for z in (tuple(zooms) + (1.0,))[:3]]
-    zyx, spacing = canonical_geometry(shape3, zooms3, affine)
+    zyx, spacing = canonical_geometry(shape3, zooms, affine, rel)
     key = "file:" + rel
     return _item(
         key,
@@ -361,6 +360,7 @@ def _series_item(single: list[DicomHeader], series_key: str, col: Collector) -> 
         (first.cols, first.rows, len(single)),
         (first.pixel_spacing[1], first.pixel_spacing[0], order.slice_spacing),
         affine,
+        folder,
     )
     key = "dicom-series:" + series_key
     return _item(

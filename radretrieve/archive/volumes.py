@@ -20,7 +20,7 @@ import numpy as np
 
 from radretrieve.archive.dicom_header import DicomHeader, order_series
 from radretrieve.archive.dicom_pixels import read_dicom, series_affine
-from radretrieve.archive.records import ArchiveError, Item
+from radretrieve.archive.records import ArchiveError, Item, Stage
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8k x 8k: a 2D image above it is shrunk while decoding or refused
@@ -37,11 +37,39 @@ class Volume:
     eight_bit: bool = False  # decoded from 8-bit image files (values 0..255), as CLIP's training images were
 
 
-def ras_to_zyx(data_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+def orientation_of(affine: np.ndarray, source: str, stage: Stage = "read") -> np.ndarray:
+    """nibabel's `io_orientation` of a RAS affine ([3, 2] float: RAS axis and flip of each array axis).
+
+    A header is untrusted input: NaN or inf in it, or a degenerate matrix (a zero pixel spacing, a zero
+    direction), makes nibabel's SVD fail or return NaN axes, which would stop a whole job. Such an affine is
+    one bad file (`BadGeometry`), refused here, the one place every affine passes through."""
+    import nibabel as nib
+
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        raise ArchiveError(source, "header affine holds NaN or inf values", "BadGeometry", stage)
+    with np.errstate(all="ignore"):  # overflow of huge values ends in NaN axes, refused below
+        ornt = nib.orientations.io_orientation(matrix)
+    axes = ornt[:, 0]
+    if not np.isfinite(ornt).all() or sorted(axes.astype(int).tolist()) != [0, 1, 2]:
+        raise ArchiveError(source, "header affine is degenerate (no orientation for every axis)", "BadGeometry", stage)
+    return ornt
+
+
+def header_zooms(zooms: Sequence[float], source: str, stage: Stage = "read") -> list[float]:
+    """The first three voxel sizes of a header (padded with 1.0); zero or negative means unknown (1.0), NaN
+    or inf is a bad file (`BadGeometry`) rather than a spacing that poisons resizing and the shards."""
+    values = [float(z) for z in (tuple(zooms) + (1.0, 1.0, 1.0))[:3]]
+    if not all(np.isfinite(values)):
+        raise ArchiveError(source, f"header voxel sizes are not finite ({values})", "BadGeometry", stage)
+    return [z if z > 0 else 1.0 for z in values]
+
+
+def ras_to_zyx(data_xyz: np.ndarray, affine: np.ndarray, source: str) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Reorient an [X, Y, Z] array with a RAS affine to canonical [Z, Y(P), X(L)]; return it and (dz, dy, dx)."""
     import nibabel as nib
 
-    ornt = nib.orientations.io_orientation(affine)
+    ornt = orientation_of(affine, source)
     to_ras = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
     ras = nib.orientations.apply_orientation(data_xyz, to_ras)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
@@ -69,7 +97,7 @@ def load_dicom_series(root: Path, files: Sequence[str], series_path: str) -> Vol
     if affine is None:  # no geometry: keep InstanceNumber order, stored in-plane orientation
         row_sp, col_sp = headers[0].pixel_spacing
         return Volume(stack, (order.slice_spacing, row_sp, col_sp), is_2d=False, window=window)
-    data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine)
+    data, spacing = ras_to_zyx(stack.transpose(2, 1, 0), affine, series_path)
     return Volume(data, spacing, is_2d=False, window=window)
 
 
@@ -96,7 +124,13 @@ def load_nifti(root: Path, rel: str) -> Volume:
     if path.stat().st_size == 0:
         raise ArchiveError(rel, "empty file (0 bytes)", "EmptyFile")
     try:
-        img = nib.as_closest_canonical(nib.load(path))
+        raw = nib.load(path)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on garbage headers
+        raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__}: {exc})", "CorruptFile") from None
+    orientation_of(raw.affine, rel)  # before as_closest_canonical, whose SVD fails on a NaN affine
+    header_zooms(raw.header.get_zooms(), rel)  # refuse NaN/inf voxel sizes before decoding
+    try:
+        img = nib.as_closest_canonical(raw)
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types on corrupt files
         raise ArchiveError(rel, f"not a readable NIfTI file ({type(exc).__name__}: {exc})", "CorruptFile") from None
@@ -106,7 +140,7 @@ def load_nifti(root: Path, rel: str) -> Volume:
         data = data[:, :, None]
     if data.ndim != 3 or min(data.shape) == 0:
         raise ArchiveError(rel, f"NIfTI data has unsupported shape {data.shape}", "CorruptFile")
-    zooms = [float(z) if z > 0 else 1.0 for z in img.header.get_zooms()[:3]]
+    zooms = header_zooms(img.header.get_zooms(), rel)
     return Volume(_ras_array_to_zyx(data), (zooms[2], zooms[1], zooms[0]), is_2d=False)
 
 
@@ -180,18 +214,19 @@ def load_item(item: Item, root: Path) -> Volume:
 
 
 def canonical_geometry(
-    shape_xyz: Sequence[int], zooms_xyz: Sequence[float], affine: np.ndarray | None
+    shape_xyz: Sequence[int], zooms_xyz: Sequence[float], affine: np.ndarray | None, source: str
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Shape and spacing ([Z, Y, X] order) an array gets from `ras_to_zyx`, computed from headers only."""
+    """Shape and spacing ([Z, Y, X] order) an array gets from `ras_to_zyx`, computed from headers only.
+
+    Raises `BadGeometry` (stage scan) for non-finite voxel sizes or a NaN/inf/degenerate affine."""
+    zooms_xyz = header_zooms(zooms_xyz, source, "scan")
     if affine is None:
         return (int(shape_xyz[2]), int(shape_xyz[1]), int(shape_xyz[0])), (
             float(zooms_xyz[2]),
             float(zooms_xyz[1]),
             float(zooms_xyz[0]),
         )
-    import nibabel as nib
-
-    axes = nib.orientations.io_orientation(affine)[:, 0].astype(int)  # RAS axis of each array axis
+    axes = orientation_of(affine, source, "scan")[:, 0].astype(int)  # RAS axis of each array axis
     shape_ras, zoom_ras = [0, 0, 0], [1.0, 1.0, 1.0]
     for i, ax in enumerate(axes):
         shape_ras[ax], zoom_ras[ax] = int(shape_xyz[i]), float(zooms_xyz[i])

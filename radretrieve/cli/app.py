@@ -13,6 +13,8 @@ import sys
 
 import typer
 
+from radretrieve.cli.output import PrintableWriter, configure_logging, error_line, say
+
 COMMAND_MODULES = (
     "data_cmd",
     "models_cmd",
@@ -45,9 +47,7 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr."),
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s"
-    )
+    configure_logging(logging.DEBUG if verbose else logging.INFO)  # every log line escaped for the terminal
     if not verbose:  # faiss logs which SIMD build it loaded at INFO on every start
         logging.getLogger("faiss").setLevel(logging.WARNING)
         logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # a line per QIDO/WADO request
@@ -65,18 +65,21 @@ def main() -> None:
         app(standalone_mode=False)
     except RadRetrieveError as exc:
         if _state["debug"]:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
+            _traceback_and_exit()
+        error_line(str(exc))
         sys.exit(1)
     except typer.Exit as exc:  # raised by commands to end with a code
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("aborted", file=sys.stderr)
+        say("aborted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one error boundary
-        if _state["debug"] or _is_usage_error(exc):
-            _reraise_usage(exc)
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        if _is_usage_error(exc):
+            exc.show(file=PrintableWriter(sys.stderr))  # type: ignore[attr-defined] - the value may be a file name
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if _state["debug"]:
+            _traceback_and_exit()
+        error_line(f"{type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
         sys.exit(1)
 
 
@@ -84,8 +87,9 @@ def _is_usage_error(exc: Exception) -> bool:
     return hasattr(exc, "show") and hasattr(exc, "exit_code")
 
 
-def _reraise_usage(exc: Exception) -> None:
-    if _is_usage_error(exc):
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-    raise exc
+def _traceback_and_exit() -> None:
+    """--debug: the full traceback, escaped like every other line (its message may hold a file name)."""
+    import traceback
+
+    PrintableWriter(sys.stderr).write(traceback.format_exc())
+    sys.exit(1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP
+from radretrieve.cli.output import say
 
 bench_app = typer.Typer(
     help="Measure retrieval (bench retrieval), zero-shot classification (bench classify) or run the suite (bench all).",
@@ -131,9 +132,9 @@ def retrieval(
         templates=tpl,
         pools=PoolOptions(pool_size=pool_size, partitions=pools),
     )
-    typer.echo(files.markdown.read_text(encoding="utf-8"), nl=False)
+    say(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]
-    typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+    say("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
 @bench_app.command("classify")
@@ -183,9 +184,9 @@ def classify(
     result = bench_classify(
         encoder, sides, tasks, out, templates=tpl, options=options, meta=meta, name=name, plot=not no_plot
     )
-    typer.echo(result.files.markdown.read_text(encoding="utf-8"), nl=False)
+    say(result.files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (result.files.json, result.files.markdown, result.files.png) if p is not None]
-    typer.echo("wrote " + ", ".join(str(p) for p in [*written, *result.confusion_pngs]), err=True)
+    say("wrote " + ", ".join(str(p) for p in [*written, *result.confusion_pngs]), err=True)
 
 
 def suite_dir() -> Path:

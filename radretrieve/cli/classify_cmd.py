@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP, WEIGHTS_HELP
+from radretrieve.cli.output import say_as
 
 TASK_HELP = "NAME=CLASS,CLASS,... e.g. organ=head,chest,abdomen (repeatable: one run per task)."
 TEMPLATES_HELP = "Prompt templates file (JSON list or task -> list, or text: one per line); default: built-in."
@@ -62,7 +63,7 @@ def classify(
 
         m = load_model(model, weights=weights, device=device, preprocess=preprocess)
         preds = classify_paths(m, paths or [], tasks, tpl)
-    typer.echo(render_predictions(preds, fmt))
+    say_as(render_predictions(preds, fmt), fmt)
 
 
 def register(app: typer.Typer) -> None:

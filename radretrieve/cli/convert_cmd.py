@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.output import say
+
 convert_app = typer.Typer(
     help="Convert a public data set into a manifest (path, text, study, split, labels).", no_args_is_help=True
 )
@@ -27,10 +29,10 @@ def vqa_rad(
         images = convert_vqa_rad(src, out_manifest, seed=seed, absolute_paths=absolute_paths)
     except ValueError as exc:  # the converter's input errors name the file and the problem
         raise RadRetrieveError(str(exc)) from exc
-    typer.echo(f"{out_manifest}: {len(images)} images")
+    say(f"{out_manifest}: {len(images)} images")
     for label in ("organ", "modality"):
         counts = Counter(getattr(im, label) for im in images)
-        typer.echo(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        say(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
 def register(app: typer.Typer) -> None:

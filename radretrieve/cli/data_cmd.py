@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.output import say
+
 
 def fetch_data(
     dest: Path = typer.Argument(..., help="Folder to fill (then: export RADRETRIEVE_DATA=DIR)."),
@@ -17,10 +19,10 @@ def fetch_data(
 
     if list_only:
         for s in SAMPLES:
-            typer.echo(f"{s.folder}: {s.what}\n  source: {s.source}\n  licence: {s.licence}\n  url: {s.url}")
+            say(f"{s.folder}: {s.what}\n  source: {s.source}\n  licence: {s.licence}\n  url: {s.url}")
         return
     for folder in fetch_samples(dest, tuple(only or ())):
-        typer.echo(f"{folder}: ok")
+        say(f"{folder}: ok")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.output import say
+
 
 def demo(
     workdir: Path = typer.Option(Path("radretrieve-demo"), "--dir", help="Where the demo writes everything."),
@@ -20,21 +22,20 @@ def demo(
     from radretrieve.application.demo import DemoOptions, run_demo
 
     logging.getLogger("radretrieve.training").setLevel(logging.WARNING)
-    say = lambda msg: typer.echo(msg, err=True)  # noqa: E731 - progress goes to stderr
-    result = run_demo(DemoOptions(workdir, studies, seed, k, workers), say)
-    typer.echo(f"\ntext -> studies (precision@{k} against the ground-truth labels):")
+    result = run_demo(DemoOptions(workdir, studies, seed, k, workers), lambda msg: say(msg, err=True))
+    say(f"\ntext -> studies (precision@{k} against the ground-truth labels):")
     for s in result["queries"]:
-        typer.echo(f"  P@{k} {s.precision:.2f} (best possible {s.best:.2f})  {s.text!r}")
+        say(f"  P@{k} {s.precision:.2f} (best possible {s.best:.2f})  {s.text!r}")
         for h in s.hits:
             labels = ", ".join(f"{key}={h.labels.get(key, '')}" for key in s.labels)
-            typer.echo(f"      {h.rank}. {h.score:.3f} {h.study_key:<10} {h.kind:<6} {labels}")
-    typer.echo(f"  mean P@{k}: {result['mean_precision']:.2f} (best possible {result['mean_best']:.2f})")
-    typer.echo(f"\nstudy -> reports (is the study's own report in the top {k}?):")
+            say(f"      {h.rank}. {h.score:.3f} {h.study_key:<10} {h.kind:<6} {labels}")
+    say(f"  mean P@{k}: {result['mean_precision']:.2f} (best possible {result['mean_best']:.2f})")
+    say(f"\nstudy -> reports (is the study's own report in the top {k}?):")
     for study, found, hits in result["reports"]:
         top = hits[0].text[:90] if hits else ""
-        typer.echo(f"  {study:<10} {'yes' if found else 'no ':<3}  top: {top}")
+        say(f"  {study:<10} {'yes' if found else 'no ':<3}  top: {top}")
     if result["contact_sheet"] is not None:
-        typer.echo(f"\ncontact sheet: {result['contact_sheet']}")
+        say(f"\ncontact sheet: {result['contact_sheet']}")
 
 
 def register(app: typer.Typer) -> None:

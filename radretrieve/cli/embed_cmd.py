@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP, WEIGHTS_HELP
+from radretrieve.cli.output import say, say_json
 
 
 def embed(
@@ -20,6 +21,8 @@ def embed(
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
 ) -> None:
     """Embed files and texts with a model: L2-normalised vectors, the same that `radretrieve index` stores."""
+    from collections import Counter
+
     from radretrieve.application.embed import FORMATS, embed_paths, embed_texts, write_embeddings
     from radretrieve.foundation.errors import RadRetrieveError
     from radretrieve.models.loading import load_model
@@ -32,12 +35,16 @@ def embed(
         if not path.exists():
             raise RadRetrieveError(f"{path}: no such file or folder")
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
-    embeddings = embed_paths(m, paths or []) + embed_texts(m, text or [])
+    embedded = embed_paths(m, paths or [])
+    embeddings = embedded.embeddings + embed_texts(m, text or [])
     printed = write_embeddings(embeddings, fmt, out)
     if printed is not None:
-        typer.echo(printed)
+        say_json(printed)
     else:
-        typer.echo(f"wrote {len(embeddings)} embeddings ({m.config.embed_dim}-d) to {out}", err=True)
+        say(f"wrote {len(embeddings)} embeddings ({m.config.embed_dim}-d) to {out}", err=True)
+    if embedded.skipped:
+        kinds = Counter(record.error_type for record in embedded.skipped)
+        say(f"skipped {len(embedded.skipped)} unreadable input(s): {dict(sorted(kinds.items()))}", err=True)
 
 
 def register(app: typer.Typer) -> None:

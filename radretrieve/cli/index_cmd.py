@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
+from radretrieve.cli.output import say, say_json
 
 AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
 
@@ -116,10 +117,10 @@ def index(
     )  # type: ignore[arg-type]
     summary = index_archive(source, out, m, opts)
     if as_json:
-        typer.echo(json.dumps(summary.to_dict()))
+        say_json(json.dumps(summary.to_dict()))
     else:
         for line in summary.lines():
-            typer.echo(line)
+            say(line)
     if not no_index:
         _build_index(out, quiet or as_json)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.output import say, say_json
+
 
 def info(
     out_dir: Path = typer.Argument(..., help="An out dir written by `radretrieve index`."),
@@ -21,31 +23,29 @@ def info(
 
     data = collect_info(out_dir)
     if as_json:
-        typer.echo(json.dumps(data, indent=1))
+        say_json(json.dumps(data, indent=1))
         return
-    typer.echo(f"shards: {data['shards']}  dim: {data['dim']}  size: {data['bytes_on_disk'] / 1e6:.1f} MB")
-    typer.echo(f"model: {data['model'].get('ref')}  fingerprint: {data['fingerprint']}")
-    typer.echo("rows by kind: " + (", ".join(f"{k} {v}" for k, v in data["rows_by_kind"].items()) or "none"))
-    typer.echo(
-        "items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items()) or "none")
-    )
-    typer.echo("errors by type: " + (", ".join(f"{k} {v}" for k, v in data["errors_by_type"].items()) or "none"))
+    say(f"shards: {data['shards']}  dim: {data['dim']}  size: {data['bytes_on_disk'] / 1e6:.1f} MB")
+    say(f"model: {data['model'].get('ref')}  fingerprint: {data['fingerprint']}")
+    say("rows by kind: " + (", ".join(f"{k} {v}" for k, v in data["rows_by_kind"].items()) or "none"))
+    say("items by modality: " + (", ".join(f"{k or '?'} {v}" for k, v in data["items_by_modality"].items()) or "none"))
+    say("errors by type: " + (", ".join(f"{k} {v}" for k, v in data["errors_by_type"].items()) or "none"))
     skipped = data["series_skipped_by_reason"]
-    typer.echo("series skipped by selection: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"))
+    say("series skipped by selection: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"))
     job = data.get("last_job") or {}
     if job:
-        typer.echo(
+        say(
             f"last job: engine {job.get('engine', '?')}, {job.get('tasks', 0)} task(s), {job.get('items', 0)} items, "
             f"{job.get('seconds', 0.0):.1f} s, errors {job.get('errors') or 'none'}"
         )
         series = job.get("series") or {}
         if series:  # a DICOMweb archive: the incremental sync of the last run
-            typer.echo(
+            say(
                 f"  DICOMweb series: listed {series.get('listed', 0)}, skipped as already indexed "
                 f"{series.get('skipped', 0)}, fetched {series.get('fetched', 0)}, failed {series.get('failed', 0)}"
             )
         for enc in job.get("cluster", {}).get("encoders", []):
-            typer.echo(f"  encoder {enc['encoder']} on {enc['node']}: {enc['items']} items, {enc['tasks']} task(s)")
+            say(f"  encoder {enc['encoder']} on {enc['node']}: {enc['items']} items, {enc['tasks']} task(s)")
 
 
 def register(app: typer.Typer) -> None:

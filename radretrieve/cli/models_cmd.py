@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from radretrieve.cli.output import say, say_json
+
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the built-in model configs with parameter counts, embedding dim and input size."""
@@ -29,11 +31,11 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             }
         )
     if as_json:
-        typer.echo(json.dumps(rows, indent=1))
+        say_json(json.dumps(rows, indent=1))
         return
-    typer.echo(f"{'name':<20} {'params':>10} {'dim':>5} {'px':>4} {'pooling':<9} description")
+    say(f"{'name':<20} {'params':>10} {'dim':>5} {'px':>4} {'pooling':<9} description")
     for r in rows:
-        typer.echo(
+        say(
             f"{r['name']:<20} {_human(r['params']):>10} {r['embed_dim']:>5} {r['image_size']:>4} "
             f"{r['pooling']:<9} {r['description']}"
         )

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from radretrieve.cli.options import MODEL_RULES
+from radretrieve.cli.output import say, say_as, say_json
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -68,14 +69,14 @@ def echo_indexes(infos: dict[str, Any], as_json: bool = False) -> None:
 
     if as_json:
         keys = ("index_type", "factory", "count", "search_params", "recall_at_10", "recall_by_query", "build_seconds")
-        typer.echo(json.dumps({"indexes": {n: {k: i.to_json()[k] for k in keys} for n, i in infos.items()}}))
+        say_json(json.dumps({"indexes": {n: {k: i.to_json()[k] for k in keys} for n, i in infos.items()}}))
         return
     for name, info in infos.items():
         recalls = ", ".join(
             f"{query} {r.recall_at_10:.3f}" + (f" ({r.queries} queries)" if r.queries else "")
             for query, r in info.recall_by_query.items()
         )
-        typer.echo(
+        say(
             f"index {name}: {info.plan.index_type}, {info.count} vectors, recall@10 "
             + (recalls or f"{info.recall_at_10:.3f}")
         )
@@ -115,9 +116,9 @@ class Run:
         finally:
             service.close()
         if write_output(text, self.out, self.index):
-            typer.echo(f"wrote {self.out}", err=True)
+            say(f"wrote {self.out}", err=True)
         else:
-            typer.echo(text, nl=False)
+            say_as(text, self.fmt, nl=False)
 
 
 def search(

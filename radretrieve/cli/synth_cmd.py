@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.cli.output import say
+
 
 def synth(
     out: Path = typer.Argument(..., help="Output folder (must be empty or absent)."),
@@ -28,7 +30,7 @@ def synth(
         max_slices=max_slices,
         lesion_rate=lesion_rate,
     )
-    typer.echo(summary.line())
+    say(summary.line())
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP
+from radretrieve.cli.output import say
 
 
 def train(
@@ -68,7 +69,7 @@ def train(
         start = load_model(model, weights=weights, device=device, preprocess=preprocess)
     result = run_train(cfg, data, out, start, weights, resume=resume, overwrite=overwrite, device=device)
     for line in result.summary_lines():
-        typer.echo(line)
+        say(line)
 
 
 def _overrides(base: dict, args: dict) -> dict:

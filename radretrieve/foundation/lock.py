@@ -5,8 +5,12 @@ left by a killed process is simply free again, and the next writer takes it over
 also records the holder (pid, host, start time, command) so that a second writer can say who holds it.
 Readers never take it: every file they read is written atomically and listed in a manifest only when whole.
 
-The lock is re-entrant within a process (not a lock between threads): `radretrieve index` holds it and the
-index build it runs at the end takes it again without waiting for itself.
+The lock belongs to one thread. It is re-entrant within that thread: `radretrieve index` holds it and the
+index build it runs at the end takes it again without waiting for itself. Another thread of the same process
+(a service that writes, a library user with a thread pool) is a second writer like another process: it waits
+for the lock or is refused with `Locked`, by the same `wait` rule. `flock` alone could not tell the threads of
+one process apart when they share a descriptor, so a table of the locks this process holds, keyed by folder,
+records the owning thread; the `flock` is taken only by the thread that finds the folder free in that table.
 """
 
 from __future__ import annotations
@@ -48,8 +52,19 @@ class Holder:
         return f"pid {self.pid} on {self.host} since {self.started} ({self.command})"
 
 
-_held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth) for the locks this process holds
-_held_guard = threading.Lock()
+@dataclass
+class _Hold:
+    """A lock this process holds (or one of its threads is taking): who, and how deep."""
+
+    thread: int  # threading.get_ident() of the owning thread
+    thread_name: str  # for the message a second thread gets
+    command: str  # the owner's command
+    fd: int = -1  # the flocked lock file; -1 while the owner is still taking the flock
+    depth: int = 1  # nested `writer_lock` blocks of the owner
+
+
+_held: dict[Path, _Hold] = {}  # folder -> the lock held by one thread of this process
+_held_cond = threading.Condition()  # guards `_held`; notified whenever a lock is released
 
 
 def _read_holder(path: Path) -> Holder | None:
@@ -104,36 +119,70 @@ def _acquire(folder: Path, command: str, wait: float) -> int:
 def writer_lock(folder: Path, command: str | None = None, wait: float = 0.0) -> Iterator[Path]:
     """Hold the exclusive writer lock of `folder` (created if missing) for the `with` block.
 
-    `wait`: seconds to wait for another writer (0: fail at once with `Locked`, naming the holder; `inf`: wait
-    as long as it takes). Yields the folder.
+    `wait`: seconds to wait for another writer, another process or another thread of this one (0: fail at once
+    with `Locked`, naming the holder; `inf`: wait as long as it takes). Yields the folder.
     """
     key = Path(folder).resolve()
     command = command or "radretrieve"
-    with _held_guard:
-        held = _held.get(key)
-        if held is not None:
-            _held[key] = (held[0], held[1] + 1)
-    if held is None:
-        fd = _acquire(key, command, wait)
-        with _held_guard:
-            _held[key] = (fd, 1)
+    deadline = time.monotonic() + max(0.0, wait)
+    if _enter(key, command, wait, deadline):
+        try:
+            fd = _acquire(key, command, max(0.0, deadline - time.monotonic()))  # what is left of `wait`
+        except BaseException:
+            _release(key)
+            raise
+        with _held_cond:
+            _held[key].fd = fd
     try:
         yield key
     finally:
-        with _held_guard:
-            fd, depth = _held[key]
-            if depth > 1:
-                _held[key] = (fd, depth - 1)
-            else:
-                del _held[key]
-                os.ftruncate(fd, 0)  # a clean exit leaves no holder record: only a killed holder's remains
-                os.close(fd)  # closing the descriptor releases the flock
+        _release(key)
+
+
+def _enter(key: Path, command: str, wait: float, deadline: float) -> bool:
+    """Count this thread in on `key`'s lock: True when it must take the flock itself, False when it already
+    holds the lock (re-entry). Waits while another thread of this process holds it; `Locked` past `wait`."""
+    me = threading.get_ident()
+    said = False
+    with _held_cond:
+        while True:
+            hold = _held.get(key)
+            if hold is None:
+                _held[key] = _Hold(me, threading.current_thread().name, command)
+                return True
+            if hold.thread == me:
+                hold.depth += 1
+                return False
+            left = deadline - time.monotonic()
+            who = f"thread {hold.thread_name!r} of this process (pid {os.getpid()}, {hold.command})"
+            if left <= 0:
+                hint = " (pass --wait to wait for it)" if wait == 0 else f" (waited {wait:g} s)"
+                raise Locked(f"{key} is being written by {who}{hint}")
+            if not said:
+                log.info("%s is being written by %s; waiting", key, who)
+                said = True
+            _held_cond.wait(min(left, POLL_SECONDS))
+
+
+def _release(key: Path) -> None:
+    """Leave one level of this thread's lock on `key`; the last level releases the flock and wakes waiters."""
+    with _held_cond:
+        hold = _held[key]
+        if hold.depth > 1:
+            hold.depth -= 1
+            return
+        del _held[key]
+        if hold.fd >= 0:
+            os.ftruncate(hold.fd, 0)  # a clean exit leaves no holder record: only a killed holder's remains
+            os.close(hold.fd)  # closing the descriptor releases the flock
+        _held_cond.notify_all()
 
 
 def holds_lock(folder: Path) -> bool:
-    """Whether this process holds `folder`'s writer lock."""
-    with _held_guard:
-        return Path(folder).resolve() in _held
+    """Whether the calling thread holds `folder`'s writer lock."""
+    with _held_cond:
+        hold = _held.get(Path(folder).resolve())
+        return hold is not None and hold.thread == threading.get_ident()
 
 
 def current_holder(folder: Path) -> Holder | None:

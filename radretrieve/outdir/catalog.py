@@ -6,8 +6,9 @@ Views (DESIGN.md: Catalog), over exactly the shards listed in manifest.json:
 * ``reports`` report rows, same columns;
 * ``errors``  failed inputs from ``OUT/errors/*.jsonl`` (source, stage, error_type, message); empty if none;
 * ``predictions`` zero-shot predictions from ``OUT/predictions.parquet`` (radretrieve.outdir.predictions) made
-  with the out dir's current model (rows of another fingerprint are left out); empty if none. A filter uses
-  it through a subquery, e.g. ``item_id IN (SELECT item_id FROM predictions WHERE label = 'chest')``.
+  with the out dir's current model (rows of another fingerprint are left out); empty if none, and empty with one
+  warning if the file is damaged (radretrieve.outdir.predictions: the predictions are lost, never the search).
+  A filter uses it through a subquery, e.g. ``item_id IN (SELECT item_id FROM predictions WHERE label = 'chest')``.
 
 Metadata queries never read embeddings: the views leave the column out, and duckdb reads Parquet column
 by column. Vectors come only from `Catalog.vectors*`, which read ``embedding`` with an explicit
@@ -21,6 +22,7 @@ Catalog can serve several threads at once.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +35,16 @@ import pyarrow as pa
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.outdir.layout import ERROR_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
-from radretrieve.outdir.predictions import PREDICTION_COLUMNS, predictions_path
+from radretrieve.outdir.predictions import (
+    PREDICTION_COLUMNS,
+    damaged_predictions_line,
+    predictions_path,
+    predictions_problem,
+)
 from radretrieve.outdir.verify import check_shards
-from radretrieve.outdir.where import DEFAULT_TIMEOUT_S, BadWhere, check_where, one_line
+from radretrieve.outdir.where import DEFAULT_TIMEOUT_S, BadWhere, filter_query, one_line
+
+log = logging.getLogger(__name__)
 
 # Columns of the items/reports views, with their duckdb types for the empty-view case.
 META_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -96,7 +105,8 @@ class Catalog:
 
         self.out_dir = Path(out_dir).resolve()
         self.manifest = manifest or read_manifest(self.out_dir)
-        check_shards(self.out_dir, self.manifest)  # a truncated shard: one line naming it, not an Arrow error
+        # a truncated shard, or one of another schema: one line naming it, not an Arrow or duckdb error
+        schemas = check_shards(self.out_dir, self.manifest)
         self._duckdb = duckdb
         self.con = duckdb.connect()
         self._local = threading.local()  # one cursor per thread: a duckdb connection is not thread-safe
@@ -105,13 +115,14 @@ class Catalog:
         self.where_timeout = where_timeout  # seconds a --where filter may run
         files = [str(self.out_dir / s.file) for s in self.manifest.shards]
         error_files = sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl"))
-        self._create_views(files, error_files)
+        self._create_views(files, error_files, {name for schema in schemas for name in schema.names})
         predictions = self._create_predictions_view()
         self._lock_down(files + error_files + predictions)
 
     # -- setup -------------------------------------------------------------------------------------------
-    def _create_views(self, files: list[str], error_files: list[str]) -> None:
-        optional = self._optional_columns(files)
+    def _create_views(self, files: list[str], error_files: list[str], shard_columns: set[str]) -> None:
+        # OPTIONAL_COLUMNS that at least one shard has (from the footers read by check_shards)
+        optional = tuple(col for col in OPTIONAL_COLUMNS if col[0] in shard_columns)
         self._columns = tuple(name for name, _ in META_COLUMNS + optional)
         names = ", ".join(self._columns)
         if files:
@@ -145,7 +156,11 @@ class Catalog:
         """The `predictions` view (empty when there is no predictions file); returns the files it reads."""
         path = predictions_path(self.out_dir)
         names = ", ".join(name for name, _ in PREDICTION_COLUMNS)
-        if path.is_file():
+        # A damaged predictions file costs the predictions only, never the search: one line, then none.
+        self.predictions_problem = predictions_problem(self.out_dir)
+        if self.predictions_problem is not None:
+            log.warning("%s", damaged_predictions_line(self.out_dir, self.predictions_problem))
+        elif path.is_file():
             self.con.execute(
                 f"CREATE VIEW predictions AS SELECT {names} FROM read_parquet({_sql_str(str(path))}) "
                 f"WHERE model_fingerprint = {_sql_str(self.manifest.fingerprint)}"
@@ -154,14 +169,6 @@ class Catalog:
         typed = ", ".join(f"NULL::{t} AS {n}" for n, t in PREDICTION_COLUMNS)
         self.con.execute(f"CREATE VIEW predictions AS SELECT {typed} WHERE false")
         return []
-
-    def _optional_columns(self, files: list[str]) -> tuple[tuple[str, str], ...]:
-        """The OPTIONAL_COLUMNS that at least one shard has (Parquet footers only)."""
-        if not files:
-            return ()
-        lst = ", ".join(_sql_str(f) for f in files)
-        found = {r[0] for r in self.con.execute(f"SELECT DISTINCT name FROM parquet_schema([{lst}])").fetchall()}
-        return tuple(col for col in OPTIONAL_COLUMNS if col[0] in found)
 
     def columns(self, view: str = "items") -> tuple[str, ...]:
         """Column names of the `items` / `reports` view (META_COLUMNS, then the optional ones present)."""
@@ -201,32 +208,29 @@ class Catalog:
         except self._duckdb.Error as exc:
             raise RadRetrieveError(f"catalog query failed: {one_line(str(exc))}") from exc
 
-    def _filter_sql(self, view: str, where: str | None, kinds: Sequence[str] | None) -> str:
-        if view not in VIEW_KINDS:
-            raise RadRetrieveError(f"unknown catalog view {view!r}")
-        conds = []
-        if kinds:
-            conds.append(f"kind IN ({', '.join(_sql_str(k) for k in kinds)})")
-        if where is not None:
-            conds.append(f"({check_where(self._con(), view, where)})")
-        return f"FROM {view}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
+    def _filter_query(
+        self, view: str, select: str, where: str | None, kinds: Sequence[str] | None, tail: str = ""
+    ) -> str:
+        """The query for rows of `view` of `kinds` passing `where` (radretrieve.outdir.where: it only narrows)."""
+        return filter_query(self._con(), self._view(view), select, where, tuple(kinds or ()), tail)
 
     def candidates(
         self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows passing the filter: (item ids int64[n] sorted ascending, study keys object[n]).
 
-        `where` is a user SQL boolean expression over the view's columns, run as
-        ``SELECT item_id FROM <view> WHERE (<where>)``; errors become one-line `BadWhere`.
+        `where` is a user SQL boolean expression over the view's columns, applied to the rows of `kinds` in a
+        subquery it cannot reach (radretrieve.outdir.where.filter_query: a filter only narrows); errors become
+        one-line `BadWhere`.
         """
         cols = "item_id, coalesce(study_key, '') AS study_key"
-        query = f"SELECT {cols} {self._filter_sql(view, where, kinds)} ORDER BY item_id"
+        query = self._filter_query(view, cols, where, kinds, "ORDER BY item_id")
         cols = self._timed(lambda con: con.execute(query).fetchnumpy())
         ids = np.asarray(cols["item_id"], dtype=np.int64)
         return ids, np.asarray(cols["study_key"], dtype=object)
 
     def count(self, view: str = "items", where: str | None = None, kinds: Sequence[str] | None = None) -> int:
-        query = f"SELECT count(*) {self._filter_sql(view, where, kinds)}"
+        query = self._filter_query(view, "count(*)", where, kinds)
         return int(self._timed(lambda con: con.execute(query).fetchone()[0]))
 
     def _timed(self, run: Any) -> Any:

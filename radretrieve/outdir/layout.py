@@ -9,6 +9,7 @@ OUT/model/                     a copy of a locally trained model directory (radr
 OUT/index/                     FAISS indexes, index.json, re-rank stores (the `indexers` package)
 OUT/job.json                   the summary of the last indexing job, for `radretrieve info`
 OUT/predictions.parquet        zero-shot predictions of `radretrieve classify` (radretrieve.outdir.predictions)
+OUT/predictions.json           the size and SHA-256 of predictions.parquet as committed
 OUT/anonymise.key, sources/    only with --anonymise-paths: the key of the path hashes, the map to real paths
 OUT/.lock                      the writer lock (radretrieve.foundation.lock)
 """
@@ -28,6 +29,7 @@ JOB_FILE = "job.json"  # the summary of the last indexing job (engine, nodes, en
 ANON_KEY_FILE = "anonymise.key"  # --anonymise-paths: the key of the path hashes (radretrieve.outdir.anonymise)
 SOURCE_MAP_DIR = "sources"  # --anonymise-paths: item id -> real source, one file per task
 PREDICTIONS_FILE = "predictions.parquet"  # zero-shot predictions (radretrieve classify --index)
+PREDICTIONS_RECORD = "predictions.json"  # size and SHA-256 of the predictions file as committed
 # Names a command may create or replace in an out dir; anything else found there is left alone.
 OWNED = (
     MANIFEST,
@@ -41,4 +43,5 @@ OWNED = (
     ANON_KEY_FILE,
     SOURCE_MAP_DIR,
     PREDICTIONS_FILE,  # made by one model: a rebuild with another (--overwrite) drops them
+    PREDICTIONS_RECORD,
 )

@@ -7,7 +7,7 @@ crash never leaves a torn shard under its final name.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,34 +18,12 @@ from radretrieve.foundation.errors import FingerprintMismatch
 from radretrieve.foundation.fileio import atomic_path
 from radretrieve.foundation.version import __version__
 from radretrieve.outdir.manifest import read_manifest
+from radretrieve.outdir.schema import shard_schema
 from radretrieve.outdir.verify import REPAIR_HINT, DamagedFile, shard_problem
 
 KINDS = ("image", "volume", "report")
 META_PREFIX = "radretrieve."
-
-
-def shard_schema(dim: int, metadata: Mapping[str, str] | None = None, float16: bool = False) -> pa.Schema:
-    """The shard schema for embeddings of dimension `dim` (float32 unless `float16`)."""
-    value = pa.float16() if float16 else pa.float32()
-    fields = [
-        pa.field("item_id", pa.int64(), nullable=False),  # stable id (radretrieve.foundation.ids.item_id); FAISS id
-        pa.field("kind", pa.string(), nullable=False),  # image | volume | report
-        pa.field("study_key", pa.string()),  # StudyInstanceUID or manifest `study` or folder key
-        pa.field("series_key", pa.string()),  # SeriesInstanceUID or source key
-        pa.field("source", pa.string()),  # path relative to the archive root (';'-joined for multi-file)
-        pa.field("modality", pa.string()),  # CT, MR, CR, DX, ... ("" if unknown)
-        pa.field("body_part", pa.string()),  # BodyPartExamined or label ("" if unknown)
-        pa.field("description", pa.string()),  # series/study description (allow-listed, non-identifying)
-        pa.field("slice_count", pa.int32()),  # slices encoded (1 for 2D images, 0 for reports)
-        pa.field("shape", pa.list_(pa.int32())),  # source voxel/pixel array shape
-        pa.field("spacing", pa.list_(pa.float32())),  # voxel spacing in mm, same order as shape
-        pa.field("text", pa.string()),  # report text paired with the item (reports: the report itself)
-        pa.field("labels", pa.string()),  # JSON object of string labels from the manifest / synth ground truth
-        pa.field("burned_in", pa.bool_()),  # the image may carry burned-in text (patient data): never thumbnailed
-        pa.field("embedding", pa.list_(value, dim)),  # L2-normalised embedding
-    ]
-    meta = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
-    return pa.schema(fields, metadata=meta)
+__all__ = ["KINDS", "check_fingerprint", "iter_embeddings", "shard_metadata", "shard_schema", "write_shard"]
 
 
 def shard_metadata(fingerprint: str, preprocess_hash: str, dim: int) -> dict[str, str]:
@@ -93,7 +71,7 @@ def iter_embeddings(
         if files is not None and entry.file not in files:
             continue
         path = Path(out_dir) / entry.file
-        problem = shard_problem(out_dir, entry)
+        problem = shard_problem(out_dir, entry, dim=manifest.dim)
         if problem is not None:
             raise DamagedFile(f"{path}: damaged shard: {problem}; {REPAIR_HINT}")
         check_fingerprint(path, manifest.fingerprint)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from radretrieve.foundation.errors import RadRetrieveError
@@ -90,9 +91,45 @@ def check_where(con: Any, view: str, where: str) -> str:
         raise BadWhere(f"bad --where: {one_line(tree.get('error_message', 'syntax error'))}")
     node = tree["statements"][0]["node"]
     template = _tree(con, f"SELECT item_id FROM {view} WHERE (true)")["statements"][0]["node"]
-    shape = {k: v for k, v in node.items() if k != "where_clause"}
-    if _strip_locations(shape) != _strip_locations({k: v for k, v in template.items() if k != "where_clause"}):
+    if _shape(node) != _shape(template):
         raise BadWhere("bad --where: the filter must be one boolean expression (no UNION, GROUP BY, ORDER BY ...)")
     for inner in _walk(node.get("where_clause")):
         _check_node(inner)
     return frag
+
+
+def filter_query(con: Any, view: str, select: str, where: str | None, kinds: Sequence[str] = (), tail: str = "") -> str:
+    """`SELECT <select>` over the rows of `view` of the given kinds that pass the user filter `where`, then `tail`
+    (e.g. an ORDER BY): the query the catalog runs for a `--where`.
+
+    The filter can only narrow: the kind restriction sits in a subquery the filter cannot reach, so a filter
+    such as `false) OR (true` (which, pasted after `kind IN (...) AND`, would have undone `--kind` by operator
+    precedence) selects at most every row of that subquery. And what runs is checked as well as the filter:
+    the composed statement must parse to the same tree as the one composed with the filter `true`, except for
+    the filter's own WHERE clause, so no text of the filter (a comment, a parenthesis) changes the rest."""
+    inner = f"SELECT * FROM {view}"
+    if kinds:
+        inner += f" WHERE kind IN ({', '.join(_sql_str(k) for k in kinds)})"
+    head = f"SELECT {select} FROM ({inner}) AS {view}"
+    if where is None:
+        return f"{head} {tail}".strip()
+    frag = check_where(con, view, where)
+    sql = f"{head} WHERE ({frag}) {tail}".strip()
+    intended = _tree(con, f"{head} WHERE (true) {tail}".strip())["statements"][0]["node"]
+    composed = _tree(con, sql)
+    if (
+        composed.get("error")
+        or len(composed["statements"]) != 1
+        or _shape(composed["statements"][0]["node"]) != _shape(intended)
+    ):
+        raise BadWhere("bad --where: the filter must be one boolean expression (it changed the query around it)")
+    return sql
+
+
+def _shape(node: dict[str, Any]) -> Any:
+    """A SELECT's parse tree without its WHERE clause and source positions (what a filter must not change)."""
+    return _strip_locations({k: v for k, v in node.items() if k != "where_clause"})
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
