@@ -10,6 +10,10 @@ import typer
 
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 
+KEEP_PATHS_WARNING = (
+    "warning: --keep-paths: file and folder names are stored in shards and errors/ and shown in search output; "
+    "names can carry patient data"
+)
 AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
 
 
@@ -34,9 +38,16 @@ def index(
         False, "--overwrite", help="Rebuild an out dir made with another model or preprocessing."
     ),
     anonymise_paths: bool = typer.Option(
+        True,
+        "--anonymise-paths/--keep-paths",
+        help="Store and show keyed hashes instead of file and folder names, the default (names can carry patient "
+        "data); --keep-paths stores the names themselves.",
+    ),
+    follow_external_links: bool = typer.Option(
         False,
-        "--anonymise-paths",
-        help="Store and show keyed hashes instead of file and folder names (names can carry patient data).",
+        "--follow-external-links",
+        help="Index files and folders that links inside the archive point to outside it (default: skip and record "
+        "them in errors/).",
     ),
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="Retry every recorded failure (failures whose files changed always are)."
@@ -87,7 +98,12 @@ def index(
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
     from radretrieve.archive.scanner import make_policy
 
-    policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
+    if follow_external_links and engine == "ray":
+        raise RadRetrieveError("--follow-external-links is supported by the local engine only")
+    if not anonymise_paths:
+        typer.echo(KEEP_PATHS_WARNING, err=True)
+    # bad options fail before the model loads
+    policy = make_policy(include, exclude, selection, reports, scrubber, follow_external_links)
     source = _source(archive, auth_file, since, modality, query, retries, retry_backoff)
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
