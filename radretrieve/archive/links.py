@@ -12,6 +12,7 @@ hanging; a looping link is then an unreadable file.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def allowed_root(root: Path, rel: str, base: Path | str | None = None) -> str:
         return os.path.realpath(base)
     if outside_root(rel):
         return os.path.realpath(os.path.dirname(os.path.join(root, os.path.normpath(rel))))
+    return _real_root(str(root))
+
+
+@functools.lru_cache(maxsize=64)
+def _real_root(root: str) -> str:
+    """The real archive root, resolved once per process: a root re-pointed since then only makes more files
+    look outside it (refused), never fewer."""
     return os.path.realpath(root)
 
 
