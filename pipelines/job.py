@@ -55,7 +55,7 @@ class IndexOptions:
     encoders: int = 0  # engine=ray, no GPUs: CPU encoder actors (0: one per node)
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once)
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
-    anonymise_paths: bool = False  # store and show keyed hashes instead of file and folder names
+    anonymise_paths: bool = True  # store and show keyed hashes instead of file and folder names (False: --keep-paths)
     policy: ScanPolicy = DEFAULT_POLICY  # series selection, --reports, --scrubber (radretrieve.archive.scanner)
 
 
@@ -76,6 +76,7 @@ class IndexSummary:
     manifest_rows: int = 0  # rows of a manifest archive (0 for a folder)
     manifest_rows_used: int = 0  # of those, rows that gave an item (the others are in errors/)
     series: dict[str, int] = field(default_factory=dict)  # DICOMweb: listed, skipped, fetched, failed (sync.py)
+    identifier_columns: tuple[str, ...] = ()  # manifest columns dropped as patient identifiers (names only)
 
     def to_dict(self) -> dict[str, Any]:
         items = sum(v for k, v in self.rows.items() if k != "report")
@@ -95,6 +96,7 @@ class IndexSummary:
             "engine": self.engine,
             **({"cluster": self.cluster} if self.cluster else {}),
             **({"series": self.series} if self.series else {}),
+            **({"identifier_columns": list(self.identifier_columns)} if self.identifier_columns else {}),
         }
 
     def lines(self) -> list[str]:
@@ -112,6 +114,9 @@ class IndexSummary:
             out.append(f"manifest rows used: {self.manifest_rows_used} of {self.manifest_rows} ({left} in errors/)")
         if self.series:
             out.append(SeriesSync(**self.series).line())
+        if self.identifier_columns:
+            names = ", ".join(self.identifier_columns)
+            out.append(f"identifier columns dropped (not stored; used to redact their row's text): {names}")
         if self.cluster:
             encoders = ", ".join(f"{e['node']}: {e['items']} items" for e in self.cluster.get("encoders", []))
             out.append(f"ray: {len(self.cluster.get('nodes', []))} node(s); encoders {encoders or 'none'}")
@@ -209,20 +214,22 @@ def _run_job(
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()
-    real_sources: dict[int, str] = {}
-    if options.anonymise_paths:
-        result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)))
+    # identifying `study` values are always hashed, paths unless --keep-paths (radretrieve.archive.anonymise); a
+    # DICOMweb server's sources are UIDs, not names
+    paths = options.anonymise_paths and not isinstance(result.root, RemoteArchive)
+    result, real_sources = anonymise_scan(result, PathHasher(path_key(out_dir)), paths)
     # where the sources are, for thumbnails and for encoding stored items again (not a data path in shards)
     if isinstance(result.root, RemoteArchive):
         write_remote_root(out_dir, result.root.display)
     else:
-        write_archive_root(out_dir, result.root)
+        write_archive_root(out_dir, result.root, private=options.anonymise_paths)
     write_scan_errors(out_dir, result.errors)
     items = {it.item_id: it for it in result.items}
     done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
     tasks = make_plan(result.studies, done, options.studies_per_task)
     summary = IndexSummary(studies=len(result.studies), tasks=len(tasks))
     summary.manifest_rows, summary.manifest_rows_used = result.rows, result.rows_used
+    summary.identifier_columns = result.identifier_columns
     summary.errors.update(e.error_type for e in result.errors if e.stage != "select")
     summary.skipped.update(e.error_type for e in result.errors if e.stage == "select")
     writer = ShardWriter(out_dir, manifest, real_sources)

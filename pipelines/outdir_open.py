@@ -36,8 +36,9 @@ def open_out_dir(out_dir: Path, model: Encoder, overwrite: bool, anonymise: bool
         old = read_manifest(out_dir)
         if (old.fingerprint, old.preprocess_hash) == (fingerprint, prep):
             if old.anonymised != anonymise and old.shards and not overwrite:
-                was = "with" if old.anonymised else "without"
-                raise RadRetrieveError(f"{out_dir} was built {was} --anonymise-paths; keep it so, or pass --overwrite")
+                was = "with anonymised paths (the default)" if old.anonymised else "with --keep-paths"
+                keep = "without --keep-paths" if old.anonymised else "with --keep-paths"
+                raise RadRetrieveError(f"{out_dir} was built {was}; index into it {keep}, or pass --overwrite")
             if old.anonymised == anonymise or not old.shards:
                 return repair(out_dir, dataclasses.replace(old, anonymised=anonymise))
         if not overwrite:

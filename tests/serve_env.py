@@ -114,6 +114,8 @@ def build_indexed_out_dir(tmp: Path) -> dict:
     trained.source = ModelSource("path", str((tmp / "model").resolve()))
     trained.save(tmp / "model")
     model = load_model(str(tmp / "model"), device="cpu")
-    index_archive(arch, out, model, IndexOptions(workers=0, progress=False))
+    # The search and serve tests compare hits with scan()'s sources and study keys: this out dir keeps paths.
+    # Anonymised out dirs (the default) are searched and served in test_phi_pipeline.py.
+    index_archive(arch, out, model, IndexOptions(workers=0, progress=False, anonymise_paths=False))
     build_indexes(out)
     return {"tmp": tmp, "arch": arch, "root": result.root, "out": out, "model": model, "items": items}

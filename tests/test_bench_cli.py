@@ -278,6 +278,7 @@ def test_index_and_model_sources_agree(vqa_subset: Path, tmp_path: Path) -> None
         "--quiet",
         "--device",
         "cpu",
+        "--keep-paths",  # item ids from paths, as the manifest scan gives them (anonymised ones are keyed hashes)
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -36,6 +36,7 @@ def archive(tmp_path_factory):
 
 
 def _shard_vectors(out):
+    from radretrieve.outdir.anonymise import read_sources
     from radretrieve.outdir.catalog import Catalog
 
     cat = Catalog(out)
@@ -43,7 +44,8 @@ def _shard_vectors(out):
         rows = cat.sql("SELECT item_id, source FROM items")
         ids, vecs = cat.vectors([r[0] for r in rows])
         by_id = dict(zip(ids.tolist(), vecs))
-        return {src: by_id[i] for i, src in rows}
+        real = read_sources(out)  # anonymised paths (the default): the private map names the files
+        return {real[i]: by_id[i] for i, _ in rows}
     finally:
         cat.close()
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from radretrieve.archive.anonymise import PathHasher
+from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.testing.dicom import phi_strings, planted_variants, write_planted_archive
 
@@ -93,6 +95,14 @@ def test_planted_identifiers_reach_no_output(indexed):
     assert _leaks(blob) == []
 
 
+def _real_paths(indexed: dict) -> dict[str, str]:
+    """Stored (anonymised: the default) source -> the archive path it stands for, for every file and folder of
+    the archive: the out dir's keyed hash of each path, recomputed with its private key."""
+    hashed = PathHasher(path_key(indexed["out"]))
+    root = indexed["arch"].root
+    return {hashed(p.relative_to(root).as_posix()): p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
 def test_skipped_series_are_counted_by_reason_and_recorded(indexed):
     expected = indexed["arch"].skipped
     assert indexed["summary"]["skipped_series"] == expected
@@ -104,8 +114,9 @@ def test_skipped_series_are_counted_by_reason_and_recorded(indexed):
     assert len(records) == sum(expected.values())
     # every input is accounted for: each DICOM file is in a shard row, or in a skipped series' record
     rows = _rows(indexed["out"])
-    embedded = {r["source"] for r in rows if r["kind"] != "report"}
-    skipped = {r["source"] for r in records}
+    real = _real_paths(indexed)
+    embedded = {real[r["source"]] for r in rows if r["kind"] != "report"}
+    skipped = {real[r["source"]] for r in records}
     files = {p.relative_to(indexed["arch"].root).as_posix() for p in indexed["arch"].root.rglob("*.dcm")}
     assert all(any(f == s or f.startswith(s + "/") for s in embedded | skipped) for f in files)
 
@@ -113,7 +124,8 @@ def test_skipped_series_are_counted_by_reason_and_recorded(indexed):
 def test_flagged_images_carry_the_flag_and_are_never_drawn(indexed):
     rows = {r["item_id"]: r for r in _rows(indexed["out"]) if r["kind"] != "report"}
     flagged = {i for i, r in rows.items() if r["burned_in"]}
-    assert {rows[i]["source"] for i in flagged} == set(indexed["arch"].flagged)
+    real = _real_paths(indexed)
+    assert {real[rows[i]["source"]] for i in flagged} == set(indexed["arch"].flagged)
 
     def tiles(html: str) -> dict[int, tuple[str, str]]:
         found = re.findall(r'data-item-id="(-?\d+)"><img class="thumb" alt="([^"]*)" src="([^"]*)"', html)

@@ -99,11 +99,17 @@ def _named_archive(root: Path) -> None:
     write_ct_series(root / NAMES[1] / "ct", 4)
 
 
+ROOT_NAME = "GARCIA_MARIA_MRN777001"  # the archive root's own folder name carries a patient's name too
+
+
 def test_anonymised_paths_reach_no_output_and_previews_still_work(tmp_path):
-    _named_archive(tmp_path / "arch")
+    """The default (no option): no folder or file name, the root's own name included, reaches any output; the
+    contact sheet, `serve` and `similar PATH` still find the files through the private map."""
+    arch = tmp_path / ROOT_NAME
+    _named_archive(arch)
     out = tmp_path / "out"
     outputs = []
-    proc = _run("index", str(tmp_path / "arch"), "--out", str(out), "--workers", "0", "--anonymise-paths")
+    proc = _run("index", str(arch), "--out", str(out), "--workers", "0")
     outputs += [proc.stdout, proc.stderr]
     for args in (
         ["info", str(out), "--json"],
@@ -125,8 +131,27 @@ def test_anonymised_paths_reach_no_output_and_previews_still_work(tmp_path):
     ]
     blob = "\n".join(outputs)
     assert "h-" in blob and "chest radiograph" in blob  # the outputs are there, with hashed sources
-    leaked = [part for name in NAMES for part in (name, *name.split("_")) if part in blob]
+    leaked = [part for name in [*NAMES, ROOT_NAME] for part in (name, *name.split("_")) if part in blob]
     assert leaked == []
+    assert "root" not in json.loads((out / "archive.json").read_text())
     assert html.count('alt="preview"') == 3  # thumbnails found through the out dir's source map
     errors = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(errors) == 2 and all(e["source"].startswith("h-") for e in errors)
+    query = arch / NAMES[0] / f"{NAMES[0]}_chest.png"  # `similar PATH`: a file given by its real path
+    hits = json.loads(_run("similar", str(query), "--index", str(out), "--format", "json").stdout)
+    assert hits[0]["hits"] and all(h["source"].startswith("h-") for h in hits[0]["hits"])
+    _serve_draws_thumbnails(out)
+
+
+def _serve_draws_thumbnails(out: Path) -> None:
+    """`serve` finds the private archive root: every image is drawn, none is the grey placeholder."""
+    from radretrieve.application.contact_sheet import placeholder, png_bytes
+    from radretrieve.application.web.config import ServeConfig
+    from radretrieve.application.web.service import WebService
+
+    service = WebService(ServeConfig(out))
+    try:
+        ids = [int(i) for (i,) in service.catalog.sql("SELECT item_id FROM items")]
+        assert len(ids) == 3 and all(service.thumbnail_png(i) != png_bytes(placeholder()) for i in ids)
+    finally:
+        service.search.close()

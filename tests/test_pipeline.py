@@ -25,7 +25,9 @@ from radretrieve.outdir.shards import shard_schema
 from radretrieve.synth import synthesize
 from radretrieve.testing.dicom import write_ct_series
 
-QUIET = {"progress": False}
+# These tests compare shards with `scan()`'s path-derived item ids and sources, so they keep paths (--keep-paths);
+# the default, anonymised paths, is tested in test_phi_pipeline.py and test_archive_links.py.
+QUIET = {"progress": False, "anonymise_paths": False}
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,7 @@ def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, tiny_model):
     index_archive(root, ref, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "radretrieve", "index", str(root), "--out", str(out), "--workers", "2"]
-    cmd += ["--studies-per-task", "1", "--no-index", "-q"]
+    cmd += ["--studies-per-task", "1", "--no-index", "-q", "--keep-paths"]  # as `ref`: QUIET keeps paths
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

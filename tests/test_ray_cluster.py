@@ -70,7 +70,10 @@ def archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_rows(archive, tiny_model, tmp_path_factory) -> dict[int, dict]:
     out = tmp_path_factory.mktemp("local") / "o"
-    index_archive(archive, out, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False))
+    # both engines keep paths: rows are compared by path-derived item ids (anonymised ids are keyed per out dir)
+    index_archive(
+        archive, out, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False, anonymise_paths=False)
+    )
     return _rows(out)
 
 
@@ -93,7 +96,7 @@ def _same(a: dict[int, dict], b: dict[int, dict]) -> None:
 
 
 def _cmd(archive: Path, out: Path, address: str) -> list[str]:
-    ray_args = ["--engine", "ray", "--ray-address", address, "--encoders", "2"]
+    ray_args = ["--engine", "ray", "--ray-address", address, "--encoders", "2", "--keep-paths"]  # as local_rows
     return [*CLI, "index", str(archive), "--out", str(out), *ray_args, "--studies-per-task", "1", "--no-index", "-q"]
 
 

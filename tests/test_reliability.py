@@ -25,7 +25,9 @@ from radretrieve.outdir.verify import DamagedFile
 from radretrieve.synth import synthesize
 from radretrieve.testing.dicom import write_ct_series
 
-QUIET = {"progress": False}
+# These tests compare shards with `scan()`'s path-derived item ids and sources, so they keep paths (--keep-paths);
+# the default, anonymised paths, is tested in test_phi_pipeline.py and test_archive_links.py.
+QUIET = {"progress": False, "anonymise_paths": False}
 CLI = [sys.executable, "-m", "radretrieve"]
 
 
@@ -118,11 +120,12 @@ def test_two_jobs_on_one_out_dir_lose_nothing(archives, tiny_model, tmp_path):
     a, b = archives
     out = tmp_path / "out"
     cmd = [*CLI, "index", str(a), "--out", str(out), "--workers", "0", "--studies-per-task", "1", "--no-index", "-q"]
+    cmd += ["--keep-paths"]  # compared with scan()'s path-derived ids, as QUIET does for index_archive
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log(tmp_path), text=True)
     _wait_for(lambda: (out / "manifest.json").is_file() and current_holder(out) is not None)
     os.kill(first.pid, signal.SIGSTOP)  # the first job, frozen mid-run with the lock held
     try:
-        cmd_b = [*CLI, "index", str(b), "--out", str(out), "--workers", "0", "--no-index", "-q"]
+        cmd_b = [*CLI, "index", str(b), "--out", str(out), "--workers", "0", "--no-index", "-q"]  # stops at the lock
         second = subprocess.run(cmd_b, capture_output=True, text=True, timeout=120)
     finally:
         os.kill(first.pid, signal.SIGCONT)
@@ -247,7 +250,8 @@ def archive60(tmp_path_factory) -> Path:
 
 
 def _index_cmd(root: Path, out: Path) -> list[str]:
-    options = ["--workers", "2", "--studies-per-task", "4", "--no-index", "-q"]
+    # --keep-paths: the rows are compared with scan()'s path-derived ids
+    options = ["--workers", "2", "--studies-per-task", "4", "--no-index", "-q", "--keep-paths"]
     return [*CLI, "index", str(root), "--out", str(out), *options]
 
 

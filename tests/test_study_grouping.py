@@ -10,6 +10,7 @@ from PIL import Image
 
 from pipelines.job import IndexOptions, index_archive
 from radretrieve.archive import scan
+from radretrieve.outdir.anonymise import read_sources
 from radretrieve.outdir.catalog import Catalog
 from radretrieve.testing.dicom import write_ct_series
 
@@ -77,7 +78,8 @@ def test_indexed_flat_folder_pairs_each_image_with_its_own_text(tmp_path, tiny_m
     _flat_folder(tmp_path / "arch")
     out = tmp_path / "out"
     index_archive(tmp_path / "arch", out, tiny_model, IndexOptions(workers=0, progress=False))
-    rows = dict(Catalog(out).sql("SELECT source, coalesce(text, '') FROM items"))
+    real = read_sources(out)  # paths are anonymised by default: the private map gives each item's file back
+    rows = {real[i]: text for i, text in Catalog(out).sql("SELECT item_id, coalesce(text, '') FROM items")}
     assert rows == {
         "img0.png": "chest x-ray, no finding",
         "img1.png": "head ct, bleed",

@@ -9,6 +9,7 @@ from two partitions, its files are scanned again together by one more task, so a
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def _split_series(parts: list[PartialScan]) -> dict[str, list[str]]:
 
 def _without(part: PartialScan, keys: set[str]) -> PartialScan:
     items = tuple(i for i in part.items if i.item_key not in keys)
-    return PartialScan(items, part.errors, part.notes, part.reports, part.rows, part.rows_used, part.sr_reports)
+    return dataclasses.replace(part, items=items)
 
 
 def cluster_scan(

@@ -97,12 +97,13 @@ def thumbnail(root: Path | None, source: str, n: int = THUMB_SLICES) -> tuple[np
     try:
         found = item_at(root, source)
         if found is None:
-            log.warning("no preview for %s: not found under the archive root", source)
+            log.warning("no preview for an item: not found under the archive root")
             return placeholder(), False
         item, item_root = found
         return slice_strip(thumbnail_slices(item, item_root, n=n)), True
     except (RadRetrieveError, OSError, ValueError) as exc:  # a preview must never sink the whole sheet
-        log.warning("no preview for %s: %s", source, exc)
+        # `source` may be the real path of an anonymised out dir: the log names the problem, not the file
+        log.warning("no preview for an item: %s", type(exc).__name__)
         return placeholder(), False
 
 

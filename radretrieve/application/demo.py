@@ -171,14 +171,17 @@ def _precision(hits: Any, labels: dict[str, str], k: int) -> float:
 def _report_queries(out: Path, test_csv: Path, k: int) -> list[tuple[str, bool, Any]]:
     """study -> reports for three test studies: (study, own report found in top k, hits)."""
     from indexers.search import Searcher
+    from radretrieve.archive.anonymise import PathHasher
+    from radretrieve.outdir.anonymise import path_key
 
     studies = [r["study"] for r in csv.DictReader(test_csv.open(newline=""))][:3]
+    stored = PathHasher(path_key(out))  # manifest `study` values are stored as keyed hashes
     searcher = Searcher(out)
     try:
         found = []
         for study in studies:
-            hits = searcher.reports_for(study, k=k)
-            found.append((study, any(h.study_key == study for h in hits), hits))
+            hits = searcher.reports_for(stored(study), k=k)
+            found.append((study, any(h.study_key == stored(study) for h in hits), hits))
         return found
     finally:
         searcher.close()

@@ -7,6 +7,7 @@ sheet needs an `Item` for a hit's `source` to draw thumbnails; `item_at` rebuild
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ def scan_path(path: Path) -> ScanResult:
         return scan(path, policy=policy)
     if not path.is_file():
         raise ReadError(str(path), "no such file or folder", "scan")
-    # Scanning the parent folder would pull in its other files; collect just this one.
-    col = Collector(policy=policy)
+    # Scanning the parent folder would pull in its other files; collect just this one. A file named by the user
+    # is read even where it is a link (they chose it); links inside a folder follow the archive rule.
+    col = Collector(policy=dataclasses.replace(policy, follow_links=True))
     collect_files(path.parent, [path.name], col)
     return assemble(path.parent, col)
 
@@ -120,22 +122,34 @@ def nothing_readable(path: Path, skipped: Sequence[ErrorRecord]) -> RadRetrieveE
 
 
 def item_at(root: Path, source: str) -> tuple[Item, Path] | None:
-    """The item stored as `source` (relative to `root`) and the root to read it from; None if gone.
+    """The item stored as `source` (relative to `root`) and the root to read it from; None if gone, or if the
+    source now leads outside the archive root through a link (radretrieve.archive.links): a preview never draws
+    pixels from outside it, whatever the out dir's shards or source map say.
 
     `source` is a file, a DICOM series folder, or image files of one volume joined by ';'.
     """
-    from radretrieve.archive.scanner import scan_image_stack
+    from radretrieve.archive.links import leaves_root
+    from radretrieve.archive.scanner import Collector, ScanPolicy, assemble, collect_files, scan_image_stack
+    from radretrieve.archive.selection import SelectionRules
 
     root = Path(root)
-    if ";" in source:
-        rels = source.split(";")
+    rels = source.split(";")
+    if any(leaves_root(root, rel) for rel in rels):
+        log.warning("no preview for an item whose file leads outside the archive root")
+        return None
+    if len(rels) > 1:
         if not all((root / rel).is_file() for rel in rels):
             return None
         return scan_image_stack(rels), root
     full = root / source
     if not full.exists():
         return None
-    result = scan_path(full)
+    if full.is_dir():
+        result = scan_path(full)  # a series folder: its files may not lead out of it either
+    else:
+        col = Collector(policy=ScanPolicy(selection=SelectionRules(defaults=False)))
+        collect_files(root, [source], col)  # relative to the archive root: the same check as at indexing
+        result = assemble(root, col)
     if not result.items:
         return None
     # A series folder may hold stray files; the series itself is the item with the most files.

@@ -3,7 +3,10 @@
 Columns: `path` (required; relative to the manifest's folder or absolute; an image, a NIfTI, a DICOM
 file, a DICOM folder, or several image files of one volume joined by ';' in slice order), `text`
 (optional report/caption), `study` (optional grouping key), `split` (optional: train/val/test).
-Every other column is a string label. Items get the same keys as a folder scan of the same files.
+Every other column is a string label, except identifier columns (patient names, record numbers, birth
+dates, accession numbers...: radretrieve.archive.identifiers), which are dropped and redact their row's text.
+Items get the same keys as a folder scan of the same files. Links out of the manifest's folder are not followed
+(radretrieve.archive.links says what a row's allowed root is).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from radretrieve.archive.identifiers import is_identifier_value, split_labels
 from radretrieve.archive.jsonl import json_objects
+from radretrieve.archive.links import leaves_root, link_error, outside_root
 from radretrieve.archive.records import ArchiveError, ScanResult
 from radretrieve.archive.scanner import (
     DEFAULT_POLICY,
@@ -143,12 +148,18 @@ def _scan_rows(manifest: Path, col: Collector, start: int, stop: int | None) -> 
             used += 1
         elif len(col.errors) == errors:  # nothing and no reason: a listed file must be accounted for
             col.error(ArchiveError(";".join(paths), UNSUPPORTED, "UnsupportedFile", "scan"))
-        labels = {k: v for k, v in row.items() if k not in _RESERVED}
+        # identifier columns (names, record numbers, birth dates...) are no labels: they redact the row's text
+        extra = {k: v for k, v in row.items() if k not in _RESERVED}
+        labels, patient, dropped = split_labels(extra)
+        col.identifier_columns.update(dropped)
+        identifying = is_identifier_value(row.get("study", ""), extra)  # e.g. the record number as the key
         meta = {
             "text": row.get("text", ""),
             "labels": labels,
             "split": row.get("split", ""),
             "study": row.get("study", ""),
+            "patient": patient,
+            "study_origin": "identifier" if identifying else "",
         }
         col.items[before:] = [with_meta(item, meta) for item in col.items[before:]]
     return rows, used
@@ -159,12 +170,19 @@ def _collect_row(root: Path, raw_paths: list[str], col: Collector) -> None:
         col.error(ArchiveError("(manifest row)", "empty 'path'", "MissingFile", "scan"))
         return
     rels = [_relative(root, p) for p in raw_paths]
+    escaping = [rel for rel in rels if not col.policy.follow_links and leaves_root(root, rel)]
+    if escaping:  # checked before `exists`, so that a link's target is not even probed
+        col.error(link_error(escaping[0]))
+        return
     missing = [rel for rel in rels if not (root / rel).exists()]
     if missing:
         col.error(ArchiveError(missing[0], "file listed in the manifest does not exist", "MissingFile", "scan"))
         return
     if len(rels) == 1 and (root / rels[0]).is_dir():
-        collect_files(root, walk(root, rels[0]), col)  # a DICOM series/study folder
+        # a DICOM series/study folder; one named outside the manifest's folder is its own allowed root
+        base = root / rels[0] if outside_root(rels[0]) else None
+        follow = col.policy.follow_links
+        collect_files(root, walk(root, rels[0], follow, base), col, base=base)
         return
     formats = {file_format(rel) for rel in rels}
     if len(rels) > 1 and formats == {"image"}:

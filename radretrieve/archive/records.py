@@ -103,6 +103,10 @@ class Item:
     shape: tuple[int, ...] = ()  # source array shape from headers ([Z, Y, X] or [Y, X]); () if unknown
     spacing: tuple[float, ...] = ()  # voxel spacing in mm from headers, same order as shape; () if unknown
     burned_in: bool = False  # the pixels may carry text (patient data): never thumbnailed by default
+    # Where the study key came from, for radretrieve.archive.anonymise: "given" (a manifest or sidecar `study`
+    # value: hashed unless --keep-paths), "identifier" (such a value that is also one of its row's identifier
+    # values, e.g. a record number: hashed always), or "" (a UID, a path or an item key).
+    study_origin: str = field(default="", compare=False)
     # The study's identifiers from this item's headers, for redacting its texts; emptied by the scan's
     # `assemble` once redacted, so no later stage holds them (radretrieve.archive.redact).
     patient: PatientIds = field(default=NO_IDS, repr=False, compare=False)
@@ -149,6 +153,8 @@ class ScanResult:
     notes: tuple[ErrorRecord, ...] = ()  # non-fatal findings (4D NIfTI first volume, slice gaps)
     rows: int = 0  # manifest scans: rows in the manifest (0 for a folder scan)
     rows_used: int = 0  # manifest scans: rows that gave at least one item
+    # manifest columns and sidecar label names taken as patient identifiers: dropped, used to redact (names only)
+    identifier_columns: tuple[str, ...] = ()
 
     @property
     def items(self) -> tuple[Item, ...]:

@@ -14,6 +14,8 @@ from pathlib import Path, PurePosixPath
 
 from radretrieve.archive.dicom_header import PROJECTION_MODALITIES, DicomHeader, order_series, read_header
 from radretrieve.archive.dicom_pixels import series_affine
+from radretrieve.archive.identifiers import is_identifier_value, split_labels
+from radretrieve.archive.links import is_inside, leaves_root, link_error
 from radretrieve.archive.records import ArchiveError, ErrorRecord, Item, ScanResult, Study
 from radretrieve.archive.redact import NO_IDS, PatientIds, Scrubber, merge_ids, redact, scrub
 from radretrieve.archive.reports_file import ReportsTable
@@ -69,6 +71,7 @@ class ScanPolicy:
     reports: ReportsTable | None = None  # `--reports FILE`: RIS texts joined by StudyInstanceUID/AccessionNumber
     scrubber: Scrubber | None = None  # `--scrubber module:callable`: site rules, run after the redaction
     scrubber_spec: str = ""  # its import path, for messages
+    follow_links: bool = False  # `--follow-external-links`: follow links out of the root (archive.links)
 
 
 DEFAULT_POLICY = ScanPolicy()
@@ -80,6 +83,7 @@ def make_policy(
     selection_file: Path | None = None,
     reports_file: Path | None = None,
     scrubber: str | None = None,
+    follow_links: bool = False,
 ) -> ScanPolicy:
     """The policy of the `index` options; each bad option is one clear error line, raised before any work."""
     from radretrieve.archive.redact import load_scrubber
@@ -91,6 +95,7 @@ def make_policy(
         reports=read_reports(reports_file) if reports_file is not None else None,
         scrubber=load_scrubber(scrubber) if scrubber else None,
         scrubber_spec=scrubber or "",
+        follow_links=follow_links,
     )
 
 
@@ -106,6 +111,7 @@ class Collector:
     notes: list[ErrorRecord] = field(default_factory=list)
     # StudyInstanceUID -> (path, text) of its structured reports, each redacted with its own header's ids
     sr_reports: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    identifier_columns: set[str] = field(default_factory=set)  # manifest/sidecar columns dropped as identifiers
 
     def skip(self, source: str, skip: Skip, files: int) -> None:
         """A series not selected: recorded (stage select, the reason as error type), never raised."""
@@ -125,14 +131,38 @@ class Collector:
         self.notes.append(ErrorRecord(source, "scan", note_type, f"{source}: {message}"))
 
 
-def walk(root: Path, sub: str = "") -> list[str]:
-    """Root-relative paths (sorted) of the non-hidden files under `root/sub`."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root / sub if sub else root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith("."):
-                out.append(normalise_relpath(os.path.relpath(os.path.join(dirpath, name), root)))
+def walk(root: Path, sub: str = "", follow_links: bool = False, base: Path | None = None) -> list[str]:
+    """Root-relative paths (sorted) of the non-hidden files under `root/sub`, and of the links to folders outside
+    `base` (default `root`; `scan_file` records each as an `ExternalLink`).
+
+    A link to a folder inside `base` is not walked (its target is, under its own name). With `follow_links`, a
+    link to a folder outside it is walked, each real folder once, so a loop of links ends."""
+    real_base = os.path.realpath(base if base is not None else root)
+    out: list[str] = []
+    seen: set[str] = set()
+    tops = [str(root / sub if sub else root)]
+    while tops:
+        for dirpath, dirnames, filenames in os.walk(tops.pop()):
+            kept = []
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                if name.startswith("."):
+                    continue
+                if not os.path.islink(full):
+                    kept.append(name)
+                    continue
+                target = os.path.realpath(full)
+                if is_inside(target, real_base):
+                    continue
+                if not follow_links:
+                    out.append(normalise_relpath(os.path.relpath(full, root)))
+                elif target not in seen:
+                    seen.add(target)
+                    tops.append(full)
+            dirnames[:] = kept
+            for name in filenames:
+                if not name.startswith("."):
+                    out.append(normalise_relpath(os.path.relpath(os.path.join(dirpath, name), root)))
     return sorted(out)
 
 
@@ -159,10 +189,14 @@ class FileScan:
     notes: tuple[ErrorRecord, ...] = ()  # Collector.notes made while scanning it
 
 
-def scan_file(root: Path, rel: str) -> FileScan:
-    """Scan one file's header; never raises for bad input."""
+def scan_file(root: Path, rel: str, follow_links: bool = False, base: Path | None = None) -> FileScan:
+    """Scan one file's header; never raises for bad input. A link out of the allowed root (`base`, default the
+    archive root: radretrieve.archive.links) is not opened unless `follow_links`."""
     fmt = file_format(rel)
     notes = Collector()
+    if not follow_links and leaves_root(root, rel, base):
+        exc = link_error(rel)
+        return FileScan(rel, fmt, error=(exc.path, exc.reason, exc.error_type, exc.stage))
     try:
         if fmt == "nifti":
             return FileScan(rel, fmt, item=scan_nifti(root, rel, notes), notes=tuple(notes.notes))
@@ -179,12 +213,16 @@ def scan_file(root: Path, rel: str) -> FileScan:
     return FileScan(rel, fmt)
 
 
-def collect_files(root: Path, rels: Iterable[str], col: Collector, map_fn: MapFn = map) -> None:
+def collect_files(
+    root: Path, rels: Iterable[str], col: Collector, map_fn: MapFn = map, base: Path | None = None
+) -> None:
     """Scan files (root-relative, or absolute for manifest entries outside the root) into `col`.
 
-    `map_fn`: how `scan_file` is mapped over the files, in order (e.g. a process pool's `imap`).
+    `map_fn`: how `scan_file` is mapped over the files, in order (e.g. a process pool's `imap`); `base`: the
+    allowed root of the files when it is not the archive root (a manifest row's folder).
     """
-    collect_scans(map_fn(functools.partial(scan_file, root), rels), col)
+    fn = functools.partial(scan_file, root, follow_links=col.policy.follow_links, base=base)
+    collect_scans(map_fn(fn, rels), col)
 
 
 def collect_scans(scans: Iterable[FileScan], col: Collector) -> None:
@@ -381,6 +419,10 @@ def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
     if stem in ("", "."):
         return {}
     json_path, txt_path = root / (stem + ".json"), root / (stem + ".txt")
+    for side in (stem + ".json", stem + ".txt"):
+        if (root / side).is_file() and not col.policy.follow_links and leaves_root(root, side):
+            col.error(link_error(side))  # a report linked in from outside the archive is not read either
+            return {}
     if json_path.is_file():
         try:
             data = json.loads(read_text(json_path, stem + ".json", col))
@@ -391,10 +433,15 @@ def read_sidecar(root: Path, rel: str, col: Collector) -> dict[str, object]:
                 ArchiveError(stem + ".json", f"unreadable sidecar ({type(exc).__name__})", "CorruptSidecar", "scan")
             )
             return {}
-        labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        raw = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        labels, patient, dropped = split_labels({str(k): "" if v is None else str(v) for k, v in raw.items()})
+        col.identifier_columns.update(dropped)
+        study = str(data.get("study") or "")
         return {
+            "study_origin": "identifier" if is_identifier_value(study, raw) else "",
             "text": str(data.get("text") or ""),
             "labels": labels,
+            "patient": patient,
             "split": str(data.get("split") or ""),
             "study": str(data.get("study") or ""),
         }
@@ -417,12 +464,15 @@ def read_text(path: Path, rel: str, col: Collector) -> str:
 def with_meta(item: Item, meta: Mapping[str, object]) -> Item:
     """Attach report text, labels, split and study override; labels fill missing modality/body part."""
     labels = {str(k): "" if v is None else str(v) for k, v in dict(meta.get("labels") or {}).items()}  # type: ignore[call-overload]
+    patient = meta.get("patient")
     return dataclasses.replace(
         item,
+        patient=item.patient | patient if isinstance(patient, PatientIds) else item.patient,
         text=str(meta.get("text") or item.text),
         labels=labels or item.labels,
         split=str(meta.get("split") or item.split),
         study_key=str(meta.get("study") or item.study_key),
+        study_origin=str(meta.get("study_origin") or ("given" if meta.get("study") else item.study_origin)),
         modality=item.modality or labels.get("modality", ""),
         body_part=item.body_part or labels.get("body_part", labels.get("region", "")),
     )
@@ -450,7 +500,10 @@ def assign_studies(root: Path, items: list[Item], col: Collector) -> tuple[list[
         if meta:
             key = str(meta.get("study") or folder)
             reports[key] = str(meta.get("text") or "")
-            out.append(dataclasses.replace(item, study_key=key))
+            origin = str(meta.get("study_origin") or ("given" if meta.get("study") else ""))
+            patient = meta.get("patient")
+            ids = item.patient | patient if isinstance(patient, PatientIds) else item.patient
+            out.append(dataclasses.replace(item, study_key=key, study_origin=origin, patient=ids))
         else:
             out.append(dataclasses.replace(item, study_key=item.item_key))
     return out, reports
@@ -481,6 +534,7 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
         studies=studies,
         errors=tuple(sorted(col.errors, key=order)),
         notes=tuple(sorted(col.notes, key=order)),
+        identifier_columns=tuple(sorted(col.identifier_columns)),
     )
 
 
@@ -506,11 +560,21 @@ def redact_study(study: Study, policy: ScanPolicy) -> Study:
             cache[text] = scrub(redact(text, ids), policy.scrubber, policy.scrubber_spec)
         return cache[text]
 
+    def clean_labels(labels: Mapping[str, str]) -> dict[str, str]:
+        return {k: clean(v) for k, v in labels.items()}  # manifest labels are free text too
+
     items = tuple(
-        dataclasses.replace(i, text=clean(i.text), description=clean(i.description), patient=NO_IDS)
+        dataclasses.replace(
+            i,
+            text=clean(i.text),
+            description=clean(i.description),
+            body_part=clean(i.body_part),
+            labels=clean_labels(i.labels),
+            patient=NO_IDS,
+        )
         for i in study.items
     )
-    return dataclasses.replace(study, items=items, report=clean(study.report))
+    return dataclasses.replace(study, items=items, report=clean(study.report), labels=clean_labels(study.labels))
 
 
 def _study(key: str, items: list[Item], own_reports: list[str] | str = "") -> Study:
@@ -529,7 +593,7 @@ def scan_folder(
 ) -> ScanResult:
     """Walk `root`, scan every image/volume file, pair sidecar reports, group into studies."""
     col = Collector(strict=strict, log_paths=log_paths, policy=policy)
-    collect_files(root, walk(root), col, map_fn)
+    collect_files(root, walk(root, follow_links=policy.follow_links), col, map_fn)
     col.items = [with_meta(item, read_sidecar(root, _sidecar_base(item), col)) for item in col.items]
     return assemble(root, col)
 
@@ -546,6 +610,7 @@ class PartialScan:
     rows: int = 0  # manifest rows scanned (manifest parts)
     rows_used: int = 0  # of those, rows that gave an item
     sr_reports: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # Collector.sr_reports
+    identifier_columns: tuple[str, ...] = ()  # Collector.identifier_columns
     # Items still hold their identifiers (Item.patient): the redaction happens when the parts are merged.
 
 
@@ -562,7 +627,8 @@ def scan_part(
 
 def partial(col: Collector, items: list[Item], reports: Mapping[str, str], rows: int = 0, used: int = 0) -> PartialScan:
     sr = {k: tuple(v) for k, v in col.sr_reports.items()}
-    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports, rows, used, sr)
+    dropped = tuple(sorted(col.identifier_columns))
+    return PartialScan(tuple(items), tuple(col.errors), tuple(col.notes), reports, rows, used, sr, dropped)
 
 
 def merge_scans(root: Path, parts: Iterable[PartialScan], policy: ScanPolicy = DEFAULT_POLICY) -> ScanResult:
@@ -577,6 +643,7 @@ def merge_scans(root: Path, parts: Iterable[PartialScan], policy: ScanPolicy = D
         reports.update(part.reports)
         for key, texts in part.sr_reports.items():
             col.sr_reports[key].extend(texts)
+        col.identifier_columns.update(part.identifier_columns)
         rows, used = rows + part.rows, used + part.rows_used
     result = assemble(root, col, reports)
     return dataclasses.replace(result, rows=rows, rows_used=used) if rows else result

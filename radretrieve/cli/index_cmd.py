@@ -11,6 +11,10 @@ import typer
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
 
+KEEP_PATHS_WARNING = (
+    "warning: --keep-paths: file and folder names are stored in shards and errors/ and shown in search output; "
+    "names can carry patient data"
+)
 AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
 
 
@@ -35,9 +39,16 @@ def index(
         False, "--overwrite", help="Rebuild an out dir made with another model or preprocessing."
     ),
     anonymise_paths: bool = typer.Option(
+        True,
+        "--anonymise-paths/--keep-paths",
+        help="Store and show keyed hashes instead of file and folder names, the default (names can carry patient "
+        "data); --keep-paths stores the names themselves.",
+    ),
+    follow_external_links: bool = typer.Option(
         False,
-        "--anonymise-paths",
-        help="Store and show keyed hashes instead of file and folder names (names can carry patient data).",
+        "--follow-external-links",
+        help="Index files and folders that links inside the archive point to outside it (default: skip and record "
+        "them in errors/).",
     ),
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="Retry every recorded failure (failures whose files changed always are)."
@@ -97,7 +108,12 @@ def index(
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
     from radretrieve.archive.scanner import make_policy
 
-    policy = make_policy(include, exclude, selection, reports, scrubber)  # bad options fail before the model loads
+    if follow_external_links and engine == "ray":
+        raise RadRetrieveError("--follow-external-links is supported by the local engine only")
+    if not anonymise_paths:
+        say(KEEP_PATHS_WARNING, err=True)
+    # bad options fail before the model loads
+    policy = make_policy(include, exclude, selection, reports, scrubber, follow_external_links)
     bounds = {"max_response_mb": max_response_mb, "max_listed": max_listed, "deadline_s": request_deadline}
     source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, bounds)
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)

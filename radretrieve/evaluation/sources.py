@@ -59,11 +59,17 @@ def _split_mask(labels: Sequence[Mapping[str, str]], split: str | None, where: s
     return np.array([row.get("split") == split for row in labels], dtype=bool)
 
 
-def _ordered(side: Side, by_study: bool) -> Side:
-    """Rows in a canonical order (texts by study key, images by item id), so both sources give the same
-    query order and thus the same bootstrap resamples and CIs for the same data."""
-    keys = [(side.study_keys[i] if by_study else "", int(side.ids[i])) for i in range(len(side))]
-    return side.subset(sorted(range(len(side)), key=keys.__getitem__))
+def _ordered(texts: Side, images: Side) -> tuple[Side, Side]:
+    """Rows in a canonical order (images by item id, texts by their study's first image id), so both sources
+    give the same query order and thus the same bootstrap resamples and CIs for the same data. Texts are not
+    ordered by study key: an out dir stores manifest `study` values as keyed hashes, the manifest has them raw."""
+    images = images.subset(sorted(range(len(images)), key=lambda i: int(images.ids[i])))
+    first: dict[str, int] = {}
+    for key, item in zip(images.study_keys, images.ids):
+        first.setdefault(key, int(item))  # the smallest: images are sorted by id
+    last = np.iinfo(np.int64).max  # a study without an image: after the others, by key
+    keys = [(first.get(texts.study_keys[i], last), texts.study_keys[i], int(texts.ids[i])) for i in range(len(texts))]
+    return texts.subset(sorted(range(len(texts)), key=keys.__getitem__)), images
 
 
 def _index_side(cat: Any, view: str, split: str | None) -> Side:
@@ -94,8 +100,7 @@ def embeddings_from_index(out_dir: Path, split: str | None = None) -> Embedded:
         raise RadRetrieveError(f"{out_dir}: no {MANIFEST}; point --index at an out dir written by `radretrieve index`")
     cat = Catalog(out_dir)
     try:
-        texts = _ordered(_index_side(cat, "reports", split), by_study=True)
-        images = _ordered(_index_side(cat, "items", split), by_study=False)
+        texts, images = _ordered(_index_side(cat, "reports", split), _index_side(cat, "items", split))
     finally:
         cat.close()
     m = cat.manifest
@@ -212,7 +217,7 @@ def embeddings_from_model(model: Encoder, manifest: Path, split: str | None = No
         "read_errors": len(items) - len(kept),
         "scan_errors": len(result.errors),
     }
-    return Embedded(_ordered(texts, by_study=True), _ordered(images, by_study=False), meta)
+    return Embedded(*_ordered(texts, images), meta)
 
 
 def text_encoder_for_index(out_dir: Path) -> Any:

@@ -1,10 +1,12 @@
-"""The out-dir side of `--anonymise-paths`: the per-out-dir key and the map back to the real sources.
+"""The out-dir side of anonymised paths (the default; `--keep-paths` opts out): the per-out-dir key and the way
+back to the real files.
 
-`OUT/anonymise.key` (random, created on first use, mode 0600) keys the path hashes, so they are stable across
-runs into one out dir. `OUT/sources/<task>.jsonl` maps each anonymised item id to its real source path, for
-the readers that must open the file again (thumbnails in the contact sheet and the web page). Both hold what
-the option hides from every output: keep them with the archive, not with the shards you share; no catalog
-view and no `--where` filter can read them.
+`OUT/anonymise.key` (random, created on first use, mode 0600) keys the path and study-key hashes, so they are
+stable across runs into one out dir. `OUT/sources/<task>.jsonl` maps each anonymised item id to its real source
+path, and `OUT/sources/root.json` holds the real archive root (radretrieve.outdir.archive_root), for the readers
+that must open the files again (thumbnails in the contact sheet and the web page). Both hold what anonymisation
+hides from every output: keep them with the archive, not with the shards you share; no catalog view, `--where`
+filter or web route can read them.
 """
 
 from __future__ import annotations

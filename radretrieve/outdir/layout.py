@@ -10,7 +10,9 @@ OUT/index/                     FAISS indexes, index.json, re-rank stores (the `i
 OUT/job.json                   the summary of the last indexing job, for `radretrieve info`
 OUT/predictions.parquet        zero-shot predictions of `radretrieve classify` (radretrieve.outdir.predictions)
 OUT/predictions.json           the size and SHA-256 of predictions.parquet as committed
-OUT/anonymise.key, sources/    only with --anonymise-paths: the key of the path hashes, the map to real paths
+OUT/anonymise.key              the key of the path and study-key hashes (private: radretrieve.outdir.anonymise)
+OUT/sources/                   anonymised paths (the default): the map to real paths and the real archive root
+                               (sources/root.json); private, never shown
 OUT/.lock                      the writer lock (radretrieve.foundation.lock)
 """
 
@@ -26,8 +28,9 @@ MODEL_DIR = "model"
 INDEX_DIR = "index"
 INDEX_JSON = "index.json"  # under INDEX_DIR
 JOB_FILE = "job.json"  # the summary of the last indexing job (engine, nodes, encoders, counts), for `info`
-ANON_KEY_FILE = "anonymise.key"  # --anonymise-paths: the key of the path hashes (radretrieve.outdir.anonymise)
-SOURCE_MAP_DIR = "sources"  # --anonymise-paths: item id -> real source, one file per task
+ANON_KEY_FILE = "anonymise.key"  # the key of the path and study-key hashes (radretrieve.outdir.anonymise)
+SOURCE_MAP_DIR = "sources"  # anonymised paths: item id -> real source, one file per task
+PRIVATE_ROOT_FILE = "root.json"  # under SOURCE_MAP_DIR: the real archive root of an anonymised out dir
 PREDICTIONS_FILE = "predictions.parquet"  # zero-shot predictions (radretrieve classify --index)
 PREDICTIONS_RECORD = "predictions.json"  # size and SHA-256 of the predictions file as committed
 # Names a command may create or replace in an out dir; anything else found there is left alone.

@@ -60,7 +60,7 @@ class Manifest:
     dim: int  # embedding dimension
     model: Mapping[str, Any]  # how to load the model again: {"ref": name/path, "weights": ...}
     shards: tuple[ShardEntry, ...] = ()
-    anonymised: bool = False  # built with --anonymise-paths: sources and path keys are keyed hashes
+    anonymised: bool = False  # built with anonymised paths (the default): sources and path keys are keyed hashes
 
     def to_json(self) -> str:
         data = {
