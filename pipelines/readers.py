@@ -10,6 +10,11 @@ An item whose lone retry kills a worker too (the second death it was present for
 `crashed(item)` result instead (a `WorkerCrashed` error record), and the map goes on: every item costs at
 most two runs, whatever dies.
 
+One death the executor never notices: a reader killed while it writes a result leaves half a message in the
+result pipe, and the executor's thread waits for the rest forever. A waiting consumer therefore checks the
+readers itself; one dead for `STALL_SECONDS` with the pool not broken means this, and the pool starts afresh
+as above (the stuck thread is ended too: the interpreter joins it at exit).
+
 Readers never outlive the job: `close` kills and reaps them (the job calls it on every exit path, Ctrl-C and
 SIGTERM included), and each reader exits by itself when its parent is gone, even a parent killed with
 SIGKILL that ran no cleanup (a reader would otherwise wait on its task queue forever).
@@ -21,8 +26,11 @@ import collections
 import logging
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -34,6 +42,12 @@ R = TypeVar("R")
 READER_NICENESS = 10  # added to the readers' nice value (radclip-tiny, 2 cores: 1.81 -> 1.91 cores busy)
 PARENT_POLL_SECONDS = 0.5  # how often a reader checks its parent where the kernel cannot tell it (no pidfd)
 REAP_SECONDS = 10.0  # how long `close` waits for a killed reader to be gone
+# A reader killed while it writes a result leaves half a message in the executor's result pipe: the executor's
+# thread then waits for the rest forever and never declares the pool broken. The job checks its readers itself
+# while it waits: one dead this long without the executor noticing means the pool is stuck (it notices in ms).
+STALL_SECONDS = 10.0
+WATCH_SECONDS = 0.5  # how often a waiting consumer checks for such a reader
+UNSTICK_SECONDS = 10.0  # how long to feed a stuck executor thread before giving up on it
 
 
 def _init_worker(parent: int) -> None:
@@ -59,7 +73,6 @@ def _exit_with_parent(parent: int) -> None:
     Not PR_SET_PDEATHSIG: the kernel sends that when the *thread* that started the child exits, and the
     executor starts readers from whichever thread submits. A pidfd wakes the watcher when the parent exits;
     where there is none, it polls its parent pid (a reparented child sees another one)."""
-    import threading
 
     def watch() -> None:
         try:
@@ -84,12 +97,14 @@ class ReaderPool:
     """`workers` reader processes (spawn: the parent holds torch thread pools a forked child must not
     inherit), restarted as a whole when one of them dies. A context manager: leaving it closes the pool."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, stall_seconds: float = STALL_SECONDS) -> None:
         if workers < 1:
             raise ValueError(f"a reader pool needs at least one worker, got {workers}")
         self.workers = workers
+        self.stall_seconds = stall_seconds
         self.restarts = 0  # how many times a dead worker forced a fresh pool
         self._executor = self._new()
+        self._dead_since: float | None = None  # when `stalled` first saw a dead reader in this executor
 
     def _new(self) -> ProcessPoolExecutor:
         ctx = mp.get_context("spawn")
@@ -103,7 +118,18 @@ class ReaderPool:
         """Drop the broken executor (its survivors are killed and reaped) and start a fresh one."""
         self._kill(self._executor)
         self._executor = self._new()
+        self._dead_since = None
         self.restarts += 1
+
+    def stalled(self) -> bool:
+        """Has a reader of this pool been dead for `stall_seconds` without the executor breaking the pool?"""
+        procs = list((self._executor._processes or {}).values())
+        if not any(proc.exitcode is not None for proc in procs):
+            return False
+        now = time.monotonic()
+        if self._dead_since is None:
+            self._dead_since = now
+        return now - self._dead_since >= self.stall_seconds
 
     def pids(self) -> list[int]:
         """Pids of the live worker processes (for tests and diagnostics)."""
@@ -122,6 +148,7 @@ class ReaderPool:
     @staticmethod
     def _kill(executor: ProcessPoolExecutor) -> None:
         procs = list((executor._processes or {}).values())
+        thread, results = executor._executor_manager_thread, executor._result_queue  # shutdown drops both
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
@@ -130,6 +157,31 @@ class ReaderPool:
             proc.join(REAP_SECONDS)
             if proc.is_alive():
                 log.warning("reader process %d did not exit %.0f s after SIGKILL", proc.pid, REAP_SECONDS)
+        _unstick(thread, results)
+
+
+def _unstick(thread: threading.Thread | None, results: Any) -> None:
+    """End an executor thread stuck on half a message of a killed reader (see STALL_SECONDS).
+
+    Every reader is dead by now, but the parent holds the pipe's write end too, so no end-of-file comes. Zeros
+    fill the missing bytes: the message then fails to unpickle, the thread declares the pool broken and ends,
+    and the interpreter, which joins executor threads at exit, can exit. The executor is discarded anyway."""
+    if thread is None or results is None or not thread.is_alive():
+        return
+    thread.join(WATCH_SECONDS)
+    if not thread.is_alive():
+        return
+    fd = results._writer.fileno()
+    os.set_blocking(fd, False)
+    deadline = time.monotonic() + UNSTICK_SECONDS
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            os.write(fd, bytes(1 << 16))
+        except BlockingIOError:
+            pass
+        thread.join(0.01)
+    if thread.is_alive():
+        log.warning("a reader pool's executor thread is still waiting on a dead reader")
 
 
 @dataclass(frozen=True)
@@ -189,9 +241,13 @@ def _take(pool: ReaderPool, fn: Callable[[T], R], inflight: collections.deque, c
         job = inflight[0]
         if job.future is not None:
             try:
-                result = job.future.result()
+                result = job.future.result(timeout=WATCH_SECONDS)
                 inflight.popleft()
                 return result
+            except FuturesTimeout:
+                if not pool.stalled():
+                    continue
+                log.warning("a reader died in the middle of sending a result; the reader pool starts afresh")
             except BrokenProcessPool:
                 pass
         _recover(pool, fn, inflight, crashed)
@@ -222,8 +278,14 @@ def _recover(pool: ReaderPool, fn: Callable[[T], R], inflight: collections.deque
 
 def run_alone(pool: ReaderPool, fn: Callable[[T], R], item: T, crashed: Callable[[T], R]) -> R:
     """`fn(item)` with nothing else in flight; `crashed(item)` if it kills its worker."""
-    try:
-        return pool.submit(fn, item).result()
-    except BrokenProcessPool:
+    future = pool.submit(fn, item)
+    while True:
+        try:
+            return future.result(timeout=WATCH_SECONDS)
+        except FuturesTimeout:
+            if not pool.stalled():
+                continue
+        except BrokenProcessPool:
+            pass
         pool.restart()
         return crashed(item)

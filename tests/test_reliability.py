@@ -163,6 +163,46 @@ def test_a_worker_killed_by_an_item_is_noticed_and_only_that_item_fails(no_lefto
     assert pool.restarts == 2  # the batch crash, then the lone retry that pinned it on item 13
 
 
+def dies_mid_result(x: int) -> int:
+    """For 13: writes the start of a result message into the executor's result pipe, as a reader killed
+    while it sends a large decoded volume leaves it, and dies; other values come back doubled."""
+    if x == 13:
+        frame = sys._getframe()
+        while frame.f_code.co_name != "_process_worker":  # the executor's worker loop holds the result queue
+            frame = frame.f_back
+        fd = frame.f_locals["result_queue"]._writer.fileno()
+        os.write(fd, (1 << 20).to_bytes(4, "big", signed=True) + bytes(100))  # a 1 MiB message, 100 B of it
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.01)
+    return x * 2
+
+
+def test_a_reader_killed_in_the_middle_of_a_result_costs_only_its_item(no_leftover_process):
+    """The executor waits forever for the rest of that message and never breaks the pool; the consumer
+    notices the dead reader itself, starts afresh, and the stuck executor thread is ended (the interpreter
+    joins those threads at exit, so a stuck one would hang the job's exit)."""
+    import threading
+
+    pool = ReaderPool(2, stall_seconds=2.0)
+    done: dict[str, list] = {}
+
+    def consume() -> None:
+        done["got"] = list(ordered_map(pool, dies_mid_result, range(30), Window(6, 4), crashed=lambda x: -x))
+
+    consumer = threading.Thread(target=consume, daemon=True)  # a daemon, so that a hang fails the test
+    try:
+        consumer.start()
+        consumer.join(120)
+        assert not consumer.is_alive(), "the consumer still waits on the stuck pool"
+    finally:
+        pool.close()
+    got = done["got"]
+    assert got == [-13 if x == 13 else 2 * x for x in range(30)]  # every item once, in order
+    assert pool.restarts == 2  # the stuck pool, then the lone retry that pinned it on item 13
+    stuck = [t for t in threading.enumerate() if "ExecutorManagerThread" in type(t).__name__ and t.is_alive()]
+    assert stuck == []
+
+
 def _children(parent: int) -> list[int]:
     kids = []
     for task in Path(f"/proc/{parent}/task").iterdir():
