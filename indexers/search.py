@@ -32,7 +32,7 @@ from radretrieve.outdir.catalog import FETCH_CHUNK, Catalog
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.resident import ResidentCatalog
 from radretrieve.outdir.shards import iter_embeddings
-from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
+from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,11 @@ class Searcher:
         small_candidates: int = SMALL_CANDIDATES,
         where_timeout: float = DEFAULT_TIMEOUT_S,
         resident: bool = False,
+        where_memory_mb: int = DEFAULT_MEMORY_MB,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.where_timeout = where_timeout  # seconds a --where filter may run in the catalog
+        self.where_memory_mb = where_memory_mb  # the catalog's duckdb memory limit
         self.infos: dict[str, IndexInfo] = read_infos(self.out_dir, fingerprint)  # missing dir / fingerprint
         placement = place(device)
         self.device = placement.faiss  # "cpu" | "gpu" (faiss)
@@ -116,7 +118,7 @@ class Searcher:
         with self._open_lock:
             if self._catalog is None:
                 kind = ResidentCatalog if self.resident else Catalog
-                self._catalog = kind(self.out_dir, where_timeout=self.where_timeout)
+                self._catalog = kind(self.out_dir, where_timeout=self.where_timeout, memory_mb=self.where_memory_mb)
             return self._catalog
 
     def index(self, name: str) -> AnnIndex:

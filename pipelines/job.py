@@ -31,6 +31,7 @@ from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
 from radretrieve.foundation.lock import writer_lock
+from radretrieve.foundation.signals import sigterm_unwinds
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.archive_root import write_archive_root, write_remote_root
@@ -135,7 +136,9 @@ def index_archive(
     archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
     if isinstance(archive, RemoteArchive) and options.engine != "local":
         raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
-    with _sigterm_unwinds(), writer_lock(out_dir, "radretrieve index", wait=options.wait):
+    # SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
+    # on the way out (exit status 143)
+    with sigterm_unwinds(), writer_lock(out_dir, "radretrieve index", wait=options.wait):
         readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
         try:
             summary = _index(archive, out_dir, model, options, readers)
@@ -145,31 +148,6 @@ def index_archive(
         summary.seconds = time.perf_counter() - start
         atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
     return summary
-
-
-TERMINATED = 128 + 15  # exit status of a job stopped by SIGTERM (the shell's convention)
-
-
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
-    on the way out (Python's default would end the process at once, running no `finally`). Only where the
-    job runs on the main thread with the default SIGTERM action (a handler of the caller's stays)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(TERMINATED)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _start_readers(options: IndexOptions) -> Any:

@@ -24,6 +24,7 @@ from radretrieve.outdir.manifest import read_manifest
 from radretrieve.outdir.verify import DamagedFile
 from radretrieve.synth import synthesize
 from radretrieve.testing.dicom import write_ct_series
+from tests.locks import hold_lock
 
 # These tests compare shards with `scan()`'s path-derived item ids and sources, so they keep paths (--keep-paths);
 # the default, anonymised paths, is tested in test_phi_pipeline.py and test_archive_links.py.
@@ -72,24 +73,8 @@ def archives(tmp_path_factory) -> tuple[Path, Path]:
 
 
 # -- one writer per out dir ------------------------------------------------------------------------------
-HOLD = (
-    "import sys, time\n"
-    "from radretrieve.foundation.lock import writer_lock\n"
-    "with writer_lock(sys.argv[1], 'radretrieve index'):\n"
-    "    print('held', flush=True)\n"
-    "    time.sleep(60)\n"
-)
-
-
-def _hold_lock(folder: Path) -> subprocess.Popen:
-    """Another process that takes `folder`'s writer lock and keeps it for a minute."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_a_second_writer_stops_naming_the_holder(tmp_path):
-    holder = _hold_lock(tmp_path / "out")
+    holder = hold_lock(tmp_path / "out")
     try:
         with pytest.raises(Locked) as info:
             with writer_lock(tmp_path / "out", "radretrieve build-index"):
@@ -104,7 +89,7 @@ def test_a_second_writer_stops_naming_the_holder(tmp_path):
 
 
 def test_a_lock_left_by_a_killed_writer_is_taken_over(tmp_path, caplog):
-    proc = _hold_lock(tmp_path / "out")
+    proc = hold_lock(tmp_path / "out")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert current_holder(tmp_path / "out") is None  # the kernel dropped the dead process's lock

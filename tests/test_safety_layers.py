@@ -4,8 +4,6 @@ resume encoding only the tasks that are not finished (counted at the encoder, no
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,15 +22,9 @@ from radretrieve.outdir.catalog import BadWhere, Catalog
 from radretrieve.outdir.manifest import read_manifest, write_manifest
 from radretrieve.synth import synthesize
 from radretrieve.testing.shards import SyntheticItems, write_out_dir
+from tests.locks import hold_lock
 
 DIM = 8
-HOLD = (
-    "import sys, time\n"
-    "from radretrieve.foundation.lock import writer_lock\n"
-    "with writer_lock(sys.argv[1], 'radretrieve index'):\n"
-    "    print('held', flush=True)\n"
-    "    time.sleep(60)\n"
-)
 
 
 @pytest.fixture()
@@ -99,9 +91,8 @@ def test_two_threads_never_hold_the_lock_together(tmp_path):
 
 # -- build-index takes the writer lock -----------------------------------------------------------------------
 def test_build_index_refuses_or_waits_while_another_writer_holds_the_lock(out):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(out)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(Locked, match=f"pid {holder.pid} .*radretrieve index"):
             build_indexes(out)
         res = CliRunner().invoke(app, ["build-index", str(out)])

@@ -118,26 +118,55 @@ def test_a_missing_or_doubled_host_is_refused(server, request_bytes, statuses):
 def test_with_a_token_the_host_is_checked_first_and_allowed_host_adds_a_name(token_server):
     port = token_server.port
     with token_server.client(TOKEN) as client:
-        for host in (f"evil.example:{port}", f"{ALLOWED_HOST}:{port + 1}", f"{ALLOWED_HOST}.evil.example:{port}"):
+        for host in (
+            f"evil.example:{port}",
+            f"{ALLOWED_HOST}.evil.example:{port}",
+            "127.0.0.1",
+            f"localhost:{port + 1}",
+        ):
             refused = client.get("/api/search", params={"q": "chest"}, headers={"Host": host})
             assert refused.status_code == 421, host  # the right token does not help a rebound page
             _no_data(refused)
-        for host in (f"{ALLOWED_HOST}:{port}", f"{ALLOWED_HOST.upper()}:{port}", f"127.0.0.1:{port}"):
+        # --allowed-host NAME without a port: that name with any port or none (a TLS proxy on 443 sends it bare)
+        for host in (f"{ALLOWED_HOST}:{port}", f"{ALLOWED_HOST.upper()}:{port}", f"127.0.0.1:{port}", ALLOWED_HOST):
+            assert client.get("/api/search", params={"q": "chest"}, headers={"Host": host}).status_code == 200, host
+        for host in (f"{ALLOWED_HOST}:443", f"{ALLOWED_HOST}:{port + 1}"):
             assert client.get("/api/search", params={"q": "chest"}, headers={"Host": host}).status_code == 200, host
 
 
 def test_allowed_hosts_of_a_wildcard_and_a_lan_bind():
-    from radretrieve.application.web.hosts import allowed_hosts
+    from radretrieve.application.web.hosts import ANY_PORT, allowed_hosts
 
     loopback = {("127.0.0.1", 8000), ("localhost", 8000), ("[::1]", 8000)}
     assert allowed_hosts("0.0.0.0", 8000, ("10.1.2.3", "Search.Example:443")) == {
         ("0.0.0.0", 8000),
         *loopback,
-        ("10.1.2.3", 8000),
+        ("10.1.2.3", ANY_PORT),  # an --allowed-host without a port: any port
         ("search.example", 443),
     }
     assert allowed_hosts("10.1.2.3", 8000) == {("10.1.2.3", 8000)}  # not loopback: no localhost names
-    assert allowed_hosts("::1", 8000, ("fe80:0::1",)) == {*loopback, ("[fe80::1]", 8000)}
+    assert allowed_hosts("::1", 8000, ("fe80:0::1",)) == {*loopback, ("[fe80::1]", ANY_PORT)}
+
+
+@pytest.mark.parametrize(
+    "allowed,answered,refused",
+    [
+        # behind a TLS proxy on 443 that forwards `Host: NAME` as the browser sent it (no port)
+        ("search.hospital.org", ["search.hospital.org", "search.hospital.org:443", "SEARCH.hospital.org:8000"], []),
+        ("search.hospital.org:443", ["search.hospital.org", "search.hospital.org:443"], ["search.hospital.org:8000"]),
+        ("search.hospital.org:8443", ["search.hospital.org:8443"], ["search.hospital.org", "search.hospital.org:443"]),
+    ],
+)
+def test_an_allowed_host_behind_a_tls_proxy(allowed, answered, refused):
+    from radretrieve.application.web.hosts import HostCheck, allowed_hosts
+
+    check = HostCheck(None, allowed_hosts("127.0.0.1", 8000, (allowed,)))
+    scope = lambda host: {"type": "http", "headers": [(b"host", host.encode())]}  # noqa: E731
+    for host in answered:
+        assert check.host_allowed(scope(host)), (allowed, host)
+    for host in [*refused, "evil.example", "search.hospital.org.evil.example", "127.0.0.1", "localhost:8001"]:
+        assert not check.host_allowed(scope(host)), (allowed, host)
+    assert check.host_allowed(scope("127.0.0.1:8000")) and check.host_allowed(scope("localhost:8000"))
 
 
 @pytest.mark.parametrize(
@@ -175,6 +204,10 @@ def test_another_sites_page_cannot_embed_or_fetch_from_the_service(server, serve
                 (search, _fetch(site, "cors", "empty")),
                 (search, _fetch(site, "no-cors", "script")),
                 ("/", _fetch(site, "navigate", "iframe")),
+                # a link elsewhere may open the page, never run a search (a `where` with the user's session)
+                (search + "&where=true", _fetch(site, "navigate", "document")),
+                (thumb, _fetch(site, "navigate", "document")),
+                ("/openapi.json", _fetch(site, "navigate", "document")),
             ):
                 response = client.get(path, headers=headers)
                 assert response.status_code == 403, (path, headers)
@@ -186,10 +219,11 @@ def test_another_sites_page_cannot_embed_or_fetch_from_the_service(server, serve
             (search, _fetch("same-origin", "cors", "empty")),
             ("/", _fetch("none", "navigate", "document")),
             ("/?q=chest", _fetch("cross-site", "navigate", "document")),
+            ("/login", _fetch("cross-site", "navigate", "document")),  # no token here: 303 to the page
             (search, {}),
         ):
-            response = client.get(path, headers=headers)
-            assert response.status_code == 200, (path, headers)
+            response = client.get(path, headers=headers, follow_redirects=False)
+            assert response.status_code == (303 if path == "/login" else 200), (path, headers)
             assert response.headers["cross-origin-resource-policy"] == "same-origin"
 
 
@@ -389,14 +423,16 @@ def test_sessions_live_in_a_private_folder_that_is_gone_when_the_server_stops(se
 def test_sessions_expire_and_are_kept_as_hashes(tmp_path):
     from radretrieve.application.web.sessions import SessionStore
 
-    store = SessionStore(tmp_path, lifetime_s=1.0)
+    now = [1_000_000.0]  # a clock the test moves: however slow the machine, nothing expires before it says so
+    store = SessionStore(tmp_path, lifetime_s=60.0, clock=lambda: now[0])
     sid, other = store.create(), store.create()
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and sid not in files and all(sid not in p.read_text() for p in tmp_path.iterdir())
     assert store.valid(sid) and store.valid(other)
     store.revoke(other)
+    now[0] += 59.0
     assert not store.valid(other) and store.valid(sid)
-    time.sleep(1.2)
+    now[0] += 1.0
     assert not store.valid(sid)  # expired on the server, whatever the browser keeps
     assert list(tmp_path.iterdir()) == []  # and its file is gone
 
@@ -463,7 +499,8 @@ def test_throttle_buckets_group_ipv6_by_64_and_unmap_ipv4():
 
 # -- item ids: unknown is 404, not a number is 422, never 500 -------------------------------------------------
 UNKNOWN_IDS = ["0", "-1", "-9223372036854775808", str(2**63 - 1), str(2**63), "9" * 30, "-" + "9" * 30]
-MALFORMED_IDS = ["abc", "1.5", "1e3", "0x10", "%C2%B2", "%D9%A3", "12abc", "%20"]
+# int() or pydantic take these; parse_item_id (ASCII digits only) does not, on every route
+MALFORMED_IDS = ["abc", "1.5", "1e3", "0x10", "%C2%B2", "%D9%A3", "12abc", "%20", "1_000", "+5", "%2B5", "5.0"]
 
 
 @pytest.mark.parametrize("route", ["/api/item/{}", "/api/thumbnail/{}.png"])

@@ -24,7 +24,7 @@ from indexers.search import HIT_ROW_FIELDS, Hit, Searcher, StudyQuery
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import read_sources
-from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
+from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class SearchService:
         device: str = "auto",
         where_timeout: float = DEFAULT_TIMEOUT_S,
         resident: bool = False,
+        where_memory_mb: int = DEFAULT_MEMORY_MB,
     ) -> None:
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
@@ -96,7 +97,12 @@ class SearchService:
         fingerprint = self._model.fingerprint if self._model is not None else None
         # resident: a long-running service keeps look-ups in memory (indexers.search.Searcher)
         self.searcher = Searcher(
-            self.out_dir, fingerprint=fingerprint, device=device, where_timeout=where_timeout, resident=resident
+            self.out_dir,
+            fingerprint=fingerprint,
+            device=device,
+            where_timeout=where_timeout,
+            resident=resident,
+            where_memory_mb=where_memory_mb,
         )
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:

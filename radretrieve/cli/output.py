@@ -8,15 +8,13 @@ A test checks that no command module calls `typer.echo` or `print` itself.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TextIO
 
 import typer
 
-from radretrieve.foundation.terminal import PrintableFormatter, json_printable, printable
-
-LOG_FORMAT = "%(levelname)s %(message)s"
+from radretrieve.foundation import terminal
+from radretrieve.foundation.terminal import json_printable, printable
 
 
 def say(text: str, err: bool = False, nl: bool = True) -> None:
@@ -56,9 +54,5 @@ class PrintableWriter:
 
 
 def configure_logging(level: int) -> None:
-    """Log to stderr through `PrintableFormatter` (a no-op when the root logger already has a handler).
-    Python warnings go through it too: a decoder's warning can quote a header value or a file name."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler])
-    logging.captureWarnings(True)
+    """Log to stderr, every line escaped (`radretrieve.foundation.terminal.configure_logging`)."""
+    terminal.configure_logging(level)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import typer
 
+from radretrieve.application.web.limits import DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_CONNECTIONS
+from radretrieve.outdir.where import DEFAULT_MEMORY_MB
+
 TOKEN_HELP = (
     "File holding the access token (one word, 16+ characters). Required to bind anything but 127.0.0.1; "
     "with it every request needs the token (Authorization: Bearer, or the login form's cookie)."
@@ -38,6 +41,18 @@ def serve(
     show_burned_in: bool = typer.Option(
         False, "--show-burned-in", help="Also draw images flagged as possibly carrying burned-in text (patient data)."
     ),
+    secure_cookies: bool = typer.Option(
+        False, "--secure-cookies", help="Mark the login cookie Secure (behind a TLS proxy the server sees plain http)."
+    ),
+    where_memory_mb: int = typer.Option(
+        DEFAULT_MEMORY_MB, "--where-memory-mb", help="duckdb memory limit (MB) of the catalog that runs where filters."
+    ),
+    max_connections: int = typer.Option(
+        DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Open connections past which new requests get 503."
+    ),
+    keep_alive: int = typer.Option(
+        DEFAULT_KEEP_ALIVE_S, "--keep-alive", help="Seconds an idle keep-alive connection stays open."
+    ),
 ) -> None:
     """Serve the out dir: a JSON search API and a web page (http://HOST:PORT/), loaded once, many users."""
     from radretrieve.application.web.config import ServeConfig
@@ -53,6 +68,10 @@ def serve(
         allow_where=not no_where,
         threads=threads,
         show_burned_in=show_burned_in,
+        secure_cookies=secure_cookies,
+        where_memory_mb=where_memory_mb,
+        max_connections=max_connections,
+        keep_alive_s=keep_alive,
     ).check()
     from radretrieve.application.web.app import serve as run
 

@@ -7,17 +7,20 @@ character of Unicode categories Cc (controls, C1 included) and Cf (format: bidi 
 is shown as a Python-style escape instead ("\\x1b", "\\u202e"); everything else, accents included, stays.
 
 The CLI routes all it prints through here: its output helpers (`radretrieve.cli.output`), its error boundary,
-and the formatter of its logging handler (`PrintableFormatter`), so a message written anywhere in the library
-reaches the terminal escaped. JSON output keeps its data and stays valid JSON (`json_printable`).
+and the formatter of its logging handler (`PrintableFormatter`, installed by `configure_logging`, which the
+CLI and every `serve --workers` process call), so a message written anywhere in the library reaches the
+terminal escaped. JSON output keeps its data and stays valid JSON (`json_printable`).
 """
 
 from __future__ import annotations
 
 import logging
 import numbers
+import sys
 import unicodedata
 from typing import Any
 
+LOG_FORMAT = "%(levelname)s %(message)s"
 UNSAFE_CATEGORIES = ("Cc", "Cf")  # control and format characters: a terminal acts on some of each
 
 
@@ -96,3 +99,13 @@ class PrintableFormatter(logging.Formatter):
             else:
                 record.args = tuple(_escaped_arg(v) for v in record.args)  # type: ignore[union-attr]
         return printable(super().format(record))
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr through `PrintableFormatter` (a no-op when the root logger already has a handler).
+    Python warnings go through it too: a decoder's warning can quote a header value or a file name."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
+    logging.getLogger("faiss").setLevel(logging.WARNING)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,15 @@ from radretrieve.outdir.predictions import (
     predictions_problem,
 )
 from radretrieve.outdir.verify import check_shards
-from radretrieve.outdir.where import DEFAULT_TIMEOUT_S, BadWhere, filter_query, one_line
+from radretrieve.outdir.where import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    MAX_THREADS,
+    BadWhere,
+    error_kind,
+    filter_query,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,11 @@ class Catalog:
     """duckdb views over one out dir's finished shards."""
 
     def __init__(
-        self, out_dir: Path, manifest: Manifest | None = None, where_timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        out_dir: Path,
+        manifest: Manifest | None = None,
+        where_timeout: float = DEFAULT_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
     ) -> None:
         import duckdb
 
@@ -113,6 +126,7 @@ class Catalog:
         self._cursors: list = []  # every cursor made, closed with the catalog
         self._cursor_lock = threading.Lock()
         self.where_timeout = where_timeout  # seconds a --where filter may run
+        self.memory_mb = memory_mb  # duckdb's memory limit for this connection (--where-memory-mb)
         files = [str(self.out_dir / s.file) for s in self.manifest.shards]
         error_files = sorted(str(p) for p in (self.out_dir / ERROR_DIR).glob("*.jsonl"))
         self._create_views(files, error_files, {name for schema in schemas for name in schema.names})
@@ -179,6 +193,11 @@ class Catalog:
         # The views keep reading exactly these files; nothing else can be opened, not even other files of
         # the out dir (index.json, the manifest) or a temp folder, and the settings cannot be turned back.
         # Filters are checked on their parse tree too (radretrieve.outdir.where).
+        # Memory: what duckdb allocates through its buffer manager (joins, sorts, aggregates) stays under the
+        # limit, and a query past it fails (OutOfMemoryException: a one-line 400). Values a function builds are
+        # not counted, so the filter check refuses the functions that build large ones (radretrieve.outdir.where).
+        self.con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
+        self.con.execute(f"SET threads = {min(MAX_THREADS, os.cpu_count() or 1)}")
         self.con.execute("SET allowed_paths = ?", [files])
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
@@ -244,8 +263,10 @@ class Catalog:
             raise BadWhere(
                 f"bad --where: the filter ran longer than {self.where_timeout:g} s (--where-timeout)"
             ) from exc
+        except (self._duckdb.BinderException, self._duckdb.ParserException, self._duckdb.CatalogException) as exc:
+            raise BadWhere(f"bad --where: {one_line(str(exc))}") from exc  # about the filter's text (a column name)
         except self._duckdb.Error as exc:
-            raise BadWhere(f"bad --where: {one_line(str(exc))}") from exc
+            raise BadWhere(f"bad --where: {error_kind(exc)}") from exc  # its message may quote a row's value
         finally:
             timer.cancel()
 

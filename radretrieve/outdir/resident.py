@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from radretrieve.outdir.catalog import ROW_FIELDS, VIEW_KINDS, Catalog, ItemRow, parse_labels
 from radretrieve.outdir.manifest import Manifest
-from radretrieve.outdir.where import DEFAULT_TIMEOUT_S
+from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,13 @@ class ResidentCatalog(Catalog):
     """`Catalog` with the id -> row and study -> ids look-ups served from memory (loaded at construction)."""
 
     def __init__(
-        self, out_dir: Path, manifest: Manifest | None = None, where_timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        out_dir: Path,
+        manifest: Manifest | None = None,
+        where_timeout: float = DEFAULT_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
     ) -> None:
-        super().__init__(out_dir, manifest, where_timeout)
+        super().__init__(out_dir, manifest, where_timeout, memory_mb)
         cols = ", ".join(c if c == "item_id" else f"coalesce({c}, '') AS {c}" for c in ROW_FIELDS)
         self.resident = {
             view: ResidentView.from_table(self._arrow(f"SELECT {cols} FROM {view} ORDER BY item_id", []))

@@ -6,10 +6,17 @@ A filter is checked on duckdb's own parse tree (`json_serialize_sql`) before it 
   shape equals that of `... WHERE (true)`: a filter that closes the parenthesis to add a UNION, a GROUP BY,
   an ORDER BY or a second statement is refused (a `;` inside a string literal is fine);
 - inside the filter every table is one of the catalog's views (subqueries over them are allowed), no table
-  function (`read_csv`, `glob`, `query`, ...) and no function that reads settings or the environment.
+  function (`read_csv`, `glob`, `query`, ...), no function that reads settings or the environment, no
+  function that turns data into an error or log message (`error`, `write_log`: its message would carry row
+  text to the client), and no function that builds a value whose size the filter chooses (`repeat('x', 1e9)`,
+  `range(6e7)`, `lpad`, nested `replace`, `list` / `string_agg` over a join): those allocate outside
+  duckdb's memory limit (measured: `length(repeat('x', 500000000)) > 0` took a process to 1 GB with a 256 MB
+  limit set), so they are refused before anything runs.
 
-The connection is also locked to the shard and error files (radretrieve.outdir.catalog), queries run
-under a time limit, and error messages never echo data: quoted text in duckdb's messages is blanked.
+The connection is also locked to the shard and error files and runs under a memory limit
+(radretrieve.outdir.catalog), queries run under a time limit, and error messages never echo data: a parse or
+binder error (about the filter's own text) keeps duckdb's line with quoted text blanked; an error raised
+while rows are read says only its kind (`error_kind`), since its message may quote a value of a row.
 """
 
 from __future__ import annotations
@@ -22,9 +29,22 @@ from typing import Any
 from radretrieve.foundation.errors import RadRetrieveError
 
 VIEWS = frozenset({"items", "reports", "errors", "predictions"})  # what a filter may read
-DENIED_FUNCTIONS = frozenset({"current_setting", "getenv", "current_schemas", "current_database", "pragma"})
+# settings and the environment: what the filter may not read
+READS_SETTINGS = frozenset({"current_setting", "getenv", "current_schemas", "current_database", "pragma"})
+# turn their argument (row data) into an error or log message
+TO_MESSAGE = frozenset({"error", "write_log"})
+# build a value whose size an argument chooses, or gather many rows' values into one: allocated outside the
+# memory limit, so one call can take the process's memory
+AMPLIFIERS = frozenset(
+    {"repeat", "range", "generate_series", "lpad", "rpad", "list_resize", "array_resize", "printf", "format",
+     "bar", "bitstring", "replace", "regexp_replace", "list", "array_agg", "string_agg", "group_concat",
+     "listagg", "histogram", "bitstring_agg", "unnest", "enum_range"}
+)  # fmt: skip
+DENIED_FUNCTIONS = READS_SETTINGS | TO_MESSAGE | AMPLIFIERS
 LOCATION_KEYS = frozenset({"query_location", "query_location_length"})
 DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MEMORY_MB = 1024  # duckdb memory limit of a catalog connection (joins, sorts, aggregates of a filter)
+MAX_THREADS = 4  # duckdb threads of a catalog connection (its default is every core, per query)
 
 
 class BadWhere(RadRetrieveError):
@@ -36,6 +56,14 @@ def one_line(message: str) -> str:
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     first = lines[0] if lines else "error"
     return re.sub(r"'[^']*'", "'…'", first)
+
+
+def error_kind(exc: Exception) -> str:
+    """What a duckdb error raised while rows are read may say: its kind only ("Conversion Error"), never its
+    message, which can quote a row's value (`error(text)`, a failed cast, malformed JSON)."""
+    name = type(exc).__name__.removesuffix("Exception")
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name) or "Query"
+    return f"the filter failed while reading the rows ({words} Error)"
 
 
 def _tree(con: Any, sql: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from radretrieve.application.web.service import WebService
+from radretrieve.application.web.service import WebService, route_item_id
 
 K_HELP = "Hits to return (1 to 10000)."
 WHERE_HELP = "SQL boolean expression over the catalog view, as the CLI's --where (off with --no-where)."
@@ -105,8 +105,8 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         return JSONResponse(service.reports(study, k, where))
 
     @router.get("/item/{item_id}", summary="the catalog row of an item or report (no embedding)")
-    def item(item_id: int) -> JSONResponse:
-        return JSONResponse(service.item(item_id))
+    def item(item_id: str) -> JSONResponse:
+        return JSONResponse(service.item(route_item_id(item_id)))
 
     @router.get(
         "/thumbnail/{item_id}.png",
@@ -114,8 +114,8 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
     )
-    def thumbnail(item_id: int) -> Response:
-        png = service.thumbnail_png(item_id)
+    def thumbnail(item_id: str) -> Response:
+        png = service.thumbnail_png(route_item_id(item_id))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     return router

@@ -14,10 +14,7 @@ import dataclasses
 import logging
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,10 +30,12 @@ from radretrieve.application.web.config import ENV_CONFIG, ServeConfig, read_tok
 from radretrieve.application.web.hosts import HostCheck, allowed_hosts
 from radretrieve.application.web.middleware import ErrorGuard, RequestLog, SecurityHeaders
 from radretrieve.application.web.page import StaticPage
-from radretrieve.application.web.service import ItemNotFound, PreviewWithheld, WebService, WhereDisabled
+from radretrieve.application.web.service import BadItemId, ItemNotFound, PreviewWithheld, WebService, WhereDisabled
 from radretrieve.application.web.sessions import SessionStore
 from radretrieve.application.web.throttle import FailureThrottle
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.signals import exit_through_python_on_sigterm
+from radretrieve.foundation.terminal import configure_logging
 from radretrieve.foundation.version import __version__
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ log = logging.getLogger(__name__)
 # Known errors -> HTTP status; every other RadRetrieveError is the client's bad input (400).
 STATUS: tuple[tuple[type[RadRetrieveError], int], ...] = (
     (ItemNotFound, 404),
+    (BadItemId, 422),
     (StudyNotFound, 404),
     (WhereDisabled, 403),
     (PreviewWithheld, 403),
@@ -59,7 +59,10 @@ def create_app(config: ServeConfig, service: WebService | None = None) -> FastAP
     hosts = allowed_hosts(config.host, config.port, config.allowed_hosts)
     own_sessions = config.token_file is not None and config.sessions_dir is None  # not started by `serve`
     if own_sessions:
-        config = dataclasses.replace(config, sessions_dir=Path(tempfile.mkdtemp(prefix="radretrieve-sessions-")))
+        # a private folder of its own, removed when the app is collected or the process exits, whether or not
+        # the app ever ran its lifespan (an app used without one, e.g. by a test client, leaves nothing)
+        folder = tempfile.TemporaryDirectory(prefix="radretrieve-sessions-", ignore_cleanup_errors=True)
+        config = dataclasses.replace(config, sessions_dir=Path(folder.name))
     access = _access(config)
     service = service or WebService(config)
     page, login_page = StaticPage.load("index.html"), StaticPage.load("login.html")
@@ -68,8 +71,8 @@ def create_app(config: ServeConfig, service: WebService | None = None) -> FastAP
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
-        if own_sessions and config.sessions_dir is not None:
-            shutil.rmtree(config.sessions_dir, ignore_errors=True)
+        if own_sessions:
+            folder.cleanup()
 
     # docs_url/redoc_url: their pages load scripts from a CDN; the OpenAPI document itself is /openapi.json
     app = FastAPI(title="radretrieve", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -88,6 +91,8 @@ def create_app(config: ServeConfig, service: WebService | None = None) -> FastAP
     app.add_middleware(ErrorGuard)
     app.add_middleware(RequestLog)
     app.state.service = service
+    if own_sessions:
+        app.state.sessions_folder = folder  # lives (and is removed) with the app
     return app
 
 
@@ -96,7 +101,7 @@ def _access(config: ServeConfig) -> Access | None:
     if config.token_file is None or config.sessions_dir is None:
         return None
     sessions = SessionStore(config.sessions_dir, config.session_hours * 3600)
-    return Access(read_token(config.token_file), sessions, FailureThrottle())
+    return Access(read_token(config.token_file), sessions, FailureThrottle(), config.secure_cookies)
 
 
 def _install_error_handlers(app: FastAPI, service: WebService) -> None:
@@ -112,16 +117,10 @@ def _install_error_handlers(app: FastAPI, service: WebService) -> None:
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
 
 
-def configure_logging() -> None:
-    """Log to stderr when nothing else set logging up (a `--workers` child process)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-        logging.getLogger("faiss").setLevel(logging.WARNING)
-
-
 def app_from_env() -> FastAPI:
-    """uvicorn's app factory (each worker process): the config from the environment."""
-    configure_logging()
+    """uvicorn's app factory (each worker process): the config from the environment. A `--workers` child
+    process has no logging set up: it gets the CLI's, every line escaped (names come from the archive)."""
+    configure_logging(logging.INFO)
     return create_app(ServeConfig.from_env(os.environ[ENV_CONFIG]))
 
 
@@ -130,7 +129,10 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     config.check()
-    _exit_through_python_on_sigterm()
+    # After its graceful shutdown uvicorn raises the SIGTERM it caught again, under the handler that was there
+    # before it; with the default one the process dies by the signal and no `finally` runs (the sessions
+    # folder would stay).
+    exit_through_python_on_sigterm()
     # the live login sessions of this run, shared by the worker processes; private (mode 700), gone at exit
     sessions = Path(tempfile.mkdtemp(prefix="radretrieve-sessions-")) if config.token_file is not None else None
     os.environ[ENV_CONFIG] = dataclasses.replace(config, sessions_dir=sessions).to_env()
@@ -146,19 +148,10 @@ def serve(config: ServeConfig) -> None:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=5,
+            # a flood of connections gets 503s, not work; idle keep-alive connections close (README: Security)
+            limit_concurrency=config.max_connections,
+            timeout_keep_alive=config.keep_alive_s,
         )
     finally:
         if sessions is not None:
             shutil.rmtree(sessions, ignore_errors=True)
-
-
-def _exit_through_python_on_sigterm() -> None:
-    """After its graceful shutdown uvicorn raises the SIGTERM it caught again, under the handler that was there
-    before it; with the default one the process dies by the signal and no `finally` runs (the sessions folder
-    would stay). This handler exits through Python instead, with the shell's code for SIGTERM (143)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_exit)
-
-
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)

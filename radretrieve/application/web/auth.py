@@ -3,14 +3,17 @@
 A refused request gets 401 and nothing else: no hint whether the token was missing or wrong, no data. A person
 with a browser gets the login form with that 401; posting the right token starts a session
 (`radretrieve.application.web.sessions`: a fresh random id per login, kept on the server, with an expiry) and
-sets it as an HttpOnly, SameSite=Strict cookie (Secure over https); `POST /logout` ends it. The token is
+sets it as an HttpOnly, SameSite=Strict cookie (Secure over https, and always with `--secure-cookies`: behind
+a TLS proxy the server itself sees plain http); `POST /logout` ends it. The token is
 never stored in the browser.
 
 The credential forms accepted, exactly: `Authorization: Bearer TOKEN` (the scheme in any case, one or more
 spaces, then the whole token, nothing after it); the login form's `token` field (surrounding ASCII whitespace
 of a pasted token ignored); the cookie holding a live session id. Comparisons are constant-time (SHA-256 of
 both sides, then `hmac.compare_digest`), and failed bearer tokens and logins are throttled per client address
-(`throttle`): 429 with Retry-After once an address has used its tries.
+(`throttle`): 429 with Retry-After once an address has used its tries. A login spends its try before its
+body is read (`FailureThrottle.take`, given back when the token was right), so concurrent logins from one
+address are throttled like consecutive ones.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Access:
     token: str
     sessions: SessionStore
     throttle: FailureThrottle
+    secure_cookies: bool = False  # the cookie is Secure whatever the scheme (behind a TLS proxy: --secure-cookies)
 
     def bearer_ok(self, value: str) -> bool:
         match = _BEARER.fullmatch(value.strip(" \t"))  # HTTP's optional whitespace around a header value
@@ -134,21 +138,22 @@ def login_router(access: Access | None, login_page: StaticPage) -> APIRouter:
         if access is None:
             return RedirectResponse("/", 303)
         address = client_address(request.scope)
-        wait = access.throttle.retry_after(address)
+        # the try is spent before the body is awaited: concurrent logins cannot all pass the check at once
+        wait = access.throttle.take(address)
         if wait:
             return too_many(wait)
         given = await _form_token(request)
         if given is None or not same_secret(given, access.token):
-            access.throttle.failed(address)
             log.info("login refused")
             return login_page.response(status_code=401, headers={"Cache-Control": "no-store"})
+        access.throttle.refund(address)
         response = RedirectResponse("/", 303)
         response.set_cookie(
             COOKIE,
             access.sessions.create(),
             max_age=int(access.sessions.lifetime_s),
             path="/",
-            secure=request.url.scheme == "https",
+            secure=access.secure_cookies or request.url.scheme == "https",
             httponly=True,
             samesite="strict",
         )

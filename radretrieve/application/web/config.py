@@ -17,13 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from radretrieve.application.web.hosts import allowed_hosts
+from radretrieve.application.web.limits import DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_CONNECTIONS
 from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.outdir.where import DEFAULT_MEMORY_MB
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_HOURS = 12.0  # a working day: a browser left signed in overnight is signed out
 MAX_SESSION_HOURS = 24.0 * 30
 MIN_TOKEN_CHARS = 16  # shorter tokens are guessable; `python -c "import secrets; print(secrets.token_urlsafe(32))"`
+MIN_WHERE_MEMORY_MB = 64
 ENV_CONFIG = "RADRETRIEVE_SERVE_CONFIG"  # how `--workers N` hands the config to each worker process
 
 
@@ -45,6 +48,10 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] = ()  # more `Host` names to answer to (--allowed-host); see `hosts`
     session_hours: float = DEFAULT_SESSION_HOURS  # a login session lasts this long (--session-hours)
     sessions_dir: Path | None = None  # where the live sessions are kept; `serve` makes a private one per run
+    secure_cookies: bool = False  # mark the session cookie Secure (--secure-cookies: behind a TLS proxy)
+    where_memory_mb: int = DEFAULT_MEMORY_MB  # duckdb memory limit of the catalog (--where-memory-mb)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # past this, new requests get 503 (--max-connections; `limits`)
+    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S  # an idle keep-alive connection is closed after this (--keep-alive)
 
     def check(self) -> ServeConfig:
         """Refuse settings that cannot work or are unsafe, before anything is loaded; returns self."""
@@ -58,6 +65,10 @@ class ServeConfig:
             raise RadRetrieveError(
                 f"--session-hours {self.session_hours:g}: give more than 0, at most {MAX_SESSION_HOURS:g}"
             )
+        if self.where_memory_mb < MIN_WHERE_MEMORY_MB:
+            raise RadRetrieveError(f"--where-memory-mb {self.where_memory_mb}: give at least {MIN_WHERE_MEMORY_MB}")
+        if self.max_connections < 1 or self.keep_alive_s < 1:
+            raise RadRetrieveError("--max-connections and --keep-alive: give at least 1")
         allowed_hosts(self.host, self.port, self.allowed_hosts)  # a bad --allowed-host is one line
         if not Path(self.out_dir).is_dir():
             raise RadRetrieveError(f"--index {self.out_dir}: no such directory")

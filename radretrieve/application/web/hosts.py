@@ -3,12 +3,15 @@
 A web page on `evil.example` can re-point its own name at 127.0.0.1; the user's browser then sends the page's
 requests to the local service as same-origin requests, with `Host: evil.example:PORT`. Such a page never
 holds the token, but a loopback server without one would answer it. So every request's `Host` header must be
-one of the allowed names, with the bound port:
+one of the allowed names:
 
-* the bound address itself (`127.0.0.1:8000`);
+* the bound address itself, with the bound port (`127.0.0.1:8000`);
 * for loopback and wildcard binds (`127.0.0.1`, `::1`, `localhost`, `0.0.0.0`, `::`): `127.0.0.1`, `localhost`
-  and `[::1]`, the names a browser on this machine uses;
-* each `--allowed-host NAME` (a host name or address, optionally `NAME:PORT`; without a port, the bound one).
+  and `[::1]`, the names a browser on this machine uses, with the bound port;
+* each `--allowed-host NAME:PORT`, with exactly that port (a `Host` without a port is port 80 or 443: behind a
+  proxy the server cannot tell which scheme the browser used);
+* each `--allowed-host NAME` without a port, with any port or none: the name is the operator's (a rebinding
+  page can only use a name its attacker controls), and a TLS proxy on 443 forwards `Host: NAME` bare.
 
 Anything else, a missing `Host` or several, answers 421 with one line, before the token check and whatever the
 credentials. Names compare case-insensitively; IP literals compare by value (`[0::1]` is `[::1]`).
@@ -17,7 +20,9 @@ A hostile page can also make the browser request the service under its real name
 (CORS stops that): an `<img>` of a thumbnail, a form posted to /logout. Such a page learns from `onload` /
 `onerror` whether an item id exists, or signs the user out. Browsers say where a request comes from in
 `Sec-Fetch-Site`: anything but `same-origin` or `none` (typed or bookmarked) answers 403, except a top-level
-GET navigation (a link to the page from elsewhere, which shows the user the answer, not the linking page).
+GET navigation to the page itself (`PAGE_ROUTES`: a shared link to `/` or `/login`, which shows the user the
+answer, not the linking page). `/api/*` is never exempt: a link elsewhere would otherwise make the user's
+browser run a search, a `where` filter included, with the user's session.
 Clients that send no such header (curl, scripts, older browsers) are not affected; for older browsers every
 response also says `Cross-Origin-Resource-Policy: same-origin` (`middleware.SECURITY_HEADERS`).
 """
@@ -38,6 +43,9 @@ WILDCARDS = ("0.0.0.0", "::")
 REFUSED = "this server does not answer to that Host name (start it with --allowed-host NAME to add one)"
 CROSS_SITE = "requests made by another site's page are refused: open this server's page itself"
 SAME_SITE_FETCH = ("same-origin", "none")
+PAGE_ROUTES = ("/", "/login")  # the only routes another site may link to (a top-level GET navigation)
+ANY_PORT = 0  # the port of an `--allowed-host NAME` given without one
+DEFAULT_PORTS = (80, 443)  # what a `Host` header without a port may mean
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]{1,5}))?")
 
@@ -63,12 +71,14 @@ def parse_host(value: str, default_port: int) -> tuple[str, int] | None:
     if match is None or not match.group(1):
         return None
     name = _name(match.group(1))
-    port = int(match.group(2)) if match.group(2) else default_port
+    if match.group(2) is None:  # no port: the default (ANY_PORT for an --allowed-host, "not said" for a Host)
+        return (name, default_port) if name is not None else None
+    port = int(match.group(2))
     return (name, port) if name is not None and 0 < port < 65536 else None
 
 
 def allowed_hosts(bind: str, port: int, extra: tuple[str, ...] = ()) -> frozenset[tuple[str, int]]:
-    """Every (name, port) the service answers to; a bad `--allowed-host` value is one line."""
+    """Every (name, port) the service answers to (port ANY_PORT: any); a bad `--allowed-host` is one line."""
     allowed = set()
     names = [bind]
     if bind.strip().lower() == "localhost" or bind.strip("[]") in WILDCARDS or _is_loopback_ip(bind):
@@ -78,7 +88,7 @@ def allowed_hosts(bind: str, port: int, extra: tuple[str, ...] = ()) -> frozense
         if parsed is not None:
             allowed.add((parsed[0], port))
     for name in extra:
-        parsed = parse_host(name, port)
+        parsed = parse_host(name, ANY_PORT)
         if parsed is None:
             raise RadRetrieveError(
                 f"--allowed-host {name!r}: give a host name or an IP address, optionally with :PORT (no wildcards)"
@@ -116,7 +126,14 @@ class HostCheck:
         values = Headers(scope=scope).getlist("host")
         if len(values) != 1:  # none (an HTTP/1.0 request) or several: no name to check
             return False
-        return parse_host(values[0], 80) in self.allowed  # no port in Host: the scheme's default (plain HTTP)
+        parsed = parse_host(values[0], ANY_PORT)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if (name, ANY_PORT) in self.allowed:  # an --allowed-host NAME without a port
+            return True
+        ports = DEFAULT_PORTS if port == ANY_PORT else (port,)  # no port in Host: the scheme's default
+        return any((name, p) in self.allowed for p in ports)
 
 
 def cross_site(scope: Scope) -> bool:
@@ -128,4 +145,5 @@ def cross_site(scope: Scope) -> bool:
         return False
     navigation = headers.get("sec-fetch-mode", "").lower() == "navigate"
     top_level = headers.get("sec-fetch-dest", "document").lower() == "document"
-    return not (scope["method"] in ("GET", "HEAD") and navigation and top_level)
+    page = scope["path"] in PAGE_ROUTES
+    return not (scope["method"] in ("GET", "HEAD") and navigation and top_level and page)

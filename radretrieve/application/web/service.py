@@ -14,6 +14,7 @@ order and scores). What differs from the CLI, on purpose:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -26,7 +27,7 @@ from radretrieve.application.search_service import MAX_K, QueryResult, SearchSer
 from radretrieve.application.web.batching import TextBatcher
 from radretrieve.application.web.config import ServeConfig
 from radretrieve.foundation.errors import RadRetrieveError
-from radretrieve.foundation.ids import is_item_id
+from radretrieve.foundation.ids import is_item_id, parse_item_id
 from radretrieve.outdir.anonymise import read_sources
 from radretrieve.outdir.archive_root import archive_root
 from radretrieve.outdir.catalog import VIEW_KINDS, parse_labels
@@ -39,6 +40,24 @@ BURNED_IN = "burned_in"  # the flag column (radretrieve.outdir.catalog.OPTIONAL_
 
 class ItemNotFound(RadRetrieveError):
     """An item id that is not in the index."""
+
+
+class BadItemId(RadRetrieveError):
+    """A route's item id that is not one spelled in ASCII digits (`1_000`, `+5`, `5.0`, `abc`): 422."""
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def route_item_id(text: str) -> int:
+    """The item id of a route's path segment, read by `parse_item_id` as everywhere else. An integer out of the
+    id range (`-1`, 30 digits) is an unknown item (404); anything else that is no id is `BadItemId` (422)."""
+    value = parse_item_id(text)
+    if value is not None:
+        return value
+    if _INTEGER.fullmatch(text):
+        raise ItemNotFound(f"item {int(text)} is not in the index")
+    raise BadItemId("item_id: not an item id (ASCII digits only)")
 
 
 class PreviewWithheld(RadRetrieveError):
@@ -96,7 +115,7 @@ class WebService:
         self.config = config
         self.out_dir = Path(config.out_dir)
         limit_threads(config.threads)
-        self.search = SearchService(self.out_dir, resident=True)
+        self.search = SearchService(self.out_dir, resident=True, where_memory_mb=config.where_memory_mb)
         self.searcher = self.search.searcher
         self.catalog = self.searcher.catalog
         for name in self.searcher.infos:  # open every index now, not on the first request

@@ -18,6 +18,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from radretrieve.foundation.fileio import atomic_write_text
@@ -29,9 +30,10 @@ _SID = re.compile(r"[A-Za-z0-9_-]{43}")  # what secrets.token_urlsafe(32) gives;
 class SessionStore:
     """The live sessions of one server run (shared by its worker processes through `folder`)."""
 
-    def __init__(self, folder: Path, lifetime_s: float) -> None:
+    def __init__(self, folder: Path, lifetime_s: float, clock: Callable[[], float] = time.time) -> None:
         self.folder = Path(folder)
         self.lifetime_s = float(lifetime_s)
+        self.clock = clock  # wall-clock seconds (shared by the workers through the files); a test sets its own
 
     def _file(self, sid: str) -> Path:
         return self.folder / hashlib.sha256(sid.encode("ascii")).hexdigest()
@@ -40,7 +42,7 @@ class SessionStore:
         """A new session id, valid for `lifetime_s` from now."""
         self.prune()
         sid = secrets.token_urlsafe(SESSION_BYTES)
-        atomic_write_text(self._file(sid), repr(time.time() + self.lifetime_s))
+        atomic_write_text(self._file(sid), repr(self.clock() + self.lifetime_s))
         return sid
 
     def valid(self, sid: str) -> bool:
@@ -51,7 +53,7 @@ class SessionStore:
         expiry = _expiry(path)
         if expiry is None:
             return False
-        if expiry <= time.time():
+        if expiry <= self.clock():
             path.unlink(missing_ok=True)
             return False
         return True
@@ -62,7 +64,7 @@ class SessionStore:
 
     def prune(self) -> None:
         """Drop the files of expired sessions."""
-        now = time.time()
+        now = self.clock()
         for path in self.folder.glob("[0-9a-f]" * 64):
             expiry = _expiry(path)
             if expiry is not None and expiry <= now:

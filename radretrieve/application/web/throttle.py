@@ -57,13 +57,35 @@ class FailureThrottle:
             tokens = self._tokens(client_key(address), time.monotonic())
         return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.per_second))
 
+    def take(self, address: str | None) -> int:
+        """Spend a try before checking a credential whose check waits (a login reads its body first): 0 when the
+        address had one, else the seconds to wait (nothing spent). Checking `retry_after`, awaiting the body
+        and only then calling `failed` would let any number of concurrent attempts pass the check at once."""
+        key, now = client_key(address), time.monotonic()
+        with self._lock:
+            tokens = self._tokens(key, now)
+            if tokens < 1:
+                return max(1, math.ceil((1 - tokens) / self.per_second))
+            self._put(key, tokens - 1, now)
+        return 0
+
+    def refund(self, address: str | None) -> None:
+        """Give back the try `take` spent (the credential was right)."""
+        key, now = client_key(address), time.monotonic()
+        with self._lock:
+            self._put(key, min(float(self.burst), self._tokens(key, now) + 1), now)
+
     def failed(self, address: str | None) -> None:
         key, now = client_key(address), time.monotonic()
         with self._lock:
-            self._buckets[key] = (max(0.0, self._tokens(key, now) - 1), now)
-            self._buckets.move_to_end(key)
-            if len(self._buckets) > self.max_clients:
-                self._evict(now)
+            self._put(key, max(0.0, self._tokens(key, now) - 1), now)
+
+    def _put(self, key: str, tokens: float, now: float) -> None:
+        """Store a bucket (the lock held)."""
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self.max_clients:
+            self._evict(now)
 
     def _evict(self, now: float) -> None:
         for key in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
