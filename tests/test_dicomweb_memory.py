@@ -22,7 +22,8 @@ import pytest
 from radretrieve.testing.dicomweb_server import BOUNDARY, DicomWebServer, Reply
 
 MiB = 1 << 20
-LIMIT = 8 * MiB  # --max-response-mb of the memory test
+ANSWER = 8 * MiB  # each answer of the memory test
+LIMIT = 64 * MiB  # its --max-response-mb: the item's 16 answers fit its disk budget (2 x 64 MiB)
 STUDY, SERIES = "1.2.826.0.7.1", "1.2.826.0.7.2"
 
 # The reader: fetches the instances of one series (each answer up to LIMIT) as `read_remote_item` does, and
@@ -82,10 +83,10 @@ MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
 def test_large_answers_cost_the_reader_a_bounded_amount_of_memory(tmp_path):
-    """16 instances of 8 MiB each (just under --max-response-mb 8), fetched 4 at a time: the reader's peak
-    memory grows by less than one answer (each is written to disk as it arrives, never held whole, copied
-    or parsed in memory). Holding 4 answers with their copies would take 4 x 8 MiB x 2 or more."""
-    body = _multipart(LIMIT - 1024)
+    """16 instances of 8 MiB each, fetched 4 at a time: the reader's peak memory grows by less than one answer
+    (each is written to disk as it arrives, never held whole, copied or parsed in memory). Holding 4 answers
+    with their copies would take 4 x 8 MiB x 2 or more."""
+    body = _multipart(ANSWER - 1024)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     with DicomWebServer((), lambda path, query: Reply(body=body, content_type=MULTIPART)) as server:
@@ -97,7 +98,7 @@ def test_large_answers_cost_the_reader_a_bounded_amount_of_memory(tmp_path):
     growth = int(out.split()[-1])
     assert fetched == 17  # the warm-up and 16 answers: all of them were read
     print(f"peak RSS growth fetching 16 answers of 8 MiB, 4 at a time: {growth / MiB:.1f} MiB")
-    assert growth < LIMIT, f"peak RSS grew by {growth / MiB:.1f} MiB fetching 16 answers of 8 MiB"
+    assert growth < ANSWER, f"peak RSS grew by {growth / MiB:.1f} MiB fetching 16 answers of 8 MiB"
     assert list(scratch.iterdir()) == []
 
 
@@ -243,7 +244,7 @@ def test_answers_held_in_memory_have_their_own_bound_and_error_answers_of_instan
             return Reply(status=500, content_type="text/plain", stream_bytes=64 * MiB)
         return None
 
-    limits = Limits(max_response_bytes=LIMIT, max_held_bytes=MiB)
+    limits = Limits(max_response_bytes=ANSWER, max_held_bytes=MiB)
     with DicomWebServer((), override) as server:
         source = parse_source(server.dicomweb_url, retry=Retry(tries=1), limits=limits)
         scanned = scan_series(source, SeriesRef(STUDY, SERIES, "CT"))
@@ -281,3 +282,23 @@ def test_an_instance_file_is_never_opened_through_a_planted_link(tmp_path):
             fh.write(b"retry")
         assert (folder / "000002.dcm").read_bytes() == b"retry"
     assert not (tmp_path / "target").exists()
+
+
+def test_the_instances_of_one_item_share_a_disk_budget(tmp_path):
+    """Six slices of 2 MiB under --max-response-mb 3: each answer is within the bound, but the item's
+    instances stop at 2 x 3 MiB on disk, with one `ResponseTooLarge` line."""
+    from radretrieve.archive.dicomweb import Limits, Retry, fetch, parse_source
+    from radretrieve.archive.dicomweb.scratch import private_folder
+    from radretrieve.archive.records import ArchiveError, Item
+    from radretrieve.testing.dicom import write_ct_series
+
+    study, series = write_ct_series(tmp_path / "pacs", 6, size=1024)
+    with DicomWebServer(sorted((tmp_path / "pacs").glob("*.dcm"))) as server:
+        rels = [f"{study}/{series}/{key[2]}.dcm" for key in sorted(server.instances)]
+        item = Item(1, "k", "volume", study, series, f"{study}/{series}", tuple(rels), "dicom")
+        names = {f"{k:06d}.dcm": rel for k, rel in enumerate(rels)}
+        source = parse_source(server.dicomweb_url, retry=Retry(tries=1), limits=Limits(max_response_bytes=3 * MiB))
+        with private_folder() as root, pytest.raises(ArchiveError) as caught:
+            fetch._fetch(source, item, names, list(names), root)
+    assert caught.value.error_type == "ResponseTooLarge" and caught.value.stage == "fetch"
+    assert "the item's instances are larger than 6 MiB (2 x --max-response-mb)" in caught.value.reason
