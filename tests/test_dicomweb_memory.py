@@ -68,6 +68,16 @@ def _reader(url: str, rels: list[str], env: dict[str, str], limit: int = LIMIT) 
     )
 
 
+def _finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """The reader's output once it has ended; killed if it runs past two minutes (never left running)."""
+    try:
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _env(tmpdir: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmpdir)}
 
@@ -92,7 +102,7 @@ def test_large_answers_cost_the_reader_a_bounded_amount_of_memory(tmp_path):
     with DicomWebServer((), lambda path, query: Reply(body=body, content_type=MULTIPART)) as server:
         rels = [f"{STUDY}/{SERIES}/{STUDY}.{k + 1}.dcm" for k in range(16)]
         proc = _reader(server.dicomweb_url, rels, _env(scratch))
-        out, err = proc.communicate(timeout=120)
+        out, err = _finish(proc)
         fetched = len(server.paths("/instances/"))
     assert proc.returncode == 0, err[-2000:]
     growth = int(out.split()[-1])
@@ -249,7 +259,7 @@ def test_answers_held_in_memory_have_their_own_bound_and_error_answers_of_instan
         source = parse_source(server.dicomweb_url, retry=Retry(tries=1), limits=limits)
         scanned = scan_series(source, SeriesRef(STUDY, SERIES, "CT"))
         proc = _reader(server.dicomweb_url, [f"{STUDY}/{SERIES}/{STUDY}.1.dcm"], _env(tmp_path))
-        _, err = proc.communicate(timeout=120)
+        _, err = _finish(proc)
         time.sleep(0.5)  # the server's writes end once the client has closed the connection
         sent = max(v for k, v in server.sent.items() if "/instances/" in k)
     assert scanned.error is not None and scanned.error.error_type == "ResponseTooLarge"
