@@ -66,7 +66,9 @@ def scan_dicomweb(
     (WADO-RS, in `pool`, a bounded number of series in flight). Returns the scan and every listed series."""
     from radretrieve.archive.dicomweb.listing import list_series
     from radretrieve.archive.dicomweb.scan import assemble_series, scan_series
+    from radretrieve.archive.dicomweb.scratch import remove_stale
 
+    remove_stale()  # scratch copies (patient headers) of a reader or job killed before it could remove them
     listed = list_series(source)  # UIDs checked; studies that could not be listed are error records
     refs = list(listed.refs)
     todo = [ref for ref in refs if ref.series_uid not in done_series]

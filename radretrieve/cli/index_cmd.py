@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
+
+if TYPE_CHECKING:  # not imported at run time: --help stays light
+    from radretrieve.archive.dicomweb import Limits
 
 KEEP_PATHS_WARNING = (
     "warning: --keep-paths: file and folder names are stored in shards and errors/ and shown in search output; "
@@ -114,8 +117,8 @@ def index(
         say(KEEP_PATHS_WARNING, err=True)
     # bad options fail before the model loads
     policy = make_policy(include, exclude, selection, reports, scrubber, follow_external_links)
-    bounds = {"max_response_mb": max_response_mb, "max_listed": max_listed, "deadline_s": request_deadline}
-    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, bounds)
+    limits = _limits(archive, max_response_mb, max_listed, request_deadline)
+    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, limits)
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
         workers=workers,
@@ -149,9 +152,10 @@ def _source(
     query: list[str],
     retries: int,
     retry_backoff: float,
-    bounds: dict[str, float] | None = None,
+    limits: Limits | None = None,
 ) -> Any:
-    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource)."""
+    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource) with `limits` (a
+    `radretrieve.archive.dicomweb.Limits`; None: the defaults)."""
     from radretrieve.archive.dicomweb import Limits, Retry, is_dicomweb, parse_source, resolve_auth
     from radretrieve.foundation.errors import RadRetrieveError
 
@@ -159,12 +163,7 @@ def _source(
         from radretrieve.archive.dicomweb.listing import probe
 
         retry = Retry(tries=retries + 1, backoff_s=retry_backoff)
-        b = bounds or {}
-        limits = Limits(
-            max_response_bytes=int(b.get("max_response_mb", 1024.0) * 2**20),
-            max_listed=int(b.get("max_listed", Limits.max_listed)),
-            deadline_s=float(b.get("deadline_s", Limits.deadline_s)),
-        )
+        limits = limits if limits is not None else Limits()
         source = parse_source(archive, resolve_auth(auth_file), since, modality, query, retry, limits)
         probe(source)  # an unreachable server or bad credentials: one line now, not after loading the model
         return source
@@ -183,6 +182,13 @@ def _source(
     if not Path(archive).exists():
         raise RadRetrieveError(f"{archive}: archive not found")
     return Path(archive)
+
+
+def _limits(archive: str, max_response_mb: float, max_listed: int, request_deadline: float) -> Limits | None:
+    """The DICOMweb bounds of the options (a frozen, checked `Limits`); None for a folder or manifest."""
+    from radretrieve.archive.dicomweb import Limits, is_dicomweb
+
+    return Limits.from_options(max_response_mb, max_listed, request_deadline) if is_dicomweb(archive) else None
 
 
 def _build_index(out: Path, quiet: bool) -> None:

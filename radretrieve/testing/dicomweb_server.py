@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radretrieve.testing.local_http import LocalServer, QuietHandler
+
 BOUNDARY = "radretrieve-test-boundary"
 PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")
 
@@ -57,7 +59,7 @@ def redirect(location: str) -> Reply:
     return Reply(status=302, headers=(("Location", location),), content_type="text/plain")
 
 
-class DicomWebServer:
+class DicomWebServer(LocalServer):
     """Serves `files` (DICOM files) at `/dicom-web`; `override(path, query)` may answer any request instead."""
 
     def __init__(
@@ -75,14 +77,7 @@ class DicomWebServer:
             self.instances[(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)] = (ds, data)
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._start()
 
     @property
     def dicomweb_url(self) -> str:
@@ -134,12 +129,7 @@ class DicomWebServer:
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # the test reads `seen`, not stderr
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 split = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(split.query))
@@ -210,12 +200,8 @@ class DicomWebServer:
         return Handler
 
     def close(self) -> None:
-        self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._closing.set()  # replies still sending stop now
+        super().close()
 
     def __enter__(self) -> DicomWebServer:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

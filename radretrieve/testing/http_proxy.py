@@ -15,6 +15,8 @@ from typing import Literal
 
 import requests
 
+from radretrieve.testing.local_http import LocalServer, QuietHandler
+
 Fault = Literal["503", "500", "drop"] | None  # answer 503/500, or close the connection without an answer
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
@@ -27,7 +29,7 @@ class Seen:
     status: int  # the status sent (0: dropped)
 
 
-class FaultProxy:
+class FaultProxy(LocalServer):
     """Forwards to `target` (e.g. http://127.0.0.1:8042). `fault(path, n)` is asked before each request (`n`:
     how many requests for that path came before) and may return a Fault; `token` makes it require
     `Authorization: Bearer <token>` (401 otherwise) and forward without it (to an Orthanc with no auth)."""
@@ -39,14 +41,7 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._start()
 
     def paths(self, contains: str = "") -> list[str]:
         """Paths of the requests seen (with `contains` in them)."""
@@ -66,12 +61,7 @@ class FaultProxy:
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # the test reads `seen`, not stderr
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if proxy.token is not None and self.headers.get("Authorization") != f"Bearer {proxy.token}":
                     proxy._record(self.path, 401)
@@ -111,12 +101,5 @@ class FaultProxy:
 
         return Handler
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
     def __enter__(self) -> FaultProxy:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -34,8 +34,17 @@ class FetchFailed(Exception):
 @functools.lru_cache(maxsize=4)
 def client_for(source: DicomWebSource) -> Any:
     """The `DICOMwebClient` of `source` in this process (its session keeps connections open)."""
-    import requests
     from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=source.url, session=session_for(source), timeout=source.retry.timeout_s)
+    client.set_http_retry_params(retry=False)
+    return client
+
+
+@functools.lru_cache(maxsize=4)
+def session_for(source: DicomWebSource) -> Any:
+    """The `requests.Session` of `source` in this process: every request through the bounds, with its auth."""
+    import requests
 
     from radretrieve.archive.dicomweb.transport import BoundedAdapter
 
@@ -47,9 +56,7 @@ def client_for(source: DicomWebSource) -> Any:
         session.mount(prefix, adapter)  # every request, redirects included, goes through the bounds
     if source.auth is not None:
         source.auth.apply(session)
-    client = DICOMwebClient(url=source.url, session=session, timeout=source.retry.timeout_s)
-    client.set_http_retry_params(retry=False)
-    return client
+    return session
 
 
 def describe(exc: BaseException) -> tuple[str, int, bool]:

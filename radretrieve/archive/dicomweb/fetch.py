@@ -2,7 +2,10 @@
 
 Only the instances `read_item` will decode are fetched (the sampled slices of a long axial series); each
 lands in a private temporary folder as the server sent it (transfer syntax `*`: as stored, no transcoding),
-under a numbered name (`scratch`), and the folder is removed as soon as the item is decoded, so no copy of
+under a numbered name (`scratch`). The answer is written to its file as it arrives (`transport.streaming`,
+`multipart.PartWriter`): in memory, each of the FETCH_THREADS requests holds one read chunk (64 KiB), never
+the instance, whatever `--max-response-mb` allows; `read_item` then decodes the files one at a time.
+The folder is removed as soon as the item is decoded, so no copy of
 the archive stays on disk and at most one item's instances per reader are on disk at a time. The item is
 decoded as a copy whose `files` are those numbered names; errors name the instances' virtual paths again.
 Each fetched instance must be the one asked for (its UIDs), else the item fails at stage `fetch`.
@@ -12,20 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from radretrieve.archive.dicomweb.client import FetchFailed, client_for, with_retries
+from radretrieve.archive.dicomweb.client import FetchFailed, session_for, with_retries
+from radretrieve.archive.dicomweb.multipart import PartWriter
 from radretrieve.archive.dicomweb.scan import split_path
-from radretrieve.archive.dicomweb.scratch import local_name, private_folder, write_new
+from radretrieve.archive.dicomweb.scratch import local_name, open_new, private_folder
 from radretrieve.archive.dicomweb.source import DicomWebSource
+from radretrieve.archive.dicomweb.transport import TooLarge, streaming
 from radretrieve.archive.records import ArchiveError, Decoded, Item
 
-AS_STORED = (("application/dicom", "*"),)  # WADO-RS media type: the instance in its stored transfer syntax
+# WADO-RS: the instance in its stored transfer syntax (as stored, no transcoding), as one multipart part
+ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_UID_KEYS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
 FETCH_THREADS = 4  # instance requests in flight per reader process
+# The instances of one item may take this many times --max-response-mb on disk together: one large
+# multi-frame object, or the 32 sampled slices (or every slice of a sagittal series) of a single-frame one,
+# fit with room; a server answering every slice with --max-response-mb of bytes is stopped there.
+ITEM_BUDGET_ANSWERS = 2
 
 
 def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
@@ -36,14 +47,15 @@ def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
 
     names = {local_name(n): rel for n, rel in enumerate(item.files)}  # numbered name -> virtual path
     local = dataclasses.replace(item, files=tuple(names))
+    budget = DiskBudget(ITEM_BUDGET_ANSWERS * source.limits.max_response_bytes)
     with private_folder() as root:
         needed = files_to_read(local, cfg)
-        _fetch(source, item, names, needed, root)
+        _fetch(source, item, names, needed, root, budget)
         try:
             try:
                 return read_item(local, root, cfg)
             except FileNotFoundError:  # not an axial series after all: its canonical slices need every file
-                _fetch(source, item, names, [f for f in local.files if f not in set(needed)], root)
+                _fetch(source, item, names, [f for f in local.files if f not in set(needed)], root, budget)
                 return read_item(local, root, cfg)
         except ArchiveError as exc:
             if exc.path not in names:
@@ -51,35 +63,99 @@ def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
             raise ArchiveError(names[exc.path], exc.reason, exc.error_type, exc.stage) from None
 
 
-def _fetch(source: DicomWebSource, item: Item, names: dict[str, str], wanted: Iterable[str], root: Path) -> None:
+def _fetch(
+    source: DicomWebSource,
+    item: Item,
+    names: dict[str, str],
+    wanted: Iterable[str],
+    root: Path,
+    budget: DiskBudget | None = None,
+) -> None:
     """Fetch the instances `wanted` (numbered names) into `root`, FETCH_THREADS requests at a time (a
-    request mostly waits on the server)."""
+    request mostly waits on the server), all of them together within `budget` bytes on disk."""
     wanted = list(wanted)
+    budget = budget or DiskBudget(ITEM_BUDGET_ANSWERS * source.limits.max_response_bytes)
+    fetch_one = functools.partial(_fetch_one, source, item, budget=budget)
     if len(wanted) <= 1:
         for name in wanted:
-            _fetch_one(source, item, names[name], root, name)
+            fetch_one(names[name], root, name)
         return
     with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted)), thread_name_prefix="wado") as pool:
-        futures = [pool.submit(_fetch_one, source, item, names[name], root, name) for name in wanted]
+        futures = [pool.submit(fetch_one, names[name], root, name) for name in wanted]
         for future in futures:
             future.result()  # the first failure is raised; the others finish or fail quietly
 
 
-def _fetch_one(source: DicomWebSource, item: Item, rel: str, root: Path, name: str) -> None:
-    client = client_for(source)
+def _fetch_one(source: DicomWebSource, item: Item, rel: str, root: Path, name: str, budget: DiskBudget) -> None:
     try:
         study, series, sop = split_path(rel)
     except ValueError:
         raise ArchiveError(item.source, "not an instance of this server", "InvalidUID", "fetch") from None
+    url = f"{source.url}/studies/{study}/series/{series}/instances/{sop}"
     try:
-        call = functools.partial(client.retrieve_instance, study, series, sop, media_types=AS_STORED)
-        ds = with_retries(call, source.retry)
+        with_retries(functools.partial(_download, source, url, root, name, budget), source.retry)
     except FetchFailed as exc:
         raise ArchiveError(item.source, f"series {series}: {exc.reason}", exc.error_type, "fetch") from None
-    sent = [getattr(ds, key, None) for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    sent = _sent_uids(root / name)
     if sent[2] != sop or any(uid not in (None, asked) for uid, asked in zip(sent[:2], (study, series))):
         why = f"series {series}: the server sent another instance than the one asked for"
         raise ArchiveError(item.source, why, "WrongInstance", "fetch")
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=False)
-    write_new(root, name, buffer.getvalue())
+
+
+def _download(source: DicomWebSource, url: str, root: Path, name: str, budget: DiskBudget) -> None:
+    """One try: the instance's part of the answer written to `root/name` as it arrives (emptied first; what a
+    failed try wrote goes back to the budget)."""
+    with open_new(root, name) as out:
+        metered = _Metered(out, budget)
+        try:
+            writer = PartWriter(metered)
+            with streaming(writer):
+                response = session_for(source).get(url, headers={"Accept": ACCEPT}, timeout=source.retry.timeout_s)
+            response.raise_for_status()
+            writer.finish()
+        except BaseException:
+            budget.give_back(metered.written)
+            raise
+
+
+class DiskBudget:
+    """The bytes the instances of one item may take on disk, shared by its fetch threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.limit:
+                why = f"the item's instances are larger than {self.limit / 2**20:g} MiB"
+                raise TooLarge(f"{why} ({ITEM_BUDGET_ANSWERS} x --max-response-mb)")
+            self.used += n
+
+    def give_back(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class _Metered:
+    """A file that takes each write from the item's budget before writing it."""
+
+    def __init__(self, out: BinaryIO, budget: DiskBudget) -> None:
+        self.out, self.budget, self.written = out, budget, 0
+
+    def write(self, data: Any) -> None:
+        self.budget.take(len(data))
+        self.written += len(data)
+        self.out.write(data)
+
+
+def _sent_uids(path: Path) -> list[Any]:
+    """(study, series, SOP instance UID) of a fetched file, None where missing (all None: not DICOM)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_UID_KEYS)  # a DICOM file, as sent
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a malformed file: not the instance asked for
+        return [None, None, None]
+    return [getattr(ds, key, None) for key in _UID_KEYS]

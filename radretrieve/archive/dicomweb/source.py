@@ -42,6 +42,10 @@ class Limits:
     max_listed: int = 1_000_000  # entries received for one QIDO-RS query (all its pages); --max-listed
     deadline_s: float = 600.0  # wall-clock seconds for one HTTP request, connect to last byte; --request-deadline
     max_redirects: int = 5  # redirects followed per request (same scheme, host and port only)
+    # An answer held in memory (a listing page, a series' metadata) is also bounded by this: parsed JSON takes
+    # several times its size, and real metadata stays far below it (5,000 instances x 20 KiB = 100 MiB).
+    # Instances are streamed to disk, never held (`fetch`): they have `max_response_bytes` alone.
+    max_held_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.max_response_bytes < 1:
@@ -50,6 +54,15 @@ class Limits:
             raise RadRetrieveError(f"--max-listed must be >= 1, got {self.max_listed}")
         if not self.deadline_s > 0:
             raise RadRetrieveError(f"--request-deadline must be > 0, got {self.deadline_s}")
+        if self.max_held_bytes < 1:
+            raise RadRetrieveError(f"the in-memory answer bound must be > 0, got {self.max_held_bytes}")
+
+    @classmethod
+    def from_options(cls, max_response_mb: float, max_listed: int, request_deadline: float) -> Limits:
+        """The bounds of the `index` options (--max-response-mb, --max-listed, --request-deadline), checked."""
+        if not max_response_mb > 0:  # also NaN: refused before it becomes a byte count
+            raise RadRetrieveError(f"--max-response-mb must be > 0, got {max_response_mb:g}")
+        return cls(max(1, int(max_response_mb * 2**20)), int(max_listed), float(request_deadline))
 
 
 @dataclass(frozen=True)

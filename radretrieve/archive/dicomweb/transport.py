@@ -4,8 +4,11 @@
 timeout for ever, and follows a redirect to any host. `BoundedAdapter` (mounted on the session of
 `client.client_for`) reads every answer itself, as it arrives:
 
-- size: a declared Content-Length over `max_response_bytes` is refused before the body is read, and the
-  body (decoded, so a compressed answer counts what it expands to) is cut off once it passes the bound;
+- size: a declared Content-Length over the bound is refused before the body is read (a malformed one is
+  refused), and the body (decoded, so a compressed answer counts what it expands to) is cut off once it
+  passes the bound. An answer held in memory (listings, metadata, errors) is bounded by the lower of
+  `max_response_bytes` and `max_held_bytes`; an instance is streamed to its file (`streaming`) as it
+  arrives, bounded by `max_response_bytes`, and its error answers are not read at all;
 - time: a watchdog thread shuts the request's socket down at the deadline, which ends a blocked read at
   once wherever it is (connect, TLS handshake, headers or body); a shut-down socket is never reused;
 - redirects: one that changes scheme, host or port is refused (its answer never used); others are
@@ -17,11 +20,14 @@ not transient: a retry would meet the same server.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -32,6 +38,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from radretrieve.archive.dicomweb.source import Limits, origin_of
 
 CHUNK = 1 << 16  # bytes read per step of a body (the deadline is also checked between steps)
+_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length we read (18 digits: no int overflow elsewhere)
 _SHOWN_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?")  # what a message may show of a URL
 
 
@@ -160,10 +167,14 @@ class BoundedAdapter(HTTPAdapter):
         _current.watch = watch
         try:
             response = super().send(request, stream=True, timeout=_capped(timeout, watch.left()), **kwargs)
-            self._check_redirect(response)
-            _read_body(response, self.limits, watch)
-            if watch.expired:  # the shut-down socket may have ended headers or body early: not an answer
-                raise DeadlineExceeded(_deadline_reason(self.limits))
+            try:
+                self._check_redirect(response)
+                _read_body(response, self.limits, watch)
+                if watch.expired:  # the shut-down socket may have ended headers or body early: not an answer
+                    raise DeadlineExceeded(_deadline_reason(self.limits))
+            except BaseException:
+                response.close()  # every refused or failed answer: its connection is never reused half-read
+                raise
             return response
         except Refused:
             raise
@@ -179,7 +190,6 @@ class BoundedAdapter(HTTPAdapter):
         if response.is_redirect:
             target = urllib.parse.urljoin(response.url or "", response.headers.get("location", ""))
             if origin_of(target) != self.origin:
-                response.close()
                 raise RedirectRefused(_redirect_reason(target))
 
 
@@ -193,25 +203,46 @@ def _capped(timeout: Any, left: float) -> Any:
     return min(float(timeout), left)
 
 
+def declared_length(response: requests.Response) -> int | None:
+    """The Content-Length of `response` (None: not declared). Only ASCII digits are a length: `str.isdigit`
+    also takes "1\u00b2" and other Unicode digits, which `int` refuses, so a malformed one is refused here
+    (`Refused`) rather than raising ValueError past the bounds (an answer of unknown framing is not read)."""
+    declared = response.headers.get("content-length")
+    if declared is None:
+        return None
+    if not _ASCII_DIGITS.fullmatch(declared.strip()):
+        raise Refused("malformed Content-Length header")
+    return int(declared.strip())
+
+
 def _read_body(response: requests.Response, limits: Limits, watch: _Watch) -> None:
-    """Read the whole body into `response` (as `requests` would), refusing it past the size bound or the
-    deadline. Read errors become the exceptions `requests` itself raises for them (transient ones)."""
+    """Read the whole body (as `requests` would), refusing it past the size bound or the deadline (`send`
+    closes the response on every path that raises). Read errors become the exceptions `requests` itself
+    raises for them (transient ones). Into `response.content`, or inside `streaming(sink)` into `sink`."""
     from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-    limit = limits.max_response_bytes
-    declared = response.headers.get("content-length", "")
-    if declared.strip().isdigit() and int(declared) > limit:
-        response.close()
-        raise TooLarge(_size_reason(limit, declared=True))
-    body = bytearray()
+    sink = getattr(_current, "sink", None)
+    if sink is not None and response.status_code != 200:
+        response.close()  # an error or redirect of a streamed request: only its status and headers are used
+        response._content, response._content_consumed = b"", True
+        return
+    # what is held in memory (and parsed: JSON grows several times in Python objects) has the lower bound
+    limit = limits.max_response_bytes if sink is not None else min(limits.max_response_bytes, limits.max_held_bytes)
+    held = limit < limits.max_response_bytes
+    declared = declared_length(response)
+    if declared is not None and declared > limit:
+        raise TooLarge(_size_reason(limit, True, held))
+    if sink is not None:
+        sink.begin(response.headers)
+    body = io.BytesIO() if sink is None else sink
+    size = 0
     try:
         for chunk in response.raw.stream(CHUNK, decode_content=True):
-            body += chunk
-            if len(body) > limit:
-                response.close()
-                raise TooLarge(_size_reason(limit, declared=False))
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(_size_reason(limit, False, held))
+            body.write(chunk)
             if watch.left() <= 0:
-                response.close()
                 raise DeadlineExceeded(_deadline_reason(limits))
     except ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(type(exc).__name__) from None
@@ -219,14 +250,28 @@ def _read_body(response: requests.Response, limits: Limits, watch: _Watch) -> No
         raise requests.exceptions.ContentDecodingError(type(exc).__name__) from None
     except ReadTimeoutError as exc:
         raise requests.exceptions.ReadTimeout(type(exc).__name__) from None
-    # what `response.content` returns: the body was read here, bounded (urllib3 has given the connection back)
-    response._content = bytes(body)
+    # what `response.content` returns: the body read here, bounded (urllib3 has given the connection back).
+    # `getvalue` hands over the BytesIO's own buffer (no second copy of the answer in memory).
+    response._content = body.getvalue() if sink is None else b""
     response._content_consumed = True
 
 
-def _size_reason(limit: int, declared: bool) -> str:
+@contextlib.contextmanager
+def streaming(sink: Any) -> Iterator[None]:
+    """Inside the block, the body of each 200 answer of this thread's requests goes to `sink` (told the headers
+    by `sink.begin(headers)`, then fed `sink.write(chunk)` as chunks arrive: never held whole in memory;
+    `response.content` is empty), bounded as any other answer."""
+    _current.sink = sink
+    try:
+        yield
+    finally:
+        _current.sink = None
+
+
+def _size_reason(limit: int, declared: bool, held: bool = False) -> str:
     how = "declared" if declared else "sent"
-    return f"answer larger than {limit / 2**20:g} MiB ({how}; --max-response-mb)"
+    bound = "the most an answer held in memory may take" if held else "--max-response-mb"
+    return f"answer larger than {limit / 2**20:g} MiB ({how}; {bound})"
 
 
 def _deadline_reason(limits: Limits) -> str:
