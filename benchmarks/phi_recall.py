@@ -3,8 +3,10 @@ function the pipeline runs (`radretrieve.archive.redact.redact`, through its spa
 
 From a seed, Faker makes people (English, German, French and Spanish names, so accents and umlauts occur),
 record numbers, dates, phone numbers, e-mail and street addresses; each report is a few radiology sentences
-(anatomy, findings, eponyms, measurements, dose numbers, vertebral levels) with identifiers planted in the
-phrases reports use. Header kinds get the study's `PatientIds` (DICOM spellings) and appear in the text in
+(anatomy, findings, eponyms, measurements, dose numbers, vertebral levels, DICOM series and image numbers,
+dimensions, clock times) with identifiers planted in the phrases reports use (also after a cue word with no
+colon, "Patient Anna Kowalski"; dates also with Roman months, CJK with full-width digits, a spelled-out day).
+Header kinds get the study's `PatientIds` (DICOM spellings) and appear in the text in
 another spelling class (order, initials, joined, case, Unicode form, transliteration, separators, leading
 zeros, date format).
 
@@ -69,6 +71,12 @@ SENTENCES = [
     "Mass in the head of the caudate, 2.4 cm, may represent a glioma.",
     "Bosniak IIF cyst of the right kidney.",
     "Normal Morison pouch, no free fluid.",
+    "Volume 12000 mm3 on the 3D reconstruction; DLP 12345 mGy*cm.",
+    "Series 10002, matrix 1024 x 1024, slice 10234.",
+    "Key image 23/120 (Se 3 Im 112/245).",
+    "Contrast injected at 10:32:15, scan at 10:33:02.",
+    "Motor neuron pattern as in Lou Gehrig disease.",
+    "Activity 18500 MBq; 250 x 250 mm field of view.",
 ]
 DESCRIPTIONS = ["CT HEAD WO CONTRAST", "MRI BRAIN W/WO", "CT CHEST ABD PELVIS W CONTRAST", "XR CHEST 2 VIEWS",
                 "US ABDOMEN COMPLETE", "MR L-SPINE", "CTA HEAD AND NECK", "CT Head Without Contrast",
@@ -89,6 +97,8 @@ VOCABULARY = [
     "right", "left", "normal", "stable", "contrast", "enhancement", "T2", "FLAIR", "DWI", "C5-C6", "L4-L5",
     "mediastinum", "hilum", "pleura", "aorta", "carina", "femur", "tibia", "humerus", "radius", "ulna",
     "May", "March", "Will", "Mark", "Rose", "Hope", "Faith", "Grace", "Hill", "Stone", "Bone", "Head",
+    "Lou Gehrig", "Series 10002", "Matrix 1024 x 1024", "image 23/120", "Se 3 Im 112/245", "10:32:15",
+    "Volume 12000 mm3", "DLP 12345 mGy*cm", "Slice 10234", "18500 MBq",
 ]  # fmt: skip
 VOCAB_CONTEXTS = ["{} was assessed on the axial images.", "Findings: {} noted.", "Impression: {}, unchanged.",
                   "Signed report mentions {} twice: {}."]  # fmt: skip
@@ -112,6 +122,14 @@ def _translit(s: str, rng: random.Random) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c))
 
 
+ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
+_ORD = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
+        "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth",
+        "twentieth"] + [f"twenty-{w}" for w in ["first", "second", "third", "fourth", "fifth", "sixth", "seventh",
+        "eighth", "ninth"]] + ["thirtieth", "thirty-first"]  # fmt: skip
+_FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
 def _date_formats(y: int, m: int, d: int, rng: random.Random) -> str:
     mon = MONTHS[m - 1]
     forms = [
@@ -120,6 +138,8 @@ def _date_formats(y: int, m: int, d: int, rng: random.Random) -> str:
         f"{mon} {d}, {y}", f"{mon[:3]}. {d}, {y}", f"{d:02d}-{mon[:3].upper()}-{y}", f"{y} {mon[:3]} {d}",
         f"{d}{'th' if d not in (1, 2, 3, 21, 22, 23, 31) else ''} of {mon} {y}" if d not in (1, 2, 3, 21, 22, 23, 31)
         else f"{d} {mon} {y}",
+        f"{d} {ROMAN[m - 1]} {y}", f"{d}.{ROMAN[m - 1]}.{y}", f"{y}年{m}月{d}日".translate(_FULL_WIDTH),
+        f"{y}年{m}月{d}日", f"{_ORD[d - 1]} of {mon} {y}",
     ]  # fmt: skip
     return rng.choice(forms)
 
@@ -151,6 +171,7 @@ class Generator:
             f"{first}{last}", f"{last}^{first}^{middle}", f"{first} {middle} {last}" if middle else f"{last}, {first}",
             _nfd(f"{first} {last}"), _translit(f"{first} {last}", r), f"{last.lower()} {first.lower()}",
             f"{last}, {first[0]}.", f"{last.upper()}", f"{first.upper()} {last.upper()}",
+            f"{last.lower()}{first.lower()}", f"{first[0]}.{middle[0]}. {last}" if middle else f"{first[0]}. {last}",
         ]  # fmt: skip
         return r.choice(forms)
 
@@ -167,6 +188,8 @@ class Generator:
 
         r, f = self.rng, self.fake
         first, middle, last = self.person()
+        if r.random() < 0.2:  # a compound family name (Müller-Weiß), written joined or with initials too
+            last = f"{last}-{self.person()[2]}"
         mrn = f"{r.choice(['MRN-', 'E', '', 'H'])}{r.randint(0, 99):02d}{r.randint(0, 999999):06d}"
         acc = f"{r.choice(['ACC', 'RAD', 'A'])}{r.randint(2015, 2026)}{r.randint(0, 99999):05d}"
         dob = f.date_of_birth(minimum_age=1, maximum_age=99)
@@ -230,7 +253,8 @@ class Generator:
         acc_other = f"{r.choice(['ACC', 'RAD', 'CT', ''])}{r.randint(2015, 2026)}-{r.randint(0, 999999):06d}"
         bdate = f.date_of_birth(minimum_age=1, maximum_age=99)
         return [
-            (r.choice(["Patient {} was scanned supine.", "Clinical history: {}, known nodule.", "Re: {}."]),
+            (r.choice(["Patient {} was scanned supine.", "Clinical history: {}, known nodule.", "Re: {}.",
+                       "Pt {} tolerated the exam."]),
              "header_name", self.header_name(first, middle, last)),
             (r.choice(["MRN {}.", "Hospital number {}.", "Patient ID: {}.", "({})"]), "header_id", self.header_id(mrn)),
             (r.choice(["Accession {}.", "Acc # {}.", "Order {}."]), "header_accession", self.header_id(acc)),
@@ -252,7 +276,9 @@ class Generator:
             (r.choice(["Send images to {}.", "Contact: {}.", "E-mail {} for the CD."]), "email", email),
             (r.choice(["Home address: {}.", "Lives at {}.", "Address on file: {}."]), "address",
              address.replace("\n", ", ")),
-            (r.choice(["{} tolerated the procedure well.", "Images reviewed with {} today."]), "name_without_cue",
+            (r.choice(["{} tolerated the procedure well.", "Images reviewed with {} today.",
+                       "Patient {} tolerated the exam.", "Pt {} tolerated the exam.", "Referring {} called."]),
+             "name_without_cue",
              f"{other_first} {other_last}"),
         ]  # fmt: skip
 

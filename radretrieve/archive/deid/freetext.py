@@ -3,14 +3,17 @@ dates, record numbers and other long ids, street addresses (usaddress), names of
 (a title, a role, post-nominal letters from nameparser's list, a DICOM `Family^Given` form) and capitalised
 runs that probablepeople reads as a person's name.
 
-Each detector returns spans of the original text. Libraries are imported on first use: this module is
-imported by every reader process, which never redacts.
+The detectors run on the text's NFKC form (full-width digits and letters as ASCII) and their spans are mapped
+back to the original text. Numbers of radiology (units, DICOM series and image numbers, dimensions, clock times)
+are no ids. Libraries are imported on first use: this module is imported by every reader process, which never
+redacts.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 
 from radretrieve.archive.deid.vocabulary import AFTER_TITLE_STOP, EPONYMS, NOT_NAMES, REPORT_WORDS
@@ -37,7 +40,9 @@ def phones(text: str) -> Iterator[Span]:
 
     for region in PHONE_REGIONS:
         for match in PhoneNumberMatcher(text, region, leniency=Leniency.POSSIBLE):
-            if sum(c.isdigit() for c in match.raw_string) >= MIN_PHONE_DIGITS:  # "1961" is a possible short number
+            if sum(c.isdigit() for c in match.raw_string) >= MIN_PHONE_DIGITS and not _measurement(
+                text, match.start, match.end
+            ):  # "1961" is a possible short number; "1024 x 1024" a matrix
                 yield match.start, match.end
 
 
@@ -46,13 +51,20 @@ _MONTH = (
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 )
 _DAY = r"(?:[0-2]?\d|3[01])(?:st|nd|rd|th)?"
+_UNITS = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
+# a day spelled out ("the twenty-third of April 1961"): only in forms with a month and a year ("second may")
+_DAY_WORDS = (
+    rf"(?:(?:twenty|thirty)[\s\-]?first|twenty[\s\-]?{_UNITS}|{_UNITS}|tenth|eleventh|twelfth|thirteenth|"
+    r"fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|thirtieth)"
+)
+_DAY_Y = rf"(?:{_DAY}|{_DAY_WORDS})"
 _YEAR = r"(?:1[89]\d\d|2[01]\d\d|'\d\d)"
 _NUM_SEP = r"\s?[-/.]\s?"
 _NOT_UNIT = r"(?!\s*(?:mm|cm|m|%|x|mgy|kv|ms|hu|ml)\b)"
 _DATE_FORMS = "|".join(
     [
-        rf"{_DAY}[\s\-./]*(?:of\s+)?{_MONTH}[\s,\-./]*{_YEAR}",  # 31 Jan 1970, 31-JAN-70, 31st of January 1970
-        rf"{_MONTH}[\s\-./]*{_DAY},?[\s\-./]*{_YEAR}",  # January 31, 1970
+        rf"{_DAY_Y}[\s\-./]*(?:of\s+)?{_MONTH}[\s,\-./]*{_YEAR}",  # 31 Jan 1970, 31-JAN-70, 31st of January 1970
+        rf"{_MONTH}[\s\-./]*(?:the\s+)?{_DAY_Y},?[\s\-./]*{_YEAR}",  # January 31, 1970; May the first, 1970
         rf"{_YEAR}[\s\-./]*{_MONTH}[\s\-./]*{_DAY}",  # 1970 Jan 31
         rf"{_MONTH}\s+{_DAY}{_NOT_UNIT}",  # Jan 31 (no year)
         rf"{_DAY}\s+(?:of\s+)?{_MONTH}(?![a-z])",  # 31 January (no year)
@@ -77,9 +89,21 @@ def _plausible_numeric(s: str) -> bool:
     return 1 <= a <= 31 and 1 <= b <= 31 and (a <= 12 or b <= 12)
 
 
+_ROMAN_MONTH = r"(?:XII|XI|IX|X|VIII|VII|VI|IV|V|III|II|I)"
+# Roman months, upper case only ("23 IV 1961", "23.IV.1961", "1961-IV-23"; "iv" is intravenous)
+_ROMAN_DATES = re.compile(
+    rf"(?<![\w.])(?:{_DAY}[\s\-./]+{_ROMAN_MONTH}[\s\-./]+{_YEAR}|{_YEAR}[\s\-./]+{_ROMAN_MONTH}[\s\-./]+{_DAY})(?!\w)"
+)
+# CJK dates: 1961年4月23日, 4月23日 (after NFKC, full-width digits are ASCII ones)
+_CJK_DATES = re.compile(r"(?<!\d)(?:\d{2,4}\s*年\s*)?\d{1,2}\s*月\s*\d{1,2}\s*日|(?<!\d)\d{2,4}\s*年\s*\d{1,2}\s*月")
+
+
 def dates(text: str) -> Iterator[Span]:
     for m in _DATES.finditer(text):
         if _plausible_numeric(m.group()):
+            yield m.span()
+    for pattern in (_ROMAN_DATES, _CJK_DATES):
+        for m in pattern.finditer(text):
             yield m.span()
 
 
@@ -95,14 +119,43 @@ _ID_LABEL = re.compile(
 )
 
 
+# Numbers of radiology that are no ids: a number with a unit after it ("12000 mm3", "12345 mGy*cm"), a
+# dimension ("1024 x 1024"), a clock time ("10:32:15": times are kept), and digits (or an image fraction,
+# "112/245") after a DICOM or measurement word ("Series 10002", "Se 3 Im 112/245", "DLP 12345").
+_UNIT_AFTER = re.compile(
+    r"\s*(?:mm[23²³]?|cm[23²³]?|ml|cc|l|µl|ul|mgy(?:\s*[*·x\-.]?\s*cm)?|gy|kv|kvp|mas|ma|ms|msec|sec|min|hz|khz|"
+    r"mhz|hu|mbq|gbq|mci|kbq|kg|mg|g|mm/s|cm/s|m/s|px|pixels?|voxels?|%|mm2/s|s/mm2)(?![^\W\d_])",
+    re.IGNORECASE,
+)
+_MEASURE_WORD = re.compile(
+    r"(?<![^\W\d_])(?:series|ser|se|images?|im|img|slices?|sl|frames?|instances?|inst|acquisitions?|acq|"
+    r"echo|phase|matrix|volume|vol|dlp|ctdi|ctdivol|kvp|kv|mas|ma|hu|fov|te|tr|ti|b|b-value|dose|thickness|"
+    r"count|counts|mbq|projections?|views?)\s*[:=#]?\s*$",
+    re.IGNORECASE,
+)
+_DIMENSION_SPACED = re.compile(r"\d+(?:\.\d+)?(?:\s*[x×*]\s*\d+(?:\.\d+)?)+\s*[a-z]*", re.IGNORECASE)
+_CLOCK = re.compile(r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?")
+
+
+def _measurement(text: str, start: int, end: int) -> bool:
+    """text[start:end] is a number of radiology, not an id (see above)."""
+    token = text[start:end]
+    if _DIMENSION_SPACED.fullmatch(token) or _CLOCK.fullmatch(token):
+        return True
+    if not re.fullmatch(r"\d+(?:/\d+)?", token):  # letters or separators: an id's shape
+        return False
+    return _UNIT_AFTER.match(text, end) is not None or _MEASURE_WORD.search(text, max(0, start - 24), start) is not None
+
+
 def record_numbers(text: str) -> Iterator[Span]:
     """Record numbers, accession numbers, SSN-like and other long ids: any token with five digits or more
-    (measurements with a decimal point and dimensions such as 512x512 aside), and any token with a digit
-    after a label such as MRN, SSN, Acc, ID."""
+    (measurements with a decimal point, dimensions such as 512x512, times and numbers of radiology aside:
+    `_measurement`), and any token with a digit after a label such as MRN, SSN, Acc, ID."""
     for m in _TOKEN.finditer(text):
         token = m.group()
         if sum(c.isdigit() for c in token) >= MIN_ID_DIGITS and not _DIMENSIONS.fullmatch(token):
-            yield m.span()
+            if not _measurement(text, m.start(), m.end()):
+                yield m.span()
     for m in _ID_LABEL.finditer(text):
         yield m.start(1), m.start(1) + len(m.group(1).rstrip("./-_"))
 
@@ -318,11 +371,13 @@ def _extend_pn(text: str, start: int, end: int) -> Span:
 
 
 def _eponym_use(text: str, span: Span) -> bool:
-    """A role cue before an eponym and a lower-case word ("patient: Crohn disease", "reported to Paget's")
-    is no name; after a title ("Dr. Parkinson") it is."""
-    words = text[span[0] : span[1]].split()
-    if not words or not all(w.strip(".,").lower() in EPONYMS for w in words):
+    """A role cue before an eponym and a lower-case or report word ("patient: Crohn disease", "Patient: Crohn
+    Disease", "reported to Paget's") is no name; after a title ("Dr. Parkinson") it is."""
+    words = [w.strip(".,").lower() for w in text[span[0] : span[1]].split()]
+    if not any(w in EPONYMS for w in words) or not all(w in EPONYMS or w in REPORT_WORDS for w in words):
         return False
+    if words[-1] not in EPONYMS:  # "Patient: Crohn Disease": the report word says what the eponym names
+        return True
     after = text[span[1] : span[1] + 12].lstrip(" ")
     return after[:1].islower() or after[:1] in "'’-"
 
@@ -349,6 +404,7 @@ def _repeats(text: str, found: list[Span]) -> Iterator[Span]:
 
 _ANY_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 MAX_BARE_WORDS = 3
+MAX_CUED_WORDS = 4  # after a cue word: "Patient María Del Carmen Stokes"
 
 
 def _titlecase(word: str) -> bool:
@@ -356,29 +412,40 @@ def _titlecase(word: str) -> bool:
     return word[0].isupper() and any(c.islower() for c in word[1:])
 
 
-def _titlecase_runs(text: str) -> Iterator[Span]:
-    """Runs of two or three capitalised words with one space between them."""
+def _titlecase_runs(text: str) -> Iterator[tuple[int, int, bool]]:
+    """Runs of capitalised words with one space between them, after the cue or report words that open a run
+    ("Patient Anna Kowalski", "Pt John Smith", "Referring Jan Nowak": the cue is no part of the name and must
+    not make the run a report phrase); with whether a cue word opened it. Two or three words, four after a cue."""
     run: list[re.Match[str]] = []
     for m in [*_ANY_WORD.finditer(text), None]:
         if m is not None and _titlecase(m.group()) and (not run or text[run[-1].end() : m.start()] == " "):
             run.append(m)
             continue
-        if 2 <= len(run) <= MAX_BARE_WORDS:
-            yield run[0].start(), run[-1].end()
+        cued = False
+        while run and _known(run[0].group(), _RUN_OPENERS):
+            cued = cued or _known(run[0].group(), _CUE_WORDS)
+            run = run[1:]
+        if 2 <= len(run) <= (MAX_CUED_WORDS if cued else MAX_BARE_WORDS):
+            yield run[0].start(), run[-1].end(), cued
         run = [m] if m is not None and _titlecase(m.group()) else []
 
 
 def bare_names(text: str) -> Iterator[Span]:
     """Names without a cue ("Anna Kowalski tolerated the procedure"): capitalised runs of two or three words,
     none a word of reports or descriptions (`REPORT_WORDS`, `NOT_NAMES`) and not all eponyms, that
-    probablepeople's tagger reads as a person (transliterated first: it was trained on ASCII names)."""
-    candidates = [(a, b) for a, b in _titlecase_runs(text) if not _common(text[a:b].split())]
+    probablepeople's tagger reads as a person (transliterated first: it was trained on ASCII names); after a
+    cue word written without a colon ("Patient Tristan Costa tolerated", "Pt", "Referring", "Mrs") the cue
+    says it is a person, so probablepeople is not asked."""
+    candidates = [(a, b, cued) for a, b, cued in _titlecase_runs(text) if not _common(text[a:b].split())]
     if not candidates:
         return
     import probablepeople
     from anyascii import anyascii
 
-    for start, end in candidates:
+    for start, end, cued in candidates:
+        if cued:
+            yield start, end
+            continue
         try:
             _, kind = probablepeople.tag(anyascii(text[start:end]))
         except probablepeople.RepeatedLabelError:
@@ -394,6 +461,14 @@ def _known(word: str, words: frozenset[str]) -> bool:
 
 
 _REPORT_OR_COMMON = NOT_NAMES | REPORT_WORDS
+# Words that name the person after them ("Patient", "Pt", "Referring", "Mrs"), written without a colon
+_CUE_WORDS = frozenset(
+    """patient pt pts referring attending ordering requesting reporting consulting treating dear attn
+    mother father husband wife son daughter sister brother partner guardian mr mrs ms mx miss dr drs prof
+    professor sir dame nurse doctor physician radiologist technologist radiographer sonographer""".split()
+)
+# Words that open a run of capitalised words without being part of a name: cue words and report words
+_RUN_OPENERS = _REPORT_OR_COMMON | _CUE_WORDS | frozenset("patient's name surname forename re cc kin nok".split())
 
 
 def _common(words: list[str]) -> bool:
@@ -412,5 +487,26 @@ DETECTORS: tuple[Callable[[str], Iterator[Span]], ...] = (
 )
 
 
+_CLUSTER = re.compile(r".[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*", re.DOTALL)
+
+
+def _nfkc_with_map(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`text` NFKC-normalised a letter with its accents at a time (full-width "１９６１" and "ＭＲＮ" as ASCII,
+    an NFD "Mu\u0308ller" as "Müller"), and for each character of the result the original span it came from."""
+    out: list[str] = []
+    origin: list[tuple[int, int]] = []
+    for m in _CLUSTER.finditer(text):
+        norm = unicodedata.normalize("NFKC", m.group())
+        out.append(norm)
+        origin.extend([m.span()] * len(norm))
+    return "".join(out), origin
+
+
 def freetext_spans(text: str) -> list[Span]:
-    return [span for detect in DETECTORS for span in detect(text)]
+    """Spans of the detectors, run on the NFKC form of `text` (the detectors' patterns and libraries expect
+    ASCII digits and composed letters) and mapped back to the original characters."""
+    if text.isascii():
+        return [span for detect in DETECTORS for span in detect(text)]
+    norm, origin = _nfkc_with_map(text)
+    spans = [span for detect in DETECTORS for span in detect(norm)]
+    return [(origin[a][0], origin[b - 1][1]) for a, b in spans if b > a]

@@ -54,20 +54,15 @@ def _name_parts(group: str) -> tuple[list[str], list[str], list[str]]:
     return split(family), split(given), split(middle)
 
 
-def _spellings(words: list[str]) -> set[str]:
-    """Each way the words of one name part are written, joined ("hansjurgen", "hansjuergen")."""
-    out = {""}
-    for word in words:
-        out = {done + v for done in out for v in name_variants(word)}
-    return out - {""}
+MAX_JOINED_CHARS = 64  # a longer run of letters is no name written joined: not segmented (bounded time)
 
 
 @dataclass(frozen=True)
 class NameMatcher:
     """The folded name words of a study's names, in every spelling, for matching folded text token by token."""
 
-    words: frozenset[str]  # every name word (two letters or more), parts and words joined ("johndoe", "angellloyd")
-    initials: frozenset[str]  # first letters of given and middle names: kept with a name word next to them
+    words: frozenset[str]  # every name word (two letters or more) in every spelling: "muller", "weiss", "jose"
+    initials: frozenset[str]  # first letters of every name word: kept with a name word (or initial) next to them
 
     @classmethod
     def of(cls, names: Iterable[str]) -> NameMatcher:
@@ -78,29 +73,38 @@ class NameMatcher:
                 family, given, middle = _name_parts(group)
                 for w in family + given + middle:
                     words |= {v for v in name_variants(w) if len(v) >= 2}
-                f, g, m = _spellings(family), _spellings(given), _spellings(middle)
-                for first, second in ((g, f), (f, g), (g, m), (m, f), (f, m)):
-                    words |= {a + b for a in first for b in second}
-                words |= {a + b + c for a in g for b in m for c in f} | f | g | m
-                singles = [name_variants(w) for w in family + given + middle]
-                words |= {a + b for x in singles for y in singles if x is not y for a in x for b in y}
-                initials |= {fold(w)[0] for w in given[:1] + middle[:1] if fold(w)[0].isalpha()}
-                initials |= {fold(w) for w in family + given + middle if len(fold(w)) == 1}  # O'Sullivan's O
+                    initials |= {v[0] for v in name_variants(w) if v[:1].isalpha()}  # "J.M. Müller-Weiß"
         return cls(frozenset(words), frozenset(initials))
+
+    def is_name(self, token: str) -> bool:
+        """`token` is name words written together in any order and number ("mullerweissjose", "josemuller",
+        "weissmuller"): it splits wholly into name words (a word break over the study's name words)."""
+        if token in self.words:
+            return True
+        if len(token) > MAX_JOINED_CHARS or not token.isalpha():
+            return False
+        ends = [True] + [False] * len(token)  # ends[i]: token[:i] splits into name words
+        for i in range(2, len(token) + 1):
+            ends[i] = any(ends[j] and token[j:i] in self.words for j in range(max(0, i - MAX_JOINED_CHARS), i - 1))
+        return ends[-1]
 
     def spans(self, folded: str) -> list[tuple[int, int]]:
         """Folded spans of whole names: name words, with the initials and separators between them."""
         tokens = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[a-z0-9]+", folded)]
-        hits = [t in self.words for _, _, t in tokens]
+        hits = [self.is_name(t) for _, _, t in tokens]
+        kept = list(hits)
+        for order in (range(len(tokens)), range(len(tokens) - 1, -1, -1)):  # a run of initials before or after
+            for i in order:
+                if not kept[i] and tokens[i][2] in self.initials:
+                    kept[i] = any(
+                        0 <= j < len(tokens) and kept[j] and _NAME_GAP.fullmatch(_gap(folded, tokens, i, j))
+                        for j in (i - 1, i + 1)
+                    )
         out: list[list[int]] = []
-        for i, (start, end, token) in enumerate(tokens):
-            initial = token in self.initials and any(
-                0 <= j < len(tokens) and hits[j] and _NAME_GAP.fullmatch(_gap(folded, tokens, i, j))
-                for j in (i - 1, i + 1)
-            )
-            if not (hits[i] or initial):
+        for i, (start, end, _) in enumerate(tokens):
+            if not kept[i]:
                 continue
-            if initial and folded[end : end + 1] == ".":
+            if not hits[i] and folded[end : end + 1] == ".":  # an initial's full stop
                 end += 1
             if out and _NAME_GAP.fullmatch(folded[out[-1][1] : start]):
                 out[-1][1] = end

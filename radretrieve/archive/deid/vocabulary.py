@@ -20,6 +20,7 @@ EPONYMS = frozenset(
     wolff-parkinson-white guillain-barre guillain-barré creutzfeldt-jakob non-hodgkin sturge-weber hippel-lindau
     von-hippel-lindau peutz-jeghers ehlers-danlos charcot-marie-tooth kasabach-merritt klippel-trenaunay
     hand-schuller-christian letterer-siwe erdheim-chester rosai-dorfman mayer-rokitansky-kuster-hauser
+    lou gehrig lou-gehrig ramsay tourette asperger alport horner kussmaul kummell modic baastrup bertolotti
     """.split()
 )
 
