@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipelines.plan import WorkItem
 from radretrieve.archive.records import RemoteArchive
+from radretrieve.foundation.names import shown
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.shards import shard_schema
 
@@ -31,6 +32,10 @@ class Failure:
     error_type: str  # e.g. CorruptFile, NoPixelData, MissingDecoder
     message: str  # one line naming the file and the problem
     stat: str = ""  # digest of the item's files' sizes and mtimes when it failed: a changed file is retried
+
+    def __post_init__(self) -> None:  # a file name that is not UTF-8 is stored shown (radretrieve.foundation.names)
+        object.__setattr__(self, "source", shown(self.source))
+        object.__setattr__(self, "message", shown(self.message))
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -50,7 +55,8 @@ def stat_digest(root: Path | RemoteArchive, files: Sequence[str]) -> str:
             parts.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}")
         except OSError:
             parts.append(f"{rel}\0missing")
-    return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 is hashed as its bytes (radretrieve.foundation.names)
+    return hashlib.blake2b("\n".join(parts).encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from pipelines.plan import Task
 from pipelines.stages import Failure, Row, rows_to_table
 from radretrieve.foundation.fileio import atomic_write_bytes, file_sha256
+from radretrieve.foundation.names import shown
 from radretrieve.outdir.anonymise import write_sources
 from radretrieve.outdir.layout import ERROR_DIR, SCAN_ERRORS, SHARD_DIR
 from radretrieve.outdir.manifest import Manifest, ShardEntry, write_manifest
@@ -87,7 +88,8 @@ def _scrub(failure: Failure, task: Task) -> Failure:
     if work is None:
         return failure
     message = failure.message
-    for rel in sorted(set(work.item.files), key=len, reverse=True):  # longest first: no partial replacements
+    # The message names the files in their shown form (radretrieve.foundation.names), as stored.
+    for rel in sorted({shown(f) for f in work.item.files}, key=len, reverse=True):  # longest first: no partials
         message = message.replace(rel, work.item.source)
     return dataclasses.replace(failure, message=message)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -118,3 +119,41 @@ def test_a_json_sidecar_with_identifier_labels(tmp_path):
         "PatientName",
     )
     assert item.text == "[REDACTED] ([REDACTED]): mass" and item.study_origin == "identifier"
+
+
+SIDECAR_PLANTED = ["Kowalczyk", "Agnieszka", "1958", "884213", "Tomasz", "Wojciechowski"]
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["anonymised", "keep-paths"])
+def test_a_sidecar_study_that_holds_an_identifier_is_hashed(tmp_path, keep):
+    """JSON sidecars whose `study` is a name with a birth date, or the DICOM file's own PatientID header, and
+    whose labels name a referrer and a record number: neither the study keys nor the labels carry them, paths
+    kept or not (a study value holding an identifier is hashed always)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), dtype=np.uint8)).save(arch / "x.png")
+    sidecar = {
+        "study": "Kowalczyk, Agnieszka 1958-09-11",
+        "text": "chest film",
+        "labels": {"referrer": "Dr Tomasz Wojciechowski", "mrn": "MRN 884213", "finding": "normal"},
+    }
+    (arch / "x.json").write_text(json.dumps(sidecar))
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName = "884213", "Kowalczyk^Agnieszka"
+    ds.save_as(arch / "ct.dcm")
+    (arch / "ct.json").write_text(json.dumps({"study": "884213", "text": "head ct"}))
+    out = tmp_path / "out"
+    flags = ["--keep-paths"] if keep else []
+    res = runner.invoke(app, ["index", str(arch), "--out", str(out), "--workers", "0", "-q", *flags])
+    assert res.exit_code == 0, res.output
+    found = runner.invoke(app, ["search", "chest", "--index", str(out), "--format", "json"])
+    assert found.exit_code == 0, found.output
+    rows = [r for r in _rows(out) if r["kind"] == "image"]
+    assert sorted(json.loads(r["labels"]).get("finding", "") for r in rows) == ["", "normal"]
+    assert all(set(json.loads(r["labels"])) <= {"finding"} for r in rows)
+    assert len({r["study_key"] for r in rows}) == 2 and all(r["study_key"].startswith("h-") for r in rows)
+    blob = _everything(out, res.output, found.output)
+    assert [s for s in SIDECAR_PLANTED if s in blob] == []

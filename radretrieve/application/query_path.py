@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,14 @@ def nothing_readable(path: Path, skipped: Sequence[ErrorRecord]) -> RadRetrieveE
     return RadRetrieveError(f"{path}: no readable DICOM, NIfTI or image found{why}")
 
 
+def _on_disk(root: Path, source: str) -> str:
+    """The real name of a stored source: a name that was not UTF-8 is stored in its shown form
+    (radretrieve.foundation.names); a file that exists under the stored name itself wins."""
+    from radretrieve.foundation.names import real_name
+
+    return ";".join(rel if os.path.lexists(root / rel) else real_name(rel) for rel in source.split(";"))
+
+
 def item_at(root: Path, source: str) -> tuple[Item, Path] | None:
     """The item stored as `source` (relative to `root`) and the root to read it from; None if gone, or if the
     source now leads outside the archive root through a link (radretrieve.archive.links): a preview never draws
@@ -133,6 +142,7 @@ def item_at(root: Path, source: str) -> tuple[Item, Path] | None:
     from radretrieve.archive.selection import SelectionRules
 
     root = Path(root)
+    source = _on_disk(root, source)
     rels = source.split(";")
     if any(leaves_root(root, rel) for rel in rels):
         log.warning("no preview for an item whose file leads outside the archive root")

@@ -1,8 +1,9 @@
 """Anonymised outputs: folder and file names can carry patient data (`DOE_JOHN_MRN123456/`), so by default
 (`--keep-paths` opts out) every path-derived string of a scan is replaced by a keyed hash before anything is
 stored or shown, and so are study keys given as free text (a manifest's or JSON sidecar's `study`, which RIS
-exports fill with record numbers). A `study` value that is one of its own row's identifier values (a record
-number used as the key) is hashed even with `--keep-paths`.
+exports fill with record numbers). A `study` value that holds an identifier (one of its own row's identifier
+values, its study's DICOM identifiers, or one the free-text redaction finds: radretrieve.archive.scanner's
+`identifying_key`) is hashed even with `--keep-paths`.
 
 Replaced unless `--keep-paths`: `source`, path-derived item keys (and so item ids), series keys and study keys,
 `study` values, and the paths in error records. Always replaced: identifying `study` values. Kept: DICOM UIDs

@@ -15,6 +15,7 @@ import numpy as np
 
 from radretrieve.archive.redact import NO_IDS, PatientIds
 from radretrieve.foundation.errors import ReadError
+from radretrieve.foundation.names import shown
 
 Kind = Literal["image", "volume"]
 Fmt = Literal["dicom", "nifti", "image"]
@@ -77,6 +78,10 @@ class ErrorRecord:
     error_type: str  # CorruptFile, NoPixelData, MissingDecoder, MixedSeries, EmptyFile, ConstantImage, Localizer...
     message: str  # one line naming the file and the problem; never header values outside the allow-list
 
+    def __post_init__(self) -> None:  # a file name that is not UTF-8 is stored in its shown form
+        object.__setattr__(self, "source", shown(self.source))
+        object.__setattr__(self, "message", shown(self.message))
+
     @classmethod
     def from_error(cls, exc: ArchiveError) -> ErrorRecord:
         return cls(source=exc.path, stage=exc.stage, error_type=exc.error_type, message=str(exc))
@@ -104,8 +109,8 @@ class Item:
     spacing: tuple[float, ...] = ()  # voxel spacing in mm from headers, same order as shape; () if unknown
     burned_in: bool = False  # the pixels may carry text (patient data): never thumbnailed by default
     # Where the study key came from, for radretrieve.archive.anonymise: "given" (a manifest or sidecar `study`
-    # value: hashed unless --keep-paths), "identifier" (such a value that is also one of its row's identifier
-    # values, e.g. a record number: hashed always), or "" (a UID, a path or an item key).
+    # value: hashed unless --keep-paths), "identifier" (such a value that holds an identifier: one of its row's
+    # or its study's, or one the free-text redaction finds; hashed always), or "" (a UID, a path or an item key).
     study_origin: str = field(default="", compare=False)
     # The study's identifiers from this item's headers, for redacting its texts; emptied by the scan's
     # `assemble` once redacted, so no later stage holds them (radretrieve.archive.redact).

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from radretrieve.archive.selection import (
 )
 from radretrieve.archive.volumes import canonical_geometry
 from radretrieve.foundation.ids import item_id, normalise_relpath
+from radretrieve.foundation.names import shown
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class Collector:
     def skip(self, source: str, skip: Skip, files: int) -> None:
         """A series not selected: recorded (stage select, the reason as error type), never raised."""
         what = "read as the study's report" if skip.reason == STRUCTURED_REPORT else "skipped"
+        source = shown(source)
         message = f"{source}: series of {files} file(s) {what} ({skip.reason}: {skip.why})"
         log.info("%s", message if self.log_paths else f"a series {what} ({skip.reason})")
         self.errors.append(ErrorRecord(source, "select", skip.reason, message))
@@ -127,6 +130,7 @@ class Collector:
         self.errors.append(ErrorRecord.from_error(exc))
 
     def note(self, source: str, note_type: str, message: str) -> None:
+        source = shown(source)
         log.info("%s: %s", source if self.log_paths else "a file", message)
         self.notes.append(ErrorRecord(source, "scan", note_type, f"{source}: {message}"))
 
@@ -233,7 +237,7 @@ def collect_scans(scans: Iterable[FileScan], col: Collector) -> None:
         if res.error is not None:
             exc = ArchiveError(*res.error)
             if res.fmt == "maybe-dicom" and exc.error_type == "CorruptFile":
-                log.debug("ignored %s: not DICOM", res.rel)  # READMEs, licences and such without a suffix
+                log.debug("ignored %s: not DICOM", shown(res.rel))  # READMEs, licences and such without a suffix
             else:
                 col.error(exc)
         elif res.header is not None:
@@ -527,7 +531,7 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
     studies = tuple(
         _study(key, by_study[key], _own_reports(key, by_study[key], reports, col)) for key in sorted(by_study)
     )
-    studies = tuple(redact_study(s, col.policy) for s in studies)
+    studies = tuple(sorted((shown_study(redact_study(identifying_key(s), col.policy)) for s in studies), key=_key))
     order = lambda r: (r.source, r.error_type, r.message)  # noqa: E731
     return ScanResult(
         root=root,
@@ -536,6 +540,64 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
         notes=tuple(sorted(col.notes, key=order)),
         identifier_columns=tuple(sorted(col.identifier_columns)),
     )
+
+
+def _key(study: Study) -> str:
+    return study.key
+
+
+def identifying_key(study: Study) -> Study:
+    """The study, its key marked identifying (hashed even with --keep-paths: radretrieve.archive.anonymise)
+    when a `study` value given by a manifest or sidecar holds an identifier: one of the study's own (its
+    headers' PatientID or name, its identifier columns or labels), or a date, a name, an e-mail address or
+    a street address that the free-text redaction finds. Runs before `redact_study`, while the items still
+    hold their identifiers."""
+    if not any(i.study_origin == "given" for i in study.items):
+        return study
+    if not _holds_identifier(study.key, merge_ids(i.patient for i in study.items)):
+        return study
+    items = tuple(dataclasses.replace(i, study_origin="identifier") for i in study.items)
+    return dataclasses.replace(study, items=items)
+
+
+def _holds_identifier(key: str, ids: PatientIds) -> bool:
+    """Whether a study key holds one of `ids` (a record or accession number, or a birth date, by its letters and
+    digits; a name part as a word), or a free-text identifier of a kind that never makes a plain dataset key.
+    Record-number and phone shapes are left out of the latter: dataset keys look like them (`ROCO_00012`,
+    `CT-2021-001`) and would all be hashed; a record number is caught as one of `ids`."""
+    from radretrieve.archive.deid.freetext import addresses, dates, emails, names
+
+    flat = _alnum(key)
+    numbers = [_alnum(v) for v in (*ids.ids, *ids.accessions, *ids.birth_dates)]
+    if any(len(n) >= 4 and n in flat for n in numbers):
+        return True
+    words = {w.lower() for w in re.findall(r"[^\W\d_]+", key)}
+    parts = {p.lower() for n in ids.names for p in re.split(r"[\^,\s]+", n) if len(p) >= 3}
+    return bool(words & parts) or any(next(detect(key), None) for detect in (dates, names, emails, addresses))
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def shown_study(study: Study) -> Study:
+    """The study with its path-derived strings in their shown form (radretrieve.foundation.names): a file name
+    that is not UTF-8 is indexed, not lost, and stored as valid UTF-8. `files` keeps the real names; the ids
+    stay (an item id is the hash of the shown key)."""
+
+    def item(i: Item) -> Item:
+        fields = (i.item_key, i.source, i.series_key, i.study_key)
+        if all(f.isascii() for f in fields):
+            return i
+        return dataclasses.replace(
+            i,
+            item_key=shown(i.item_key),
+            source=shown(i.source),
+            series_key=shown(i.series_key),
+            study_key=shown(i.study_key),
+        )
+
+    return dataclasses.replace(study, key=shown(study.key), items=tuple(item(i) for i in study.items))
 
 
 def _own_reports(key: str, items: list[Item], sidecars: Mapping[str, str], col: Collector) -> list[str]:

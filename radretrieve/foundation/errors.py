@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from radretrieve.foundation.names import shown
+
 
 class RadRetrieveError(Exception):
     """Base class for errors the user can act on (bad input, missing file, offline download...)."""
@@ -27,6 +29,7 @@ class ReadError(RadRetrieveError):
     """A source file could not be read. `path` and `reason` are kept for error records."""
 
     def __init__(self, path: str, reason: str, stage: str = "read") -> None:
+        path, reason = shown(path), shown(reason)  # a file name that is not UTF-8 (radretrieve.foundation.names)
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import PurePosixPath
 
+from radretrieve.foundation.names import shown
+
 _MASK = (1 << 63) - 1
 MAX_ITEM_ID = _MASK  # ids are 0 .. 2**63 - 1
 _DIGITS = frozenset("0123456789")
@@ -17,7 +19,9 @@ _DIGITS = frozenset("0123456789")
 
 def item_id(key: str) -> int:
     """Return the stable non-negative int64 id of a source key such as a SOP/Series UID or a relative path."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    # A key from a file name that is not UTF-8 is hashed in its shown form (radretrieve.foundation.names), the
+    # form it is stored in, so the id of an item is the same before and after the scan shows its name.
+    digest = hashlib.blake2b(shown(key).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MASK
 
 

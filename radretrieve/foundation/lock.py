@@ -11,6 +11,8 @@ index build it runs at the end takes it again without waiting for itself. Anothe
 for the lock or is refused with `Locked`, by the same `wait` rule. `flock` alone could not tell the threads of
 one process apart when they share a descriptor, so a table of the locks this process holds, keyed by folder,
 records the owning thread; the `flock` is taken only by the thread that finds the folder free in that table.
+The table is per process: a forked child starts with it empty (`_forget_in_child`), so it is a second writer
+too, not a re-entry of the lock its parent holds.
 """
 
 from __future__ import annotations
@@ -65,6 +67,23 @@ class _Hold:
 
 _held: dict[Path, _Hold] = {}  # folder -> the lock held by one thread of this process
 _held_cond = threading.Condition()  # guards `_held`; notified whenever a lock is released
+
+
+def _forget_in_child() -> None:
+    """A forked child holds none of its parent's locks: the table is per process. Without this the child's
+    thread (which has the forking thread's ident) would re-enter a lock its parent holds, without the flock,
+    and write beside it. The child's copies of the lock descriptors are closed (the parent's flock stays: it
+    is released only when the parent closes its own), so a child that outlives its parent holds nothing. A new
+    condition: another thread of the parent may have held the old one's lock at the fork, and never frees it."""
+    global _held, _held_cond
+    for hold in _held.values():
+        if hold.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(hold.fd)
+    _held, _held_cond = {}, threading.Condition()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _read_holder(path: Path) -> Holder | None:
@@ -167,7 +186,9 @@ def _enter(key: Path, command: str, wait: float, deadline: float) -> bool:
 def _release(key: Path) -> None:
     """Leave one level of this thread's lock on `key`; the last level releases the flock and wakes waiters."""
     with _held_cond:
-        hold = _held[key]
+        hold = _held.get(key)
+        if hold is None:  # a forked child leaving a block its parent entered: the parent's lock, not its own
+            return
         if hold.depth > 1:
             hold.depth -= 1
             return
