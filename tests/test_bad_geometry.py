@@ -66,7 +66,9 @@ def archive(tmp_path_factory) -> Path:
 
 def test_bad_geometry_is_one_error_per_file_and_the_job_goes_on(archive, tmp_path, tiny_model):
     out = tmp_path / "out"
-    summary = index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
+    summary = index_archive(
+        archive, out, tiny_model, IndexOptions(workers=0, progress=False, anonymise_paths=False)
+    )  # sources below are paths
     assert summary.errors == {"BadGeometry": len(BAD_NIFTI) + 1}
     assert sum(summary.rows.values()) == 2  # the good PNG and the good NIfTI
     records = [json.loads(line) for line in (out / "errors" / "scan.jsonl").read_text().splitlines()]

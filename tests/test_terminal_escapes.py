@@ -37,7 +37,8 @@ def indexed(tmp_path_factory) -> tuple[Path, Path]:
     Image.fromarray((np.eye(16) * 200).astype(np.uint8)).save(archive / GOOD, format="PNG")
     (archive / BAD).write_bytes(b"not a NIfTI" * 40)
     out = archive.parent / "out"
-    res = _run("index", str(archive), "--out", str(out), "--workers", "0", "-q")
+    # --keep-paths: names are shown only then (anonymised paths, the default, show hashes)
+    res = _run("index", str(archive), "--out", str(out), "--workers", "0", "-q", "--keep-paths")
     assert res.returncode == 0, res.stderr
     assert "WARNING skipped bad\\x1b[31m\\x9b\\u202e.nii: not a readable NIfTI file" in res.stderr
     return archive, out
