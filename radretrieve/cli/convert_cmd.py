@@ -1,4 +1,4 @@
-"""`radretrieve convert DATASET SRC OUT_MANIFEST`: public data sets -> the manifest format (DESIGN.md)."""
+"""`radretrieve convert DATASET SRC OUT_MANIFEST`: public data sets -> the manifest format (README.md: Manifests)."""
 
 from __future__ import annotations
 

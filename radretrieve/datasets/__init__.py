@@ -1,4 +1,4 @@
-"""Converters from public radiology datasets to the manifest format of DESIGN.md (path, text, study, split,
+"""Converters from public radiology datasets to the manifest format (README.md: Manifests) (path, text, study, split,
 labels). Each converter reads the dataset where it lies and writes only the manifest."""
 
 from __future__ import annotations
