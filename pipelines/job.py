@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pipelines.failures import failed_ids
 from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
+from pipelines.preflight import check_archive, nothing_indexable, remove_new_out_dir
 from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
 from pipelines.scan import scan_archive, scan_dicomweb
 from pipelines.sync import SeriesSync, indexed_series
@@ -136,6 +137,20 @@ def index_archive(
     archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
     if isinstance(archive, RemoteArchive) and options.engine != "local":
         raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
+    if isinstance(archive, Path):
+        check_archive(archive)  # a refused job writes nothing
+    created = not out_dir.exists()
+    try:
+        return _locked_job(archive, out_dir, model, options, start)
+    except RadRetrieveError:
+        if created:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
+            remove_new_out_dir(out_dir)
+        raise
+
+
+def _locked_job(
+    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, start: float
+) -> IndexSummary:
     # SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
     # on the way out (exit status 143)
     with sigterm_unwinds(), writer_lock(out_dir, "radretrieve index", wait=options.wait):
@@ -192,6 +207,9 @@ def _run_job(
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()
+    # no item and no failure: nothing to index; a failure of every file is a job like any other (errors/)
+    if not isinstance(archive, RemoteArchive) and not result.items and not result.errors:
+        raise nothing_indexable(archive)
     # identifying `study` values are always hashed, paths unless --keep-paths (radretrieve.archive.anonymise); a
     # DICOMweb server's sources are UIDs, not names
     paths = options.anonymise_paths and not isinstance(result.root, RemoteArchive)
