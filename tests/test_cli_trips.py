@@ -104,3 +104,23 @@ def test_quiet_index_prints_no_info_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (out / "manifest.json").is_file()
     assert not [line for line in proc.stderr.splitlines() if line.startswith("INFO")], proc.stderr
+
+
+READER_WARNING = (
+    "import logging, warnings\n"
+    "from pipelines.readers import ReaderPool\n"
+    "from radretrieve.foundation.terminal import configure_logging\n"
+    "configure_logging(logging.WARNING)\n"
+    "with ReaderPool(1) as pool:\n"
+    "    pool.submit(warnings.warn, 'odd header value').result()\n"
+    "    pool.submit(logging.getLogger('x').info, 'info from a reader').result()\n"
+)
+
+
+def test_reader_warnings_go_through_the_log_at_the_parents_level():
+    proc = subprocess.run([sys.executable, "-c", READER_WARNING], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    # a log record (the parent's format), not the raw `FILE:LINE: UserWarning` that an unconfigured reader prints
+    assert lines[0].startswith("WARNING ") and "UserWarning: odd header value" in lines[0], proc.stderr
+    assert "info from a reader" not in proc.stderr
