@@ -31,7 +31,7 @@ from radretrieve.archive.records import RemoteArchive
 from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
-from radretrieve.foundation.lock import writer_lock
+from radretrieve.foundation.lock import LOCK_FILE, writer_lock
 from radretrieve.foundation.signals import sigterm_unwinds
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
@@ -139,24 +139,25 @@ def index_archive(
         raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
     if isinstance(archive, Path):
         check_archive(archive)  # a refused job writes nothing
-    created = not out_dir.exists()
-    try:
-        return _locked_job(archive, out_dir, model, options, start)
-    except RadRetrieveError:
-        if created:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
-            remove_new_out_dir(out_dir)
-        raise
+    return _locked_job(archive, out_dir, model, options, start, created=not out_dir.exists())
 
 
 def _locked_job(
-    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, start: float
+    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, start: float, created: bool
 ) -> IndexSummary:
     # SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
     # on the way out (exit status 143)
     with sigterm_unwinds(), writer_lock(out_dir, "radretrieve index", wait=options.wait):
+        # ours alone: it did not exist before this job, and holds only our lock now that we hold it (another job
+        # that made it while we waited for the lock may have left files: those are never removed)
+        ours = created and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}
         readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
         try:
             summary = _index(archive, out_dir, model, options, readers)
+        except RadRetrieveError:
+            if ours:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
+                remove_new_out_dir(out_dir)
+            raise
         finally:
             if readers is not None:
                 readers.close()

@@ -124,3 +124,32 @@ def test_reader_warnings_go_through_the_log_at_the_parents_level():
     # a log record (the parent's format), not the raw `FILE:LINE: UserWarning` that an unconfigured reader prints
     assert lines[0].startswith("WARNING ") and "UserWarning: odd header value" in lines[0], proc.stderr
     assert "info from a reader" not in proc.stderr
+
+
+def test_a_job_that_waited_for_the_lock_never_removes_what_another_job_left(tmp_path, tiny_model):
+    """The out dir did not exist when this job started, but another job made it and wrote into it while this one
+    waited for the lock: this job's refusal removes nothing of it."""
+    import threading
+    import time
+
+    from pipelines.job import IndexOptions, _locked_job
+    from radretrieve.foundation.errors import RadRetrieveError
+    from tests.locks import hold_lock
+
+    archive = tmp_path / "arch"
+    archive.mkdir()
+    (archive / "notes.txt").write_text("no image here\n")
+    out = tmp_path / "out"
+    holder = hold_lock(out)  # the other job: it made the out dir and holds its lock
+    (out / "theirs.txt").write_text("the other job's\n")
+    release = threading.Timer(1.0, holder.kill)  # the other job ends a second later
+    release.start()
+    try:
+        with pytest.raises(RadRetrieveError):  # refused (here: the out dir holds files of another kind)
+            opts = IndexOptions(workers=0, progress=False, wait=60)
+            _locked_job(archive, out, tiny_model, opts, time.perf_counter(), created=True)
+    finally:
+        release.cancel()
+        holder.kill()
+        holder.wait()
+    assert (out / "theirs.txt").read_text() == "the other job's\n"
