@@ -24,7 +24,7 @@ from indexers.plan import IndexPlan, SearchParams
 from indexers.store import StoreInfo
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_bytes
-from radretrieve.outdir.layout import INDEX_DIR, INDEX_JSON
+from radretrieve.outdir.layout import INDEX_DIR, INDEX_JSON, MANIFEST
 from radretrieve.outdir.manifest import Manifest, ShardEntry
 
 FORMAT_VERSION = 1
@@ -177,12 +177,23 @@ def index_dir(out_dir: Path) -> Path:
     return Path(out_dir) / INDEX_DIR
 
 
+def _missing_hint(out_dir: Path) -> str:
+    """Why there is no index and the command that makes one: `build-index` only helps an out dir (one with a
+    manifest); a folder without one is most likely the archive itself, which `index` embeds first."""
+    if not (Path(out_dir) / MANIFEST).is_file():
+        return (
+            f"{out_dir}: not an out dir (no {MANIFEST}); to index an archive folder run "
+            f"`radretrieve index {out_dir} --out OUT`"
+        )
+    return f"{out_dir}: no {INDEX_DIR}/{INDEX_JSON} (run `radretrieve build-index {out_dir}`)"
+
+
 def read_index_json(out_dir: Path, required: bool = True) -> dict[str, IndexInfo]:
     """The indexes recorded in OUT/index/index.json ({} if absent and not `required`)."""
     path = index_dir(out_dir) / INDEX_JSON
     if not path.is_file():
         if required:
-            raise IndexMissing(f"{out_dir}: no {INDEX_DIR}/{INDEX_JSON} (run `radretrieve build-index {out_dir}`)")
+            raise IndexMissing(_missing_hint(out_dir))
         return {}
     try:
         data = json.loads(path.read_text())

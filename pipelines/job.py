@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pipelines.failures import failed_ids
 from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
+from pipelines.preflight import check_archive, nothing_indexable, remove_new_out_dir
 from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
 from pipelines.scan import scan_archive, scan_dicomweb
 from pipelines.sync import SeriesSync, indexed_series
@@ -30,7 +31,7 @@ from radretrieve.archive.records import RemoteArchive
 from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
-from radretrieve.foundation.lock import writer_lock
+from radretrieve.foundation.lock import LOCK_FILE, writer_lock
 from radretrieve.foundation.signals import sigterm_unwinds
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
@@ -136,12 +137,27 @@ def index_archive(
     archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
     if isinstance(archive, RemoteArchive) and options.engine != "local":
         raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
+    if isinstance(archive, Path):
+        check_archive(archive)  # a refused job writes nothing
+    return _locked_job(archive, out_dir, model, options, start, created=not out_dir.exists())
+
+
+def _locked_job(
+    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, start: float, created: bool
+) -> IndexSummary:
     # SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
     # on the way out (exit status 143)
     with sigterm_unwinds(), writer_lock(out_dir, "radretrieve index", wait=options.wait):
+        # ours alone: it did not exist before this job, and holds only our lock now that we hold it (another job
+        # that made it while we waited for the lock may have left files: those are never removed)
+        ours = created and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}
         readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
         try:
             summary = _index(archive, out_dir, model, options, readers)
+        except RadRetrieveError:
+            if ours:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
+                remove_new_out_dir(out_dir)
+            raise
         finally:
             if readers is not None:
                 readers.close()
@@ -192,6 +208,9 @@ def _run_job(
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()
+    # no item and no failure: nothing to index; a failure of every file is a job like any other (errors/)
+    if not isinstance(archive, RemoteArchive) and not result.items and not result.errors:
+        raise nothing_indexable(archive)
     # identifying `study` values are always hashed, paths unless --keep-paths (radretrieve.archive.anonymise); a
     # DICOMweb server's sources are UIDs, not names
     paths = options.anonymise_paths and not isinstance(result.root, RemoteArchive)

@@ -50,7 +50,7 @@ WATCH_SECONDS = 0.5  # how often a waiting consumer checks for such a reader
 UNSTICK_SECONDS = 10.0  # how long to feed a stuck executor thread before giving up on it
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int, log_level: int = logging.WARNING) -> None:
     """Tie the reader to its parent, then import the readers now, while the job is still scanning and
     planning, not on their first item.
 
@@ -62,6 +62,11 @@ def _init_worker(parent: int) -> None:
 
     # Ctrl-C goes to the whole process group: the parent alone decides, and kills its readers as it unwinds
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a spawned reader starts with no logging set up: without this, a decoder's warnings (pydicom's UserWarnings)
+    # and its log records reach the terminal raw, unescaped, and past the parent's level (-q)
+    from radretrieve.foundation.terminal import configure_logging
+
+    configure_logging(log_level)
     _exit_with_parent(parent)
     os.nice(READER_NICENESS)
     import radretrieve.archive  # noqa: F401 - warm-up: pydicom, nibabel
@@ -108,7 +113,9 @@ class ReaderPool:
 
     def _new(self) -> ProcessPoolExecutor:
         ctx = mp.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+        return ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), logging.getLogger().level)
+        )
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future:
         """`fn(*args)` in a reader; raises `BrokenProcessPool` once a reader of this pool has died."""

@@ -80,15 +80,20 @@ def embed_texts(model: Encoder, texts: Sequence[str]) -> list[Embedding]:
     return [Embedding(t, "text", v) for t, v in zip(texts, vectors)]
 
 
+def check_output(fmt: str, out: Path | None) -> None:
+    """Refuse a format/out pair that `write_embeddings` cannot write (called before the model loads)."""
+    if fmt not in FORMATS:
+        raise RadRetrieveError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "npy" and out is None:
+        raise RadRetrieveError("--format npy writes binary: give --out FILE.npy")
+
+
 def write_embeddings(embeddings: Sequence[Embedding], fmt: str, out: Path | None) -> str | None:
     """JSON (a list of {"input", "kind", "embedding"}) or .npy (float32 [N, D], rows in input order).
 
     Returns the JSON text when `out` is None (for stdout); a .npy needs `out`."""
-    if fmt not in FORMATS:
-        raise RadRetrieveError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_output(fmt, out)
     if fmt == "npy":
-        if out is None:
-            raise RadRetrieveError("--format npy writes binary: give --out FILE.npy")
         matrix = np.stack([e.embedding for e in embeddings]).astype(np.float32)
         with atomic_path(Path(out)) as tmp:
             with open(tmp, "wb") as fh:

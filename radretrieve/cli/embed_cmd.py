@@ -23,17 +23,20 @@ def embed(
     """Embed files and texts with a model: L2-normalised vectors, the same that `radretrieve index` stores."""
     from collections import Counter
 
-    from radretrieve.application.embed import FORMATS, embed_paths, embed_texts, write_embeddings
+    from radretrieve.application.embed import check_output, embed_paths, embed_texts, write_embeddings
     from radretrieve.foundation.errors import RadRetrieveError
-    from radretrieve.models.loading import load_model
+    from radretrieve.models.reference import parse_model_ref
 
+    # every argument is checked before torch and the weights load (seconds), so a typo costs no wait
     if not paths and not text:
         raise RadRetrieveError("nothing to embed: give files/folders and/or --text TEXT")
-    if fmt not in FORMATS:
-        raise RadRetrieveError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_output(fmt, out)
     for path in paths or []:
         if not path.exists():
             raise RadRetrieveError(f"{path}: no such file or folder")
+    parse_model_ref(model, weights)
+    from radretrieve.models.loading import load_model
+
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     embedded = embed_paths(m, paths or [])
     embeddings = embedded.embeddings + embed_texts(m, text or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,14 +100,16 @@ def index(
     request_deadline: float = typer.Option(
         600.0, "--request-deadline", help="DICOMweb: seconds one HTTP request may take, connect to last byte."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars and no INFO log lines: warnings and errors only."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
-    from pipelines.job import IndexOptions, index_archive
     from radretrieve.foundation.errors import RadRetrieveError
-    from radretrieve.models.loading import load_model
 
+    if quiet:  # the root logger: the job's, the index build's and captured library warnings alike
+        logging.getLogger().setLevel(logging.WARNING)
     if engine not in ("local", "ray"):
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
     from radretrieve.archive.scanner import make_policy
@@ -115,10 +118,16 @@ def index(
         raise RadRetrieveError("--follow-external-links is supported by the local engine only")
     if not anonymise_paths:
         say(KEEP_PATHS_WARNING, err=True)
-    # bad options fail before the model loads
+    # bad options fail before torch and the model load
+    from radretrieve.models.reference import parse_model_ref
+
+    parse_model_ref(model, weights)
     policy = make_policy(include, exclude, selection, reports, scrubber, follow_external_links)
     limits = _limits(archive, max_response_mb, max_listed, request_deadline)
     source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, limits)
+    from pipelines.job import IndexOptions, index_archive
+    from radretrieve.models.loading import load_model
+
     m = load_model(model, weights=weights, device=device, preprocess=preprocess)
     opts = IndexOptions(
         workers=workers,

@@ -106,6 +106,12 @@ def parse_model_ref(text: str, weights: str | None = None) -> ModelSource:
 
 
 def _is_open_clip_name(name: str) -> bool:
-    import open_clip
+    """Whether open_clip ships a config for `name`, read from its config folder: importing open_clip imports
+    torch (seconds), and a reference is checked before any model loads."""
+    import importlib.util
 
-    return name in open_clip.list_models()
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(folder) / "model_configs" / f"{name}.json").is_file():
+            return True
+    return False
