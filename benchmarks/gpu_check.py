@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# clip-retrieval's published inference speeds (README, one A100): the numbers to beat several times over.
+# clip-retrieval's published inference speeds (one A100; cited with their source in docs/SCALE.md): the numbers to beat.
 REFERENCE = {"source": "clip-retrieval README, images/s per A100", "ViT-B-16": 1100.0, "ViT-L-14": 312.0}
 
 

@@ -7,6 +7,7 @@ is tested on planted violations below, so a rule that stopped being enforced wou
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,106 @@ def test_allowed_imports_are_not_reported() -> None:
         "tests/x.py": "from benchmarks.suite import SPECS\nfrom pipelines.job import index_archive",
     }
     assert violations(allowed) == []
+
+
+# ---- ARCHITECTURE.md names only modules that exist ----
+
+DOC = REPO / "ARCHITECTURE.md"
+NAME = re.compile(r"`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)`")  # a backticked module-like name
+DOTTED = re.compile(r"\b((?:radretrieve|indexers|pipelines|foundation)(?:\.[a-z_][a-z0-9_]*)+)")
+FILE_SUFFIXES = {"json", "parquet", "key", "toml", "safetensors", "faiss", "jsonl", "lock", "md"}
+
+
+def _module_file(dotted: str) -> Path | None:
+    base = REPO.joinpath(*dotted.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """What a module defines or re-exports at its top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _dotted_exists(dotted: str) -> bool:
+    """`pkg.module` is a module, or `pkg.module.name` a name defined in one (`radretrieve.archive.read_item`)."""
+    if dotted.startswith("foundation."):
+        dotted = "radretrieve." + dotted
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        path = _module_file(".".join(parts[:cut]))
+        if path is not None:
+            rest = parts[cut:]
+            return not rest or (len(rest) == 1 and rest[0] in _top_level_names(path))
+    return False
+
+
+def _cli_commands() -> set[str]:
+    found: set[str] = set()
+    for path in (REPO / "radretrieve" / "cli").glob("*.py"):
+        found |= set(re.findall(r"command\(\"([\w-]+)\"", path.read_text(encoding="utf-8")))
+    return found
+
+
+def _name_exists(name: str, package: str) -> bool:
+    """A name in a package's row: a module or subpackage anywhere under it (`fold`, `application.web`), a name
+    defined in one of its modules (`configure_logging`), or a CLI command (`serve`)."""
+    if name.rsplit(".", 1)[-1] in FILE_SUFFIXES:  # a file name such as manifest.json
+        return True
+    root = REPO.joinpath(*package.split("."))
+    relative = Path(*name.split("."))
+    for path in root.rglob("*.py"):
+        module = path.relative_to(root).with_suffix("")
+        if module.parts[-1] == "__init__":
+            module = module.parent
+        if module.parts[-len(relative.parts) :] == relative.parts:
+            return True
+    if _dotted_exists(f"radretrieve.{name}") or _dotted_exists(name):
+        return True
+    defined = set().union(*(_top_level_names(p) for p in root.rglob("*.py")))
+    return name in defined or name in _cli_commands()
+
+
+def missing_architecture_names(text: str) -> list[str]:
+    """Names in ARCHITECTURE.md that no module of the repository has: the layer table's backticked names (in
+    the package of their row) and every dotted `radretrieve.`/`indexers.`/`pipelines.` name anywhere."""
+    missing: list[str] = []
+    package = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) == 3 and not cells[0].startswith("---") and cells[0] != "layer":
+            named = NAME.findall(cells[1])
+            package = named[0] if named else package
+            if package is None or _module_file(package) is None:
+                missing.append(f"package {package}")
+                continue
+            missing += [f"{package}: {n}" for n in NAME.findall(cells[2]) if not _name_exists(n, package)]
+    missing += [d for d in DOTTED.findall(text) if not _dotted_exists(d)]
+    return missing
+
+
+def test_architecture_names_only_modules_that_exist():
+    text = DOC.read_text(encoding="utf-8")
+    assert len(NAME.findall(text)) >= 60, "the layer table names fewer modules than when this check was written"
+    assert missing_architecture_names(text) == []
+
+
+def test_a_renamed_module_in_architecture_is_reported():
+    text = DOC.read_text(encoding="utf-8")
+    planted = text.replace("(`sessions`)", "(`session_store`)").replace("pipelines.plan", "pipelines.planner")
+    assert planted != text
+    assert sorted(missing_architecture_names(planted)) == [
+        "pipelines.planner",
+        "radretrieve.application: session_store",
+    ]

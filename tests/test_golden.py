@@ -1,7 +1,7 @@
 """Golden values: item ids and the radclip-tiny fingerprint are part of the on-disk contract.
 
 Out dirs built by one version must be searchable and extendable by the next, so these literals may only
-change together with a format version bump (and a migration note in the README).
+change together with a format version bump (and a migration note in docs/reference/formats.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Against the session's real server (tests/conftest.py): type a query and press En
 thumbnails decoded; arrow keys move between tiles; clicking one shows its similar studies (the API's own
 answer for that study) and nearest reports; a `/?q=` link runs its query on load and shows typed markup as
 text; with a token, signing in and signing out. A screenshot is saved in the test's tmp dir; with
-RADRETRIEVE_UPDATE_SCREENSHOT=1 also to docs/serve-page.png (the README's picture).
+RADRETRIEVE_UPDATE_SCREENSHOT=1 also to docs/serve-page.png (the picture of README.md and docs/guide/serve.md).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_search_with_enter_shows_k_tiles_and_a_click_shows_similar_studies(serve
 
 
 def save_for_docs(shot, target) -> None:
-    """The screenshot as a small palette PNG (the README's picture)."""
+    """The screenshot as a small palette PNG (the picture of README.md and docs/guide/serve.md)."""
     from PIL import Image
 
     target.parent.mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ Thumbnails are embedded as base64 PNG data URIs and the CSS is inline, so the fi
 stick or an e-mail attachment with no server and no network. Every hit is one `<figure class="hit">`
 with exactly one `<img class="thumb">` (volumes: a strip of a few sampled slices in one PNG; sources
 that cannot be found: a grey "no preview" tile). All text is HTML-escaped. Only shard fields are shown,
-and the shards hold no patient identifiers (README.md: Patient data). Images flagged `burned_in` (they may
+and the shards hold no patient identifiers (docs/guide/patient-data.md). Images flagged `burned_in` (they may
 carry text such as the patient's name in their pixels) are never drawn: their tile is the grey placeholder with
 alt "withheld", unless `--show-burned-in` is given (the same contract as `radretrieve serve`).
 """

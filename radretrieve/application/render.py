@@ -55,7 +55,9 @@ def to_table(results: Sequence[QueryResult]) -> str:
 
 
 def to_json(results: Sequence[QueryResult]) -> str:
-    """`[{"query": ..., "hits": [{rank, score, item_id, kind, study_key, source, ...}]}]` (README)."""
+    """`[{"query": ..., "hits": [{rank, score, item_id, kind, study_key, source, ...}]}]`.
+
+    The format: docs/guide/search.md (Output)."""
     return json.dumps([r.to_json() for r in results], indent=1, ensure_ascii=False) + "\n"
 
 

@@ -29,7 +29,7 @@ from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 log = logging.getLogger(__name__)
 
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
-JSON_FIELDS = ("rank", "score", "item_id", *HIT_ROW_FIELDS)  # README: "JSON output"
+JSON_FIELDS = ("rank", "score", "item_id", *HIT_ROW_FIELDS)  # docs/guide/search.md: Output
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class QueryResult:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    """The stable JSON fields of a hit (README: "JSON output")."""
+    """The stable JSON fields of a hit (docs/guide/search.md: Output)."""
     d = {key: getattr(hit, key) for key in JSON_FIELDS}
     d.update(item_id=int(hit.item_id), score=float(hit.score), labels=dict(hit.labels))
     return d

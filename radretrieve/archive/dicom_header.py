@@ -1,6 +1,6 @@
 """DICOM headers through a PHI allow-list, decoder checks, and slice ordering of a series.
 
-PHI rule (README.md: Patient data): only the attributes in `ALLOWED_TAGS` reach a record that can be stored or shown.
+PHI rule (docs/guide/patient-data.md): only the attributes in `ALLOWED_TAGS` reach a record that can be stored or shown.
 Headers are read with pydicom's `specific_tags` so that every other attribute is skipped by the parser
 itself, not filtered afterwards. The identifiers in `IDENTIFIER_TAGS` are read too, for one purpose only:
 removing them from the study's free text (radretrieve.archive.redact); they are held in a `PatientIds`

@@ -1,4 +1,4 @@
-"""Manifest scans (README.md: Manifests): CSV, Parquet or JSON Lines with one row per source.
+"""Manifest scans (docs/guide/archives.md: Manifests): CSV, Parquet or JSON Lines with one row per source.
 
 Columns: `path` (required; relative to the manifest's folder or absolute; an image, a NIfTI, a DICOM
 file, a DICOM folder, or several image files of one volume joined by ';' in slice order), `text`

@@ -1,5 +1,5 @@
 """Free-text redaction: identifiers are removed from every text before anything is stored or shown
-(README.md: Patient data; docs/THREAT_MODEL.md), then an optional site scrubber (`--scrubber module:callable`) runs.
+(docs/guide/patient-data.md; docs/THREAT_MODEL.md), then an optional site scrubber (`--scrubber module:callable`) runs.
 
 Texts redacted: report texts (sidecars, DICOM SR, `--reports`, manifest text), StudyDescription,
 SeriesDescription and BodyPartExamined. Two kinds of identifier are removed, each match becoming `[REDACTED]`:

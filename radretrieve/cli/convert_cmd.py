@@ -1,4 +1,5 @@
-"""`radretrieve convert DATASET SRC OUT_MANIFEST`: public data sets -> the manifest format (README.md: Manifests)."""
+"""`radretrieve convert DATASET SRC OUT_MANIFEST`: public data sets -> the manifest format
+(docs/guide/archives.md: Manifests)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Converters from public radiology datasets to the manifest format (README.md: Manifests) (path, text, study, split,
-labels). Each converter reads the dataset where it lies and writes only the manifest."""
+"""Converters from public radiology datasets to the manifest format (docs/guide/archives.md: Manifests): path,
+text, study, split, labels. Each converter reads the dataset where it lies and writes only the manifest."""
 
 from __future__ import annotations
 

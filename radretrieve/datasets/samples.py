@@ -36,7 +36,7 @@ from radretrieve.foundation.fileio import atomic_dir, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 ENV_VAR = "RADRETRIEVE_DATA"
-FETCH_HINT = f"set {ENV_VAR}=DIR to a copy, or run `radretrieve fetch-data DIR` (README: Sample data)"
+FETCH_HINT = f"set {ENV_VAR}=DIR to a copy, or run `radretrieve fetch-data DIR` (docs/development.md: Sample data)"
 DEBIAN = "https://deb.debian.org/debian/pool/main"
 TIMEOUT_S = 60
 
@@ -55,7 +55,7 @@ class Sample:
 
     folder: str  # folder under the sample data dir
     what: str  # one line for `fetch-data --list`
-    source: str  # the public source, as cited in the README
+    source: str  # the public source, as cited in docs/development.md
     licence: str  # licence of the files
     url: str  # what is downloaded
     download_sha256: str | None  # digest of the download itself (None: the archive is built on the fly)

@@ -1,4 +1,4 @@
-"""Stable int64 item ids from source keys (README.md: Formats).
+"""Stable int64 item ids from source keys (docs/guide/your-data.md: Item ids).
 
 The id is the first 8 bytes of BLAKE2b(key) read as a signed little-endian int64, with the sign bit
 cleared so ids are non-negative (FAISS uses -1 as "no result"). The same key gives the same id on every

@@ -1,7 +1,7 @@
 """Model references: which scheme a `--model` string names, decided by explicit rules, never by what happens
 to exist in the working directory.
 
-The rules (also in `radretrieve index --help` and the README), first match wins:
+The rules (also in `radretrieve index --help` and docs/guide/models.md), first match wins:
 
 1. an explicit prefix: ``registry:NAME``, ``open_clip:NAME``, ``hf-hub:ORG/REPO``, ``path:DIR``;
 2. a string that looks like a path (contains ``/``, or starts with ``.`` or ``~``): a model directory;

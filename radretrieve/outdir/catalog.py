@@ -1,6 +1,6 @@
 """duckdb catalog over an out dir: metadata filters first, then id -> row lookup for result display.
 
-Views (README.md: Filters), over exactly the shards listed in manifest.json:
+Views (docs/guide/search.md: Filters), over exactly the shards listed in manifest.json:
 
 * ``items``   image and volume rows, every shard column except ``embedding``;
 * ``reports`` report rows, same columns;

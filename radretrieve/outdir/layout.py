@@ -1,4 +1,4 @@
-"""Every name under an out dir, in one place (README.md: Formats).
+"""Every name under an out dir, in one place (docs/reference/formats.md).
 
 OUT/manifest.json              finished shards; readers trust only this file (radretrieve.outdir.manifest)
 OUT/shards/part-<task>.parquet one per task, written atomically (radretrieve.outdir.shards)

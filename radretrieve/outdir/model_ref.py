@@ -1,4 +1,5 @@
-"""An out dir remembers its model (README.md: The out dir): `search`, `reports` and `similar` need only `--index DIR`.
+"""An out dir remembers its model (docs/reference/formats.md): `search`, `reports` and `similar` need only
+`--index DIR`.
 
 `manifest.json["model"]` holds `{"scheme": ..., "ref": ..., "weights": ..., "fingerprint": ...}`
 (`radretrieve.models.reference.ModelSource`): a registry name, an open_clip name + tag, an hf-hub id, or a

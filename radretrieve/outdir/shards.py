@@ -1,4 +1,4 @@
-"""Parquet shards (README.md: Formats): schema, metadata, atomic write, streaming reads of embeddings.
+"""Parquet shards (docs/reference/formats.md): schema, metadata, atomic write, streaming reads of embeddings.
 
 One shard per task under OUT/shards/; every shard carries the model fingerprint, the preprocessing hash
 and the package version in its schema metadata. Writes go through radretrieve.foundation.fileio, so a

@@ -148,7 +148,8 @@ def serve(config: ServeConfig) -> None:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=5,
-            # a flood of connections gets 503s, not work; idle keep-alive connections close (README: Security)
+            # a flood of connections gets 503s, not work; idle keep-alive connections close
+            # (docs/guide/serve.md: Security)
             limit_concurrency=config.max_connections,
             timeout_keep_alive=config.keep_alive_s,
         )

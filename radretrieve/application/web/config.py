@@ -1,6 +1,6 @@
 """What `radretrieve serve` runs with: a frozen config, the bind rule and the access token.
 
-The bind rule (README: "Search service"): loopback addresses need no token; any other address (0.0.0.0,
+The bind rule (docs/guide/serve.md: Security): loopback addresses need no token; any other address (0.0.0.0,
 a LAN address, a host name) is refused unless a token file is given, because the service would then answer
 anyone who can reach the machine. The token is read from a file, never from the command line (where `ps` and
 shell history would show it), and never logged. Whatever the address, requests must name the server in their
