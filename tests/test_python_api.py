@@ -102,6 +102,25 @@ def test_items_are_the_shards_the_manifest_lists(out, serve_env):
     assert [json.loads(v) for v in frame["labels"]] == [json.loads(r[5]) for r in expected]
 
 
+def test_an_items_filter_is_checked_as_a_search_filter_is(out, serve_env):
+    """`where` goes through the catalog's filter check: it can only narrow the view and cannot read a file, not
+    even one of the out dir."""
+    from radretrieve.outdir.where import BadWhere
+
+    manifest = serve_env["out"] / "manifest.json"
+    for where in [
+        f"item_id IN (SELECT 1 FROM read_text('{manifest}'))",  # a file, even of the out dir
+        "true) UNION ALL SELECT * FROM reports WHERE (true",  # rows of another view
+        "item_id > 0; DROP VIEW items",  # a second statement
+        "(SELECT count(*) FROM duckdb_settings()) > 0",  # a table function
+        "item_id IN (SELECT item_id FROM _items_vectors)",  # a table that is not one of the views
+        "length(repeat('x', 100000000)) > 0",  # a value built past the memory limit's reach
+    ]:
+        with pytest.raises(BadWhere):
+            out.items(where=where)
+    assert len(out.items()) == len(_shard_rows(serve_env["out"]))  # the views are intact
+
+
 def test_classify_gives_the_cli_predictions(out_copy):
     with radretrieve.open(out_copy) as opened:
         result = opened.classify(REGION)
