@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from radretrieve.cli.options import MODEL_RULES, PREPROCESS_HELP, WEIGHTS_HELP
-from radretrieve.cli.output import say_as
+from radretrieve.cli.output import say, say_as
 
 TASK_HELP = "NAME=CLASS,CLASS,... e.g. organ=head,chest,abdomen (repeatable: one run per task)."
 TEMPLATES_HELP = "Prompt templates file (JSON list or task -> list, or text: one per line); default: built-in."
@@ -28,42 +28,16 @@ def classify(
 ) -> None:
     """Zero-shot classification with prompt ensembles: cosine scores, softmax probabilities at the model's
     temperature. With --index the predictions go into OUT/predictions.parquet, the `predictions` view of --where."""
-    from radretrieve.application.classify import (
-        FORMATS,
-        classify_index,
-        classify_paths,
-        render_predictions,
-        resolve_templates,
-    )
-    from radretrieve.evaluation.zeroshot import parse_tasks
+    from radretrieve.application.classify import FORMATS, ClassifyOptions, render_predictions, run_classify
     from radretrieve.foundation.errors import RadRetrieveError
 
     if fmt not in FORMATS:
         raise RadRetrieveError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
-    tasks, tpl = parse_tasks(task), resolve_templates(templates)
-    if (index is None) == (not paths):
-        raise RadRetrieveError("give either --index OUT, or files/folders with --model M (not both)")
-    if index is not None:
-        if model is not None or weights is not None or preprocess is not None:
-            raise RadRetrieveError("--model/--weights/--preprocess go with files; --index uses the out dir's model")
-        if not index.is_dir():
-            raise RadRetrieveError(f"{index}: index directory not found")
-        from radretrieve.outdir.model_ref import load_model_for_out_dir
-
-        preds = classify_index(index, tasks, tpl, where, load_model_for_out_dir(index, device=device))
-    else:
-        if where is not None:
-            raise RadRetrieveError("--where goes with --index (it filters an out dir's items)")
-        if model is None:
-            raise RadRetrieveError("files need --model (e.g. --model radclip-tiny)")
-        for path in paths or []:
-            if not path.exists():
-                raise RadRetrieveError(f"{path}: no such file or folder")
-        from radretrieve.models.loading import load_model
-
-        m = load_model(model, weights=weights, device=device, preprocess=preprocess)
-        preds = classify_paths(m, paths or [], tasks, tpl)
-    say_as(render_predictions(preds, fmt), fmt)
+    options = ClassifyOptions(tuple(task), templates, where, model, weights, preprocess, device)
+    result = run_classify(paths or [], index, options)
+    say_as(render_predictions(result.predictions, fmt), fmt)
+    for line in result.summary_lines():  # stderr: stdout stays the table or the JSON list
+        say(line, err=True)
 
 
 def register(app: typer.Typer) -> None:

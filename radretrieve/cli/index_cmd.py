@@ -1,25 +1,21 @@
-"""`radretrieve index ARCHIVE --out DIR`: the bulk indexing job (thin wrapper over `pipelines.job`)."""
+"""`radretrieve index ARCHIVE --out DIR`: the bulk indexing job (thin: `radretrieve.application.indexing`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
 
+from radretrieve.application.indexing import AUTH_ENV
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
-
-if TYPE_CHECKING:  # not imported at run time: --help stays light
-    from radretrieve.archive.dicomweb import Limits
 
 KEEP_PATHS_WARNING = (
     "warning: --keep-paths: file and folder names are stored in shards and errors/ and shown in search output; "
     "names can carry patient data"
 )
-AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
 
 
 def index(
@@ -106,108 +102,63 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
-    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.application.indexing import (
+        DicomWebOptions,
+        IndexOptions,
+        SelectionOptions,
+        build_out_dir_index,
+        prepare_index,
+        run_index_job,
+    )
 
     if quiet:  # the root logger: the job's, the index build's and captured library warnings alike
         logging.getLogger().setLevel(logging.WARNING)
-    if engine not in ("local", "ray"):
-        raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
-    from radretrieve.archive.scanner import make_policy
-
-    if follow_external_links and engine == "ray":
-        raise RadRetrieveError("--follow-external-links is supported by the local engine only")
-    if not anonymise_paths:
-        say(KEEP_PATHS_WARNING, err=True)
-    # bad options fail before torch and the model load
-    from radretrieve.models.reference import parse_model_ref
-
-    parse_model_ref(model, weights)
-    policy = make_policy(include, exclude, selection, reports, scrubber, follow_external_links)
-    limits = _limits(archive, max_response_mb, max_listed, request_deadline)
-    source = _source(archive, auth_file, since, modality, query, retries, retry_backoff, limits)
-    from pipelines.job import IndexOptions, index_archive
-    from radretrieve.models.loading import load_model
-
-    m = load_model(model, weights=weights, device=device, preprocess=preprocess)
-    opts = IndexOptions(
+    options = IndexOptions(
+        model=model,
+        weights=weights,
+        preprocess=preprocess,
+        device=device,
         workers=workers,
         batch_size=batch_size,
         studies_per_task=studies_per_task,
-        engine=engine,
-        overwrite=overwrite,
-        retry_errors=retry_errors,
-        anonymise_paths=anonymise_paths,
-        wait=wait,
-        progress=not quiet,
+        engine=engine,  # type: ignore[arg-type]  # checked by prepare_index
         ray_address=ray_address,
         encoders=encoders,
-        policy=policy,
-    )  # type: ignore[arg-type]
-    summary = index_archive(source, out, m, opts)
+        overwrite=overwrite,
+        anonymise_paths=anonymise_paths,
+        retry_errors=retry_errors,
+        wait=wait,
+        build_index=not no_index,
+        progress=not quiet,
+        selection=SelectionOptions(tuple(include), tuple(exclude), selection, reports, scrubber, follow_external_links),
+        dicomweb=DicomWebOptions(
+            auth_file,
+            since,
+            modality,
+            tuple(query),
+            retries,
+            retry_backoff,
+            max_response_mb,
+            max_listed,
+            request_deadline,
+        ),
+    )
+    options.check()
+    if not anonymise_paths:
+        say(KEEP_PATHS_WARNING, err=True)
+    job = prepare_index(archive, options)  # bad options fail here, before torch and the model load
+    summary = run_index_job(job, out)
     if as_json:
         say_json(json.dumps(summary.to_dict()))
     else:
         for line in summary.lines():
             say(line)
-    if not no_index:
-        _build_index(out, quiet or as_json)
+    if options.build_index:
+        infos = build_out_dir_index(out)
+        if not (quiet or as_json):
+            from radretrieve.cli.search_cmd import echo_indexes
 
-
-def _source(
-    archive: str,
-    auth_file: Path | None,
-    since: str | None,
-    modality: str | None,
-    query: list[str],
-    retries: int,
-    retry_backoff: float,
-    limits: Limits | None = None,
-) -> Any:
-    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource) with `limits` (a
-    `radretrieve.archive.dicomweb.Limits`; None: the defaults)."""
-    from radretrieve.archive.dicomweb import Limits, Retry, is_dicomweb, parse_source, resolve_auth
-    from radretrieve.foundation.errors import RadRetrieveError
-
-    if is_dicomweb(archive):
-        from radretrieve.archive.dicomweb.listing import probe
-
-        retry = Retry(tries=retries + 1, backoff_s=retry_backoff)
-        limits = limits if limits is not None else Limits()
-        source = parse_source(archive, resolve_auth(auth_file), since, modality, query, retry, limits)
-        probe(source)  # an unreachable server or bad credentials: one line now, not after loading the model
-        return source
-    used = [
-        flag
-        for flag, value in (
-            ("--since", since),
-            ("--modality", modality),
-            ("--query", query),
-            ("--auth-file", auth_file),
-        )
-        if value
-    ]
-    if used:
-        raise RadRetrieveError(f"{used[0]} applies to DICOMweb archives (dicomweb+http://...) only")
-    if not Path(archive).exists():
-        raise RadRetrieveError(f"{archive}: archive not found")
-    return Path(archive)
-
-
-def _limits(archive: str, max_response_mb: float, max_listed: int, request_deadline: float) -> Limits | None:
-    """The DICOMweb bounds of the options (a frozen, checked `Limits`); None for a folder or manifest."""
-    from radretrieve.archive.dicomweb import Limits, is_dicomweb
-
-    return Limits.from_options(max_response_mb, max_listed, request_deadline) if is_dicomweb(archive) else None
-
-
-def _build_index(out: Path, quiet: bool) -> None:
-    """Build or update the FAISS indexes of the out dir (incremental when only new shards were added)."""
-    from indexers.build import build_indexes
-    from radretrieve.cli.search_cmd import echo_indexes
-
-    infos = build_indexes(out)
-    if not quiet:
-        echo_indexes(infos)
+            echo_indexes(infos)
 
 
 def register(app: typer.Typer) -> None:

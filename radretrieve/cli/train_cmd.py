@@ -1,9 +1,8 @@
 """`radretrieve train --data MANIFEST_OR_ARCHIVE --model BASE --out DIR`: thin wrapper over
-`radretrieve.training.train` (torch is imported only when the command runs)."""
+`radretrieve.application.training` (torch is imported only when the command runs)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -54,57 +53,37 @@ def train(
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda if present)."),
 ) -> None:
     """Fine-tune RadCLIP in two stages (image encoder on 2D pairs, then the slice pooling adapter on volumes)."""
-    from radretrieve.foundation.errors import RadRetrieveError
-    from radretrieve.training import TrainConfig
-    from radretrieve.training.api import train as run_train
+    from radretrieve.application.training import TrainOptions, run_training
 
-    if not data.exists():
-        raise RadRetrieveError(f"{data}: data not found (a manifest file or an archive folder)")
-    base = json.loads(config.read_text()) if config is not None else {}
-    cfg = TrainConfig.from_dict(_overrides(base, locals()))
-    start: object = model
-    if preprocess is not None:  # a loaded model with the profile applied; the trained model directory keeps it
-        from radretrieve.models.loading import load_model
-
-        start = load_model(model, weights=weights, device=device, preprocess=preprocess)
-    result = run_train(cfg, data, out, start, weights, resume=resume, overwrite=overwrite, device=device)
-    for line in result.summary_lines():
+    options = TrainOptions(
+        model=model,
+        weights=weights,
+        preprocess=preprocess,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        epochs_2d=epochs_2d,
+        epochs_3d=epochs_3d,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        adapter_lr=adapter_lr,
+        image_lr_3d=image_lr_3d,
+        unfreeze_text=unfreeze_text,
+        text_lr=text_lr,
+        temperature=temperature,
+        learn_temperature=learn_temperature,
+        text=text,
+        templates=tuple(template or ()),
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        augment=augment,
+        prompt_tasks=tuple(prompt_task or ()),
+        keep_best=keep_best,
+        device=device,
+    )
+    for line in run_training(data, out, options).summary_lines():
         say(line)
-
-
-def _overrides(base: dict, args: dict) -> dict:
-    """Merge the command-line flags that were given into a (partial) TrainConfig dict."""
-    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-
-    def put(section: str | None, key: str, value: object) -> None:
-        if value is None:
-            return
-        if section is None:
-            cfg[key] = value
-        else:
-            cfg.setdefault(section, {})[key] = value
-
-    both = ("image_stage", "volume_stage")
-    put("image_stage", "epochs", args["epochs_2d"])
-    put("volume_stage", "epochs", args["epochs_3d"])
-    for section in both:
-        put(section, "batch_size", args["batch_size"])
-        put(section, "grad_accum", args["grad_accum"])
-    put("image_stage", "lr", args["lr"])
-    put("volume_stage", "lr", args["adapter_lr"])
-    put("volume_stage", "image_lr", args["image_lr_3d"])
-    put("image_stage", "train_text", True if args["unfreeze_text"] else None)
-    put("image_stage", "text_lr", args["text_lr"])
-    put(None, "temperature", args["temperature"])
-    put(None, "learn_temperature", True if args["learn_temperature"] else None)
-    put("text", "source", args["text"])
-    put("text", "templates", tuple(args["template"]) if args["template"] else None)
-    put("checkpoint", "every_steps", args["checkpoint_every"])
-    put(None, "seed", args["seed"])
-    put("augment", "enabled", True if args["augment"] else None)
-    put("text", "prompt_tasks", tuple(args["prompt_task"]) if args["prompt_task"] else None)
-    put("checkpoint", "keep_best", True if args["keep_best"] else None)
-    return cfg
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from radretrieve.evaluation.linear_probe import fit_linear_probe
 from radretrieve.evaluation.prompts import Templates, templates_hash
 from radretrieve.evaluation.report import ReportFiles, write_report
 from radretrieve.evaluation.retrieval import Side
-from radretrieve.evaluation.zeroshot import Task, classify_vectors, model_logit_scale
+from radretrieve.evaluation.zeroshot import Task, classify_vectors, model_logit_scale, true_class
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, atomic_write_text
 from radretrieve.models.protocol import Encoder
@@ -50,10 +50,9 @@ class ClassifyBenchResult:
 
 def targets(side: Side, task: Task) -> tuple[np.ndarray, np.ndarray]:
     """(rows with a known class int64 [n], their class index int64 [n]) for `task` on `side`'s labels."""
-    index = {label.lower(): k for k, label in enumerate(task.labels)}
     rows, classes = [], []
     for i, labels in enumerate(side.labels):
-        k = index.get(str(labels.get(task.name, "")).strip().lower())
+        k = true_class(labels, task)
         if k is not None:
             rows.append(i)
             classes.append(k)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,16 @@ def parse_task(text: str) -> Task:
     if len(labels) < 2:
         raise ConfigError(f"--task {text!r}: a task needs at least two classes")
     return Task(name.strip(), labels)
+
+
+def true_class(labels: Mapping[str, str], task: Task) -> int | None:
+    """The index of an item's known class for `task`: its label named like the task (`organ` for
+    ``organ=head,chest,abdomen``), matched to the classes case-insensitively; None without one."""
+    value = str(labels.get(task.name, "")).strip().lower()
+    for k, label in enumerate(task.labels):
+        if label.lower() == value:
+            return k
+    return None
 
 
 def parse_tasks(texts: Sequence[str]) -> tuple[Task, ...]:

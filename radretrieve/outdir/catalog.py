@@ -280,6 +280,12 @@ class Catalog:
                 out[int(r[0])] = ItemRow(int(r[0]), *r[1:8], labels=parse_labels(r[8]))
         return out
 
+    def table(self, view: str = "items", where: str | None = None) -> pa.Table:
+        """Every row of `view` passing `where` (a `--where` filter, checked and timed as for search), with the
+        view's columns (no embeddings), in item-id order."""
+        query = self._filter_query(view, "*", where, None, "ORDER BY item_id")
+        return self._timed(lambda con: con.sql(query).to_arrow_table())
+
     def study_keys(self, ids: Sequence[int] | np.ndarray, view: str = "items") -> dict[int, str]:
         """id -> study key ("" if unknown) for the given ids; reads no embeddings."""
         out: dict[int, str] = {}

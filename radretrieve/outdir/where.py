@@ -67,7 +67,8 @@ def error_kind(exc: Exception) -> str:
 
 
 def _tree(con: Any, sql: str) -> dict[str, Any]:
-    return json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    # fetchall: the result is finished, so the relation API (`con.sql`) can run next on the same cursor
+    return json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
 
 
 def _strip_locations(node: Any) -> Any:

@@ -1,0 +1,179 @@
+"""What `radretrieve index` does, as plain functions over one typed option object (the CLI and the Python API
+build the same `IndexOptions`).
+
+    options = IndexOptions(workers=0, selection=SelectionOptions(exclude=("description=*dose*",)))
+    job = prepare_index("archive/", options)         # every argument check: before torch and the model load
+    summary = run_index_job(job, Path("out"))         # scan, encode, write shards (resumable, one writer)
+    infos = build_out_dir_index(Path("out"))          # FAISS indexes (incremental)
+
+Nothing heavy is imported at module level: `prepare_index` must refuse bad options in well under a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from radretrieve.foundation.errors import RadRetrieveError
+
+if TYPE_CHECKING:  # not imported at run time: argument checks stay light
+    from pipelines.job import IndexSummary
+    from radretrieve.archive.dicomweb import Limits
+    from radretrieve.archive.scanner import ScanPolicy
+
+AUTH_ENV = "RADRETRIEVE_DICOMWEB_AUTH"  # radretrieve.archive.dicomweb.AUTH_ENV (not imported: --help stays light)
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """Which series and texts of the archive are indexed (radretrieve.archive.scanner.make_policy)."""
+
+    include: tuple[str, ...] = ()  # FIELD=GLOB rules that keep series, or default rules turned off by reason
+    exclude: tuple[str, ...] = ()  # FIELD=GLOB rules that skip series
+    selection: Path | None = None  # rules file (JSON or TOML: include, exclude, defaults)
+    reports: Path | None = None  # report texts (CSV/JSONL) keyed by StudyInstanceUID or AccessionNumber
+    scrubber: str | None = None  # module:callable run on every text after the built-in redaction
+    follow_external_links: bool = False  # index what links inside the archive point to outside it
+
+
+@dataclass(frozen=True)
+class DicomWebOptions:
+    """How a DICOMweb archive (dicomweb+http(s)://...) is listed and read; refused for a folder or manifest."""
+
+    auth_file: Path | None = None  # credentials file ('basic USER:PASSWORD' or 'bearer TOKEN'); else $AUTH_ENV
+    since: str | None = None  # studies with StudyDate on or after this date
+    modality: str | None = None  # series of these modalities (CT,MR)
+    query: tuple[str, ...] = ()  # QIDO-RS matches KEY=VALUE (DICOM keywords)
+    retries: int = 4  # retries of a failed request (network, 5xx)
+    retry_backoff: float = 0.5  # seconds before the first retry, doubled for each next one
+    max_response_mb: float = 1024.0  # largest answer accepted (an instance, a page), in MiB
+    max_listed: int = 1_000_000  # most entries one QIDO-RS query may return over all its pages
+    request_deadline: float = 600.0  # seconds one HTTP request may take, connect to last byte
+
+    def used_flags(self) -> list[str]:
+        """The DICOMweb-only options that were set (an error for a folder or manifest archive)."""
+        given = (
+            ("--since", self.since),
+            ("--modality", self.modality),
+            ("--query", self.query),
+            ("--auth-file", self.auth_file),
+        )
+        return [flag for flag, value in given if value]
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Everything `radretrieve index ARCHIVE --out OUT` takes besides the two paths (the CLI's defaults)."""
+
+    model: str = "radclip-tiny"  # registry name, model directory, open_clip name or hf-hub: id
+    weights: str | None = None  # weights file or pretrained tag
+    preprocess: str | None = None  # preprocessing profile override (None: the model's own)
+    device: str | None = None  # cpu | cuda (None: cuda if present)
+    workers: int = 2  # reader processes (0: decode in the main process)
+    batch_size: int = 256  # slices per encoder call
+    studies_per_task: int = 64  # studies per task (= per shard)
+    engine: Literal["local", "ray"] = "local"  # execution engine
+    ray_address: str | None = None  # join this Ray cluster (engine ray)
+    encoders: int = 0  # engine ray without GPUs: CPU encoder actors (0: one per node)
+    overwrite: bool = False  # rebuild an out dir made with another model or preprocessing
+    anonymise_paths: bool = True  # store keyed hashes instead of file and folder names (False: --keep-paths)
+    retry_errors: bool = False  # retry every recorded failure (failures whose files changed always are)
+    wait: float = 0.0  # seconds to wait for another job writing the out dir (0: stop at once naming it)
+    build_index: bool = True  # build or update the FAISS indexes after the job (False: --no-index)
+    progress: bool = True  # progress bars on stderr
+    selection: SelectionOptions = field(default_factory=SelectionOptions)  # series selection, reports, scrubber
+    dicomweb: DicomWebOptions = field(default_factory=DicomWebOptions)  # a PACS archive's listing and bounds
+
+    def check(self) -> None:
+        """The checks of the options alone (no file, no network); `prepare_index` runs them first."""
+        if self.engine not in ("local", "ray"):
+            raise RadRetrieveError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.selection.follow_external_links and self.engine == "ray":
+            raise RadRetrieveError("--follow-external-links is supported by the local engine only")
+
+
+@dataclass(frozen=True)
+class PreparedIndex:
+    """An indexing job whose options were all checked: what `run_index_job` needs besides the out dir."""
+
+    source: Any  # the archive: a Path (folder or manifest) or a DicomWebSource (server checked reachable)
+    policy: ScanPolicy  # series selection, --reports, --scrubber, links
+    options: IndexOptions
+
+
+def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -> PreparedIndex:
+    """Check every option and the archive (a DICOMweb server is probed) before torch or the model is loaded;
+    each problem is one `RadRetrieveError` line. Writes nothing."""
+    options.check()
+    sel = options.selection
+    from radretrieve.archive.scanner import make_policy
+    from radretrieve.models.reference import parse_model_ref
+
+    parse_model_ref(options.model, options.weights)
+    policy = make_policy(sel.include, sel.exclude, sel.selection, sel.reports, sel.scrubber, sel.follow_external_links)
+    limits = _limits(str(archive), options.dicomweb)
+    return PreparedIndex(_source(str(archive), options.dicomweb, limits), policy, options)
+
+
+def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
+    """Load the model and run the bulk job into `out` (pipelines.job.index_archive; holds the writer lock)."""
+    from pipelines.job import IndexOptions as JobOptions
+    from pipelines.job import index_archive
+    from radretrieve.models.loading import load_model
+
+    o = job.options
+    model = load_model(o.model, weights=o.weights, device=o.device, preprocess=o.preprocess)
+    settings = JobOptions(
+        workers=o.workers,
+        batch_size=o.batch_size,
+        studies_per_task=o.studies_per_task,
+        engine=o.engine,
+        overwrite=o.overwrite,
+        retry_errors=o.retry_errors,
+        anonymise_paths=o.anonymise_paths,
+        wait=o.wait,
+        progress=o.progress,
+        ray_address=o.ray_address,
+        encoders=o.encoders,
+        policy=job.policy,
+    )
+    return index_archive(job.source, Path(out), model, settings)
+
+
+def build_out_dir_index(out: Path) -> dict[str, Any]:
+    """Build or update the FAISS indexes of the out dir (incremental when only new shards were added):
+    index name -> `indexers.build` info (type, count, recalls)."""
+    from indexers.build import build_indexes
+
+    return build_indexes(Path(out))
+
+
+def _source(archive: str, web: DicomWebOptions, limits: Limits | None) -> Any:
+    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource) with `limits`."""
+    from radretrieve.archive.dicomweb import Limits, Retry, is_dicomweb, parse_source, resolve_auth
+
+    if is_dicomweb(archive):
+        from radretrieve.archive.dicomweb.listing import probe
+
+        retry = Retry(tries=web.retries + 1, backoff_s=web.retry_backoff)
+        limits = limits if limits is not None else Limits()
+        auth = resolve_auth(web.auth_file)
+        source = parse_source(archive, auth, web.since, web.modality, list(web.query), retry, limits)
+        probe(source)  # an unreachable server or bad credentials: one line now, not after loading the model
+        return source
+    used = web.used_flags()
+    if used:
+        raise RadRetrieveError(f"{used[0]} applies to DICOMweb archives (dicomweb+http://...) only")
+    if not Path(archive).exists():
+        raise RadRetrieveError(f"{archive}: archive not found")
+    return Path(archive)
+
+
+def _limits(archive: str, web: DicomWebOptions) -> Limits | None:
+    """The DICOMweb bounds of the options (a frozen, checked `Limits`); None for a folder or manifest."""
+    from radretrieve.archive.dicomweb import Limits, is_dicomweb
+
+    if not is_dicomweb(archive):
+        return None
+    return Limits.from_options(web.max_response_mb, web.max_listed, web.request_deadline)
