@@ -4,13 +4,14 @@ of files that are not indexed (printed only). Scores and probabilities: radretri
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from radretrieve.application.embed import embed_paths
+from radretrieve.application.embed import embed_paths, encoder_json
 from radretrieve.evaluation.prompts import Templates, load_templates, templates_hash
 from radretrieve.evaluation.zeroshot import Task, TaskScores, classify_vectors, model_logit_scale
 from radretrieve.foundation.errors import RadRetrieveError
@@ -33,9 +34,10 @@ class Prediction:
     score: float  # cosine similarity to the predicted class embedding
     probability: float  # softmax probability of the predicted class
     probabilities: dict[str, float]  # every class
+    model: Mapping[str, Any] | None = None  # the model that scored it: name, trained, kind (`encoder_json`)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "item_id": self.item_id,
             "input": self.input,
             "task": self.task,
@@ -44,13 +46,19 @@ class Prediction:
             "probability": round(self.probability, 6),
             "probabilities": self.probabilities,
         }
+        return out | ({"model": dict(self.model)} if self.model is not None else {})
 
 
 def resolve_templates(path: Path | None) -> Templates:
     return Templates() if path is None else load_templates(path)
 
 
-def _predictions(ids: Sequence[int | None], inputs: Sequence[str], results: Sequence[TaskScores]) -> list[Prediction]:
+def _predictions(
+    ids: Sequence[int | None],
+    inputs: Sequence[str],
+    results: Sequence[TaskScores],
+    model: Mapping[str, Any] | None = None,
+) -> list[Prediction]:
     out = []
     for res in results:
         labels, probs = res.task.labels, res.probabilities
@@ -64,6 +72,7 @@ def _predictions(ids: Sequence[int | None], inputs: Sequence[str], results: Sequ
                     float(res.scores[n, pred]),
                     float(probs[n, pred]),
                     {lab: round(float(p), 6) for lab, p in zip(labels, probs[n])},
+                    model,
                 )
             )
     return out
@@ -76,7 +85,7 @@ def classify_paths(
     embedded = embed_paths(model, paths).embeddings
     vectors = np.stack([e.embedding for e in embedded])
     results = classify_vectors(model.encode_text, vectors, tasks, templates, model_logit_scale(model))
-    return _predictions([None] * len(embedded), [e.input for e in embedded], results)
+    return _predictions([None] * len(embedded), [e.input for e in embedded], results, encoder_json(model))
 
 
 def classify_index(
@@ -85,7 +94,7 @@ def classify_index(
     """Classify the items (images and volumes) of an out dir passing `where`, and store the predictions in
     OUT/predictions.parquet (the catalog's `predictions` view). Holds the out dir's writer lock."""
     from radretrieve.outdir.catalog import Catalog
-    from radretrieve.outdir.model_ref import load_model_for_out_dir
+    from radretrieve.outdir.model_ref import load_model_for_out_dir, recorded_model
 
     out_dir = Path(out_dir)
     with writer_lock(out_dir, "radretrieve classify"):
@@ -117,7 +126,8 @@ def classify_index(
             for res in results
         ]
         write_predictions(out_dir, runs)
-    return _predictions(got.tolist(), [sources.get(int(i), "") for i in got], results)
+    about = recorded_model(out_dir).to_json()  # as `search` says it: the out dir's record
+    return _predictions(got.tolist(), [sources.get(int(i), "") for i in got], results, about)
 
 
 def render_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
