@@ -182,7 +182,8 @@ def test_the_manifest_records_the_models_provenance(env):
         record = json.loads((env["out"][name] / "manifest.json").read_text())["model"]
         assert record["provenance"]["kind"] == name and record["provenance"]["trained"] == (name == "trained")
         assert recorded_model(env["out"][name]).provenance.kind == name
-    assert json.loads((env["out"]["trained"] / "manifest.json").read_text())["model"]["name"] == "radclip-tiny-finetuned"
+    trained_manifest = json.loads((env["out"]["trained"] / "manifest.json").read_text())
+    assert trained_manifest["model"]["name"] == "radclip-tiny-finetuned"
 
 
 def test_an_older_record_is_derived_from_its_source_where_that_is_decisive(env, tmp_path):

@@ -72,8 +72,9 @@ class RadCLIP(nn.Module):
 
     def _parameter_versions(self) -> tuple[int, ...]:
         """The in-place version counters of the parameters: any update bumps one; `.to(device)` keeps them
-        (buffers are left out: a move to another device replaces them with fresh counters)."""
-        return tuple(p._version for p in self.parameters())
+        (buffers are left out: a move to another device replaces them with fresh counters). A model built under
+        `torch.inference_mode` has no counters (-1): its weights cannot be trained, so its record holds."""
+        return tuple(_version(p) for p in self.parameters())
 
     # ----------------------------------------------------------------- properties
     @property
@@ -219,6 +220,14 @@ class RadCLIP(nn.Module):
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
         write_provenance(directory, self.provenance)
         return directory
+
+
+def _version(tensor: Tensor) -> int:
+    """A tensor's in-place version counter; -1 for an inference tensor, which has none."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
 
 
 def _fingerprint_config(cfg: ModelConfig) -> dict:
