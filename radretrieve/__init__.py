@@ -17,12 +17,18 @@ if TYPE_CHECKING:
 
 
 def load_model(
-    name_or_path: str, weights: str | None = None, device: str | None = None, preprocess: str | None = None
+    name_or_path: str,
+    weights: str | None = None,
+    device: str | None = None,
+    preprocess: str | None = None,
+    *,
+    warn: bool = True,
 ) -> Any:
-    """Load a RadCLIP model; see `radretrieve.models.loading.load_model` (`preprocess`: a profile override)."""
+    """Load a RadCLIP model; see `radretrieve.models.loading.load_model` (`preprocess`: a profile override).
+    `model.provenance` says where its weights came from; an untrained model logs one warning (`warn=False`: not)."""
     from radretrieve.models.loading import load_model as _load
 
-    return _load(name_or_path, weights=weights, device=device, preprocess=preprocess)
+    return _load(name_or_path, weights=weights, device=device, preprocess=preprocess, warn=warn)
 
 
 def open(  # radretrieve.open(OUT), as a notebook reads it; the builtin is untouched elsewhere

@@ -102,6 +102,7 @@ def build_indexed_out_dir(tmp: Path) -> dict:
     from pipelines.job import IndexOptions, index_archive
     from radretrieve import load_model
     from radretrieve.archive import scan
+    from radretrieve.models.provenance import Provenance
     from radretrieve.models.reference import ModelSource
     from radretrieve.synth import synthesize
     from tests.test_search_cli import overfit_tiny
@@ -112,6 +113,8 @@ def build_indexed_out_dir(tmp: Path) -> dict:
     items = list(result.items)
     trained = overfit_tiny(items, result.root)
     trained.source = ModelSource("path", str((tmp / "model").resolve()))
+    # trained here, by the test's own loop: the served out dir is one of a trained model (no warning, no banner)
+    trained.provenance = Provenance("trained", origin="overfit on the 8 synthetic studies (tests/serve_env.py)")
     trained.save(tmp / "model")
     model = load_model(str(tmp / "model"), device="cpu")
     # The search and serve tests compare hits with scan()'s sources and study keys: this out dir keeps paths.

@@ -67,7 +67,7 @@ class EncoderActor:
         # gives the actor the intra-op threads the local engine has (never more than the cores it may run on)
         cores = len(os.sched_getaffinity(0))
         torch.set_num_threads(min(threads, cores) if threads else cores)
-        self.model = load_source(source, device=device)
+        self.model = load_source(source, device=device, warn=False)  # the driver warned once for the job
         if self.model.fingerprint != fingerprint:
             raise FingerprintMismatch(f"encoder actor loaded {source.spec} with another fingerprint")
         self.batch_slices = batch_slices

@@ -7,11 +7,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
-from radretrieve.application.embed import embed_paths
+from radretrieve.application.embed import embed_paths, encoder_json
 from radretrieve.evaluation.prompts import Templates, load_templates, templates_hash
 from radretrieve.evaluation.zeroshot import (
     Task,
@@ -41,9 +41,10 @@ class Prediction:
     score: float  # cosine similarity to the predicted class embedding
     probability: float  # softmax probability of the predicted class
     probabilities: dict[str, float]  # every class
+    model: Mapping[str, Any] | None = None  # the model that scored it: name, trained, kind (`encoder_json`)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "item_id": self.item_id,
             "input": self.input,
             "task": self.task,
@@ -52,13 +53,19 @@ class Prediction:
             "probability": round(self.probability, 6),
             "probabilities": self.probabilities,
         }
+        return out | ({"model": dict(self.model)} if self.model is not None else {})
 
 
 def resolve_templates(path: Path | None) -> Templates:
     return Templates() if path is None else load_templates(path)
 
 
-def _predictions(ids: Sequence[int | None], inputs: Sequence[str], results: Sequence[TaskScores]) -> list[Prediction]:
+def _predictions(
+    ids: Sequence[int | None],
+    inputs: Sequence[str],
+    results: Sequence[TaskScores],
+    model: Mapping[str, Any] | None = None,
+) -> list[Prediction]:
     out = []
     for res in results:
         labels, probs = res.task.labels, res.probabilities
@@ -72,6 +79,7 @@ def _predictions(ids: Sequence[int | None], inputs: Sequence[str], results: Sequ
                     float(res.scores[n, pred]),
                     float(probs[n, pred]),
                     {lab: round(float(p), 6) for lab, p in zip(labels, probs[n])},
+                    model,
                 )
             )
     return out
@@ -84,7 +92,7 @@ def classify_paths(
     embedded = embed_paths(model, paths).embeddings
     vectors = np.stack([e.embedding for e in embedded])
     results = classify_vectors(model.encode_text, vectors, tasks, templates, model_logit_scale(model))
-    return _predictions([None] * len(embedded), [e.input for e in embedded], results)
+    return _predictions([None] * len(embedded), [e.input for e in embedded], results, encoder_json(model))
 
 
 def classify_index(
@@ -100,7 +108,7 @@ def _classify_index(
 ) -> tuple[list[Prediction], dict[int, Mapping[str, str]]]:
     """`classify_index`, plus each classified item's labels (item id -> manifest/synthetic labels)."""
     from radretrieve.outdir.catalog import Catalog
-    from radretrieve.outdir.model_ref import load_model_for_out_dir
+    from radretrieve.outdir.model_ref import load_model_for_out_dir, recorded_model
 
     out_dir = Path(out_dir)
     with writer_lock(out_dir, "radretrieve classify"):
@@ -134,7 +142,8 @@ def _classify_index(
         write_predictions(out_dir, runs)
     sources = [rows[int(i)].source if int(i) in rows else "" for i in got]
     labels = {int(i): rows[int(i)].labels for i in got if int(i) in rows}
-    return _predictions(got.tolist(), sources, results), labels
+    about = recorded_model(out_dir).to_json()  # as `search` says it: the out dir's record
+    return _predictions(got.tolist(), sources, results, about), labels
 
 
 @dataclass(frozen=True)

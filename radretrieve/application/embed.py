@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from radretrieve.archive.records import ErrorRecord
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, atomic_write_text
 from radretrieve.models.protocol import Encoder
+from radretrieve.models.provenance import model_json
 
 log = logging.getLogger(__name__)
 FORMATS = ("json", "npy")
@@ -33,9 +35,16 @@ class Embedding:
     input: str  # the path given (or the item's path under a folder given), or the text
     kind: str  # image | volume | text
     embedding: np.ndarray  # float32 [D], L2-normalised
+    model: Mapping[str, Any] | None = None  # the model that made it: name, trained, kind (`encoder_json`)
 
     def to_json(self) -> dict:
-        return {"input": self.input, "kind": self.kind, "embedding": [float(x) for x in self.embedding]}
+        out = {"input": self.input, "kind": self.kind, "embedding": [float(x) for x in self.embedding]}
+        return out | ({"model": dict(self.model)} if self.model is not None else {})
+
+
+def encoder_json(model: Encoder) -> dict[str, Any]:
+    """The `"model"` object of JSON output for a loaded model: name, trained, kind, origin, fingerprint."""
+    return model_json(model.config.name, model.provenance, model.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ def embed_paths(model: Encoder, paths: Sequence[Path]) -> EmbeddedPaths:
     out: list[Embedding] = []
     skipped: list[ErrorRecord] = []
     first_failure: RadRetrieveError | None = None
+    about = encoder_json(model) if paths else None
     for path in paths:
         result = scan_path(Path(path))
         encoded = encode_items(model, result)
@@ -67,7 +77,7 @@ def embed_paths(model: Encoder, paths: Sequence[Path]) -> EmbeddedPaths:
         single = len(result.items) == 1  # a file given by name keeps its name
         for it, vec in zip(encoded.items, encoded.vectors):
             name = str(path) if single else str(Path(path) / it.source)
-            out.append(Embedding(name, it.kind, vec.astype(np.float32)))
+            out.append(Embedding(name, it.kind, vec.astype(np.float32), about))
     if first_failure is not None and not out:
         raise first_failure
     return EmbeddedPaths(out, skipped)
@@ -77,7 +87,8 @@ def embed_texts(model: Encoder, texts: Sequence[str]) -> list[Embedding]:
     if not texts:
         return []
     vectors = model.encode_text(list(texts)).numpy().astype(np.float32)
-    return [Embedding(t, "text", v) for t, v in zip(texts, vectors)]
+    about = encoder_json(model)
+    return [Embedding(t, "text", v, about) for t, v in zip(texts, vectors)]
 
 
 def check_output(fmt: str, out: Path | None) -> None:

@@ -12,7 +12,7 @@ a stored study from its shard embeddings); `indexers.search.Searcher` does the r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ class QueryResult:
 
     query: str  # the query text, or the study reference / path as given
     hits: tuple[Hit, ...]  # best first; `Hit.rank` is 1-based
+    model: Mapping[str, Any] | None = None  # the out dir's model: name, trained, kind (`RecordedModel.to_json`)
 
     def to_json(self) -> dict[str, Any]:
-        return {"query": self.query, "hits": [hit_json(h) for h in self.hits]}
+        out = {"query": self.query, "hits": [hit_json(h) for h in self.hits]}
+        return out | ({"model": dict(self.model)} if self.model is not None else {})
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
@@ -84,7 +86,12 @@ class SearchService:
         where_timeout: float = DEFAULT_TIMEOUT_S,
         resident: bool = False,
         where_memory_mb: int = DEFAULT_MEMORY_MB,
+        warn: bool = True,
     ) -> None:
+        """`warn`: log the one warning line now if the out dir's model is untrained (the web service warns once
+        for all its worker processes instead)."""
+        from radretrieve.outdir.model_ref import recorded_model
+
         self.out_dir = Path(out_dir)
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
@@ -104,6 +111,14 @@ class SearchService:
             resident=resident,
             where_memory_mb=where_memory_mb,
         )
+        self.recorded = recorded_model(self.out_dir)
+        if warn:
+            self.recorded.warn()
+
+    @property
+    def model_json(self) -> dict[str, Any]:
+        """The out dir's model as every JSON result carries it: name, trained, kind, ... (README: JSON output)."""
+        return self.recorded.to_json()
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:
         from radretrieve.outdir.model_ref import load_model_for_out_dir
@@ -150,7 +165,7 @@ class SearchService:
         check_k(k)
         vectors = self.encode_text(texts)
         hits = self.searcher.search(vectors, k, kind=kind, where=where)
-        return [QueryResult(t, tuple(h)) for t, h in zip(texts, hits)]
+        return [QueryResult(t, tuple(h), self.model_json) for t, h in zip(texts, hits)]
 
     def study_query(self, ref: str) -> StudyQuery:
         """An item id or study key from the catalog; else an existing path, encoded on the fly.
@@ -174,13 +189,13 @@ class SearchService:
         """Study -> similar studies: one hit per study, the query's own study excluded."""
         check_k(k)
         query = self.study_query(ref)
-        return QueryResult(ref, tuple(self.searcher.similar(query, k, kind=kind, where=where)))
+        return QueryResult(ref, tuple(self.searcher.similar(query, k, kind=kind, where=where)), self.model_json)
 
     def reports(self, ref: str, k: int = 5, *, where: str | None = None) -> QueryResult:
         """Study -> nearest reports."""
         check_k(k)
         query = self.study_query(ref)
-        return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)))
+        return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)), self.model_json)
 
     def preview_item(self, hit: Hit) -> tuple[int, str]:
         """(item id, source) of the image drawn for `hit`: its own, or for a report (which has none) its

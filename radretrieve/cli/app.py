@@ -47,6 +47,9 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr."),
 ) -> None:
     _state["debug"] = debug
+    from radretrieve.models.provenance import reset_warnings
+
+    reset_warnings()  # the untrained-model warning: once per command run, also for runs in one process
     configure_logging(logging.DEBUG if verbose else logging.INFO)  # every log line escaped for the terminal
     if not verbose:  # faiss logs which SIMD build it loaded at INFO on every start
         logging.getLogger("faiss").setLevel(logging.WARNING)

@@ -7,6 +7,11 @@
 4. `weights=` an open_clip checkpoint file (`.safetensors`, or `.pt/.bin` read with `weights_only=True`);
 5. `weights=` a Hugging Face `CLIPModel` state dict such as RadCLIP's `RadCLIP.pth`, converted on load.
 Nothing is ever unpickled.
+
+Every loaded model carries `model.provenance` (`radretrieve.models.provenance`): a registry config or an open_clip
+name without weights is untrained, a weights file on top is imported (its name and sha256), an open_clip
+pretrained tag or an hf-hub id is published, a model directory says itself (`provenance.json`). Loading an
+untrained model logs the one warning line (`warn_if_untrained`) unless the caller says `warn=False`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from radretrieve.foundation.config import ModelConfig
 from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.hub import OFFLINE_HINT, check_download
+from radretrieve.models.provenance import provenance_of_source, read_provenance, warn_if_untrained
 from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP
 from radretrieve.models.reference import ModelSource, parse_model_ref
 from radretrieve.models.registry import get_model_config
@@ -32,18 +38,25 @@ log = logging.getLogger(__name__)
 
 
 def load_model(
-    name_or_path: str, weights: str | None = None, device: str | None = None, preprocess: str | None = None
+    name_or_path: str,
+    weights: str | None = None,
+    device: str | None = None,
+    preprocess: str | None = None,
+    *,
+    warn: bool = True,
 ) -> RadCLIP:
     """Load a RadCLIP model from a reference string (rules: `radretrieve.models.reference`); `preprocess`
-    names a preprocessing profile that overrides the model's own (None: the model's)."""
+    names a preprocessing profile that overrides the model's own (None: the model's); `warn`: log the one
+    warning line when the weights are untrained (False where random weights are expected: a training start)."""
     source = parse_model_ref(name_or_path, weights)
     if preprocess is not None:
         source = dataclasses.replace(source, preprocess=preprocess)
-    return load_source(source, device)
+    return load_source(source, device, warn=warn)
 
 
-def load_source(source: ModelSource, device: str | None = None) -> RadCLIP:
-    """Load the model a `ModelSource` names, on `device` (default: cuda if present), in eval mode."""
+def load_source(source: ModelSource, device: str | None = None, *, warn: bool = True) -> RadCLIP:
+    """Load the model a `ModelSource` names, on `device` (default: cuda if present), in eval mode, with its
+    provenance attached (see the module docstring)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if source.scheme == "path":
         path = Path(source.ref)
@@ -53,11 +66,16 @@ def load_source(source: ModelSource, device: str | None = None) -> RadCLIP:
     elif source.scheme == "registry":
         model = init_model(get_model_config(source.ref), source)
     else:  # open_clip name (+ pretrained tag) or hf-hub id: the tag/hub weights come with it
-        return _with_profile(_from_open_clip(source), source).to(device).eval()
-    if source.weights is not None:
+        model = _from_open_clip(source)
+    if source.weights is not None and source.scheme in ("path", "registry"):
         load_weights(model, Path(source.weights))
         model.source = source
-    return _with_profile(model, source).to(device).eval()
+    model = _with_profile(model, source).to(device).eval()
+    found = provenance_of_source(source)
+    model.provenance = found if found is not None else model.provenance  # a directory: its own record
+    if warn:
+        warn_if_untrained(model.config.name, model.provenance)
+    return model
 
 
 def _with_profile(model: RadCLIP, source: ModelSource) -> RadCLIP:
@@ -89,6 +107,7 @@ def load_model_dir(directory: Path) -> RadCLIP:
     expected = meta.get("fingerprint")
     if expected and model.fingerprint != expected:
         raise ModelLoadError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (corrupt copy?)")
+    model.provenance = read_provenance(directory)  # unknown for a directory written before records
     return model
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from radretrieve.foundation.config import ModelConfig
+    from radretrieve.models.provenance import Provenance
     from radretrieve.models.reference import ModelSource
 
 
@@ -33,6 +34,7 @@ class Encoder(TextEncoder, Protocol):
 
     config: ModelConfig  # backbone, adapter and preprocessing configs
     source: ModelSource  # where it was loaded from
+    provenance: Provenance  # where its weights came from: untrained, trained, pulled, imported, published, unknown
     training: bool  # torch.nn.Module's train/eval flag
 
     @property

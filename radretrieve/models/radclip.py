@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from radretrieve.foundation.config import ModelConfig, canonical_json
 from radretrieve.foundation.errors import InputShapeError
 from radretrieve.models.adapter import SlicePoolingAdapter
+from radretrieve.models.provenance import CHANGED, UNTRAINED, Provenance, write_provenance
 from radretrieve.models.reference import ModelSource
 from radretrieve.models.text import make_tokenizer
 
@@ -53,6 +54,27 @@ class RadCLIP(nn.Module):
         # how it was loaded (an out dir stores it to load the same model again); a bare config: its registry name
         self.source: ModelSource = source or ModelSource("registry", cfg.name)
         self._fingerprint: tuple[tuple, str] | None = None  # (weights version, fingerprint), see `fingerprint`
+        self.provenance = UNTRAINED  # a bare config is random init; loaders attach what they loaded
+
+    # ----------------------------------------------------------------- provenance
+    @property
+    def provenance(self) -> Provenance:
+        """Where the weights came from (`radretrieve.models.provenance`). Once the weights are changed in memory
+        after the record was attached (an optimizer step, `load_state_dict`) the record no longer holds: the model
+        says `unknown` (never still "untrained" for weights someone trained) until a new record is attached, as
+        `radretrieve train` does."""
+        record, versions = self._provenance
+        return record if versions == self._parameter_versions() else CHANGED
+
+    @provenance.setter
+    def provenance(self, record: Provenance) -> None:
+        self._provenance = (record, self._parameter_versions())
+
+    def _parameter_versions(self) -> tuple[int, ...]:
+        """The in-place version counters of the parameters: any update bumps one; `.to(device)` keeps them
+        (buffers are left out: a move to another device replaces them with fresh counters). A model built under
+        `torch.inference_mode` has no counters (-1): its weights cannot be trained, so its record holds."""
+        return tuple(_version(p) for p in self.parameters())
 
     # ----------------------------------------------------------------- properties
     @property
@@ -185,7 +207,7 @@ class RadCLIP(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        """Write a model directory: config.json (+ fingerprint, source) and model.safetensors."""
+        """Write a model directory: config.json (+ fingerprint, source), model.safetensors and provenance.json."""
         from safetensors.torch import save_file
 
         from radretrieve.foundation.fileio import atomic_path, atomic_write_bytes
@@ -196,7 +218,16 @@ class RadCLIP(nn.Module):
             save_file(tensors, str(tmp))
         meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source.to_json()}
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
+        write_provenance(directory, self.provenance)
         return directory
+
+
+def _version(tensor: Tensor) -> int:
+    """A tensor's in-place version counter; -1 for an inference tensor, which has none."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
 
 
 def _fingerprint_config(cfg: ModelConfig) -> dict:

@@ -2,6 +2,8 @@
 
 OUT/ after a run:
     config.json, model.safetensors     the trained model (`load_model(OUT)`, `radretrieve index --model OUT`)
+    provenance.json                    trained here: on what data (its name and counts), epochs, steps, seconds,
+                                       from which model and its provenance kind (`training_provenance`)
     train_config.json                  the TrainConfig, data source and base model
     history.json, training.png         per-epoch loss and validation metrics, and their curves
     checkpoints/step-NNNNNNN/          for `resume=True` (see radretrieve.training.checkpoint)
@@ -25,6 +27,7 @@ from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
 from radretrieve.foundation.fileio import atomic_write_bytes, remove_stale_temps
 from radretrieve.foundation.lock import writer_lock
+from radretrieve.models.provenance import Provenance, read_provenance
 from radretrieve.models.radclip import RadCLIP
 from radretrieve.models.reference import ModelSource
 from radretrieve.training.checkpoint import (
@@ -109,16 +112,52 @@ def train(
         remove_stale_temps(out)  # a checkpoint folder half-written by a killed run
         _check_out(out, resume, overwrite)
         net = _load(model, weights, device)
+        base = BaseModel(net.config.name, net.provenance.kind, net.fingerprint)
         run_hash = config_hash({"train": cfg.to_dict(), "data": str(data.resolve()), "base": net.fingerprint})
         devices = [net.device.index or 0] if net.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # the caller's RNG state is left as it was
             torch.manual_seed(cfg.seed)
             progress, resumed_from, checkpoint = _start(cfg, net, out, run_hash, resume)
+            counts = None
             if progress.stage < FINISHED:
                 ctx = LoopContext(net, cfg, out, checkpoint, stop_after_steps, on_step)
-                _run(cfg, net, data, out, progress, ctx)
+                counts = _run(cfg, net, data, out, progress, ctx)
         seconds = time.perf_counter() - started
+        net.provenance = training_provenance(cfg, data, out, progress, base, counts, seconds)
         return _finish(cfg, net, data, out, progress, resumed_from, model, weights, seconds)
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The model a run started from, as its provenance record names it (no folder of this machine)."""
+
+    name: str  # config name
+    kind: str  # its provenance kind (untrained for a registry config)
+    fingerprint: str  # of its weights before training
+
+
+def training_provenance(
+    cfg: TrainConfig,
+    data: Path,
+    out: Path,
+    progress: Progress,
+    base: BaseModel,
+    counts: dict[str, int] | None,
+    seconds: float,
+) -> Provenance:
+    """`trained`: on which data (the manifest or archive folder by name, and pair counts: never a patient's path
+    or identifier), epochs per stage, optimizer steps, seconds, and the base model with its provenance kind. A
+    finished run resumed again keeps the counts and seconds it recorded the first time."""
+    earlier = read_provenance(out).details  # {} when the folder has no record yet
+    details = {
+        "data": data.name,
+        "pairs": counts if counts is not None else earlier.get("pairs", {}),
+        "epochs": {"2d": cfg.image_stage.epochs, "3d": cfg.volume_stage.epochs},
+        "steps": progress.step,
+        "seconds": round(seconds, 1) if counts is not None else earlier.get("seconds", round(seconds, 1)),
+        "base": {"name": base.name, "kind": base.kind, "fingerprint": base.fingerprint},
+    }
+    return Provenance("trained", origin=f"radretrieve train on {data.name}", details=details)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -133,7 +172,7 @@ def _load(model: str | RadCLIP, weights: str | None, device: str | None) -> RadC
         return model.to(device) if device else model
     from radretrieve.models.loading import load_model
 
-    return load_model(model, weights=weights, device=device)
+    return load_model(model, weights=weights, device=device, warn=False)  # random weights are a training start
 
 
 def _start(
@@ -156,8 +195,15 @@ def _start(
     return progress, progress.step, path
 
 
-def _run(cfg: TrainConfig, net: RadCLIP, data: Path, out: Path, progress: Progress, ctx: LoopContext) -> None:
+def _run(cfg: TrainConfig, net: RadCLIP, data: Path, out: Path, progress: Progress, ctx: LoopContext) -> dict[str, int]:
+    """Both stages (those not done yet); returns the pair counts by split and kind (the provenance record's)."""
     examples = load_data(data, cfg.text, cfg.data, cfg.seed)
+    counts = {
+        "train_images": len(examples.train_images),
+        "train_volumes": len(examples.train_volumes),
+        "val_images": len(examples.val_images),
+        "val_volumes": len(examples.val_volumes),
+    }
     store = PixelStore(examples.root, net.config.preprocess, cfg.data.cache_mb)
     log.info("data: %s; decoding once", examples.counts())
     examples = decode_all(examples, store)
@@ -175,6 +221,7 @@ def _run(cfg: TrainConfig, net: RadCLIP, data: Path, out: Path, progress: Progre
         progress.stage, progress.epoch, progress.step_in_epoch, progress.stage_step = index + 1, 0, 0, 0
         progress.loss_sum = 0.0
         save_checkpoint(out, net, progress, None, None, cfg.checkpoint.keep)
+    return counts
 
 
 def _skip_reason(stage: ImageStage | VolumeStage) -> str:
@@ -209,7 +256,7 @@ def _finish(
     net.source = ModelSource("path", str(out.resolve()))
     for p in net.parameters():
         p.requires_grad_(True)  # as loaded: the stages froze parts of it
-    net.eval().save(out)
+    net.eval().save(out)  # with provenance.json (`training_provenance`, attached by `train`)
     history = tuple(progress.history)
     atomic_write_bytes(out / "history.json", json.dumps(list(history), indent=1).encode())
     meta = {"config": cfg.to_dict(), "data": str(data), "base": base_name, "weights": weights, "steps": progress.step}

@@ -124,11 +124,24 @@ def app_from_env() -> FastAPI:
     return create_app(ServeConfig.from_env(os.environ[ENV_CONFIG]))
 
 
+def _warn_if_untrained(config: ServeConfig) -> None:
+    """The one warning line of an out dir built with an untrained model, here in the parent process and not in
+    each `--workers` process (their services are built with `warn=False`). An out dir that cannot be read is left
+    to the service, whose error names the problem."""
+    from radretrieve.outdir.model_ref import recorded_model
+
+    try:
+        recorded_model(config.out_dir).warn()
+    except RadRetrieveError:
+        pass
+
+
 def serve(config: ServeConfig) -> None:
     """Run the service until interrupted (Ctrl-C / SIGTERM shut it down gracefully)."""
     import uvicorn
 
     config.check()
+    _warn_if_untrained(config)
     # After its graceful shutdown uvicorn raises the SIGTERM it caught again, under the handler that was there
     # before it; with the default one the process dies by the signal and no `finally` runs (the sessions
     # folder would stay).

@@ -28,6 +28,7 @@ from radretrieve.application.web.batching import TextBatcher
 from radretrieve.application.web.config import ServeConfig
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.ids import is_item_id, parse_item_id
+from radretrieve.models.provenance import untrained_banner
 from radretrieve.outdir.anonymise import read_sources
 from radretrieve.outdir.archive_root import archive_root
 from radretrieve.outdir.catalog import VIEW_KINDS, parse_labels
@@ -115,7 +116,8 @@ class WebService:
         self.config = config
         self.out_dir = Path(config.out_dir)
         limit_threads(config.threads)
-        self.search = SearchService(self.out_dir, resident=True, where_memory_mb=config.where_memory_mb)
+        # the untrained-model warning is `serve`'s, once for all worker processes (radretrieve.application.web.app)
+        self.search = SearchService(self.out_dir, resident=True, where_memory_mb=config.where_memory_mb, warn=False)
         self.searcher = self.search.searcher
         self.catalog = self.searcher.catalog
         for name in self.searcher.infos:  # open every index now, not on the first request
@@ -130,6 +132,7 @@ class WebService:
         self.real_sources = read_sources(self.out_dir) if read_manifest(self.out_dir).anonymised else {}
         if config.show_burned_in:
             log.warning("--show-burned-in: images flagged as possibly carrying burned-in text are shown")
+        self.model = self.search.model_json  # as in the CLI's JSON output
         self.info = self._public_info()
         self.options = self._options()
         self.thumbs = PngCache(config.thumbnail_cache_bytes)
@@ -167,6 +170,12 @@ class WebService:
         info["model"] = model
         return info
 
+    def _page_model(self) -> dict[str, Any]:
+        """The model as the page's options carry it: for an untrained one also the sentence the page shows as its
+        banner (`notice`), so the page says what the server knows instead of judging for itself."""
+        recorded = self.search.recorded
+        return self.model | ({} if recorded.provenance.trained else {"notice": untrained_banner(recorded.name)})
+
     def _options(self) -> dict[str, Any]:
         """What the page's filter controls offer."""
 
@@ -182,6 +191,7 @@ class WebService:
             "body_parts": distinct("body_part"),
             "where": self.config.allow_where,
             "max_k": MAX_K,
+            "model": self._page_model(),
         }
 
     def health(self) -> dict[str, Any]:
@@ -191,6 +201,7 @@ class WebService:
             "items": self._count("items"),
             "reports": self._count("reports"),
             "fingerprint": self.searcher.fingerprint,
+            "model": self.model,
             "text_encoder": {"texts": stats.texts, "calls": stats.calls, "largest_batch": stats.largest},
         }
 
@@ -223,7 +234,7 @@ class WebService:
         flt = self._where(where, modality, body_part)
         vector = self.batcher.encode(q)
         hits = self.searcher.search(vector, k, kind=kind or None, where=flt)[0]
-        return QueryResult(q, tuple(hits)).to_json()
+        return QueryResult(q, tuple(hits), self.model).to_json()
 
     def similar(
         self,
@@ -239,14 +250,14 @@ class WebService:
         flt = self._where(where, modality, body_part)
         query = self.searcher.resolve(study)  # item id or study key only: never a path
         hits: list[Hit] = self.searcher.similar(query, k, kind=kind or None, where=flt)
-        return QueryResult(study, tuple(hits)).to_json()
+        return QueryResult(study, tuple(hits), self.model).to_json()
 
     def reports(self, study: str, k: int = 5, where: str | None = None) -> dict[str, Any]:
         """Study -> nearest reports, as `radretrieve reports --format json`."""
         check_k(k)
         flt = self._where(where, None, None)
         query = self.searcher.resolve(study)
-        return QueryResult(study, tuple(self.searcher.reports_for(query, k, where=flt))).to_json()
+        return QueryResult(study, tuple(self.searcher.reports_for(query, k, where=flt)), self.model).to_json()
 
     # -- items and thumbnails ----------------------------------------------------------------------------
     def item(self, item_id: int) -> dict[str, Any]:
