@@ -291,3 +291,22 @@ def test_the_real_radclip_layout_is_recognised_as_radclip_vit_l_14():
     config, notes = config_from_shapes(state, Path("RadCLIP.pth"), "radclip", "", "radclip-vit-l-14")
     assert notes == ()
     assert config.clip == get_model_config("radclip-vit-l-14").clip
+
+
+def test_openai_vit_b_16_entry_converts_with_open_clips_own_config():
+    """`openai-vit-b-16` uses open_clip's ViT-B-16 config with the openai tag's quick GELU and mean/std, and the
+    bundled BPE: the same architecture as the registry's radclip-vit-b-16 (whose weights it then fits)."""
+    from radretrieve.models.published import CATALOG
+    from radretrieve.models.pull import _builtin_open_clip_config
+    from radretrieve.models.registry import get_model_config
+
+    config = _builtin_open_clip_config(CATALOG["openai-vit-b-16"])
+    assert config.clip["quick_gelu"] is True and config.tokenizer == "clip-bpe"
+    assert config.preprocess.mean == (0.48145466, 0.4578275, 0.40821073) and config.preprocess.profile == "clip"
+    assert _same_architecture(config.clip, get_model_config("radclip-vit-b-16").clip)
+
+
+def _same_architecture(a, b) -> bool:
+    from radretrieve.models.install import _same_clip
+
+    return _same_clip(a, b)
