@@ -1,0 +1,157 @@
+"""Turn a weights file (a `transformers.CLIPModel` or open_clip state dict) into a radretrieve model directory.
+
+Shared by `models pull` (a file from the hub cache) and `models import` (a file copied by hand). The file is
+read with `weights_only=True` or as safetensors (never unpickled). Where no config describes the weights, the
+architecture is read from the tensor shapes: widths, layers, patch and image size, context length, vocabulary
+and embedding size (heads = width // 64 and quick GELU, as in OpenAI's CLIP, which both formats come from).
+The directory is written into a temp folder beside its destination and renamed whole, so a failure leaves
+nothing half-written.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radretrieve.foundation.config import ModelConfig
+from radretrieve.foundation.errors import ModelLoadError
+from radretrieve.models.provenance import Provenance, write_provenance
+from radretrieve.models.published import FORMATS, Format
+
+HEAD_WIDTH = 64  # OpenAI CLIP's attention head width; shapes do not show the head count
+# The template for inferred configs: RadCLIP's adapter and the CLIP preprocessing of its published backbone.
+TEMPLATE = "radclip-vit-l-14"
+ADAPTER_NOTE = "slice pooling adapter at its seeded init (the release carries none): volumes pool untrained"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What `install_weights` wrote."""
+
+    directory: Path  # the model directory (pass it as --model)
+    config: ModelConfig  # its config
+    notes: tuple[str, ...]  # lines worth telling the user (architecture inferred, not the one expected)
+
+
+def detect_format(state: Mapping[str, Any], path: Path) -> Format:
+    """Which layout a state dict has; radretrieve's own (`clip.` keys) is refused: copy its model directory."""
+    from radretrieve.models.hf_convert import is_hf_clip
+
+    if is_hf_clip(state):
+        return "hf-clip"
+    if "visual.conv1.weight" in state and "token_embedding.weight" in state:
+        return "open_clip"
+    if any(k.startswith("clip.") for k in state):
+        return "radretrieve"
+    raise ModelLoadError(f"{path}: not a CLIP state dict ({', '.join(FORMATS[:2])}): no patch embedding found")
+
+
+def open_clip_state(path: Path, fmt: Format | None) -> tuple[dict[str, Any], Format]:
+    """The file's tensors under open_clip `CLIP` keys, and the format it had (checked against `fmt` if given)."""
+    from radretrieve.models.hf_convert import hf_to_open_clip
+    from radretrieve.models.loading import read_state_dict
+
+    state = read_state_dict(path)
+    found = detect_format(state, path)
+    if found == "radretrieve":
+        raise ModelLoadError(f"{path}: radretrieve weights: copy their model directory (config.json + weights)")
+    if fmt is not None and fmt != found:
+        raise ModelLoadError(f"{path}: a {found} state dict, not {fmt}")
+    return (hf_to_open_clip(state) if found == "hf-clip" else dict(state)), found
+
+
+def _layers(state: Mapping[str, Any], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.ln_1\.weight$")
+    found = [int(m.group(1)) for k in state if (m := pattern.match(k))]
+    return max(found) + 1 if found else 0
+
+
+def infer_clip_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """open_clip `CLIP` kwargs read from an open_clip-keyed state dict's shapes (ViT image tower only)."""
+    try:
+        conv = state["visual.conv1.weight"]  # [width, 3, patch, patch]
+        vpos = state["visual.positional_embedding"]  # [grid * grid + 1, width]
+        proj = state["visual.proj"]  # [width, embed_dim]
+        tok = state["token_embedding.weight"]  # [vocab, text width]
+        tpos = state["positional_embedding"]  # [context length, text width]
+        vfc = state["visual.transformer.resblocks.0.mlp.c_fc.weight"]  # [hidden, width]
+        tfc = state["transformer.resblocks.0.mlp.c_fc.weight"]
+    except KeyError as exc:
+        raise ModelLoadError(f"{path}: not a ViT CLIP state dict (no {exc.args[0]})") from exc
+    vwidth, patch, twidth = int(conv.shape[0]), int(conv.shape[-1]), int(tok.shape[1])
+    grid = math.isqrt(int(vpos.shape[0]) - 1)
+    if grid * grid != int(vpos.shape[0]) - 1 or vwidth % HEAD_WIDTH or twidth % HEAD_WIDTH:
+        raise ModelLoadError(f"{path}: tensor shapes are not those of a square-image CLIP ViT with 64-wide heads")
+    vision = {"image_size": grid * patch, "layers": _layers(state, "visual.transformer.resblocks."), "width": vwidth}
+    vision |= {"patch_size": patch, "mlp_ratio": int(vfc.shape[0]) / vwidth}
+    text = {"context_length": int(tpos.shape[0]), "vocab_size": int(tok.shape[0]), "width": twidth}
+    text |= {"heads": twidth // HEAD_WIDTH, "layers": _layers(state, "transformer.resblocks.")}
+    text |= {"mlp_ratio": int(tfc.shape[0]) / twidth}
+    for cfg in (vision, text):
+        if cfg["mlp_ratio"] == 4.0:
+            del cfg["mlp_ratio"]  # open_clip's default: written as the registry configs write it
+    return {"embed_dim": int(proj.shape[1]), "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+
+
+def config_from_shapes(
+    state: Mapping[str, Any], path: Path, name: str, description: str, expected: str | None
+) -> tuple[ModelConfig, tuple[str, ...]]:
+    """The config for weights described by nothing but their shapes; the registry config `expected` when the
+    shapes are its architecture, else the inferred one with a note saying so."""
+    from radretrieve.models.registry import get_model_config
+
+    clip = infer_clip_config(state, path)
+    if expected is not None:
+        want = get_model_config(expected)
+        if _same_clip(want.clip, clip):
+            return want.replace(name=name, description=description), ()
+    template = get_model_config(TEMPLATE).to_dict()
+    template["preprocess"] = dict(template["preprocess"]) | {"image_size": clip["vision_cfg"]["image_size"]}
+    cfg = ModelConfig.from_dict(template | {"name": name, "description": description, "clip": clip})
+    v, t = clip["vision_cfg"], clip["text_cfg"]
+    shape = f"ViT width {v['width']} x {v['layers']} layers, patch {v['patch_size']}, {v['image_size']} px"
+    shape += f"; text width {t['width']} x {t['layers']}; {clip['embed_dim']}-d"
+    note = f"{path.name}: not the {expected} architecture the catalog expects; converted as its shapes show"
+    return cfg, (f"{note} ({shape})",) if expected else ()
+
+
+def _same_clip(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal architectures: the registry's explicit defaults (mlp_ratio 4, head_width 64) count as given."""
+
+    def norm(c: Mapping[str, Any]) -> dict[str, Any]:
+        v = {"mlp_ratio": 4.0, "head_width": 64} | dict(c["vision_cfg"])
+        t = {"mlp_ratio": 4.0} | dict(c["text_cfg"])
+        return {"embed_dim": int(c["embed_dim"]), "v": v, "t": t, "quick_gelu": bool(c.get("quick_gelu"))}
+
+    return norm(a) == norm(b)
+
+
+def install_weights(
+    state: Mapping[str, Any], path: Path, config: ModelConfig, dest: Path, provenance: Provenance
+) -> Installed:
+    """Load open_clip-keyed `state` (from `path`) into a model of `config`, strictly, and write the model
+    directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure."""
+    from radretrieve.foundation.fileio import atomic_dir
+    from radretrieve.models.loading import _load_strict, init_model
+    from radretrieve.models.reference import ModelSource
+
+    model = init_model(config, ModelSource("path", str(dest)))
+    _load_strict(model.clip, state, path)
+    with atomic_dir(dest) as tmp:
+        model.save(tmp)
+        write_provenance(tmp, provenance)  # after save: this record is the one that stays
+    return Installed(dest, config, ())
+
+
+def open_clip_config(name: str, clip_cfg: Mapping[str, Any], pre: Mapping[str, Any], description: str) -> ModelConfig:
+    """The config of an open_clip model (a built-in name or an hf-hub repo's `open_clip_config.json`)."""
+    from radretrieve.models.loading import _wrap_open_clip_config
+
+    cfg = _wrap_open_clip_config(name, dict(clip_cfg), pre)
+    if "hf_tokenizer_name" not in clip_cfg.get("text_cfg", {}):
+        cfg = cfg.replace(tokenizer="clip-bpe")  # open_clip's bundled BPE: nothing to fetch when loading
+    return cfg.replace(description=description)

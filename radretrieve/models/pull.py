@@ -1,0 +1,332 @@
+"""`radretrieve models pull NAME` and `models import FILE`: published weights into a radretrieve model directory.
+
+Downloads go through `huggingface_hub` (its cache under `HF_HOME`, `HF_ENDPOINT` for a mirror, `HF_HUB_OFFLINE=1`
+to read the cache alone; an interrupted download resumes). Every weights file is checked against the sha256
+the hub declares for it (an LFS file's ETag is its sha256, and the cache names the blob after it): a mismatch is
+refused in one line naming both digests, and the bad copy is deleted from the cache so that the next pull
+downloads it again. The file is then converted (`radretrieve.models.install`) and its provenance recorded.
+Pulling again into a directory that already holds the same weights changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radretrieve.foundation.errors import ConfigError, ModelLoadError
+from radretrieve.models.provenance import Provenance, read_provenance
+from radretrieve.models.published import CHECK_TERMS, Format, Published, get_published, models_home
+
+log = logging.getLogger(__name__)
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HEX_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # an ETag the hub sends: git blob sha1 or LFS sha256
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+CONFIG_MAX_BYTES = 1 << 20  # an open_clip_config.json is a few kB
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a pull or import did."""
+
+    directory: Path  # the model directory: the `--model` value
+    provenance: Provenance  # as recorded in it
+    unchanged: bool  # it already held these weights: nothing was written
+    notes: tuple[str, ...] = ()  # lines for the user (licence terms, an architecture other than expected)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A file in the huggingface cache, verified."""
+
+    path: Path  # the cached file
+    filename: str  # its name in the repo
+    sha256: str  # hex digest, checked against the hub's
+    commit: str  # the repo commit it came from
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Result:
+    """Download catalog entry `name`, verify, convert into `dest` (default `models_home()/name`)."""
+    entry = get_published(name)
+    dest = Path(dest).expanduser() if dest is not None else models_home() / name
+    check_destination(dest)
+    _check_reachable(entry.repo, entry.weights[0], revision)
+    config = None
+    if entry.hf_hub:
+        config = _hf_hub_config(entry, revision)  # small, first: an unusable model is refused before the weights
+    weights = _fetch_first(entry, revision)
+    origin = f"hf:{entry.repo}@{weights.commit}/{weights.filename}"
+    digest = f"sha256:{weights.sha256}"
+    if _holds(dest, origin, digest):
+        return Result(dest, read_provenance(dest), True)
+    from radretrieve.models.install import config_from_shapes, install_weights, open_clip_state
+
+    state, _ = open_clip_state(weights.path, entry.format)
+    if config is None and entry.format == "open_clip":
+        config = _builtin_open_clip_config(entry)
+    shape_notes: tuple[str, ...] = ()
+    if config is None:
+        config, shape_notes = config_from_shapes(state, weights.path, name, entry.description, entry.architecture)
+    details = {"repo": entry.repo, "revision": revision or "main", "commit": weights.commit, "file": weights.filename}
+    details |= {"size_bytes": weights.path.stat().st_size, "format": entry.format, "adapter": _adapter_note()}
+    prov = Provenance("pulled", origin=origin, digest=digest, licence=entry.licence, details=details)
+    install_weights(state, weights.path, config.replace(name=name), dest, prov)
+    return Result(dest, prov, False, shape_notes)
+
+
+def import_file(path: Path, name: str | None = None, fmt: Format | None = None, dest: Path | None = None) -> Result:
+    """Convert a weights file copied by hand into a model directory (provenance `imported`, digest recorded)."""
+    from radretrieve.foundation.fileio import file_sha256
+    from radretrieve.models.install import config_from_shapes, install_weights, open_clip_state
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such weights file")
+    name = name or _name_from_file(path)
+    if not NAME.match(name):
+        raise ConfigError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    dest = Path(dest).expanduser() if dest is not None else models_home() / name
+    check_destination(dest)
+    digest = f"sha256:{file_sha256(path)}"
+    if _holds(dest, path.name, digest):
+        return Result(dest, read_provenance(dest), True)
+    state, found = open_clip_state(path, fmt)
+    # the RadCLIP config when the shapes are ViT-L/14; an import promises no architecture, so no note otherwise
+    expected = "radclip-vit-l-14" if found == "hf-clip" else None
+    config, _ = config_from_shapes(state, path, name, f"imported from {path.name}", expected)
+    details = {"file": path.name, "size_bytes": path.stat().st_size, "format": found, "adapter": _adapter_note()}
+    licence = CHECK_TERMS if found == "hf-clip" else None
+    prov = Provenance("imported", origin=path.name, digest=digest, licence=licence, details=details)
+    install_weights(state, path, config.replace(name=name), dest, prov)
+    return Result(dest, prov, False)
+
+
+def check_destination(dest: Path) -> None:
+    """A pull or import replaces its destination whole: only a model directory that a pull or import made, or
+    an empty folder, may be replaced (never a folder of other files, nor a model trained here)."""
+    if not dest.exists():
+        return
+    if dest.is_dir() and not any(dest.iterdir()):
+        return
+    from radretrieve.models.radclip import CONFIG_FILE
+
+    if not (dest / CONFIG_FILE).is_file():
+        raise ConfigError(f"{dest}: exists and is not a model directory; give another --to")
+    try:
+        kind = read_provenance(dest).kind
+    except ModelLoadError:
+        kind = "unknown"
+    if kind not in ("pulled", "imported"):
+        raise ConfigError(f"{dest}: holds a model that was not pulled or imported ({kind}); give another --to")
+
+
+def _adapter_note() -> str:
+    from radretrieve.models.install import ADAPTER_NOTE
+
+    return ADAPTER_NOTE
+
+
+def _name_from_file(path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.").lower()
+    return stem[:64] or "imported"
+
+
+def _holds(dest: Path, origin: str, digest: str) -> bool:
+    """Whether `dest` is a model directory already made from these very weights."""
+    from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE
+
+    if not ((dest / CONFIG_FILE).is_file() and (dest / WEIGHTS_FILE).is_file()):
+        return False
+    try:
+        prov = read_provenance(dest)
+    except ModelLoadError:
+        return False
+    return prov.digest == digest and prov.origin == origin
+
+
+# ----------------------------------------------------------------------------------------------- download
+def _check_reachable(repo: str, filename: str, revision: str | None) -> None:
+    """One line at once when the hub cannot be reached and the file is not cached (the library would retry
+    for half a minute first). Offline mode and proxies are left to the library, which fails fast there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from radretrieve.models.hub import _proxied, hub_reachable
+
+    if offline() or _proxied() or hub_reachable():
+        return
+    if isinstance(try_to_load_from_cache(repo, filename, revision=revision), str):
+        return
+    raise ModelLoadError(
+        f"cannot reach the hub at {endpoint()} and {repo}/{filename} is not in the huggingface cache: "
+        "connect, set HF_ENDPOINT to a mirror, or copy a weights file and use `radretrieve models import FILE`"
+    )
+
+
+def _fetch_first(entry: Published, revision: str | None) -> Fetched:
+    """The first of the entry's weights files that the repo has, downloaded and verified."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+
+    missing: list[str] = []
+    for filename in entry.weights:
+        try:
+            return fetch(entry.repo, filename, revision, entry.max_bytes)
+        except RemoteEntryNotFoundError:
+            missing.append(filename)
+        except LocalEntryNotFoundError:
+            if filename == entry.weights[-1] or not offline():
+                raise _hub_error(LocalEntryNotFoundError(""), entry.repo, filename, revision) from None
+            missing.append(filename)  # offline: another candidate may be the one cached
+    raise ModelLoadError(f"hub repo {entry.repo} has none of {', '.join(missing)} (404 at {endpoint()})")
+
+
+def fetch(repo: str, filename: str, revision: str | None, max_bytes: int) -> Fetched:
+    """Download `repo/filename` into the huggingface cache (or find it there) and verify its sha256."""
+    return _verify(download(repo, filename, revision, max_bytes), repo, filename, revision)
+
+
+def download(repo: str, filename: str, revision: str | None, max_bytes: int) -> Path:
+    """`hf_hub_download`, after checking what the hub declares (online); hub errors become one line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        if not offline():
+            _check_declared(repo, filename, revision, max_bytes)
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except (RemoteEntryNotFoundError, ModelLoadError):
+        raise
+    except Exception as exc:  # the hub library raises many types; each becomes one line
+        raise _hub_error(exc, repo, filename, revision) from exc
+
+
+def _check_declared(repo: str, filename: str, revision: str | None, max_bytes: int) -> None:
+    """Refuse before downloading: a declared size above `max_bytes`, or an ETag or commit that is not a hex id
+    (huggingface_hub names the cache's files after them: a path-like one would be written outside the cache)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision))
+    if meta.size is not None and meta.size > max_bytes:
+        too_big = f"the hub declares {meta.size} bytes, more than the {max_bytes} expected"
+        raise ModelLoadError(f"{repo}/{filename}: {too_big}; refused")
+    if not HEX_ID.match(meta.etag or "") or not COMMIT.match(meta.commit_hash or ""):
+        shown = f"ETag {str(meta.etag)[:80]!r}, commit {str(meta.commit_hash)[:80]!r}"
+        raise ModelLoadError(f"{repo}/{filename}: the hub's answer is not a digest and a commit id ({shown}); refused")
+
+
+def _verify(path: Path, repo: str, filename: str, revision: str | None) -> Fetched:
+    """Check the cached file against the sha256 the hub declared (the blob's name); delete a bad copy."""
+    from radretrieve.foundation.fileio import file_sha256
+
+    blob = Path(os.path.realpath(path))
+    expected = blob.name if SHA256.match(blob.name) else _declared_sha256(repo, filename, revision)
+    actual = file_sha256(blob)
+    if actual != expected:
+        for bad in (blob, path):
+            bad.unlink(missing_ok=True)
+        raise ModelLoadError(
+            f"{repo}/{filename}: downloaded sha256 {actual} does not match the hub's {expected}; "
+            "the bad copy was deleted from the cache (pull again)"
+        )
+    parts = path.parts
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else (revision or "main")
+    return Fetched(path, filename, actual, commit)
+
+
+def _declared_sha256(repo: str, filename: str, revision: str | None) -> str:
+    """The hub's sha256 for a file whose cache blob is not named by one (a cache without symlinks)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    etag = None if offline() else get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision)).etag
+    if not etag or not SHA256.match(etag):
+        raise ModelLoadError(f"{repo}/{filename}: the hub declares no sha256 for it; cannot verify, refused")
+    return etag
+
+
+def _hub_error(exc: BaseException, repo: str, filename: str, revision: str | None) -> ModelLoadError:
+    """One line for a failed download, by what failed."""
+    from huggingface_hub import errors
+
+    where = f"{repo}/{filename}"
+    if isinstance(exc, errors.GatedRepoError):
+        return ModelLoadError(f"{repo} is gated: accept its terms on the hub and log in (`hf auth login`)")
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return ModelLoadError(f"hub repo {repo} not found at {endpoint()} (404)")
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return ModelLoadError(f"revision {revision} not found in hub repo {repo} (404)")
+    if isinstance(exc, errors.RemoteEntryNotFoundError):
+        return ModelLoadError(f"hub repo {repo} has no file {filename} (404)")
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)) or offline():
+        if offline():
+            return ModelLoadError(
+                f"HF_HUB_OFFLINE is set and {where} is not in the huggingface cache (HF_HOME): pull once online, "
+                "copy that cache here, or use `radretrieve models import FILE`"
+            )
+        return ModelLoadError(f"could not download {where} from {endpoint()} and it is not cached")
+    if isinstance(exc, errors.HfHubHTTPError):
+        status = getattr(getattr(exc, "response", None), "status_code", "?")
+        return ModelLoadError(f"the hub at {endpoint()} refused {where} (HTTP {status})")
+    first = " ".join(str(exc).split())[:200]
+    return ModelLoadError(f"could not download {where}: {type(exc).__name__}: {first}")
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def _hf_hub_config(entry: Published, revision: str | None) -> Any:
+    """The model config from an open_clip hub repo's `open_clip_config.json` (fetched before the weights)."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    from radretrieve.models.install import open_clip_config
+
+    try:
+        path = download(entry.repo, OPEN_CLIP_CONFIG, revision, CONFIG_MAX_BYTES)
+    except RemoteEntryNotFoundError as exc:
+        raise _hub_error(exc, entry.repo, OPEN_CLIP_CONFIG, revision) from exc
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{entry.repo}/{OPEN_CLIP_CONFIG}: not JSON ({type(exc).__name__})") from exc
+    model_cfg = data.get("model_cfg") if isinstance(data, dict) else None
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("text_cfg", {}), dict):
+        raise ModelLoadError(f"{entry.repo}/{OPEN_CLIP_CONFIG}: no model_cfg object")
+    text = model_cfg.get("text_cfg", {})
+    if "hf_model_name" in text:
+        # open_clip builds such a model as CustomTextCLIP; RadCLIP holds open_clip's own CLIP text tower only.
+        raise ModelLoadError(
+            f"{entry.name}: its text tower is the Hugging Face model {text['hf_model_name']}, which a radretrieve "
+            f"model cannot hold yet; load it directly with --model hf-hub:{entry.repo}"
+        )
+    pre = data.get("preprocess_cfg") or {}
+    return open_clip_config(f"hf-hub:{entry.repo}", model_cfg, pre if isinstance(pre, dict) else {}, entry.description)
+
+
+def _builtin_open_clip_config(entry: Published) -> Any:
+    """The config of an open_clip built-in architecture with its pretrained tag's mean/std and GELU kind."""
+    import open_clip
+
+    from radretrieve.models.install import open_clip_config
+
+    clip_cfg = open_clip.get_model_config(entry.architecture or "")
+    if clip_cfg is None:
+        raise ModelLoadError(f"{entry.name}: open_clip has no config {entry.architecture}")
+    pre = open_clip.get_pretrained_cfg(entry.architecture, entry.pretrained_tag or "") or {}
+    if pre.get("quick_gelu"):
+        clip_cfg["quick_gelu"] = True
+    return open_clip_config(entry.architecture or "", clip_cfg, pre, entry.description)
