@@ -112,6 +112,10 @@ def index(
         logging.getLogger().setLevel(logging.WARNING)
     if engine not in ("local", "ray"):
         raise RadRetrieveError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":  # an optional extra: one line before the model loads
+        from pipelines.ray_cluster.connect import require_ray
+
+        require_ray()
     from radretrieve.archive.scanner import make_policy
 
     if follow_external_links and engine == "ray":
