@@ -52,13 +52,19 @@ class IndexOptions:
     studies_per_task: int = 64  # studies per task, i.e. per shard
     engine: Literal["local", "ray"] = "local"  # execution engine
     overwrite: bool = False  # wipe an out dir built with another model/preprocessing
-    progress: bool = True  # tqdm bars on stderr
+    progress: bool = True  # tqdm bars on stderr (drawn only when stderr is a terminal)
     ray_address: str | None = None  # join an existing Ray cluster (engine=ray)
     encoders: int = 0  # engine=ray, no GPUs: CPU encoder actors (0: one per node)
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once)
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
     anonymise_paths: bool = True  # store and show keyed hashes instead of file and folder names (False: --keep-paths)
     policy: ScanPolicy = DEFAULT_POLICY  # series selection, --reports, --scrubber (radretrieve.archive.scanner)
+
+    def __post_init__(self) -> None:
+        if self.engine == "ray":  # an optional extra: say so before any work, not at the first Ray call
+            from pipelines.ray_cluster.connect import require_ray
+
+            require_ray()
 
 
 @dataclass
@@ -319,7 +325,8 @@ def _progress(tasks: list[Task], enabled: bool) -> Any:
         unit="item",
         desc="indexing",
         file=sys.stderr,
-        disable=not enabled,
+        # None: tqdm draws only on a terminal; into a pipe or a log file it would write a \r-joined redraw
+        disable=None if enabled else True,
         dynamic_ncols=True,
     )
     bar.errors = 0

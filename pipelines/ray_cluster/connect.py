@@ -8,10 +8,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radretrieve.foundation.errors import RadRetrieveError
+from radretrieve.foundation.errors import ConfigError, RadRetrieveError
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 60.0  # how long a node may take to answer the out-dir check
+# Ray is an optional extra (pyproject.toml `ray`): most users index on one machine with the local engine.
+RAY_MISSING = 'the ray engine needs Ray, which is not installed: pip install -e ".[ray]"'
+
+
+class RayMissing(ConfigError):
+    """`--engine ray` without Ray installed."""
+
+
+def require_ray() -> Any:
+    """The `ray` module, or `RayMissing` with the install command (no traceback, no module path)."""
+    try:
+        import ray
+    except ImportError as exc:  # not installed, or blocked (sys.modules["ray"] = None)
+        raise RayMissing(RAY_MISSING) from exc
+    return ray
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,7 @@ class NodeInfo:
 
 def connect(address: str | None, workers: int) -> Any:
     """`ray` connected to the cluster at `address`, or to a local one on this machine's CPUs."""
-    import ray
+    ray = require_ray()
 
     if not ray.is_initialized():
         ray.init(

@@ -38,16 +38,21 @@ Withheld = Callable[[Hit], bool]  # hit -> its preview would draw an image flagg
 WITHHELD_ALT = "withheld: may carry burned-in text"
 BURNED_IN = "burned_in"  # the flag column (radretrieve.outdir.catalog.OPTIONAL_COLUMNS)
 
+# Long unbroken values (a hashed study key, a deep path, one long token in a report) wrap anywhere inside the
+# card, and the study key is cut with an ellipsis (its full text in the tooltip): nothing leaves its card.
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
-h1{font-size:18px;margin:0 0 4px}
+h1{font-size:18px;margin:0 0 4px;overflow-wrap:anywhere}
 section.query{margin-bottom:24px}
-.q{font-size:15px;background:#fff;border-left:4px solid #2a6fb0;padding:6px 10px;white-space:pre-wrap}
+.q{font-size:15px;background:#fff;border-left:4px solid #2a6fb0;padding:6px 10px;white-space:pre-wrap;
+  overflow-wrap:anywhere}
 .grid{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
-figure.hit{background:#fff;border:1px solid #ccc;border-radius:4px;margin:0;padding:8px;width:360px}
+figure.hit{background:#fff;border:1px solid #ccc;border-radius:4px;margin:0;padding:8px;width:360px;max-width:100%;
+  box-sizing:border-box;min-width:0}
 figure.hit img{display:block;max-width:100%;background:#000;image-rendering:auto}
-figcaption{font-size:12px;margin-top:6px}
+figcaption{font-size:12px;margin-top:6px;overflow-wrap:anywhere}
 .meta b{color:#2a6fb0}
+.key{display:inline-block;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom}
 .report{white-space:pre-wrap;color:#444;margin-top:4px;max-height:9em;overflow:auto}
 """
 
@@ -113,7 +118,7 @@ def _figure(hit: Hit, image: np.ndarray, found: bool, withheld: bool = False) ->
     alt = WITHHELD_ALT if withheld else "preview" if found else "no preview"
     meta = (
         f"<b>#{hit.rank}</b> score {hit.score:.4f} · {e(hit.kind)} · {e(hit.modality or '?')}"
-        f" {e(hit.body_part)}<br>study {e(hit.study_key)}"
+        f" {e(hit.body_part)}<br>study {_key(hit.study_key)}"
         + (f"<br>{e(hit.description)}" if hit.description else "")
         + (f"<br><small>{e(hit.source)}</small>" if hit.source else "")
     )
@@ -123,6 +128,12 @@ def _figure(hit: Hit, image: np.ndarray, found: bool, withheld: bool = False) ->
         f'<img class="thumb" alt="{alt}" src="{png_data_uri(image)}">'
         f'<figcaption><div class="meta">{meta}</div>{report}</figcaption></figure>'
     )
+
+
+def _key(key: str) -> str:
+    """A study key on one line, cut with an ellipsis when longer than the card; the whole key in `title`
+    (the tooltip) and in the text (find in page, copy)."""
+    return f'<span class="key" title="{html.escape(key)}">{html.escape(key)}</span>'
 
 
 def render(

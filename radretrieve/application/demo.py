@@ -33,6 +33,7 @@ class DemoOptions:
     seed: int = 0  # synthesis and training seed
     k: int = 5  # hits per query, and the k of precision@k
     workers: int = 2  # reader processes while indexing
+    progress: bool = True  # the indexing bar on stderr (when stderr is a terminal)
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,10 @@ def _train(opts: DemoOptions, train_csv: Path, say: Callable[[str], None]) -> An
         "radclip-tiny",
         resume=True,
         device="cpu",
-        on_step=_step_logger(say),
-    )
+    )  # progress lines (epoch, step, loss, time left) go to the `radretrieve.training` logger
     for line in result.summary_lines():
         say("  " + line)
     return result.model
-
-
-def _step_logger(say: Callable[[str], None]) -> Callable[..., None]:
-    def on_step(stage: str, step: int, steps: int, loss: float) -> None:
-        if step == steps or step % 50 == 0:
-            say(f"  stage {stage}: step {step}/{steps} loss {loss:.3f}")
-
-    return on_step
 
 
 def _index(opts: DemoOptions, model: Encoder, test_csv: Path, say: Callable[[str], None]) -> Path:
@@ -129,7 +121,9 @@ def _index(opts: DemoOptions, model: Encoder, test_csv: Path, say: Callable[[str
 
     out = opts.workdir / "index"
     say(f"step 3/6: indexing the held-out studies of {test_csv.name} -> {out}")
-    summary = index_archive(test_csv, out, model, IndexOptions(workers=opts.workers, overwrite=True))
+    summary = index_archive(
+        test_csv, out, model, IndexOptions(workers=opts.workers, overwrite=True, progress=opts.progress)
+    )
     for line in summary.lines():
         say("  " + line)
     build_indexes(out)

@@ -91,6 +91,10 @@ class IndexOptions:
             raise RadRetrieveError(f"--engine must be local or ray, got {self.engine!r}")
         if self.selection.follow_external_links and self.engine == "ray":
             raise RadRetrieveError("--follow-external-links is supported by the local engine only")
+        if self.engine == "ray":  # an optional extra: one line before the model loads or anything is written
+            from pipelines.ray_cluster.connect import require_ray
+
+            require_ray()
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,19 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Synthesis and training seed."),
     k: int = typer.Option(5, "-k", help="Hits per query (precision@k)."),
     workers: int = typer.Option(2, "--workers", help="Reader processes while indexing."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No steps, progress or INFO log lines on stderr: warnings and errors only."
+    ),
 ) -> None:
     """Run the whole system on a synthetic archive: train radclip-tiny, index, search, score, contact sheet."""
     import logging
 
     from radretrieve.application.demo import DemoOptions, run_demo
 
-    logging.getLogger("radretrieve.training").setLevel(logging.WARNING)
-    result = run_demo(DemoOptions(workdir, studies, seed, k, workers), lambda msg: say(msg, err=True))
+    if quiet:  # the root logger: training progress, the index build and captured library warnings alike
+        logging.getLogger().setLevel(logging.WARNING)
+    opts = DemoOptions(workdir, studies, seed, k, workers, progress=not quiet)
+    result = run_demo(opts, (lambda msg: None) if quiet else (lambda msg: say(msg, err=True)))
     say(f"\ntext -> studies (precision@{k} against the ground-truth labels):")
     for s in result["queries"]:
         say(f"  P@{k} {s.precision:.2f} (best possible {s.best:.2f})  {s.text!r}")

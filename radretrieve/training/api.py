@@ -43,6 +43,7 @@ from radretrieve.training.config import TrainConfig
 from radretrieve.training.data import PixelStore, decode_all, load_data
 from radretrieve.training.loop import Interrupted, LoopContext, StepCallback, restore_best, run_stage
 from radretrieve.training.plot import plot_history
+from radretrieve.training.progress import EVERY_S
 from radretrieve.training.stages import ImageStage, VolumeStage
 
 __all__ = ["Interrupted", "TrainResult", "train"]
@@ -98,12 +99,14 @@ def train(
     device: str | None = None,
     stop_after_steps: int | None = None,
     on_step: StepCallback | None = None,
+    progress_every_s: float = EVERY_S,
 ) -> TrainResult:
     """Train `model` (a registry name, model directory or open_clip name, with optional `weights`; or a
     loaded RadCLIP, which is trained in place) on `data` (a manifest or an archive folder) and write the
     model directory `out`. `resume` continues from the newest checkpoint in `out` (exactly: the same weights
     as an uninterrupted run); `stop_after_steps` stops after a checkpoint at that step (raises `Interrupted`).
-    `on_step(stage, step, steps_in_stage, loss)` is called after every optimizer step (progress bars)."""
+    `on_step(stage, step, steps_in_stage, loss)` is called after every optimizer step; progress lines (epoch,
+    step, loss, time left) are logged at most every `progress_every_s` seconds (radretrieve.training.progress)."""
     started = time.perf_counter()
     out, data = Path(out), Path(data)
     if out.exists() and not out.is_dir():
@@ -120,7 +123,7 @@ def train(
             progress, resumed_from, checkpoint = _start(cfg, net, out, run_hash, resume)
             counts = None
             if progress.stage < FINISHED:
-                ctx = LoopContext(net, cfg, out, checkpoint, stop_after_steps, on_step)
+                ctx = LoopContext(net, cfg, out, checkpoint, stop_after_steps, on_step, progress_every_s)
                 counts = _run(cfg, net, data, out, progress, ctx)
         seconds = time.perf_counter() - started
         net.provenance = training_provenance(cfg, data, out, progress, base, counts, seconds)

@@ -21,6 +21,7 @@ from radretrieve.archive import ArchiveError, Item, ScanResult, Study, read_item
 from radretrieve.foundation.config import PreprocessConfig
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.training.config import DataConfig, TextConfig
+from radretrieve.training.progress import Ticker
 from radretrieve.training.texts import candidate_texts, label_prompts, slice_texts, stable_hash, template_labels
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,12 @@ def decode_all(data: TrainData, store: PixelStore) -> TrainData:
     """Decode every example once (filling the cache, in a fixed order); undecodable ones are dropped with a
     warning, so a few corrupt files in a real archive do not stop training midway."""
 
+    fields = ("train_images", "train_volumes", "val_images", "val_volumes")
+    ticker = Ticker("decoding", sum(len(getattr(data, f)) for f in fields))
+    done = 0
+
     def readable(examples: tuple[Example, ...]) -> tuple[Example, ...]:
+        nonlocal done
         kept = []
         for ex in examples:
             try:
@@ -155,8 +161,8 @@ def decode_all(data: TrainData, store: PixelStore) -> TrainData:
                 kept.append(ex)
             except ArchiveError as exc:
                 log.warning("dropped %s from training: %s", ex.item.source, exc)
+            done += 1
+            ticker.tick(done)
         return tuple(kept)
 
-    return TrainData(
-        data.root, *(readable(getattr(data, f)) for f in ("train_images", "train_volumes", "val_images", "val_volumes"))
-    )
+    return TrainData(data.root, *(readable(getattr(data, f)) for f in fields))

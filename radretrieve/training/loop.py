@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from radretrieve.training.checkpoint import (
 )
 from radretrieve.training.config import StageConfig, TrainConfig
 from radretrieve.training.objective import make_optimizer
+from radretrieve.training.progress import EVERY_S, StageProgress
 from radretrieve.training.texts import stable_hash
 
 log = logging.getLogger("radretrieve.training")
@@ -61,6 +61,7 @@ class LoopContext:
     resume_from: Path | None  # checkpoint to take optimizer/schedule state from (same stage only)
     stop_after_steps: int | None  # stop (after a checkpoint) once this many optimizer steps are done
     on_step: StepCallback | None
+    progress_every_s: float = EVERY_S  # seconds between progress lines (radretrieve.training.progress)
 
 
 def micro_batches(n: int, batch_size: int, seed: int, stage: int, epoch: int) -> list[list[int]]:
@@ -88,8 +89,7 @@ def run_stage(stage: Stage, index: int, progress: Progress, ctx: LoopContext) ->
     optimizer, schedule = make_optimizer(groups, c, total)
     if ctx.resume_from is not None and progress.stage_step > 0:
         load_optimizer_state(ctx.resume_from, optimizer, schedule)
-    stage.prepare()
-    log.info(
+    log.info(  # before `prepare`, which may encode every volume once (minutes on a large archive)
         "stage %s: %d pairs, %d epochs x %d steps, %d trainable parameters",
         stage.name,
         stage.n_train,
@@ -97,7 +97,8 @@ def run_stage(stage: Stage, index: int, progress: Progress, ctx: LoopContext) ->
         per_epoch,
         sum(p.numel() for p in params),
     )
-    started = time.perf_counter()
+    stage.prepare()
+    meter = StageProgress(stage.name, c.epochs, per_epoch, progress.stage_step, ctx.progress_every_s)
     while progress.epoch < c.epochs:
         batches = micro_batches(stage.n_train, c.batch_size, ctx.cfg.seed, index, progress.epoch)
         steps = [batches[i : i + c.grad_accum] for i in range(0, len(batches), c.grad_accum)]
@@ -110,7 +111,9 @@ def run_stage(stage: Stage, index: int, progress: Progress, ctx: LoopContext) ->
             if ctx.on_step is not None:
                 ctx.on_step(stage.name, progress.stage_step, total, loss)
             if progress.step_in_epoch == len(steps):
-                _end_epoch(stage, progress, ctx, time.perf_counter() - started)
+                _end_epoch(stage, progress, ctx, meter)
+            else:
+                meter.step(progress.epoch, progress.stage_step, loss)
             _maybe_checkpoint(progress, ctx, optimizer, schedule)
             if progress.step_in_epoch == 0:
                 break  # the epoch is over (the slice is empty on the next pass anyway)
@@ -139,8 +142,8 @@ def _step(
     return total
 
 
-def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, elapsed: float) -> None:
-    """Validate, log one line, append to the history, and move the counters to the next epoch."""
+def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, meter: StageProgress) -> None:
+    """Validate, report progress, append to the history, and move the counters to the next epoch."""
     metrics = stage.validate()
     record = {
         "stage": stage.name,
@@ -151,17 +154,7 @@ def _end_epoch(stage: Stage, progress: Progress, ctx: LoopContext, elapsed: floa
     }
     progress.history.append(record)
     _track_best(stage.name, record, progress, ctx)
-    shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "(no validation pairs)"
-    log.info(
-        "stage %s epoch %d/%d step %d loss %.4f val %s (%.1fs)",
-        stage.name,
-        progress.epoch + 1,
-        stage.stage_cfg.epochs,
-        progress.step,
-        record["loss"],
-        shown,
-        elapsed,
-    )
+    meter.epoch_end(progress.epoch, progress.stage_step, record["loss"], metrics)
     progress.epoch += 1
     progress.step_in_epoch = 0
     progress.loss_sum = 0.0

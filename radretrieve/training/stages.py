@@ -24,6 +24,7 @@ from radretrieve.training.augment import augment_batch
 from radretrieve.training.config import ImageStageConfig, TrainConfig, VolumeStageConfig
 from radretrieve.training.data import Example, PixelStore, TrainData
 from radretrieve.training.objective import info_nce, logit_scale, param_groups
+from radretrieve.training.progress import Ticker
 from radretrieve.training.texts import choose, stable_hash
 from radretrieve.training.validate import retrieval_metrics
 
@@ -225,10 +226,13 @@ class VolumeStage(_Stage):
         if not self.stage_cfg.train_text:
             self.cache_texts([t for ex in self.entries + self.val_entries for t in ex.texts + ex.prompts])
         if self.cached:
+            volumes = self.entries + self.val_entries
+            ticker = Ticker(f"stage {self.name}: embedding the slices of each volume once", len(volumes))
             with torch.no_grad():
-                for ex in self.entries + self.val_entries:
+                for done, ex in enumerate(volumes, 1):
                     pixels = self.store.get(ex.item)
                     self._slices[ex.key] = torch.cat([self.encode_pixels(c) for c in torch.split(pixels, CHUNK)])
+                    ticker.tick(done)
         self.set_modes()
 
     def _volumes(self, entries: Sequence[Example]) -> Tensor:
