@@ -117,7 +117,8 @@ class SearchService:
 
     @property
     def model_json(self) -> dict[str, Any]:
-        """The out dir's model as every JSON result carries it: name, trained, kind, ... (README: JSON output)."""
+        """The out dir's model as every JSON result carries it: name, trained, kind, ...
+        (docs/guide/model-state.md, "The JSON field")."""
         return self.recorded.to_json()
 
     def _load_model(self, override: str | None, weights: str | None) -> Any:
