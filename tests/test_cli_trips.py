@@ -78,8 +78,19 @@ def test_search_on_an_archive_folder_hints_the_index_command(tmp_path):
         (["embed", "README.md", "--format", "npy"], "--format npy writes binary: give --out"),
         (["embed", "README.md", "--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["index", "ARCHIVE", "--out", "OUT", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["classify", "README.md", "--task", "organ=head,chest", "--model", "no-such-model"], "unknown model"),
+        (["train", "--data", "ARCHIVE", "--out", "OUT", "--model", "no-such-model"], "unknown model"),
+        # the default (untrained) model: refused before it loads, so no warning about it either
+        (["index", "ARCHIVE", "--out", "OUT"], "nothing indexable found (the folder holds no files)"),
     ],
-    ids=["npy-without-out", "embed-unknown-model", "index-unknown-model"],
+    ids=[
+        "npy-without-out",
+        "embed-unknown-model",
+        "index-unknown-model",
+        "classify-unknown-model",
+        "train-unknown-model",
+        "index-empty-folder",
+    ],
 )
 def test_argument_errors_come_before_torch_loads(tmp_path, args, expected):
     (tmp_path / "ARCHIVE").mkdir()
@@ -92,6 +103,7 @@ def test_argument_errors_come_before_torch_loads(tmp_path, args, expected):
     assert proc.returncode == 1, proc.stderr
     errors = _error_lines(proc)
     assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert proc.stderr.splitlines()[:-1] == errors  # nothing else on stderr (the last line is CHECK's)
     assert "TORCH=False" in proc.stderr  # the old code loaded torch and the model first (5 to 24 s)
     assert seconds < 10, seconds
     assert not (tmp_path / "OUT").exists()

@@ -95,7 +95,8 @@ def env(tmp_path_factory):
         outs[name] = tmp / f"out-{name}"
         args = ("index", str(manifest), "--out", str(outs[name]), "--model", model, "--workers", "0", "-q", "--json")
         stdout, warned[name] = cli(*args)
-        json.loads(stdout)  # the summary: the warning is on stderr, never in the JSON
+        summary = json.loads(stdout)  # the summary: the warning is on stderr, never in the JSON
+        assert summary["model"]["trained"] is (name == "trained") and summary["rows"]["image"] == len(TEXTS)
     return {"tmp": tmp, "manifest": manifest, "train": result, "out": outs, "index_warnings": warned}
 
 
@@ -158,12 +159,24 @@ def test_weights_changed_in_memory_are_no_longer_untrained(tmp_path):
     assert read_provenance(tmp_path / "m").kind == "unknown"
 
 
+def test_training_with_a_preprocess_override_is_not_warned_about(env):
+    """`train` starts from untrained weights by design: the base it loads to apply --preprocess is not warned."""
+    from radretrieve.application.training import TrainOptions, run_training
+
+    opts = TrainOptions(preprocess="clip", epochs_2d=1, epochs_3d=0, batch_size=4, device="cpu")
+    with untrained_warnings() as lines:
+        result = run_training(env["manifest"], env["tmp"] / "trained-clip", opts)
+    assert lines == []
+    assert result.model.provenance.trained and result.model.config.preprocess.profile == "clip"
+
+
 def test_training_records_trained_with_its_data_and_base(env):
     result, model_dir = env["train"], env["tmp"] / "trained"
     record = read_provenance(model_dir)
     assert record.kind == "trained" and result.model.provenance == record
     d = record.details
-    assert d["data"] == "manifest.csv" and d["pairs"]["train_images"] == len(TEXTS)
+    assert record.origin == "radretrieve train" and "manifest.csv" not in json.dumps(record.to_json())  # no names
+    assert d["data"] == "manifest" and d["pairs"]["train_images"] == len(TEXTS)
     assert d["epochs"] == {"2d": 1, "3d": 0} and d["steps"] == result.steps >= 1
     assert 0 < d["seconds"] <= result.seconds + 0.1
     assert d["base"]["name"] == "radclip-tiny" and d["base"]["kind"] == "untrained"
@@ -248,6 +261,15 @@ def test_each_command_warns_once_on_an_untrained_model_and_says_so_in_its_json(e
         assert models and all(m == models[0] for m in models), command
         assert (models[0]["trained"], models[0]["kind"]) == (not untrained, name), (command, models[0])
         assert models[0]["name"] == ("radclip-tiny" if untrained else "radclip-tiny-finetuned"), command
+
+
+def test_the_contact_sheet_carries_the_banner_of_an_untrained_model_only(env, tmp_path):
+    for name in ("untrained", "trained"):
+        sheet = tmp_path / f"{name}.html"
+        cli("search", QUERY, "--index", str(env["out"][name]), "--format", "html", "--out", str(sheet))
+        html = sheet.read_text()
+        assert ('class="notice"' in html) == (name == "untrained"), name
+        assert (PULL_HINT in html) == (name == "untrained") and "<figure" in html
 
 
 def test_a_real_search_prints_one_line_on_stderr_and_clean_json(env):

@@ -234,6 +234,9 @@ def check_classify(paths: Sequence[Path], index: Path | None, options: ClassifyO
         raise RadRetrieveError("--where goes with --index (it filters an out dir's items)")
     if options.model is None:
         raise RadRetrieveError("files need --model (e.g. --model radclip-tiny)")
+    from radretrieve.models.reference import parse_model_ref
+
+    parse_model_ref(options.model, options.weights)  # a bad name fails before torch loads
     for path in paths:
         if not Path(path).exists():
             raise RadRetrieveError(f"{path}: no such file or folder")

@@ -53,6 +53,7 @@ figure.hit img{display:block;max-width:100%;background:#000;image-rendering:auto
 figcaption{font-size:12px;margin-top:6px;overflow-wrap:anywhere}
 .meta b{color:#2a6fb0}
 .key{display:inline-block;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom}
+.notice{background:#fff3cd;border:1px solid #c9a227;border-radius:4px;padding:8px 12px;font-weight:600}
 .report{white-space:pre-wrap;color:#444;margin-top:4px;max-height:9em;overflow:auto}
 """
 
@@ -142,9 +143,11 @@ def render(
     root: Path | None,
     source_of: PreviewSource,
     withheld: Withheld | None = None,
+    notice: str | None = None,
 ) -> str:
     """The contact sheet for `results` ((query, hits) pairs) as one HTML document string; `withheld` hits
-    get the placeholder, their source is not even read."""
+    get the placeholder, their source is not even read. `notice`: a banner above the results (an untrained
+    model: `sheet_notice`)."""
     e = html.escape
     sections = []
     for query, hits in results:
@@ -162,7 +165,9 @@ def render(
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><h1>{e(title)}</h1>{''.join(sections)}</body></html>\n"
+        f"<body><h1>{e(title)}</h1>"
+        + (f'<p class="notice" role="alert">{e(notice)}</p>' if notice else "")
+        + f"{''.join(sections)}</body></html>\n"
     )
 
 
@@ -191,9 +196,18 @@ def write_contact_sheet(
         finally:
             cat.close()
     source_of = lambda h: real.get(h.item_id, h.source)  # noqa: E731
-    sheet = render([(query, hits)], title, root, source_of, lambda h: h.item_id in flagged)
+    sheet = render([(query, hits)], title, root, source_of, lambda h: h.item_id in flagged, sheet_notice(out_dir))
     atomic_write_bytes(Path(path), sheet.encode("utf-8"))
     return Path(path)
+
+
+def sheet_notice(out_dir: Path) -> str | None:
+    """The banner of a sheet whose hits came from an untrained model (as the web page shows it); None else."""
+    from radretrieve.models.provenance import untrained_banner
+    from radretrieve.outdir.model_ref import recorded_model
+
+    recorded = recorded_model(Path(out_dir))
+    return None if recorded.provenance.trained else untrained_banner(recorded.name)
 
 
 def flagged_ids(catalog: Any) -> frozenset[int]:

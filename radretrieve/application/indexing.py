@@ -117,7 +117,12 @@ def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -
     parse_model_ref(options.model, options.weights)
     policy = make_policy(sel.include, sel.exclude, sel.selection, sel.reports, sel.scrubber, sel.follow_external_links)
     limits = _limits(str(archive), options.dicomweb)
-    return PreparedIndex(_source(str(archive), options.dicomweb, limits), policy, options)
+    source = _source(str(archive), options.dicomweb, limits)
+    if isinstance(source, Path):  # an empty folder or a single file: refused before the model loads
+        from pipelines.preflight import check_archive
+
+        check_archive(source)
+    return PreparedIndex(source, policy, options)
 
 
 def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
@@ -143,6 +148,14 @@ def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
         policy=job.policy,
     )
     return index_archive(job.source, Path(out), model, settings)
+
+
+def summary_json(summary: IndexSummary, out: Path) -> dict[str, Any]:
+    """`index --json`: the job's summary and, as every JSON result carries it, the out dir's model and its state
+    (docs/guide/model-state.md, "The JSON field")."""
+    from radretrieve.outdir.model_ref import recorded_model
+
+    return summary.to_dict() | {"model": recorded_model(Path(out)).to_json()}
 
 
 def build_out_dir_index(out: Path) -> dict[str, Any]:

@@ -70,12 +70,13 @@ def to_html(
 ) -> str:
     """The contact sheet (radretrieve.application.contact_sheet), thumbnails read from the archive root;
     images flagged burned_in are withheld unless `show_burned_in`."""
-    from radretrieve.application.contact_sheet import render
+    from radretrieve.application.contact_sheet import render, sheet_notice
     from radretrieve.outdir.archive_root import archive_root
 
     root = archive_root(service.out_dir, archive)
     withheld = None if show_burned_in else service.preview_withheld
-    return render([(r.query, r.hits) for r in results], title, root, service.preview_source, withheld)
+    notice = sheet_notice(service.out_dir)
+    return render([(r.query, r.hits) for r in results], title, root, service.preview_source, withheld, notice)
 
 
 def render_results(

@@ -105,13 +105,18 @@ def run_training(data: Path, out: Path, options: TrainOptions = TrainOptions()) 
     if not Path(data).exists():
         raise RadRetrieveError(f"{data}: data not found (a manifest file or an archive folder)")
     cfg = train_config(options)
+    from radretrieve.models.reference import parse_model_ref
+
+    parse_model_ref(options.model, options.weights)  # a bad name fails before torch loads
     from radretrieve.training.api import train
 
     start: object = options.model
     if options.preprocess is not None:  # a loaded model with the profile applied; the trained model keeps it
         from radretrieve.models.loading import load_model
 
-        start = load_model(options.model, weights=options.weights, device=options.device, preprocess=options.preprocess)
+        start = load_model(  # not warned about: training is what gives untrained weights meaning
+            options.model, weights=options.weights, device=options.device, preprocess=options.preprocess, warn=False
+        )
     return train(
         cfg,
         data,

@@ -109,6 +109,7 @@ def index(
         build_out_dir_index,
         prepare_index,
         run_index_job,
+        summary_json,
     )
 
     if quiet:  # the root logger: the job's, the index build's and captured library warnings alike
@@ -149,7 +150,7 @@ def index(
     job = prepare_index(archive, options)  # bad options fail here, before torch and the model load
     summary = run_index_job(job, out)
     if as_json:
-        say_json(json.dumps(summary.to_dict()))
+        say_json(json.dumps(summary_json(summary, out)))
     else:
         for line in summary.lines():
             say(line)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from radretrieve.archive.manifest import is_manifest
 from radretrieve.foundation.config import config_hash
 from radretrieve.foundation.errors import ConfigError
 from radretrieve.foundation.fileio import atomic_write_bytes, remove_stale_temps
@@ -148,19 +149,20 @@ def training_provenance(
     counts: dict[str, int] | None,
     seconds: float,
 ) -> Provenance:
-    """`trained`: on which data (the manifest or archive folder by name, and pair counts: never a patient's path
-    or identifier), epochs per stage, optimizer steps, seconds, and the base model with its provenance kind. A
-    finished run resumed again keeps the counts and seconds it recorded the first time."""
+    """`trained`: on which kind of data (a manifest or an archive folder, never its name: a folder may be named
+    after a patient, and the record reaches out dirs and API answers) and pair counts, epochs per stage, optimizer
+    steps, seconds, and the base model with its provenance kind. A finished run resumed again keeps the counts
+    and seconds it recorded the first time."""
     earlier = read_provenance(out).details  # {} when the folder has no record yet
     details = {
-        "data": data.name,
+        "data": "manifest" if is_manifest(data) else "archive folder",
         "pairs": counts if counts is not None else earlier.get("pairs", {}),
         "epochs": {"2d": cfg.image_stage.epochs, "3d": cfg.volume_stage.epochs},
         "steps": progress.step,
         "seconds": round(seconds, 1) if counts is not None else earlier.get("seconds", round(seconds, 1)),
         "base": {"name": base.name, "kind": base.kind, "fingerprint": base.fingerprint},
     }
-    return Provenance("trained", origin=f"radretrieve train on {data.name}", details=details)
+    return Provenance("trained", origin="radretrieve train", details=details)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
