@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 from mkdocs.exceptions import PluginError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").split())
 
 
-def _default(param: click.Parameter) -> str:
+def _default(param: Any) -> str:
     if param.required or param.default is None or callable(param.default):
         return ""
     if param.default is False:  # a flag that is off unless given
@@ -34,7 +34,7 @@ def _default(param: click.Parameter) -> str:
     return f"`{value}`"
 
 
-def _row(param: click.Parameter, ctx: click.Context) -> str:
+def _row(param: Any, ctx: Any) -> str:
     if param.param_type_name == "argument":
         names = f"`{_argument_name(param)}`"
         help_text = getattr(param, "help", None) or ""
@@ -45,12 +45,12 @@ def _row(param: click.Parameter, ctx: click.Context) -> str:
     return f"| {names} | {_cell(help_text)} | {_default(param)} | {required} |"
 
 
-def _argument_name(param: click.Argument) -> str:
+def _argument_name(param: Any) -> str:
     name = (param.name or "arg").upper() + ("..." if param.nargs == -1 else "")
     return name if param.required else f"[{name}]"
 
 
-def _usage(cmd: click.Command, title: str, ctx: click.Context) -> str:
+def _usage(cmd: Any, title: str, ctx: Any) -> str:
     pieces = [title, "[OPTIONS]"]
     pieces += [_argument_name(p) for p in cmd.get_params(ctx) if p.param_type_name == "argument"]
     if getattr(cmd, "commands", None):
@@ -58,13 +58,13 @@ def _usage(cmd: click.Command, title: str, ctx: click.Context) -> str:
     return " ".join(pieces)
 
 
-def _shown(params: list[click.Parameter]) -> list[click.Parameter]:
+def _shown(params: list[Any]) -> list[Any]:
     """The parameters a user gives (`--help` is on every command: said once, above)."""
     return [p for p in params if not getattr(p, "hidden", False) and p.name != "help"]
 
 
-def _section(cmd: click.Command, path: list[str], parent: click.Context | None) -> list[str]:
-    ctx = click.Context(cmd, info_name=path[-1], parent=parent)
+def _section(cmd: Any, path: list[str], parent: Any) -> list[str]:
+    ctx = cmd.context_class(cmd, info_name=path[-1], parent=parent)  # Typer's own Click: never `import click`
     title = " ".join(path)
     usage = _usage(cmd, title, ctx)
     lines = [f"## `{title}`" if len(path) == 2 else f"### `{title}`", "", "```", usage, "```", ""]
@@ -88,7 +88,7 @@ def render() -> str:
     from radretrieve.cli.app import app
 
     group = typer.main.get_command(app)
-    root = click.Context(group, info_name="radretrieve")
+    root = group.context_class(group, info_name="radretrieve")
     lines = ["## Global options", "", "```", "radretrieve [OPTIONS] COMMAND [ARGS]...", "```", ""]
     lines += ["| argument or option | what | default | required |", "| --- | --- | --- | --- |"]
     lines += [_row(p, root) for p in _shown(group.get_params(root))] + [""]

@@ -1,10 +1,10 @@
 """Progress lines of a training stage on the `radretrieve.training` logger: epoch, step, loss, time left.
 
 Plain log lines, not a bar: they go wherever logging goes (stderr, a log file, a CI log) without carriage
-returns, and `-q` (the root logger at WARNING) silences them. A line is written at the end of the stage's
-first epoch (the first time-left estimate), at its last epoch, and otherwise whenever `every_s` seconds
-have passed since the previous line, after a step or an epoch end, so a slow epoch is never silent for
-long and a fast stage does not print one line per epoch. Epoch ends not shown at INFO go to DEBUG (`-v`).
+returns, and a root logger at WARNING silences them (`radretrieve demo -q`). A line is written at the end of
+the stage's first epoch (the first time-left estimate), at its last epoch, and otherwise whenever `every_s`
+seconds have passed since the previous line, after a step or an epoch end, so a slow epoch is never silent
+for long and a fast stage does not print one line per epoch. Epoch ends not shown at INFO go to DEBUG (`-v`).
 """
 
 from __future__ import annotations
