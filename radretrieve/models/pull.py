@@ -1,7 +1,8 @@
 """`radretrieve models pull NAME` and `models import FILE`: published weights into a radretrieve model directory.
 
-Downloads go through `huggingface_hub` (its cache under `HF_HOME`, `HF_ENDPOINT` for a mirror, `HF_HUB_OFFLINE=1`
-to read the cache alone; an interrupted download resumes). Every weights file is checked against the sha256
+Downloads use `huggingface_hub`'s cache under `HF_HOME`, `HF_ENDPOINT` for a mirror and `HF_HUB_OFFLINE=1` to read
+the cache alone; online, the file is fetched by `radretrieve.models.hub_fetch` (one checked metadata answer names
+the cache's files; bounded in size and time; an interrupted download resumes). Every weights file is checked against the sha256
 the hub declares for it (an LFS file's ETag is its sha256, and the cache names the blob after it): a mismatch is
 refused in one line naming both digests, and the bad copy is deleted from the cache so that the next pull
 downloads it again. The file is then converted (`radretrieve.models.install`) and its provenance recorded.
@@ -25,8 +26,6 @@ from radretrieve.models.published import CHECK_TERMS, Format, Published, get_pub
 log = logging.getLogger(__name__)
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-HEX_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # an ETag the hub sends: git blob sha1 or LFS sha256
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CONFIG_MAX_BYTES = 1 << 20  # an open_clip_config.json is a few kB
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -204,32 +203,22 @@ def fetch(repo: str, filename: str, revision: str | None, max_bytes: int) -> Fet
 
 
 def download(repo: str, filename: str, revision: str | None, max_bytes: int) -> Path:
-    """`hf_hub_download`, after checking what the hub declares (online); hub errors become one line."""
+    """The file in the huggingface cache: online through `radretrieve.models.hub_fetch` (names, size and digest
+    checked by radretrieve, never taken from an unchecked answer), offline from the cache by `hf_hub_download`;
+    hub errors become one line."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    from radretrieve.models.hub_fetch import fetch_into_cache
+
     try:
-        if not offline():
-            _check_declared(repo, filename, revision, max_bytes)
-        return Path(hf_hub_download(repo, filename, revision=revision))
+        if offline():
+            return Path(hf_hub_download(repo, filename, revision=revision))
+        return fetch_into_cache(repo, filename, revision, max_bytes)
     except (RemoteEntryNotFoundError, ModelLoadError):
         raise
     except Exception as exc:  # the hub library raises many types; each becomes one line
         raise _hub_error(exc, repo, filename, revision) from exc
-
-
-def _check_declared(repo: str, filename: str, revision: str | None, max_bytes: int) -> None:
-    """Refuse before downloading: a declared size above `max_bytes`, or an ETag or commit that is not a hex id
-    (huggingface_hub names the cache's files after them: a path-like one would be written outside the cache)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-    meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision))
-    if meta.size is not None and meta.size > max_bytes:
-        too_big = f"the hub declares {meta.size} bytes, more than the {max_bytes} expected"
-        raise ModelLoadError(f"{repo}/{filename}: {too_big}; refused")
-    if not HEX_ID.match(meta.etag or "") or not COMMIT.match(meta.commit_hash or ""):
-        shown = f"ETag {str(meta.etag)[:80]!r}, commit {str(meta.commit_hash)[:80]!r}"
-        raise ModelLoadError(f"{repo}/{filename}: the hub's answer is not a digest and a commit id ({shown}); refused")
 
 
 def _verify(path: Path, repo: str, filename: str, revision: str | None) -> Fetched:
@@ -241,7 +230,8 @@ def _verify(path: Path, repo: str, filename: str, revision: str | None) -> Fetch
     actual = file_sha256(blob)
     if actual != expected:
         for bad in (blob, path):
-            bad.unlink(missing_ok=True)
+            if _in_hub_cache(bad):  # never a file elsewhere, whatever a link in a tampered cache points at
+                bad.unlink(missing_ok=True)
         raise ModelLoadError(
             f"{repo}/{filename}: downloaded sha256 {actual} does not match the hub's {expected}; "
             "the bad copy was deleted from the cache (pull again)"
@@ -249,6 +239,13 @@ def _verify(path: Path, repo: str, filename: str, revision: str | None) -> Fetch
     parts = path.parts
     commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else (revision or "main")
     return Fetched(path, filename, actual, commit)
+
+
+def _in_hub_cache(path: Path) -> bool:
+    """Whether `path` (resolved) lies inside the huggingface cache."""
+    from huggingface_hub import constants
+
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(constants.HF_HUB_CACHE))
 
 
 def _declared_sha256(repo: str, filename: str, revision: str | None) -> str:
