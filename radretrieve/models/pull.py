@@ -2,11 +2,11 @@
 
 Downloads use `huggingface_hub`'s cache under `HF_HOME`, `HF_ENDPOINT` for a mirror and `HF_HUB_OFFLINE=1` to read
 the cache alone; online, the file is fetched by `radretrieve.models.hub_fetch` (one checked metadata answer names
-the cache's files; bounded in size and time; an interrupted download resumes). Every weights file is checked against the sha256
-the hub declares for it (an LFS file's ETag is its sha256, and the cache names the blob after it): a mismatch is
-refused in one line naming both digests, and the bad copy is deleted from the cache so that the next pull
-downloads it again. The file is then converted (`radretrieve.models.install`) and its provenance recorded.
-Pulling again into a directory that already holds the same weights changes nothing and says so.
+the cache's files; bounded in size and time; an interrupted download resumes). Every weights file is checked
+against the sha256 the hub declares for it (an LFS file's ETag is its sha256, and the cache names the blob after
+it): a mismatch is refused in one line naming both digests, and the bad copy is deleted from the cache so that
+the next pull downloads it again. The file is then converted (`radretrieve.models.install`) and its provenance
+recorded. Pulling again into a directory that already holds the same weights changes nothing and says so.
 """
 
 from __future__ import annotations
