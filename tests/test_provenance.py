@@ -142,6 +142,24 @@ def test_a_model_directory_says_itself_and_unknown_without_a_record(tmp_path, ti
     assert load_model(str(tmp_path / "m"), device="cpu").provenance.kind == "unknown"
 
 
+@pytest.mark.parametrize("content", ["deep", "huge"])
+def test_a_hostile_record_is_one_error_and_the_listing_shows_it_as_unknown(tmp_path, content):
+    from radretrieve.foundation.errors import ModelLoadError
+    from radretrieve.models.published import installed_models
+
+    folder = tmp_path / "models" / "odd"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    record = (
+        "[" * 100_000 + "]" * 100_000 if content == "deep" else json.dumps({"kind": "pulled", "licence": "x" * 10**6})
+    )
+    (folder / "provenance.json").write_text(record)
+    with pytest.raises(ModelLoadError, match="unreadable provenance record"):
+        read_provenance(folder)
+    (row,) = installed_models(tmp_path / "models")
+    assert row["state"] == "unknown" and row["licence"] is None
+
+
 def test_weights_changed_in_memory_are_no_longer_untrained(tmp_path):
     """Code other than `radretrieve train` that trains a model (an optimizer step) must not leave it claiming
     random weights: it says unknown, and so does the directory it is saved to."""

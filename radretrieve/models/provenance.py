@@ -76,6 +76,7 @@ class Provenance:
         return cls(str(kind), text("origin"), text("digest"), text("licence"), dict(details))  # type: ignore[arg-type]
 
 
+MAX_RECORD_BYTES = 64 << 10  # provenance.json is read by `radretrieve models` for every model directory
 UNTRAINED = Provenance("untrained")
 UNKNOWN = Provenance("unknown")
 # What a model reports whose weights were changed in memory after its record was attached (trained by code other
@@ -89,8 +90,12 @@ def read_provenance(model_dir: Path) -> Provenance:
     if not path.is_file():
         return UNKNOWN
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:  # a record is a few hundred bytes: a huge one is not ours
+            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise ModelLoadError(f"{path}: unreadable provenance record ({type(exc).__name__})") from exc
     if not isinstance(data, Mapping):
         raise ModelLoadError(f"{path}: provenance record must be a JSON object")
