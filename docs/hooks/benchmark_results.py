@@ -181,14 +181,16 @@ def _fmt(value: Any) -> str:
 
 def _machine(d: Mapping[str, Any]) -> str:
     m = d.get("machine") or {}
-    return ", ".join(f"{k} {v}" for k, v in m.items()) or "not recorded"
+    return _fmt(", ".join(f"{k} {v}" for k, v in m.items())) or "not recorded"
 
 
 def _section(name: str, d: Mapping[str, Any], plot: str | None) -> list[str]:
-    lines = [f"## {name}", "", f"`benchmarks/results/{name}.json` · run {d.get('when', 'not recorded')} · "]
+    when = _fmt(d.get("when", "not recorded"))  # every value from a results file is escaped: none is trusted HTML
+    lines = [f"## {name}", "", f"`benchmarks/results/{name}.json` · run {when} · "]
     lines[-1] += f"machine: {_machine(d)}"
     if d.get("command"):
-        lines += ["", f"Command: `{d['command']}`"]
+        command = _fmt(d["command"]).replace("`", "'")  # stays one code span
+        lines += ["", f"Command: `{command}`"]
     if d.get("note"):
         lines += ["", f"Note: {_fmt(d['note'])}"]
     lines.append("")
@@ -258,7 +260,7 @@ def render(files=None, config=None) -> tuple[str, dict[str, bytes]]:
 
     results = _results()
     lines = ["| results file | benchmark | run | headline |", "| --- | --- | --- | --- |"]
-    lines += [f"| [{n}](#{n}) | {_kind(n, d)} | {d.get('when', '')} | {_fmt(headline(d))} |" for n, d in results]
+    lines += [f"| [{n}](#{n}) | {_kind(n, d)} | {_fmt(d.get('when', ''))} | {_fmt(headline(d))} |" for n, d in results]
     lines.append("")
     lines += _index_10m_table(results)
     pngs: dict[str, bytes] = {}
