@@ -3,7 +3,11 @@
 Shared by `models pull` (a file from the hub cache) and `models import` (a file copied by hand). The file is
 read with `weights_only=True` or as safetensors (never unpickled). Where no config describes the weights, the
 architecture is read from the tensor shapes: widths, layers, patch and image size, context length, vocabulary
-and embedding size (heads = width // 64 and quick GELU, as in OpenAI's CLIP, which both formats come from).
+and embedding size (heads = width // 64, as in OpenAI's CLIP). The MLP activation does not show in the shapes:
+OpenAI's CLIP (and RadCLIP, fine-tuned from it) uses quick GELU, LAION's and most other open_clip checkpoints plain
+GELU, and a wrong guess gives other embeddings without any error. So it comes from what the files say (an
+`open_clip_config.json` or a transformers `config.json` beside the weights), else from the user (`--arch`,
+`--quick-gelu` / `--no-quick-gelu`), else the import is refused (`activation`).
 The directory is written into a temp folder beside its destination and renamed whole, so a failure leaves
 nothing half-written.
 """
@@ -70,7 +74,7 @@ def _layers(state: Mapping[str, Any], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def infer_clip_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
+def infer_clip_config(state: Mapping[str, Any], path: Path, quick_gelu: bool) -> dict[str, Any]:
     """open_clip `CLIP` kwargs read from an open_clip-keyed state dict's shapes (ViT image tower only)."""
     try:
         conv = state["visual.conv1.weight"]  # [width, 3, patch, patch]
@@ -94,17 +98,17 @@ def infer_clip_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for cfg in (vision, text):
         if cfg["mlp_ratio"] == 4.0:
             del cfg["mlp_ratio"]  # open_clip's default: written as the registry configs write it
-    return {"embed_dim": int(proj.shape[1]), "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+    return {"embed_dim": int(proj.shape[1]), "quick_gelu": quick_gelu, "vision_cfg": vision, "text_cfg": text}
 
 
 def config_from_shapes(
-    state: Mapping[str, Any], path: Path, name: str, description: str, expected: str | None
+    state: Mapping[str, Any], path: Path, name: str, description: str, expected: str | None, quick_gelu: bool
 ) -> tuple[ModelConfig, tuple[str, ...]]:
-    """The config for weights described by nothing but their shapes; the registry config `expected` when the
-    shapes are its architecture, else the inferred one with a note saying so."""
+    """The config for weights described by nothing but their shapes and `quick_gelu`; the registry config
+    `expected` when the shapes are its architecture, else the inferred one with a note saying so."""
     from radretrieve.models.registry import get_model_config
 
-    clip = infer_clip_config(state, path)
+    clip = infer_clip_config(state, path, quick_gelu)
     if expected is not None:
         want = get_model_config(expected)
         if _same_clip(want.clip, clip):
@@ -155,3 +159,55 @@ def open_clip_config(name: str, clip_cfg: Mapping[str, Any], pre: Mapping[str, A
     if "hf_tokenizer_name" not in clip_cfg.get("text_cfg", {}):
         cfg = cfg.replace(tokenizer="clip-bpe")  # open_clip's bundled BPE: nothing to fetch when loading
     return cfg.replace(description=description)
+
+
+ACTIVATION_HINT = (
+    "pass --no-quick-gelu (GELU: LAION and most open_clip checkpoints) or --quick-gelu (OpenAI's CLIP), "
+    "or --arch NAME (an open_clip model name such as ViT-B-16 or ViT-B-16-quickgelu)"
+)
+
+
+def activation_said(path: Path) -> bool | None:
+    """Whether the files say the weights use quick GELU: an open_clip `open_clip_config.json` (its `model_cfg`;
+    no `quick_gelu` there is open_clip's default, GELU) or a transformers `config.json` (`hidden_act` of both
+    towers) beside the weights file; None when neither says."""
+    import json
+
+    for sidecar in ("open_clip_config.json", "config.json"):
+        file = path.parent / sidecar
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{file}: not JSON ({type(exc).__name__})") from exc
+        if not isinstance(data, dict):
+            continue
+        if sidecar == "open_clip_config.json" and isinstance(data.get("model_cfg"), dict):
+            return bool(data["model_cfg"].get("quick_gelu", False))
+        acts = {(data.get(t) or {}).get("hidden_act") for t in ("text_config", "vision_config")}
+        if sidecar == "config.json" and len(acts) == 1 and acts <= {"quick_gelu", "gelu"}:
+            return acts == {"quick_gelu"}
+    return None
+
+
+def activation(path: Path, given: bool | None) -> bool | None:
+    """The activation to convert `path` with: what the files say, else what the user gave (they must agree);
+    None when neither says (the caller decides whether anything else is known, else refuses)."""
+    said = activation_said(path)
+    if said is not None and given is not None and said != given:
+        what = "quick GELU" if said else "GELU"
+        raise ModelLoadError(f"{path}: the config beside it says {what}, which contradicts the option given")
+    return said if said is not None else given
+
+
+def arch_config(arch: str, description: str, quick_gelu: bool | None) -> ModelConfig:
+    """The config of open_clip's built-in architecture `arch` (its activation included: `-quickgelu` names)."""
+    import open_clip
+
+    clip_cfg = open_clip.get_model_config(arch)
+    if clip_cfg is None or "hf_model_name" in clip_cfg.get("text_cfg", {}):
+        raise ModelLoadError(f"--arch {arch}: not an open_clip CLIP architecture (see open_clip.list_models())")
+    if quick_gelu is not None and bool(clip_cfg.get("quick_gelu", False)) != quick_gelu:
+        raise ModelLoadError(f"--arch {arch}: its activation contradicts --quick-gelu / --no-quick-gelu or the config")
+    return open_clip_config(arch, clip_cfg, {}, description)

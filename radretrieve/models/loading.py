@@ -9,9 +9,10 @@
 Nothing is ever unpickled.
 
 Every loaded model carries `model.provenance` (`radretrieve.models.provenance`): a registry config or an open_clip
-name without weights is untrained, a weights file on top is imported (its name and sha256), an open_clip
-pretrained tag or an hf-hub id is published, a model directory says itself (`provenance.json`). Loading an
-untrained model logs the one warning line (`warn_if_untrained`) unless the caller says `warn=False`.
+name without weights is untrained, a weights file on top is imported (its name, and its sha256, taken when the
+record is first read: not on a load for a search), an open_clip pretrained tag or an hf-hub id is published, a
+model directory says itself (`provenance.json`). Loading an untrained model logs the one warning line
+(`warn_if_untrained`) unless the caller says `warn=False`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.hub import OFFLINE_HINT, check_download
 from radretrieve.models.provenance import provenance_of_source, read_provenance, warn_if_untrained
-from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP
+from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP, file_identity
 from radretrieve.models.reference import ModelSource, parse_model_ref
 from radretrieve.models.registry import get_model_config
 
@@ -58,6 +59,9 @@ def load_source(source: ModelSource, device: str | None = None, *, warn: bool = 
     """Load the model a `ModelSource` names, on `device` (default: cuda if present), in eval mode, with its
     provenance attached (see the module docstring)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    found = provenance_of_source(source, digest=False)  # a weights file's sha256: on demand (`attach_provenance`)
+    weights_file = Path(source.weights) if found is not None and found.kind == "imported" and source.weights else None
+    identity = file_identity(weights_file) if weights_file is not None and weights_file.is_file() else None
     if source.scheme == "path":
         path = Path(source.ref)
         if not path.is_dir():
@@ -71,10 +75,10 @@ def load_source(source: ModelSource, device: str | None = None, *, warn: bool = 
         load_weights(model, Path(source.weights))
         model.source = source
     model = _with_profile(model, source).to(device).eval()
-    found = provenance_of_source(source)
-    model.provenance = found if found is not None else model.provenance  # a directory: its own record
-    if warn:
-        warn_if_untrained(model.config.name, model.provenance)
+    if found is not None:  # else a directory: its own record, attached by `load_model_dir`
+        model.attach_provenance(found, weights_file if identity else None, identity)
+    if warn:  # the record's kind decides; reading `model.provenance` would hash the weights file now
+        warn_if_untrained(model.config.name, found if found is not None else model.provenance)
     return model
 
 

@@ -48,6 +48,7 @@ class Published:
     # (None: the repo's own open_clip_config.json describes the model, as for hf-hub: models)
     pretrained_tag: str | None = None  # open_clip pretrained tag whose mean/std/quick_gelu apply
     max_bytes: int = 4 * GB  # a weights file declared larger than this is refused before it is downloaded
+    quick_gelu: bool | None = None  # hf-clip: the activation of the published weights (their shapes do not show it)
 
     @property
     def hf_hub(self) -> bool:
@@ -66,6 +67,7 @@ CATALOG: dict[str, Published] = {
             licence=CHECK_TERMS,
             description="RadCLIP ViT-L/14 (radiology CLIP, the authors' release)",
             architecture="radclip-vit-l-14",
+            quick_gelu=True,  # fine-tuned from OpenAI's CLIP ViT-L/14 (transformers' hidden_act "quick_gelu")
         ),
         Published(
             name="openai-vit-b-16",

@@ -29,6 +29,7 @@ HEX_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # an ETag the hub sends
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CONFIG_MAX_BYTES = 1 << 20  # an open_clip_config.json is a few kB
 OPEN_CLIP_CONFIG = "open_clip_config.json"
+RADCLIP_ARCH = "radclip-vit-l-14"  # the registry config of RadCLIP's release
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -65,9 +66,10 @@ def endpoint() -> str:
 
 
 def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Result:
-    """Download catalog entry `name`, verify, convert into `dest` (default `models_home()/name`)."""
+    """Download catalog entry `name`, verify, convert into `dest` (default `models_home()/ENTRY`, where ENTRY is
+    the catalog name, or `ORG--REPO` for `hf-hub:ORG/REPO`: one folder level, as `radretrieve models` lists)."""
     entry = get_published(name)
-    dest = Path(dest).expanduser() if dest is not None else models_home() / name
+    dest = Path(dest).expanduser() if dest is not None else models_home() / entry.name
     check_destination(dest)
     _check_reachable(entry.repo, entry.weights[0], revision)
     config = None
@@ -85,18 +87,29 @@ def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Re
         config = _builtin_open_clip_config(entry)
     shape_notes: tuple[str, ...] = ()
     if config is None:
-        config, shape_notes = config_from_shapes(state, weights.path, name, entry.description, entry.architecture)
+        if entry.quick_gelu is None:
+            raise ModelLoadError(f"{entry.name}: the catalog does not say which activation its weights use")
+        arch, act = entry.architecture, entry.quick_gelu
+        config, shape_notes = config_from_shapes(state, weights.path, entry.name, entry.description, arch, act)
     details = {"repo": entry.repo, "revision": revision or "main", "commit": weights.commit, "file": weights.filename}
     details |= {"size_bytes": weights.path.stat().st_size, "format": entry.format, "adapter": _adapter_note()}
     prov = Provenance("pulled", origin=origin, digest=digest, licence=entry.licence, details=details)
-    install_weights(state, weights.path, config.replace(name=name), dest, prov)
+    install_weights(state, weights.path, config.replace(name=entry.name), dest, prov)
     return Result(dest, prov, False, shape_notes)
 
 
-def import_file(path: Path, name: str | None = None, fmt: Format | None = None, dest: Path | None = None) -> Result:
-    """Convert a weights file copied by hand into a model directory (provenance `imported`, digest recorded)."""
+def import_file(
+    path: Path,
+    name: str | None = None,
+    fmt: Format | None = None,
+    dest: Path | None = None,
+    arch: str | None = None,
+    quick_gelu: bool | None = None,
+) -> Result:
+    """Convert a weights file copied by hand into a model directory (provenance `imported`, digest recorded).
+    `arch` (an open_clip model name) or `quick_gelu` say the activation where no config beside the file does
+    (`radretrieve.models.install.activation`); without either, only RadCLIP's own release is recognised."""
     from radretrieve.foundation.fileio import file_sha256
-    from radretrieve.models.install import config_from_shapes, install_weights, open_clip_state
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -109,15 +122,38 @@ def import_file(path: Path, name: str | None = None, fmt: Format | None = None, 
     digest = f"sha256:{file_sha256(path)}"
     if _holds(dest, path.name, digest):
         return Result(dest, read_provenance(dest), True)
+    from radretrieve.models.install import install_weights, open_clip_state
+
     state, found = open_clip_state(path, fmt)
-    # the RadCLIP config when the shapes are ViT-L/14; an import promises no architecture, so no note otherwise
-    expected = "radclip-vit-l-14" if found == "hf-clip" else None
-    config, _ = config_from_shapes(state, path, name, f"imported from {path.name}", expected)
+    config, notes = _import_config(state, path, found, arch, quick_gelu)
     details = {"file": path.name, "size_bytes": path.stat().st_size, "format": found, "adapter": _adapter_note()}
+    details |= {"quick_gelu": bool(config.clip.get("quick_gelu", False))}
     licence = CHECK_TERMS if found == "hf-clip" else None
     prov = Provenance("imported", origin=path.name, digest=digest, licence=licence, details=details)
     install_weights(state, path, config.replace(name=name), dest, prov)
-    return Result(dest, prov, False)
+    return Result(dest, prov, False, notes)
+
+
+def _import_config(
+    state: dict[str, Any], path: Path, found: Format, arch: str | None, quick_gelu: bool | None
+) -> tuple[Any, tuple[str, ...]]:
+    """The config of an imported file: `arch`'s, or its shapes with the activation the files or the user say.
+    Neither saying: RadCLIP's release is recognised by its shapes (CLIP ViT-L/14 as a transformers state dict:
+    quick GELU, as the OpenAI CLIP it was fine-tuned from, said in a note); anything else is refused."""
+    from radretrieve.models.install import ACTIVATION_HINT, activation, arch_config, config_from_shapes
+
+    act = activation(path, quick_gelu)
+    description = f"imported from {path.name}"
+    if arch is not None:
+        return arch_config(arch, description, act), ()
+    if act is not None:
+        return config_from_shapes(state, path, path.stem, description, None, act)[0], ()
+    if found == "hf-clip":
+        config, other = config_from_shapes(state, path, path.stem, description, RADCLIP_ARCH, True)
+        if not other:  # the shapes are RadCLIP's
+            note = f"{path.name}: CLIP ViT-L/14 taken as RadCLIP's release (quick GELU); {ACTIVATION_HINT} otherwise"
+            return config, (note,)
+    raise ModelLoadError(f"{path}: the weights do not say which activation they use; {ACTIVATION_HINT}")
 
 
 def check_destination(dest: Path) -> None:

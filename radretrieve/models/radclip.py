@@ -8,6 +8,7 @@ Volumes are encoded by flattening the slices of all volumes into chunks of at mo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -64,11 +65,39 @@ class RadCLIP(nn.Module):
         says `unknown` (never still "untrained" for weights someone trained) until a new record is attached, as
         `radretrieve train` does."""
         record, versions = self._provenance
-        return record if versions == self._parameter_versions() else CHANGED
+        if versions != self._parameter_versions():
+            return CHANGED
+        return self._with_digest(record) if self._pending_digest is not None else record
 
     @provenance.setter
     def provenance(self, record: Provenance) -> None:
         self._provenance = (record, self._parameter_versions())
+        self._pending_digest: tuple[Path, tuple[int, ...]] | None = None
+
+    def attach_provenance(
+        self, record: Provenance, digest_of: Path | None = None, identity: tuple[int, ...] | None = None
+    ) -> None:
+        """Attach `record`; `digest_of`: the weights file it came from, whose sha256 the record lacks. The file is
+        hashed on the first read of `provenance` (writing a record: index, embed, train), not at load: a search
+        loads a model of gigabytes and never reads it. Hashed only if the file is still the one loaded (its
+        `file_identity`, taken before it was read: default now); else the digest stays unknown (None), never
+        that of other bytes."""
+        self.provenance = record
+        if digest_of is not None and Path(digest_of).is_file():
+            self._pending_digest = (Path(digest_of), identity or file_identity(Path(digest_of)))
+
+    def _with_digest(self, record: Provenance) -> Provenance:
+        """The record with the pending file digest filled in (once); see `attach_provenance`."""
+        from radretrieve.models.provenance import file_digest
+
+        pending, self._pending_digest = self._pending_digest, None
+        if pending is None or record.digest is not None:
+            return record
+        path, key = pending
+        same = path.is_file() and file_identity(path) == key
+        record = dataclasses.replace(record, digest=file_digest(path) if same else None)
+        self._provenance = (record, self._provenance[1])
+        return record
 
     def _parameter_versions(self) -> tuple[int, ...]:
         """The in-place version counters of the parameters: any update bumps one; `.to(device)` keeps them
@@ -220,6 +249,12 @@ class RadCLIP(nn.Module):
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
         write_provenance(directory, self.provenance)
         return directory
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What tells a file from a changed or replaced one without reading it: size, mtime and inode."""
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _version(tensor: Tensor) -> int:

@@ -193,16 +193,19 @@ TINY_OPEN_CLIP = {
 }
 
 
-def tiny_open_clip_repo(seed: int = 0) -> tuple[Any, dict[str, bytes]]:
+def tiny_open_clip_repo(seed: int = 0, quick_gelu: bool = True) -> tuple[Any, dict[str, bytes]]:
     """A tiny open_clip `CLIP` (eval mode) and the files of its hub repo: `open_clip_config.json` and
-    `open_clip_model.safetensors`."""
+    `open_clip_model.safetensors`. `quick_gelu=False`: plain GELU, as LAION's checkpoints (the config then
+    leaves the key out, as open_clip's own configs do)."""
     import torch
     from open_clip.model import CLIP
     from safetensors.torch import save
 
     torch.manual_seed(seed)
-    cfg = TINY_OPEN_CLIP
-    model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    cfg = TINY_OPEN_CLIP | {"quick_gelu": quick_gelu}
+    if not quick_gelu:
+        del cfg["quick_gelu"]
+    model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=quick_gelu).eval()
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     config = {"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
     return model, {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": save(tensors)}
