@@ -244,14 +244,18 @@ def test_import_a_file_copied_by_hand(tiny, tmp_path):
     assert_same_embeddings(directory, text_ref, image_ref, images32())
 
 
-def test_hub_model_with_a_hugging_face_text_tower_is_refused_before_its_weights(hub, tmp_path):
-    # BiomedCLIP's layout: open_clip builds it as CustomTextCLIP, which a radretrieve model cannot hold yet
+def test_hub_model_whose_hugging_face_text_tower_is_not_on_the_hub_is_refused_before_its_weights(hub, tmp_path):
+    # BiomedCLIP's layout (tests/test_models_pull_biomedclip.py): the text tower's config comes from another repo
     config = {"model_cfg": {"embed_dim": 32, "vision_cfg": {}, "text_cfg": {"hf_model_name": "org/bert"}}}
     hub.add("test/hf-text", "open_clip_config.json", json.dumps(config).encode())
     hub.add("test/hf-text", "open_clip_model.safetensors", b"\0" * 4096)
     proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-text")
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "org/bert" in proc.stderr, proc.stderr
     assert hub.gets("open_clip_model.safetensors") == []
+    config["model_cfg"]["text_cfg"]["hf_model_name"] = "../../outside"  # never a path under the cache
+    hub.add("test/hf-path", "open_clip_config.json", json.dumps(config).encode())
+    proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-path")
+    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "not a hub repo id" in proc.stderr, proc.stderr
 
 
 def test_import_an_open_clip_checkpoint_infers_its_architecture(tiny, tmp_path):

@@ -47,7 +47,8 @@ def detect_format(state: Mapping[str, Any], path: Path) -> Format:
 
     if is_hf_clip(state):
         return "hf-clip"
-    if "visual.conv1.weight" in state and "token_embedding.weight" in state:
+    text_tower = "token_embedding.weight" in state or any(k.startswith("text.") for k in state)  # CustomTextCLIP
+    if text_tower and any(k.startswith("visual.") for k in state):
         return "open_clip"
     if any(k.startswith("clip.") for k in state):
         return "radretrieve"
@@ -135,28 +136,59 @@ def _same_clip(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def install_weights(
-    state: Mapping[str, Any], path: Path, config: ModelConfig, dest: Path, provenance: Provenance
+    state: Mapping[str, Any],
+    path: Path,
+    config: ModelConfig,
+    dest: Path,
+    provenance: Provenance,
+    text_files: Mapping[str, Path] | None = None,
 ) -> Installed:
     """Load open_clip-keyed `state` (from `path`) into a model of `config`, strictly, and write the model
-    directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure."""
-    from radretrieve.foundation.fileio import atomic_dir
+    directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure.
+    `text_files`: a Hugging Face text tower's config and tokenizer files ({name in the folder: file}), copied
+    into the directory's `TEXT_DIR` first: the model is built from them."""
+    from radretrieve.foundation.fileio import atomic_dir, atomic_write_bytes
     from radretrieve.models.loading import _load_strict, init_model
+    from radretrieve.models.radclip import TEXT_DIR
     from radretrieve.models.reference import ModelSource
 
-    model = init_model(config, ModelSource("path", str(dest)))
-    _load_strict(model.clip, state, path)
     with atomic_dir(dest) as tmp:
+        for name, file in (text_files or {}).items():
+            atomic_write_bytes(tmp / TEXT_DIR / name, Path(file).read_bytes())
+        text_dir = tmp / TEXT_DIR if text_files else None
+        model = init_model(config, ModelSource("path", str(dest)), text_dir)
+        _load_strict(model.clip, _as_open_clip_loads(state, model.clip), path)
         model.save(tmp)
         write_provenance(tmp, provenance)  # after save: this record is the one that stays
     return Installed(dest, config, ())
 
 
+# An open_clip checkpoint's Hugging Face text tower saved by transformers before 4.31 holds this buffer, which
+# newer transformers no longer keep in the state dict (open_clip's `load_checkpoint` drops it the same way).
+POSITION_IDS = "text.transformer.embeddings.position_ids"
+
+
+def _as_open_clip_loads(state: Mapping[str, Any], clip: Any) -> Mapping[str, Any]:
+    """`state` with the two fixes open_clip applies when it loads a checkpoint: the stale position ids buffer
+    dropped, a scalar or 1-element `logit_scale` shaped as the model's."""
+    own = clip.state_dict()
+    state = {k: v for k, v in state.items() if k != POSITION_IDS or k in own}
+    scale = state.get("logit_scale")
+    if scale is not None and "logit_scale" in own and scale.numel() == 1 and scale.ndim != own["logit_scale"].ndim:
+        state["logit_scale"] = scale.reshape(own["logit_scale"].shape)
+    return state
+
+
 def open_clip_config(name: str, clip_cfg: Mapping[str, Any], pre: Mapping[str, Any], description: str) -> ModelConfig:
     """The config of an open_clip model (a built-in name or an hf-hub repo's `open_clip_config.json`)."""
     from radretrieve.models.loading import _wrap_open_clip_config
+    from radretrieve.models.text import HF_TEXT
 
     cfg = _wrap_open_clip_config(name, dict(clip_cfg), pre)
-    if "hf_tokenizer_name" not in clip_cfg.get("text_cfg", {}):
+    text = clip_cfg.get("text_cfg", {})
+    if "hf_model_name" in text:  # the tower's tokenizer files are kept in the model directory
+        cfg = cfg.replace(tokenizer=HF_TEXT)
+    elif "hf_tokenizer_name" not in text:
         cfg = cfg.replace(tokenizer="clip-bpe")  # open_clip's bundled BPE: nothing to fetch when loading
     return cfg.replace(description=description)
 

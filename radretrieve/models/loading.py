@@ -31,7 +31,7 @@ from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.hub import OFFLINE_HINT, check_download
 from radretrieve.models.provenance import provenance_of_source, read_provenance, warn_if_untrained
-from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP, file_identity
+from radretrieve.models.radclip import CONFIG_FILE, TEXT_DIR, WEIGHTS_FILE, RadCLIP, file_identity
 from radretrieve.models.reference import ModelSource, parse_model_ref
 from radretrieve.models.registry import get_model_config
 
@@ -90,11 +90,12 @@ def _with_profile(model: RadCLIP, source: ModelSource) -> RadCLIP:
     return model
 
 
-def init_model(cfg: ModelConfig, source: ModelSource | None = None) -> RadCLIP:
-    """A randomly initialised model; the same seed gives the same weights, without touching global RNG."""
+def init_model(cfg: ModelConfig, source: ModelSource | None = None, text_dir: Path | None = None) -> RadCLIP:
+    """A randomly initialised model; the same seed gives the same weights, without touching global RNG.
+    `text_dir`: a Hugging Face text tower's config and tokenizer files (`radretrieve.models.radclip.TEXT_DIR`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return RadCLIP(cfg, source=source)
+        return RadCLIP(cfg, source=source, text_dir=text_dir)
 
 
 def load_model_dir(directory: Path) -> RadCLIP:
@@ -106,7 +107,8 @@ def load_model_dir(directory: Path) -> RadCLIP:
         raise ModelLoadError(f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     meta = json.loads(cfg_path.read_text())
     # the directory itself is the reference (its config.json "source" only says what it was made from)
-    model = init_model(ModelConfig.from_dict(meta), ModelSource("path", str(directory)))
+    text_dir = directory / TEXT_DIR
+    model = init_model(ModelConfig.from_dict(meta), ModelSource("path", str(directory)), text_dir)
     _load_strict(model, load_file(str(w_path)), w_path)
     expected = meta.get("fingerprint")
     if expected and model.fingerprint != expected:
@@ -196,6 +198,11 @@ def _from_open_clip(source: ModelSource) -> RadCLIP:
         raise ModelLoadError(f"{name}: open_clip has no config for it")
     if pre.get("quick_gelu"):
         clip_cfg["quick_gelu"] = True
+    if "hf_model_name" in clip_cfg.get("text_cfg", {}):
+        raise ModelLoadError(
+            f"{name}: its text tower is a Hugging Face model; get it with `radretrieve models pull {name}` "
+            "and pass the --model directory it prints"
+        )
     model = init_model(_wrap_open_clip_config(name, clip_cfg, pre), source)
     if reference is not None:
         _load_strict(model.clip, reference.state_dict(), Path(name))

@@ -103,11 +103,16 @@ def get_published(name: str) -> Published:
     if name in CATALOG:
         return CATALOG[name]
     repo = name[len(HF_HUB) :] if name.startswith(HF_HUB) else ""
-    if _REPO_ID.match(repo) and ".." not in repo:
+    if is_repo_id(repo):
         local = repo.replace("/", "--")  # the directory name under the models home, as the hub cache spells it
         weights = CATALOG["biomedclip"].weights
         return Published(local, repo, weights, "open_clip", "see the repo's model card", f"open_clip model {name}")
     raise ConfigError(f"unknown published model '{name}'; known: {', '.join(CATALOG)}, or hf-hub:ORG/REPO")
+
+
+def is_repo_id(repo: str) -> bool:
+    """Whether `repo` is a hub repo id ORG/NAME (never a path: the cache names folders after it)."""
+    return bool(_REPO_ID.match(repo)) and ".." not in repo
 
 
 def radretrieve_home() -> Path:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HEX_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # an ETag the hub sends: git blob sha1 or LFS sha256
+GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CONFIG_MAX_BYTES = 1 << 20  # an open_clip_config.json is a few kB
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -41,6 +42,14 @@ class Result:
     provenance: Provenance  # as recorded in it
     unchanged: bool  # it already held these weights: nothing was written
     notes: tuple[str, ...] = ()  # lines for the user (licence terms, an architecture other than expected)
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """A Hugging Face text tower's config and tokenizer files, verified, and what the provenance says of them."""
+
+    files: dict[str, Path]  # {file name: the cached file}
+    record: dict[str, Any]  # {"repo", "commit", "files": {name: "sha256:HEX"}} (+ the tokenizer's repo if other)
 
 
 @dataclass(frozen=True)
@@ -72,9 +81,11 @@ def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Re
     dest = Path(dest).expanduser() if dest is not None else models_home() / entry.name
     check_destination(dest)
     _check_reachable(entry.repo, entry.weights[0], revision)
-    config = None
-    if entry.hf_hub:
-        config = _hf_hub_config(entry, revision)  # small, first: an unusable model is refused before the weights
+    config, text = None, TextModel({}, {})
+    if entry.hf_hub:  # small files first: an unusable model is refused before the weights are downloaded
+        config, text_cfg = _hf_hub_config(entry, revision)
+        if "hf_model_name" in text_cfg:
+            text = _fetch_text_model(entry, text_cfg)
     weights = _fetch_first(entry, revision)
     origin = f"hf:{entry.repo}@{weights.commit}/{weights.filename}"
     digest = f"sha256:{weights.sha256}"
@@ -93,8 +104,9 @@ def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Re
         config, shape_notes = config_from_shapes(state, weights.path, entry.name, entry.description, arch, act)
     details = {"repo": entry.repo, "revision": revision or "main", "commit": weights.commit, "file": weights.filename}
     details |= {"size_bytes": weights.path.stat().st_size, "format": entry.format, "adapter": _adapter_note()}
+    details |= {"text_model": text.record} if text.record else {}
     prov = Provenance("pulled", origin=origin, digest=digest, licence=entry.licence, details=details)
-    install_weights(state, weights.path, config.replace(name=entry.name), dest, prov)
+    install_weights(state, weights.path, config.replace(name=entry.name), dest, prov, text.files)
     return Result(dest, prov, False, shape_notes)
 
 
@@ -269,31 +281,45 @@ def _check_declared(repo: str, filename: str, revision: str | None, max_bytes: i
 
 
 def _verify(path: Path, repo: str, filename: str, revision: str | None) -> Fetched:
-    """Check the cached file against the sha256 the hub declared (the blob's name); delete a bad copy."""
+    """Check the cached file against the id the hub declared for it (the blob's name): the sha256 of an LFS
+    file, the git blob sha1 of a small one; delete a bad copy. The record keeps the sha256 either way."""
     from radretrieve.foundation.fileio import file_sha256
 
     blob = Path(os.path.realpath(path))
-    expected = blob.name if SHA256.match(blob.name) else _declared_sha256(repo, filename, revision)
-    actual = file_sha256(blob)
+    expected = blob.name if HEX_ID.match(blob.name) else _declared_id(repo, filename, revision)
+    sha256 = file_sha256(blob)
+    actual = sha256 if SHA256.match(expected) else _git_blob_sha1(blob)
     if actual != expected:
         for bad in (blob, path):
             bad.unlink(missing_ok=True)
+        kind = "sha256" if SHA256.match(expected) else "git blob sha1"
         raise ModelLoadError(
-            f"{repo}/{filename}: downloaded sha256 {actual} does not match the hub's {expected}; "
+            f"{repo}/{filename}: downloaded {kind} {actual} does not match the hub's {expected}; "
             "the bad copy was deleted from the cache (pull again)"
         )
     parts = path.parts
     commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else (revision or "main")
-    return Fetched(path, filename, actual, commit)
+    return Fetched(path, filename, sha256, commit)
 
 
-def _declared_sha256(repo: str, filename: str, revision: str | None) -> str:
-    """The hub's sha256 for a file whose cache blob is not named by one (a cache without symlinks)."""
+def _git_blob_sha1(path: Path) -> str:
+    """git's id of a file (sha1 over "blob SIZE\\0" and the bytes): the hub's ETag of a file kept in git."""
+    import hashlib
+
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _declared_id(repo: str, filename: str, revision: str | None) -> str:
+    """The hub's id of a file whose cache blob is not named by one (a cache without symlinks)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     etag = None if offline() else get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision)).etag
-    if not etag or not SHA256.match(etag):
-        raise ModelLoadError(f"{repo}/{filename}: the hub declares no sha256 for it; cannot verify, refused")
+    if not etag or not HEX_ID.match(etag):
+        raise ModelLoadError(f"{repo}/{filename}: the hub declares no digest for it; cannot verify, refused")
     return etag
 
 
@@ -325,8 +351,9 @@ def _hub_error(exc: BaseException, repo: str, filename: str, revision: str | Non
 
 
 # ------------------------------------------------------------------------------------------------ configs
-def _hf_hub_config(entry: Published, revision: str | None) -> Any:
-    """The model config from an open_clip hub repo's `open_clip_config.json` (fetched before the weights)."""
+def _hf_hub_config(entry: Published, revision: str | None) -> tuple[Any, dict[str, Any]]:
+    """The model config from an open_clip hub repo's `open_clip_config.json` (fetched before the weights), and
+    its `text_cfg`."""
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     from radretrieve.models.install import open_clip_config
@@ -343,14 +370,10 @@ def _hf_hub_config(entry: Published, revision: str | None) -> Any:
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("text_cfg", {}), dict):
         raise ModelLoadError(f"{entry.repo}/{OPEN_CLIP_CONFIG}: no model_cfg object")
     text = model_cfg.get("text_cfg", {})
-    if "hf_model_name" in text:
-        # open_clip builds such a model as CustomTextCLIP; RadCLIP holds open_clip's own CLIP text tower only.
-        raise ModelLoadError(
-            f"{entry.name}: its text tower is the Hugging Face model {text['hf_model_name']}, which a radretrieve "
-            f"model cannot hold yet; load it directly with --model hf-hub:{entry.repo}"
-        )
     pre = data.get("preprocess_cfg") or {}
-    return open_clip_config(f"hf-hub:{entry.repo}", model_cfg, pre if isinstance(pre, dict) else {}, entry.description)
+    pre = pre if isinstance(pre, dict) else {}
+    config = open_clip_config(f"hf-hub:{entry.repo}", model_cfg, pre, entry.description)
+    return config, text
 
 
 def _builtin_open_clip_config(entry: Published) -> Any:
@@ -366,3 +389,65 @@ def _builtin_open_clip_config(entry: Published) -> Any:
     if pre.get("quick_gelu"):
         clip_cfg["quick_gelu"] = True
     return open_clip_config(entry.architecture or "", clip_cfg, pre, entry.description)
+
+
+# A Hugging Face text tower (open_clip's `hf_model_name`, e.g. BiomedCLIP's PubMedBERT): its config from the model's
+# repo, its tokenizer from `hf_tokenizer_name`'s; the weights are in the open_clip checkpoint, never fetched here.
+TOKENIZER_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+VOCABULARY_FILES = frozenset({"vocab.txt", "tokenizer.json", "vocab.json", "spiece.model", "sentencepiece.bpe.model"})
+
+
+def _fetch_text_model(entry: Published, text_cfg: dict[str, Any]) -> TextModel:
+    """Download and verify the text tower's `config.json` and tokenizer files, so that the model directory
+    loads with no hub; one line when a repo or its vocabulary is missing."""
+    from radretrieve.models.published import is_repo_id
+    from radretrieve.models.radclip import TEXT_FILE_MAX_BYTES
+
+    model_repo = text_cfg.get("hf_model_name")
+    tokenizer_repo = text_cfg.get("hf_tokenizer_name") or model_repo
+    for repo in (model_repo, tokenizer_repo):
+        if not isinstance(repo, str) or not is_repo_id(repo):
+            what = f"text model {str(repo)[:80]!r} is not a hub repo id"
+            raise ModelLoadError(f"{entry.repo}/{OPEN_CLIP_CONFIG}: {what}")
+    try:
+        config = fetch(model_repo, "config.json", None, TEXT_FILE_MAX_BYTES)
+    except Exception as exc:  # RemoteEntryNotFoundError and the like: one line naming the file
+        raise (exc if isinstance(exc, ModelLoadError) else _hub_error(exc, model_repo, "config.json", None)) from exc
+    got = {"config.json": config}
+    for name in TOKENIZER_FILES:
+        found = _fetch_optional(tokenizer_repo, name, TEXT_FILE_MAX_BYTES)
+        if found is not None:
+            got[name] = found
+    if not VOCABULARY_FILES & set(got):
+        where = "in the huggingface cache" if offline() else f"at {endpoint()}"
+        tried = ", ".join(sorted(VOCABULARY_FILES))
+        raise ModelLoadError(f"hub repo {tokenizer_repo} has no tokenizer vocabulary {where} (none of {tried})")
+    record: dict[str, Any] = {"repo": model_repo, "commit": config.commit}
+    if tokenizer_repo != model_repo:
+        record["tokenizer_repo"] = tokenizer_repo
+    record["files"] = {name: f"sha256:{f.sha256}" for name, f in got.items()}
+    return TextModel({name: f.path for name, f in got.items()}, record)
+
+
+def _fetch_optional(repo: str, filename: str, max_bytes: int) -> Fetched | None:
+    """`fetch`, or None when the repo has no such file (offline: when the cache has none)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    if offline():
+        cached = try_to_load_from_cache(repo, filename)
+        return _verify(Path(cached), repo, filename, None) if isinstance(cached, str) else None
+    try:
+        return fetch(repo, filename, None, max_bytes)
+    except RemoteEntryNotFoundError:
+        return None
