@@ -90,6 +90,18 @@ def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(hub, biom
     torch.testing.assert_close(got["text"], reference["text"], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got["image"], reference["image"], atol=1e-5, rtol=1e-4)
 
+    # the tokenizer is part of the model: a changed vocabulary is caught by the fingerprint, a broken one is one line
+    from radretrieve.foundation.errors import ModelLoadError
+    from radretrieve.models.loading import load_model
+
+    vocab = directory / "hf_text" / "vocab.txt"
+    vocab.write_bytes(vocab.read_bytes() + b"extra\n")
+    with pytest.raises(ModelLoadError, match="fingerprint"):
+        load_model(str(directory), device="cpu")
+    vocab.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ModelLoadError, match="hf_text: its text model files do not build"):
+        load_model(str(directory), device="cpu")
+
 
 def test_a_missing_or_corrupted_text_model_file_is_refused_before_the_weights(hub, tmp_path):
     env = env_for(tmp_path, hub)

@@ -95,7 +95,17 @@ def init_model(cfg: ModelConfig, source: ModelSource | None = None, text_dir: Pa
     `text_dir`: a Hugging Face text tower's config and tokenizer files (`radretrieve.models.radclip.TEXT_DIR`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return RadCLIP(cfg, source=source, text_dir=text_dir)
+        if text_dir is None:
+            return RadCLIP(cfg, source=source)
+        try:
+            return RadCLIP(cfg, source=source, text_dir=text_dir)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # transformers raises many types for a bad config or vocabulary: one line
+            first = " ".join(str(exc).split())[:200]
+            raise ModelLoadError(
+                f"{text_dir}: its text model files do not build ({type(exc).__name__}: {first})"
+            ) from exc
 
 
 def load_model_dir(directory: Path) -> RadCLIP:
