@@ -115,3 +115,12 @@ def test_a_missing_or_corrupted_text_model_file_is_refused_before_the_weights(hu
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "vocabulary" in proc.stderr, proc.stderr
     assert hub.gets("open_clip_pytorch_model.bin") == []
     assert not (tmp_path / "rr" / "models" / "biomedclip").exists()
+
+
+def test_loading_it_directly_by_hub_id_says_to_pull_it_before_downloading_the_weights(hub, tmp_path):
+    load = "from radretrieve.models.loading import load_model; load_model(f'hf-hub:{__import__(\"sys\").argv[1]}')"
+    proc = subprocess.run(
+        [sys.executable, "-c", load, REPO], env=env_for(tmp_path, hub), capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 1 and f"radretrieve models pull hf-hub:{REPO}" in proc.stderr, proc.stderr
+    assert hub.gets("open_clip_pytorch_model.bin") == []

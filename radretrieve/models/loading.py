@@ -199,20 +199,22 @@ def _from_open_clip(source: ModelSource) -> RadCLIP:
     check_download(f"{name}{' (' + tag + ')' if tag else ''}", _hub_repo(source))
     try:
         clip_cfg = open_clip.get_model_config(name)
+        if clip_cfg is not None and "hf_model_name" in clip_cfg.get("text_cfg", {}):  # before the weights download
+            raise ModelLoadError(
+                f"{name}: its text tower is a Hugging Face model, whose config and tokenizer a model directory "
+                f"keeps: get it with `radretrieve models pull {name}` and pass the --model directory it prints"
+            )
         pre = open_clip.get_pretrained_cfg(name, tag) if tag and source.scheme != "hf-hub" else {}
         needs_download = bool(tag) or source.scheme == "hf-hub"
         reference = open_clip.create_model(name, pretrained=tag, weights_only=True) if needs_download else None
+    except ModelLoadError:
+        raise
     except Exception as exc:  # network/hub errors come in many types
         raise _open_clip_error(exc, name, tag) from exc
     if clip_cfg is None:
         raise ModelLoadError(f"{name}: open_clip has no config for it")
     if pre.get("quick_gelu"):
         clip_cfg["quick_gelu"] = True
-    if "hf_model_name" in clip_cfg.get("text_cfg", {}):
-        raise ModelLoadError(
-            f"{name}: its text tower is a Hugging Face model; get it with `radretrieve models pull {name}` "
-            "and pass the --model directory it prints"
-        )
     model = init_model(_wrap_open_clip_config(name, clip_cfg, pre), source)
     if reference is not None:
         _load_strict(model.clip, reference.state_dict(), Path(name))

@@ -12,7 +12,10 @@ architecture expected. Facts, with where they come from:
   Licence: MIT (OpenAI's CLIP repository; the timm hub card lists Apache-2.0 for its copy).
 - `biomedclip`: `microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`, an open_clip `hf-hub:` model (MIT per
   its model card); its text tower is a Hugging Face BERT whose tokenizer and config live in the hub repo named by
-  `hf_tokenizer_name` in its `open_clip_config.json`, fetched by the pull too so that loading works offline.
+  `hf_model_name` / `hf_tokenizer_name` in its `open_clip_config.json`, fetched by the pull too so that loading
+  works offline (`radretrieve.models.radclip.TEXT_DIR`).
+
+`hf-hub:ORG/REPO` names any other open_clip hub model; its entry (and model directory) is named `ORG--REPO`.
 
 No release carries RadCLIP's slice pooling adapter: pulled models keep the adapter at its seeded init (said in
 their provenance), so volumes are pooled by an untrained adapter until `radretrieve train` fits one.

@@ -5,6 +5,9 @@ to read the cache alone; an interrupted download resumes). Every weights file is
 the hub declares for it (an LFS file's ETag is its sha256, and the cache names the blob after it): a mismatch is
 refused in one line naming both digests, and the bad copy is deleted from the cache so that the next pull
 downloads it again. The file is then converted (`radretrieve.models.install`) and its provenance recorded.
+A model whose text tower is a Hugging Face model (BiomedCLIP's BERT) also needs that model's config and tokenizer
+files, from the repo its `open_clip_config.json` names: they are fetched first, each verified (a small file
+against its git blob id), and kept in the model directory, so that it loads with no hub.
 Pulling again into a directory that already holds the same weights changes nothing and says so.
 """
 

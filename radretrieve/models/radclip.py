@@ -1,5 +1,9 @@
 """The RadCLIP model: an open_clip CLIP (image + text towers) and the slice pooling adapter.
 
+The towers are open_clip's `CLIP`, or its `CustomTextCLIP` when the text tower is a Hugging Face model (BiomedCLIP's
+BERT): that model's config and tokenizer files then travel with the model (`TEXT_DIR` of its directory), so it is
+built and tokenizes with no hub. Either way the adapter pools what the image tower gives.
+
 Encoders return L2-normalised float32 embeddings under `torch.inference_mode`, with bf16 autocast on CUDA.
 Volumes are encoded by flattening the slices of all volumes into chunks of at most `max_batch` slices
 (so short and long volumes share full batches), then regrouping per volume for the adapter.
