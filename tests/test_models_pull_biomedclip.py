@@ -79,6 +79,10 @@ def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(hub, biom
     assert text_files == {n: "sha256:" + hashlib.sha256(d).hexdigest() for n, d in biomed["text"].items()}
     rows = {r["name"]: r for r in json.loads(cli(env, "models", "--json").stdout)}
     assert rows["biomedclip"]["state"] == "pulled"
+    seen = len(hub.seen)  # HF_HUB_OFFLINE: the text model's files come from the cache too, without a request
+    again = cli(env | {"HF_HUB_OFFLINE": "1"}, "models", "pull", "biomedclip", "--to", str(tmp_path / "offline"))
+    assert again.returncode == 0 and len(hub.seen) == seen, again.stderr
+    assert sorted(p.name for p in (tmp_path / "offline" / "hf_text").iterdir()) == sorted(biomed["text"])
 
     reference = embed(env, "open_clip", f"hf-hub:{REPO}", tmp_path / "ref.pt")
     # no hub and an empty huggingface cache: everything the model needs is in its directory

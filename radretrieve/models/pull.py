@@ -161,8 +161,9 @@ def _import_config(
     description = f"imported from {path.name}"
     if arch is not None:
         return arch_config(arch, description, act), ()
-    if act is not None:
-        return config_from_shapes(state, path, path.stem, description, None, act)[0], ()
+    if act is not None:  # the registry's RadCLIP config where the shapes and activation are its own
+        expected = RADCLIP_ARCH if found == "hf-clip" else None
+        return config_from_shapes(state, path, path.stem, description, expected, act)[0], ()
     if found == "hf-clip":
         config, other = config_from_shapes(state, path, path.stem, description, RADCLIP_ARCH, True)
         if not other:  # the shapes are RadCLIP's
@@ -233,19 +234,22 @@ def _check_reachable(repo: str, filename: str, revision: str | None) -> None:
 
 
 def _fetch_first(entry: Published, revision: str | None) -> Fetched:
-    """The first of the entry's weights files that the repo has, downloaded and verified."""
+    """The first of the entry's weights files that the repo has (offline: that the cache has), downloaded and
+    verified."""
+    from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
+    if offline():  # the cache alone: the first candidate it holds (a repo may publish only the second)
+        for filename in entry.weights:
+            if isinstance(try_to_load_from_cache(entry.repo, filename, revision=revision), str):
+                return fetch(entry.repo, filename, revision, entry.max_bytes)
+        raise _hub_error(LocalEntryNotFoundError(""), entry.repo, entry.weights[0], revision)
     missing: list[str] = []
     for filename in entry.weights:
         try:
             return fetch(entry.repo, filename, revision, entry.max_bytes)
         except RemoteEntryNotFoundError:
             missing.append(filename)
-        except LocalEntryNotFoundError:
-            if filename == entry.weights[-1] or not offline():
-                raise _hub_error(LocalEntryNotFoundError(""), entry.repo, filename, revision) from None
-            missing.append(filename)  # offline: another candidate may be the one cached
     raise ModelLoadError(f"hub repo {entry.repo} has none of {', '.join(missing)} (404 at {endpoint()})")
 
 
