@@ -104,9 +104,15 @@ def test_pull_radclip_format_gives_the_weights_embeddings_and_records_digest(hub
 
 
 def test_pull_open_clip_hub_repo(hub, tiny, tmp_path):
-    proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/tiny-open-clip")
+    env = env_for(tmp_path, hub)
+    proc = cli(env, "models", "pull", "hf-hub:test/tiny-open-clip")
     assert proc.returncode == 0, proc.stderr
     directory = model_dir(proc.stdout)
+    # one folder under the models home, named as the hub cache names the repo, and listed by `radretrieve models`
+    assert directory == tmp_path / "rr" / "models" / "test--tiny-open-clip"
+    assert json.loads((directory / "config.json").read_text())["name"] == "test--tiny-open-clip"
+    rows = {r["name"]: r for r in json.loads(cli(env, "models", "--json").stdout)}
+    assert rows["test--tiny-open-clip"]["state"] == "pulled" and rows["test--tiny-open-clip"]["path"] == str(directory)
     digest = hashlib.sha256(tiny["oc_files"]["open_clip_model.safetensors"]).hexdigest()
     assert json.loads((directory / "provenance.json").read_text())["digest"] == "sha256:" + digest
     config = json.loads((directory / "config.json").read_text())
@@ -227,7 +233,7 @@ def test_import_a_file_copied_by_hand(tiny, tmp_path):
     weights = tmp_path / "usb" / "RadCLIP.pth"
     weights.parent.mkdir()
     weights.write_bytes(tiny["hf_bytes"])
-    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--name", "radclip-usb")
+    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--name", "radclip-usb", "--quick-gelu")
     assert proc.returncode == 0, proc.stderr
     directory = model_dir(proc.stdout)
     assert directory == tmp_path / "rr" / "models" / "radclip-usb"
@@ -238,20 +244,24 @@ def test_import_a_file_copied_by_hand(tiny, tmp_path):
     assert_same_embeddings(directory, text_ref, image_ref, images32())
 
 
-def test_hub_model_with_a_hugging_face_text_tower_is_refused_before_its_weights(hub, tmp_path):
-    # BiomedCLIP's layout: open_clip builds it as CustomTextCLIP, which a radretrieve model cannot hold yet
+def test_hub_model_whose_hugging_face_text_tower_is_not_on_the_hub_is_refused_before_its_weights(hub, tmp_path):
+    # BiomedCLIP's layout (tests/test_models_pull_biomedclip.py): the text tower's config comes from another repo
     config = {"model_cfg": {"embed_dim": 32, "vision_cfg": {}, "text_cfg": {"hf_model_name": "org/bert"}}}
     hub.add("test/hf-text", "open_clip_config.json", json.dumps(config).encode())
     hub.add("test/hf-text", "open_clip_model.safetensors", b"\0" * 4096)
     proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-text")
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "org/bert" in proc.stderr, proc.stderr
     assert hub.gets("open_clip_model.safetensors") == []
+    config["model_cfg"]["text_cfg"]["hf_model_name"] = "../../outside"  # never a path under the cache
+    hub.add("test/hf-path", "open_clip_config.json", json.dumps(config).encode())
+    proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-path")
+    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "not a hub repo id" in proc.stderr, proc.stderr
 
 
 def test_import_an_open_clip_checkpoint_infers_its_architecture(tiny, tmp_path):
     weights = tmp_path / "open_clip_model.safetensors"
     weights.write_bytes(tiny["oc_files"]["open_clip_model.safetensors"])
-    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--format", "open_clip")
+    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--format", "open_clip", "--quick-gelu")
     assert proc.returncode == 0, proc.stderr
     from open_clip.tokenizer import tokenize
 
@@ -261,6 +271,37 @@ def test_import_an_open_clip_checkpoint_infers_its_architecture(tiny, tmp_path):
     assert_same_embeddings(model_dir(proc.stdout), text_ref, image_ref, images32())
     wrong = cli(env_for(tmp_path, None), "models", "import", str(weights), "--format", "hf-clip", "--name", "x")
     assert wrong.returncode == 1 and len(error_lines(wrong)) == 1 and "open_clip" in wrong.stderr, wrong.stderr
+
+
+def test_import_of_a_gelu_open_clip_checkpoint_takes_the_activation_from_the_files_or_the_user(tmp_path):
+    """LAION-style weights (plain GELU): never converted as quick GELU on a guess (other embeddings, no error)."""
+    reference, files = tiny_open_clip_repo(seed=3, quick_gelu=False)
+    weights = tmp_path / "usb" / "laion.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(files["open_clip_model.safetensors"])
+    env = env_for(tmp_path, None)
+    refused = cli(env, "models", "import", str(weights))
+    assert refused.returncode == 1 and len(error_lines(refused)) == 1, refused.stderr
+    assert "--no-quick-gelu" in refused.stderr and str(weights) in refused.stderr
+    assert not (tmp_path / "rr" / "models" / "laion").exists()
+    said = cli(env, "models", "import", str(weights), "--no-quick-gelu")
+    assert said.returncode == 0, said.stderr
+    from open_clip.tokenizer import tokenize
+
+    with torch.no_grad():  # open_clip's own model of these weights: the independent reference
+        text_ref = F.normalize(reference.encode_text(tokenize(TEXTS, context_length=16)), dim=-1)
+        image_ref = F.normalize(reference.encode_image(images32()), dim=-1)
+    assert_same_embeddings(model_dir(said.stdout), text_ref, image_ref, images32())
+    assert json.loads((model_dir(said.stdout) / "provenance.json").read_text())["details"]["quick_gelu"] is False
+    # the config a hub snapshot holds beside the weights says it (no quick_gelu: open_clip's GELU)
+    (weights.parent / "open_clip_config.json").write_bytes(files["open_clip_config.json"])
+    beside = cli(env, "models", "import", str(weights), "--name", "laion-2")
+    assert beside.returncode == 0, beside.stderr
+    assert_same_embeddings(model_dir(beside.stdout), text_ref, image_ref, images32())
+    contradicted = cli(env, "models", "import", str(weights), "--name", "laion-3", "--quick-gelu")
+    assert contradicted.returncode == 1 and len(error_lines(contradicted)) == 1, contradicted.stderr
+    arch = cli(env, "models", "import", str(weights), "--name", "laion-4", "--arch", "ViT-B-16-quickgelu")
+    assert arch.returncode == 1 and "ViT-B-16-quickgelu" in arch.stderr, arch.stderr  # it says GELU beside it
 
 
 def test_a_destination_that_is_not_a_pulled_model_is_never_replaced(tiny, tmp_path):
@@ -288,7 +329,7 @@ def test_the_real_radclip_layout_is_recognised_as_radclip_vit_l_14():
     with torch.device("meta"):
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
     state = hf_to_open_clip(model.state_dict())
-    config, notes = config_from_shapes(state, Path("RadCLIP.pth"), "radclip", "", "radclip-vit-l-14")
+    config, notes = config_from_shapes(state, Path("RadCLIP.pth"), "radclip", "", "radclip-vit-l-14", True)
     assert notes == ()
     assert config.clip == get_model_config("radclip-vit-l-14").clip
 

@@ -110,6 +110,15 @@ def import_(
     to: Path | None = typer.Option(
         None, "--to", help="Model directory to write (default $RADRETRIEVE_HOME/models/NAME)."
     ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="open_clip model name of the weights (e.g. ViT-B-16, ViT-B-16-quickgelu)."
+    ),
+    quick_gelu: bool | None = typer.Option(
+        None,
+        "--quick-gelu/--no-quick-gelu",
+        help="The weights use quick GELU (OpenAI's CLIP) / GELU (LAION, most open_clip); needed unless a config "
+        "beside the file says (open_clip_config.json, config.json) or --arch does.",
+    ),
 ) -> None:
     """Convert a weights file copied by hand into a model directory; its sha256 is recorded."""
     from radretrieve.foundation.errors import ConfigError
@@ -119,7 +128,8 @@ def import_(
         raise ConfigError(f"--format {fmt!r}: one of {', '.join(FORMATS[:2])}")
     from radretrieve.models.pull import import_file
 
-    _report(import_file(file, name, fmt, to), "imported")  # type: ignore[arg-type]
+    result = import_file(file, name, fmt, to, arch=arch, quick_gelu=quick_gelu)  # type: ignore[arg-type]
+    _report(result, "imported")
 
 
 def _quiet_http() -> None:

@@ -3,7 +3,11 @@
 Shared by `models pull` (a file from the hub cache) and `models import` (a file copied by hand). The file is
 read with `weights_only=True` or as safetensors (never unpickled). Where no config describes the weights, the
 architecture is read from the tensor shapes: widths, layers, patch and image size, context length, vocabulary
-and embedding size (heads = width // 64 and quick GELU, as in OpenAI's CLIP, which both formats come from).
+and embedding size (heads = width // 64, as in OpenAI's CLIP). The MLP activation does not show in the shapes:
+OpenAI's CLIP (and RadCLIP, fine-tuned from it) uses quick GELU, LAION's and most other open_clip checkpoints plain
+GELU, and a wrong guess gives other embeddings without any error. So it comes from what the files say (an
+`open_clip_config.json` or a transformers `config.json` beside the weights), else from the user (`--arch`,
+`--quick-gelu` / `--no-quick-gelu`), else the import is refused (`activation`).
 The directory is written into a temp folder beside its destination and renamed whole, so a failure leaves
 nothing half-written.
 """
@@ -43,7 +47,8 @@ def detect_format(state: Mapping[str, Any], path: Path) -> Format:
 
     if is_hf_clip(state):
         return "hf-clip"
-    if "visual.conv1.weight" in state and "token_embedding.weight" in state:
+    text_tower = "token_embedding.weight" in state or any(k.startswith("text.") for k in state)  # CustomTextCLIP
+    if text_tower and any(k.startswith("visual.") for k in state):
         return "open_clip"
     if any(k.startswith("clip.") for k in state):
         return "radretrieve"
@@ -70,7 +75,7 @@ def _layers(state: Mapping[str, Any], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def infer_clip_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
+def infer_clip_config(state: Mapping[str, Any], path: Path, quick_gelu: bool) -> dict[str, Any]:
     """open_clip `CLIP` kwargs read from an open_clip-keyed state dict's shapes (ViT image tower only)."""
     try:
         conv = state["visual.conv1.weight"]  # [width, 3, patch, patch]
@@ -94,17 +99,17 @@ def infer_clip_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for cfg in (vision, text):
         if cfg["mlp_ratio"] == 4.0:
             del cfg["mlp_ratio"]  # open_clip's default: written as the registry configs write it
-    return {"embed_dim": int(proj.shape[1]), "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+    return {"embed_dim": int(proj.shape[1]), "quick_gelu": quick_gelu, "vision_cfg": vision, "text_cfg": text}
 
 
 def config_from_shapes(
-    state: Mapping[str, Any], path: Path, name: str, description: str, expected: str | None
+    state: Mapping[str, Any], path: Path, name: str, description: str, expected: str | None, quick_gelu: bool
 ) -> tuple[ModelConfig, tuple[str, ...]]:
-    """The config for weights described by nothing but their shapes; the registry config `expected` when the
-    shapes are its architecture, else the inferred one with a note saying so."""
+    """The config for weights described by nothing but their shapes and `quick_gelu`; the registry config
+    `expected` when the shapes are its architecture, else the inferred one with a note saying so."""
     from radretrieve.models.registry import get_model_config
 
-    clip = infer_clip_config(state, path)
+    clip = infer_clip_config(state, path, quick_gelu)
     if expected is not None:
         want = get_model_config(expected)
         if _same_clip(want.clip, clip):
@@ -131,27 +136,110 @@ def _same_clip(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def install_weights(
-    state: Mapping[str, Any], path: Path, config: ModelConfig, dest: Path, provenance: Provenance
+    state: Mapping[str, Any],
+    path: Path,
+    config: ModelConfig,
+    dest: Path,
+    provenance: Provenance,
+    text_files: Mapping[str, Path] | None = None,
 ) -> Installed:
     """Load open_clip-keyed `state` (from `path`) into a model of `config`, strictly, and write the model
-    directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure."""
-    from radretrieve.foundation.fileio import atomic_dir
+    directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure.
+    `text_files`: a Hugging Face text tower's config and tokenizer files ({name in the folder: file}), copied
+    into the directory's `TEXT_DIR` first: the model is built from them."""
+    from radretrieve.foundation.fileio import atomic_dir, atomic_write_bytes
     from radretrieve.models.loading import _load_strict, init_model
+    from radretrieve.models.radclip import TEXT_DIR
     from radretrieve.models.reference import ModelSource
 
-    model = init_model(config, ModelSource("path", str(dest)))
-    _load_strict(model.clip, state, path)
     with atomic_dir(dest) as tmp:
+        for name, file in (text_files or {}).items():
+            atomic_write_bytes(tmp / TEXT_DIR / name, Path(file).read_bytes())
+        text_dir = tmp / TEXT_DIR if text_files else None
+        model = init_model(config, ModelSource("path", str(dest)), text_dir)
+        _load_strict(model.clip, _as_open_clip_loads(state, model.clip), path)
         model.save(tmp)
         write_provenance(tmp, provenance)  # after save: this record is the one that stays
     return Installed(dest, config, ())
 
 
+# An open_clip checkpoint's Hugging Face text tower saved by transformers before 4.31 holds this buffer, which
+# newer transformers no longer keep in the state dict (open_clip's `load_checkpoint` drops it the same way).
+POSITION_IDS = "text.transformer.embeddings.position_ids"
+
+
+def _as_open_clip_loads(state: Mapping[str, Any], clip: Any) -> Mapping[str, Any]:
+    """`state` with the two fixes open_clip applies when it loads a checkpoint: the stale position ids buffer
+    dropped, a scalar or 1-element `logit_scale` shaped as the model's."""
+    own = clip.state_dict()
+    state = {k: v for k, v in state.items() if k != POSITION_IDS or k in own}
+    scale = state.get("logit_scale")
+    if scale is not None and "logit_scale" in own and scale.numel() == 1 and scale.ndim != own["logit_scale"].ndim:
+        state["logit_scale"] = scale.reshape(own["logit_scale"].shape)
+    return state
+
+
 def open_clip_config(name: str, clip_cfg: Mapping[str, Any], pre: Mapping[str, Any], description: str) -> ModelConfig:
     """The config of an open_clip model (a built-in name or an hf-hub repo's `open_clip_config.json`)."""
     from radretrieve.models.loading import _wrap_open_clip_config
+    from radretrieve.models.text import HF_TEXT
 
     cfg = _wrap_open_clip_config(name, dict(clip_cfg), pre)
-    if "hf_tokenizer_name" not in clip_cfg.get("text_cfg", {}):
+    text = clip_cfg.get("text_cfg", {})
+    if "hf_model_name" in text:  # the tower's tokenizer files are kept in the model directory
+        cfg = cfg.replace(tokenizer=HF_TEXT)
+    elif "hf_tokenizer_name" not in text:
         cfg = cfg.replace(tokenizer="clip-bpe")  # open_clip's bundled BPE: nothing to fetch when loading
     return cfg.replace(description=description)
+
+
+ACTIVATION_HINT = (
+    "pass --no-quick-gelu (GELU: LAION and most open_clip checkpoints) or --quick-gelu (OpenAI's CLIP), "
+    "or --arch NAME (an open_clip model name such as ViT-B-16 or ViT-B-16-quickgelu)"
+)
+
+
+def activation_said(path: Path) -> bool | None:
+    """Whether the files say the weights use quick GELU: an open_clip `open_clip_config.json` (its `model_cfg`;
+    no `quick_gelu` there is open_clip's default, GELU) or a transformers `config.json` (`hidden_act` of both
+    towers) beside the weights file; None when neither says."""
+    import json
+
+    for sidecar in ("open_clip_config.json", "config.json"):
+        file = path.parent / sidecar
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{file}: not JSON ({type(exc).__name__})") from exc
+        if not isinstance(data, dict):
+            continue
+        if sidecar == "open_clip_config.json" and isinstance(data.get("model_cfg"), dict):
+            return bool(data["model_cfg"].get("quick_gelu", False))
+        acts = {(data.get(t) or {}).get("hidden_act") for t in ("text_config", "vision_config")}
+        if sidecar == "config.json" and len(acts) == 1 and acts <= {"quick_gelu", "gelu"}:
+            return acts == {"quick_gelu"}
+    return None
+
+
+def activation(path: Path, given: bool | None) -> bool | None:
+    """The activation to convert `path` with: what the files say, else what the user gave (they must agree);
+    None when neither says (the caller decides whether anything else is known, else refuses)."""
+    said = activation_said(path)
+    if said is not None and given is not None and said != given:
+        what = "quick GELU" if said else "GELU"
+        raise ModelLoadError(f"{path}: the config beside it says {what}, which contradicts the option given")
+    return said if said is not None else given
+
+
+def arch_config(arch: str, description: str, quick_gelu: bool | None) -> ModelConfig:
+    """The config of open_clip's built-in architecture `arch` (its activation included: `-quickgelu` names)."""
+    import open_clip
+
+    clip_cfg = open_clip.get_model_config(arch)
+    if clip_cfg is None or "hf_model_name" in clip_cfg.get("text_cfg", {}):
+        raise ModelLoadError(f"--arch {arch}: not an open_clip CLIP architecture (see open_clip.list_models())")
+    if quick_gelu is not None and bool(clip_cfg.get("quick_gelu", False)) != quick_gelu:
+        raise ModelLoadError(f"--arch {arch}: its activation contradicts --quick-gelu / --no-quick-gelu or the config")
+    return open_clip_config(arch, clip_cfg, {}, description)

@@ -9,9 +9,10 @@
 Nothing is ever unpickled.
 
 Every loaded model carries `model.provenance` (`radretrieve.models.provenance`): a registry config or an open_clip
-name without weights is untrained, a weights file on top is imported (its name and sha256), an open_clip
-pretrained tag or an hf-hub id is published, a model directory says itself (`provenance.json`). Loading an
-untrained model logs the one warning line (`warn_if_untrained`) unless the caller says `warn=False`.
+name without weights is untrained, a weights file on top is imported (its name, and its sha256, taken when the
+record is first read: not on a load for a search), an open_clip pretrained tag or an hf-hub id is published, a
+model directory says itself (`provenance.json`). Loading an untrained model logs the one warning line
+(`warn_if_untrained`) unless the caller says `warn=False`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.hub import OFFLINE_HINT, check_download
 from radretrieve.models.provenance import provenance_of_source, read_provenance, warn_if_untrained
-from radretrieve.models.radclip import CONFIG_FILE, WEIGHTS_FILE, RadCLIP
+from radretrieve.models.radclip import CONFIG_FILE, TEXT_DIR, WEIGHTS_FILE, RadCLIP, file_identity
 from radretrieve.models.reference import ModelSource, parse_model_ref
 from radretrieve.models.registry import get_model_config
 
@@ -58,6 +59,9 @@ def load_source(source: ModelSource, device: str | None = None, *, warn: bool = 
     """Load the model a `ModelSource` names, on `device` (default: cuda if present), in eval mode, with its
     provenance attached (see the module docstring)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    found = provenance_of_source(source, digest=False)  # a weights file's sha256: on demand (`attach_provenance`)
+    weights_file = Path(source.weights) if found is not None and found.kind == "imported" and source.weights else None
+    identity = file_identity(weights_file) if weights_file is not None and weights_file.is_file() else None
     if source.scheme == "path":
         path = Path(source.ref)
         if not path.is_dir():
@@ -71,10 +75,10 @@ def load_source(source: ModelSource, device: str | None = None, *, warn: bool = 
         load_weights(model, Path(source.weights))
         model.source = source
     model = _with_profile(model, source).to(device).eval()
-    found = provenance_of_source(source)
-    model.provenance = found if found is not None else model.provenance  # a directory: its own record
-    if warn:
-        warn_if_untrained(model.config.name, model.provenance)
+    if found is not None:  # else a directory: its own record, attached by `load_model_dir`
+        model.attach_provenance(found, weights_file if identity else None, identity)
+    if warn:  # the record's kind decides; reading `model.provenance` would hash the weights file now
+        warn_if_untrained(model.config.name, found if found is not None else model.provenance)
     return model
 
 
@@ -86,11 +90,22 @@ def _with_profile(model: RadCLIP, source: ModelSource) -> RadCLIP:
     return model
 
 
-def init_model(cfg: ModelConfig, source: ModelSource | None = None) -> RadCLIP:
-    """A randomly initialised model; the same seed gives the same weights, without touching global RNG."""
+def init_model(cfg: ModelConfig, source: ModelSource | None = None, text_dir: Path | None = None) -> RadCLIP:
+    """A randomly initialised model; the same seed gives the same weights, without touching global RNG.
+    `text_dir`: a Hugging Face text tower's config and tokenizer files (`radretrieve.models.radclip.TEXT_DIR`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return RadCLIP(cfg, source=source)
+        if text_dir is None:
+            return RadCLIP(cfg, source=source)
+        try:
+            return RadCLIP(cfg, source=source, text_dir=text_dir)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # transformers raises many types for a bad config or vocabulary: one line
+            first = " ".join(str(exc).split())[:200]
+            raise ModelLoadError(
+                f"{text_dir}: its text model files do not build ({type(exc).__name__}: {first})"
+            ) from exc
 
 
 def load_model_dir(directory: Path) -> RadCLIP:
@@ -102,7 +117,8 @@ def load_model_dir(directory: Path) -> RadCLIP:
         raise ModelLoadError(f"{directory}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     meta = json.loads(cfg_path.read_text())
     # the directory itself is the reference (its config.json "source" only says what it was made from)
-    model = init_model(ModelConfig.from_dict(meta), ModelSource("path", str(directory)))
+    text_dir = directory / TEXT_DIR
+    model = init_model(ModelConfig.from_dict(meta), ModelSource("path", str(directory)), text_dir)
     _load_strict(model, load_file(str(w_path)), w_path)
     expected = meta.get("fingerprint")
     if expected and model.fingerprint != expected:
@@ -183,9 +199,16 @@ def _from_open_clip(source: ModelSource) -> RadCLIP:
     check_download(f"{name}{' (' + tag + ')' if tag else ''}", _hub_repo(source))
     try:
         clip_cfg = open_clip.get_model_config(name)
+        if clip_cfg is not None and "hf_model_name" in clip_cfg.get("text_cfg", {}):  # before the weights download
+            raise ModelLoadError(
+                f"{name}: its text tower is a Hugging Face model, whose config and tokenizer a model directory "
+                f"keeps: get it with `radretrieve models pull {name}` and pass the --model directory it prints"
+            )
         pre = open_clip.get_pretrained_cfg(name, tag) if tag and source.scheme != "hf-hub" else {}
         needs_download = bool(tag) or source.scheme == "hf-hub"
         reference = open_clip.create_model(name, pretrained=tag, weights_only=True) if needs_download else None
+    except ModelLoadError:
+        raise
     except Exception as exc:  # network/hub errors come in many types
         raise _open_clip_error(exc, name, tag) from exc
     if clip_cfg is None:

@@ -12,7 +12,10 @@ architecture expected. Facts, with where they come from:
   Licence: MIT (OpenAI's CLIP repository; the timm hub card lists Apache-2.0 for its copy).
 - `biomedclip`: `microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`, an open_clip `hf-hub:` model (MIT per
   its model card); its text tower is a Hugging Face BERT whose tokenizer and config live in the hub repo named by
-  `hf_tokenizer_name` in its `open_clip_config.json`, fetched by the pull too so that loading works offline.
+  `hf_model_name` / `hf_tokenizer_name` in its `open_clip_config.json`, fetched by the pull too so that loading
+  works offline (`radretrieve.models.radclip.TEXT_DIR`).
+
+`hf-hub:ORG/REPO` names any other open_clip hub model; its entry (and model directory) is named `ORG--REPO`.
 
 No release carries RadCLIP's slice pooling adapter: pulled models keep the adapter at its seeded init (said in
 their provenance), so volumes are pooled by an untrained adapter until `radretrieve train` fits one.
@@ -48,6 +51,7 @@ class Published:
     # (None: the repo's own open_clip_config.json describes the model, as for hf-hub: models)
     pretrained_tag: str | None = None  # open_clip pretrained tag whose mean/std/quick_gelu apply
     max_bytes: int = 4 * GB  # a weights file declared larger than this is refused before it is downloaded
+    quick_gelu: bool | None = None  # hf-clip: the activation of the published weights (their shapes do not show it)
 
     @property
     def hf_hub(self) -> bool:
@@ -66,6 +70,7 @@ CATALOG: dict[str, Published] = {
             licence=CHECK_TERMS,
             description="RadCLIP ViT-L/14 (radiology CLIP, the authors' release)",
             architecture="radclip-vit-l-14",
+            quick_gelu=True,  # fine-tuned from OpenAI's CLIP ViT-L/14 (transformers' hidden_act "quick_gelu")
         ),
         Published(
             name="openai-vit-b-16",
@@ -101,11 +106,16 @@ def get_published(name: str) -> Published:
     if name in CATALOG:
         return CATALOG[name]
     repo = name[len(HF_HUB) :] if name.startswith(HF_HUB) else ""
-    if _REPO_ID.match(repo) and ".." not in repo:
+    if is_repo_id(repo):
         local = repo.replace("/", "--")  # the directory name under the models home, as the hub cache spells it
         weights = CATALOG["biomedclip"].weights
         return Published(local, repo, weights, "open_clip", "see the repo's model card", f"open_clip model {name}")
     raise ConfigError(f"unknown published model '{name}'; known: {', '.join(CATALOG)}, or hf-hub:ORG/REPO")
+
+
+def is_repo_id(repo: str) -> bool:
+    """Whether `repo` is a hub repo id ORG/NAME (never a path: the cache names folders after it)."""
+    return bool(_REPO_ID.match(repo)) and ".." not in repo
 
 
 def radretrieve_home() -> Path:

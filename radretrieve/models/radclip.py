@@ -1,5 +1,9 @@
 """The RadCLIP model: an open_clip CLIP (image + text towers) and the slice pooling adapter.
 
+The towers are open_clip's `CLIP`, or its `CustomTextCLIP` when the text tower is a Hugging Face model (BiomedCLIP's
+BERT): that model's config and tokenizer files then travel with the model (`TEXT_DIR` of its directory), so it is
+built and tokenizes with no hub. Either way the adapter pools what the image tower gives.
+
 Encoders return L2-normalised float32 embeddings under `torch.inference_mode`, with bf16 autocast on CUDA.
 Volumes are encoded by flattening the slices of all volumes into chunks of at most `max_batch` slices
 (so short and long volumes share full batches), then regrouping per volume for the adapter.
@@ -8,6 +12,7 @@ Volumes are encoded by flattening the slices of all volumes into chunks of at mo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radretrieve.foundation.config import ModelConfig, canonical_json
-from radretrieve.foundation.errors import InputShapeError
+from radretrieve.foundation.errors import InputShapeError, ModelLoadError
 from radretrieve.models.adapter import SlicePoolingAdapter
 from radretrieve.models.provenance import CHANGED, UNTRAINED, Provenance, write_provenance
 from radretrieve.models.reference import ModelSource
@@ -26,31 +31,67 @@ from radretrieve.models.text import make_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# A model whose text tower is a Hugging Face model (open_clip's CustomTextCLIP, e.g. BiomedCLIP's BERT) keeps that
+# model's config and tokenizer files in this folder of its model directory, so that it loads with no hub at all.
+TEXT_DIR = "hf_text"
+TEXT_FILE_MAX_BYTES = 64 << 20  # a tokenizer.json of a large vocabulary is tens of MB; weights never go here
 
 
-def build_clip(cfg: ModelConfig) -> nn.Module:
-    """An open_clip `CLIP` from the config's `clip` kwargs (random init)."""
-    from open_clip.model import CLIP
+def build_clip(cfg: ModelConfig, text_dir: Path | None = None) -> nn.Module:
+    """An open_clip `CLIP` from the config's `clip` kwargs (random init); a `CustomTextCLIP` when the text tower
+    is a Hugging Face model (`hf_model_name`), built from the config files in `text_dir` (never downloaded)."""
+    from open_clip.model import CLIP, CustomTextCLIP
 
     c = cfg.clip
-    return CLIP(
+    vision, text = dict(c["vision_cfg"]), dict(c["text_cfg"])
+    if "timm_model_name" in vision:
+        vision["timm_model_pretrained"] = False  # the weights file holds them; timm must not download any
+    kind: type[nn.Module] = CLIP
+    if "hf_model_name" in text:
+        if text_dir is None or not (text_dir / "config.json").is_file():
+            raise ModelLoadError(
+                f"{cfg.name}: its text tower is the Hugging Face model {text['hf_model_name']}, whose config is not "
+                f"here (a model directory keeps it in {TEXT_DIR}/): get it with `radretrieve models pull`"
+            )
+        # open_clip reads the tower's config by name: the folder's copy is that name here (the hub is never asked)
+        text |= {"hf_model_name": str(text_dir), "hf_model_pretrained": False}
+        kind = CustomTextCLIP
+    return kind(
         embed_dim=int(c["embed_dim"]),
-        vision_cfg=dict(c["vision_cfg"]),
-        text_cfg=dict(c["text_cfg"]),
+        vision_cfg=vision,
+        text_cfg=text,
         quick_gelu=bool(c.get("quick_gelu", False)),
     )
+
+
+def read_text_files(text_dir: Path | None) -> dict[str, bytes]:
+    """The Hugging Face text model files of a model (see `TEXT_DIR`): {file name: bytes}; {} without a folder."""
+    if text_dir is None or not text_dir.is_dir():
+        return {}
+    files: dict[str, bytes] = {}
+    for path in sorted(text_dir.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            if path.stat().st_size > TEXT_FILE_MAX_BYTES:
+                raise ModelLoadError(f"{path}: larger than a text model's config or tokenizer file; refused")
+            files[path.name] = path.read_bytes()
+    return files
 
 
 class RadCLIP(nn.Module):
     """CLIP towers + slice pooling adapter; see module docstring."""
 
-    def __init__(self, cfg: ModelConfig, max_batch: int = 64, source: ModelSource | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, max_batch: int = 64, source: ModelSource | None = None, text_dir: Path | None = None
+    ) -> None:
+        """`text_dir`: the Hugging Face text model's config and tokenizer files (`TEXT_DIR`), for a config whose
+        text tower is one; they are kept in memory (`text_files`), saved with the model and fingerprinted."""
         super().__init__()
         self.config = cfg
         self.max_batch = max_batch  # slices per image-tower forward pass
-        self.clip = build_clip(cfg)
+        self.text_files = read_text_files(text_dir)
+        self.clip = build_clip(cfg, text_dir)  # open_clip CLIP or CustomTextCLIP: the adapter pools the image tower
         self.adapter = SlicePoolingAdapter(cfg.embed_dim, cfg.adapter)
-        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.context_length)
+        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.context_length, text_dir, cfg.clip.get("text_cfg", {}))
         # how it was loaded (an out dir stores it to load the same model again); a bare config: its registry name
         self.source: ModelSource = source or ModelSource("registry", cfg.name)
         self._fingerprint: tuple[tuple, str] | None = None  # (weights version, fingerprint), see `fingerprint`
@@ -64,11 +105,39 @@ class RadCLIP(nn.Module):
         says `unknown` (never still "untrained" for weights someone trained) until a new record is attached, as
         `radretrieve train` does."""
         record, versions = self._provenance
-        return record if versions == self._parameter_versions() else CHANGED
+        if versions != self._parameter_versions():
+            return CHANGED
+        return self._with_digest(record) if self._pending_digest is not None else record
 
     @provenance.setter
     def provenance(self, record: Provenance) -> None:
         self._provenance = (record, self._parameter_versions())
+        self._pending_digest: tuple[Path, tuple[int, ...]] | None = None
+
+    def attach_provenance(
+        self, record: Provenance, digest_of: Path | None = None, identity: tuple[int, ...] | None = None
+    ) -> None:
+        """Attach `record`; `digest_of`: the weights file it came from, whose sha256 the record lacks. The file is
+        hashed on the first read of `provenance` (writing a record: index, embed, train), not at load: a search
+        loads a model of gigabytes and never reads it. Hashed only if the file is still the one loaded (its
+        `file_identity`, taken before it was read: default now); else the digest stays unknown (None), never
+        that of other bytes."""
+        self.provenance = record
+        if digest_of is not None and Path(digest_of).is_file():
+            self._pending_digest = (Path(digest_of), identity or file_identity(Path(digest_of)))
+
+    def _with_digest(self, record: Provenance) -> Provenance:
+        """The record with the pending file digest filled in (once); see `attach_provenance`."""
+        from radretrieve.models.provenance import file_digest
+
+        pending, self._pending_digest = self._pending_digest, None
+        if pending is None or record.digest is not None:
+            return record
+        path, key = pending
+        same = path.is_file() and file_identity(path) == key
+        record = dataclasses.replace(record, digest=file_digest(path) if same else None)
+        self._provenance = (record, self._provenance[1])
+        return record
 
     def _parameter_versions(self) -> tuple[int, ...]:
         """The in-place version counters of the parameters: any update bumps one; `.to(device)` keeps them
@@ -105,6 +174,8 @@ class RadCLIP(nn.Module):
 
     def _hash_weights(self) -> str:
         h = hashlib.sha256(canonical_json(_fingerprint_config(self.config)).encode())
+        for name, data in sorted(self.text_files.items()):  # a text model's tokenizer: other ids, other embeddings
+            h.update(f"{TEXT_DIR}/{name}|{len(data)}|".encode() + hashlib.sha256(data).digest())
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
@@ -207,7 +278,8 @@ class RadCLIP(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        """Write a model directory: config.json (+ fingerprint, source), model.safetensors and provenance.json."""
+        """Write a model directory: config.json (+ fingerprint, source), model.safetensors, provenance.json and,
+        for a Hugging Face text tower, its config and tokenizer files in `TEXT_DIR`."""
         from safetensors.torch import save_file
 
         from radretrieve.foundation.fileio import atomic_path, atomic_write_bytes
@@ -216,10 +288,18 @@ class RadCLIP(nn.Module):
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp))
+        for name, data in self.text_files.items():
+            atomic_write_bytes(directory / TEXT_DIR / name, data)
         meta = self.config.to_dict() | {"fingerprint": self.fingerprint, "source": self.source.to_json()}
         atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=1).encode())
         write_provenance(directory, self.provenance)
         return directory
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What tells a file from a changed or replaced one without reading it: size, mtime and inode."""
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _version(tensor: Tensor) -> int:

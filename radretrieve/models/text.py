@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from radretrieve.foundation.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,27 @@ class WrappedTokenizer:
         return self._fn(texts)
 
 
-def make_tokenizer(spec: str, context_length: int) -> ClipTokenizer | WrappedTokenizer:
-    """`clip-bpe` -> the bundled BPE; anything else is resolved by open_clip.get_tokenizer (may download)."""
+HF_TEXT = "hf-text"  # the tokenizer spec of a model whose Hugging Face tokenizer files are in its model directory
+
+
+def make_tokenizer(
+    spec: str, context_length: int, text_dir: Path | None = None, text_cfg: Mapping[str, Any] | None = None
+) -> ClipTokenizer | WrappedTokenizer:
+    """`clip-bpe` -> the bundled BPE; `hf-text` -> open_clip's `HFTokenizer` on the tokenizer files in
+    `text_dir` (as open_clip builds it for the model's `hf_tokenizer_name`, with `text_cfg`'s tokenizer mode and
+    arguments; nothing is downloaded); anything else is resolved by open_clip.get_tokenizer (may download)."""
     if spec == "clip-bpe":
         return ClipTokenizer(context_length)
+    if spec == HF_TEXT:
+        from open_clip.tokenizer import HFTokenizer
+
+        if text_dir is None or not text_dir.is_dir():
+            raise ModelLoadError(f"tokenizer {HF_TEXT}: no tokenizer files (a model directory keeps them in hf_text/)")
+        cfg = dict(text_cfg or {})
+        kwargs = dict(cfg.get("tokenizer_kwargs") or {})
+        mode = cfg.get("tokenizer_mode")
+        fn = HFTokenizer(str(text_dir), context_length=context_length, tokenizer_mode=mode, **kwargs)
+        return WrappedTokenizer(fn, context_length)
     import open_clip
 
     return WrappedTokenizer(open_clip.get_tokenizer(spec, context_length=context_length), context_length)

@@ -10,7 +10,8 @@ EntryNotFound), which the library turns into its typed errors.
 
 Faults a test can ask for, per file: `cut_after` (send the full length header, then close the connection
 after N bytes, once), `corrupt` (send other bytes than the declared sha256, that many times), `declared_size`
-and `declared_etag` (declare a size or an ETag other than the true one). Every request is recorded in `seen`
+and `declared_etag` (declare a size or an ETag other than the true one). The tree route (`/api/models/.../tree/...`)
+lists a folder's files, as transformers asks it before loading a tokenizer. Every request is recorded in `seen`
 as (method, path, Range header) to prove what was (not) downloaded.
 
 Tiny checkpoints in the real formats: `tiny_hf_clip()` (a `transformers.CLIPModel` state dict saved with
@@ -92,11 +93,28 @@ class HubServer(LocalServer):
                 path = urllib.parse.urlsplit(self.path).path
                 with hub._lock:
                     hub.seen.append((self.command, path, self.headers.get("Range")))
+                if path.startswith("/api/models/") and "/tree/" in path:
+                    self._tree(path)
+                    return
                 found = hub._resolve(path)
                 if isinstance(found, str):
                     self._not_found(found)
                     return
                 self._send_file(found, body)
+
+            def _tree(self, path: str) -> None:
+                """The tree route (a folder's listing, one page), which transformers asks before a tokenizer."""
+                found = hub._tree(path)
+                if isinstance(found, str):
+                    self._not_found(found)
+                    return
+                data = json.dumps(found).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(data)
 
             def _not_found(self, code: str) -> None:
                 self.send_response(404)
@@ -151,6 +169,23 @@ class HubServer(LocalServer):
             return "RevisionNotFound"
         return self.repos[repo].get(filename) or "EntryNotFound"
 
+    def _tree(self, path: str) -> list[dict[str, Any]] | str:
+        """The files directly under a folder that `/api/models/ORG/NAME/tree/REVISION/FOLDER` names."""
+        head, _, rest = path.removeprefix("/api/models/").partition("/tree/")
+        revision, _, folder = urllib.parse.unquote(rest).partition("/")
+        if head not in self.repos:
+            return "RepoNotFound"
+        if revision not in ("main", COMMIT):
+            return "RevisionNotFound"
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        names = [n for n in self.repos[head] if n.startswith(prefix) and "/" not in n[len(prefix) :]]
+        if not names:
+            return "EntryNotFound"
+        return [
+            {"type": "file", "path": n, "size": len(self.repos[head][n].data), "oid": self.repos[head][n].etag}
+            for n in names
+        ]
+
 
 def _range_start(header: str | None) -> int:
     if not header or not header.startswith("bytes="):
@@ -193,16 +228,67 @@ TINY_OPEN_CLIP = {
 }
 
 
-def tiny_open_clip_repo(seed: int = 0) -> tuple[Any, dict[str, bytes]]:
+def tiny_open_clip_repo(seed: int = 0, quick_gelu: bool = True) -> tuple[Any, dict[str, bytes]]:
     """A tiny open_clip `CLIP` (eval mode) and the files of its hub repo: `open_clip_config.json` and
-    `open_clip_model.safetensors`."""
+    `open_clip_model.safetensors`. `quick_gelu=False`: plain GELU, as LAION's checkpoints (the config then
+    leaves the key out, as open_clip's own configs do)."""
     import torch
     from open_clip.model import CLIP
     from safetensors.torch import save
 
     torch.manual_seed(seed)
-    cfg = TINY_OPEN_CLIP
-    model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    cfg = TINY_OPEN_CLIP | {"quick_gelu": quick_gelu}
+    if not quick_gelu:
+        del cfg["quick_gelu"]
+    model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=quick_gelu).eval()
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     config = {"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
     return model, {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": save(tensors)}
+
+
+# BiomedCLIP's layout, tiny: an open_clip CustomTextCLIP whose text tower is a Hugging Face BERT (its config and a
+# WordPiece vocabulary in a repo of their own), the checkpoint a torch pickle of tensors (open_clip_pytorch_model.bin)
+# holding the position ids buffer that transformers before 4.31 saved, as the real one does.
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_WORDS = "a an the of with and in chest radiograph axial ct abdomen contrast lung liver mass nodule normal"
+
+
+def tiny_biomedclip_repos(text_repo: str, seed: int = 0) -> tuple[Any, dict[str, dict[str, bytes]]]:
+    """A tiny CustomTextCLIP (eval mode, built by open_clip from these very files) and the files of its two hub
+    repos: {"open_clip": {open_clip_config.json, open_clip_pytorch_model.bin}, "text": {config.json, vocab.txt,
+    tokenizer_config.json}} (`text_repo` is the `hf_model_name` / `hf_tokenizer_name` the config names)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from open_clip.model import CustomTextCLIP
+    from transformers import BertConfig
+
+    from radretrieve.foundation.fileio import atomic_write_bytes
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS.split()]
+    bert = BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **TINY_BERT)
+    text = {"config.json": bert.to_json_string().encode(), "vocab.txt": ("\n".join(vocab) + "\n").encode()}
+    text["tokenizer_config.json"] = json.dumps({"do_lower_case": True, "model_max_length": 64}).encode()
+    text_cfg = {"hf_model_name": text_repo, "hf_tokenizer_name": text_repo, "hf_proj_type": "mlp"}
+    text_cfg |= {"hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 24}
+    model_cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8}}
+    model_cfg["text_cfg"] = text_cfg
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in text.items():
+            atomic_write_bytes(Path(tmp) / name, data)
+        torch.manual_seed(seed)
+        cfg = text_cfg | {"hf_model_name": tmp, "hf_model_pretrained": False}  # open_clip reads the config by name
+        model = CustomTextCLIP(model_cfg["embed_dim"], model_cfg["vision_cfg"], cfg).eval()
+    state = dict(model.state_dict())
+    state["text.transformer.embeddings.position_ids"] = torch.arange(64)[None]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    repos = {
+        "open_clip": {
+            "open_clip_config.json": json.dumps(config).encode(),
+            "open_clip_pytorch_model.bin": buf.getvalue(),
+        }
+    }
+    return model, repos | {"text": text}
