@@ -128,3 +128,21 @@ def test_loading_it_directly_by_hub_id_says_to_pull_it_before_downloading_the_we
     )
     assert proc.returncode == 1 and f"radretrieve models pull hf-hub:{REPO}" in proc.stderr, proc.stderr
     assert hub.gets("open_clip_pytorch_model.bin") == []
+
+
+def test_a_pulled_biomedclip_trains_its_hugging_face_text_tower_too(hub, tmp_path):
+    """The 2D stage with the text tower unfrozen: CustomTextCLIP keeps its text tower in `text`, not `transformer`."""
+    from radretrieve.models.loading import load_model
+    from radretrieve.training import DataConfig, ImageStageConfig, TrainConfig, VolumeStageConfig, train
+    from tests.test_provenance import _manifest
+
+    proc = cli(env_for(tmp_path, hub), "models", "pull", "biomedclip")
+    assert proc.returncode == 0, proc.stderr
+    start = load_model(str(model_dir(proc.stdout)), device="cpu", warn=False)
+    before = {n: p.detach().clone() for n, p in start.clip.text.named_parameters()}
+    stage = ImageStageConfig(epochs=1, batch_size=2, warmup_fraction=0.0, train_text=True, text_lr=1e-3)
+    cfg = TrainConfig(data=DataConfig(val_fraction=0.0), image_stage=stage, volume_stage=VolumeStageConfig(epochs=0))
+    result = train(cfg, _manifest(tmp_path / "data"), tmp_path / "trained", start, device="cpu")
+    assert result.steps >= 1
+    after = dict(result.model.clip.text.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the BERT's weights moved

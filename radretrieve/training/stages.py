@@ -45,6 +45,14 @@ def text_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
             yield name, p
 
 
+def text_train_mode(model: nn.Module) -> None:
+    """Train mode on the text tower, whatever holds it: an open_clip CLIP's `transformer` (and its other
+    non-visual modules), a CustomTextCLIP's `text` (BiomedCLIP's Hugging Face BERT)."""
+    for name, module in model.clip.named_children():
+        if name != "visual":
+            module.train()
+
+
 def freeze_all_but(model: nn.Module, trainable: Sequence[nn.Parameter]) -> None:
     keep = {id(p) for p in trainable}
     for p in model.parameters():
@@ -127,7 +135,7 @@ class ImageStage(_Stage):
         self.model.eval()
         self.model.clip.visual.train()
         if self.stage_cfg.train_text:
-            self.model.clip.transformer.train()
+            text_train_mode(self.model)
 
     def prepare(self) -> None:
         self.set_modes()
@@ -218,7 +226,7 @@ class VolumeStage(_Stage):
         if not self.cached:
             self.model.clip.visual.train()
         if self.stage_cfg.train_text:
-            self.model.clip.transformer.train()
+            text_train_mode(self.model)
 
     def prepare(self) -> None:
         """Fill the text cache and, with a frozen image encoder, the slice-embedding cache (once)."""
