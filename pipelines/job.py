@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +59,9 @@ class IndexOptions:
     retry_errors: bool = False  # retry every recorded failure, not only those whose files changed
     anonymise_paths: bool = True  # store and show keyed hashes instead of file and folder names (False: --keep-paths)
     policy: ScanPolicy = DEFAULT_POLICY  # series selection, --reports, --scrubber (radretrieve.archive.scanner)
+    # called once the scan found work, before the first item is encoded: a job refused by its lock, its archive or
+    # its server says only why (the application's untrained-model warning goes here)
+    before_encoding: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.engine == "ray":  # an optional extra: say so before any work, not at the first Ray call
@@ -217,6 +220,8 @@ def _run_job(
     # no item and no failure: nothing to index; a failure of every file is a job like any other (errors/)
     if not isinstance(archive, RemoteArchive) and not result.items and not result.errors:
         raise nothing_indexable(archive)
+    if options.before_encoding is not None:
+        options.before_encoding()
     # identifying `study` values are always hashed, paths unless --keep-paths (radretrieve.archive.anonymise); a
     # DICOMweb server's sources are UIDs, not names
     paths = options.anonymise_paths and not isinstance(result.root, RemoteArchive)

@@ -132,7 +132,10 @@ def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
     from radretrieve.models.loading import load_model
 
     o = job.options
-    model = load_model(o.model, weights=o.weights, device=o.device, preprocess=o.preprocess)
+    from radretrieve.models.provenance import warn_if_untrained
+
+    # warned once the job has found work: a job refused (lock, archive, server) prints its one error line alone
+    model = load_model(o.model, weights=o.weights, device=o.device, preprocess=o.preprocess, warn=False)
     settings = JobOptions(
         workers=o.workers,
         batch_size=o.batch_size,
@@ -146,6 +149,7 @@ def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
         ray_address=o.ray_address,
         encoders=o.encoders,
         policy=job.policy,
+        before_encoding=lambda: warn_if_untrained(model.config.name, model.provenance),
     )
     return index_archive(job.source, Path(out), model, settings)
 
