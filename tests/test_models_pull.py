@@ -7,6 +7,7 @@ its environment at import). Embeddings are compared with the same weights run by
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -351,3 +352,48 @@ def _same_architecture(a, b) -> bool:
     from radretrieve.models.install import _same_clip
 
     return _same_clip(a, b)
+
+
+def _limited_memory() -> None:
+    """A 6 GiB address-space limit for the child: torch imports within it, a hostile 40 GB model does not fit."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+
+def test_a_stray_block_number_is_refused_before_a_model_of_that_many_blocks_is_built(tiny, tmp_path):
+    state = torch.load(io.BytesIO(tiny["hf_bytes"]), weights_only=True)
+    state["vision_model.encoder.layers.50000.layer_norm1.weight"] = torch.ones(128)
+    weights = tmp_path / "RadCLIP.pth"
+    torch.save(state, weights)
+    proc = subprocess.run(
+        [sys.executable, "-m", "radretrieve", "models", "import", str(weights), "--quick-gelu"],
+        env=env_for(tmp_path, None),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=_limited_memory,
+    )
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        f"error: {weights}: the blocks visual.transformer.resblocks.N are not numbered 0..n-1 without a gap"
+    ], proc.stderr
+    assert not (tmp_path / "rr" / "models" / "RadCLIP").exists()
+
+
+def test_a_hub_config_far_larger_than_its_weights_is_refused_without_allocating_it(hub, tiny, tmp_path):
+    config = json.loads(tiny["oc_files"]["open_clip_config.json"])
+    config["model_cfg"]["vision_cfg"] |= {"width": 4096, "layers": 48}  # about 40 GB of float32 weights
+    hub.add("test/huge-config", "open_clip_config.json", json.dumps(config).encode())
+    hub.add("test/huge-config", "open_clip_model.safetensors", tiny["oc_files"]["open_clip_model.safetensors"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "radretrieve", "models", "pull", "hf-hub:test/huge-config"],
+        env=env_for(tmp_path, hub),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=_limited_memory,
+    )
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert "weights do not fit this model" in line and "wrong shape" in line, proc.stderr

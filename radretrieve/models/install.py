@@ -69,10 +69,14 @@ def open_clip_state(path: Path, fmt: Format | None) -> tuple[dict[str, Any], For
     return (hf_to_open_clip(state) if found == "hf-clip" else dict(state)), found
 
 
-def _layers(state: Mapping[str, Any], prefix: str) -> int:
+def _layers(state: Mapping[str, Any], prefix: str, path: Path) -> int:
+    """The number of blocks under `prefix`: numbered 0..n-1 without a gap (one stray high number would
+    otherwise describe a model of that many layers, built before the tensors are compared)."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.ln_1\.weight$")
-    found = [int(m.group(1)) for k in state if (m := pattern.match(k))]
-    return max(found) + 1 if found else 0
+    found = sorted({int(m.group(1)) for k in state if (m := pattern.match(k))})
+    if found != list(range(len(found))):
+        raise ModelLoadError(f"{path}: the blocks {prefix}N are not numbered 0..n-1 without a gap")
+    return len(found)
 
 
 def infer_clip_config(state: Mapping[str, Any], path: Path, quick_gelu: bool) -> dict[str, Any]:
@@ -91,10 +95,14 @@ def infer_clip_config(state: Mapping[str, Any], path: Path, quick_gelu: bool) ->
     grid = math.isqrt(int(vpos.shape[0]) - 1)
     if grid * grid != int(vpos.shape[0]) - 1 or vwidth % HEAD_WIDTH or twidth % HEAD_WIDTH:
         raise ModelLoadError(f"{path}: tensor shapes are not those of a square-image CLIP ViT with 64-wide heads")
-    vision = {"image_size": grid * patch, "layers": _layers(state, "visual.transformer.resblocks."), "width": vwidth}
+    vision = {
+        "image_size": grid * patch,
+        "layers": _layers(state, "visual.transformer.resblocks.", path),
+        "width": vwidth,
+    }
     vision |= {"patch_size": patch, "mlp_ratio": int(vfc.shape[0]) / vwidth}
     text = {"context_length": int(tpos.shape[0]), "vocab_size": int(tok.shape[0]), "width": twidth}
-    text |= {"heads": twidth // HEAD_WIDTH, "layers": _layers(state, "transformer.resblocks.")}
+    text |= {"heads": twidth // HEAD_WIDTH, "layers": _layers(state, "transformer.resblocks.", path)}
     text |= {"mlp_ratio": int(tfc.shape[0]) / twidth}
     for cfg in (vision, text):
         if cfg["mlp_ratio"] == 4.0:
@@ -147,8 +155,10 @@ def install_weights(
     directory `dest` (replacing one there) with `provenance`; nothing is left at `dest` on failure.
     `text_files`: a Hugging Face text tower's config and tokenizer files ({name in the folder: file}), copied
     into the directory's `TEXT_DIR` first: the model is built from them."""
+    import torch
+
     from radretrieve.foundation.fileio import atomic_dir, atomic_write_bytes
-    from radretrieve.models.loading import _load_strict, init_model
+    from radretrieve.models.loading import _load_strict, check_fits, init_model
     from radretrieve.models.radclip import TEXT_DIR
     from radretrieve.models.reference import ModelSource
 
@@ -156,6 +166,9 @@ def install_weights(
         for name, file in (text_files or {}).items():
             atomic_write_bytes(tmp / TEXT_DIR / name, Path(file).read_bytes())
         text_dir = tmp / TEXT_DIR if text_files else None
+        with torch.device("meta"):  # a config that does not fit the file (a hostile one: 48 layers 4096 wide)
+            shape = init_model(config, ModelSource("path", str(dest)), text_dir)  # is refused before allocating
+        check_fits(shape.clip, _as_open_clip_loads(state, shape.clip), path)
         model = init_model(config, ModelSource("path", str(dest)), text_dir)
         _load_strict(model.clip, _as_open_clip_loads(state, model.clip), path)
         model.save(tmp)

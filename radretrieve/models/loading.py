@@ -177,6 +177,13 @@ def _strip_prefix(key: str) -> str:
 
 
 def _load_strict(module: torch.nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
+    check_fits(module, state, path)
+    module.load_state_dict(state, strict=True)
+
+
+def check_fits(module: torch.nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
+    """One line unless `state` has exactly `module`'s tensor names and shapes (`module` may live on the meta
+    device: the check then costs no memory)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -188,7 +195,6 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, Tensor], path: Pat
             if keys
         )
         raise ModelLoadError(f"{path}: weights do not fit this model ({detail})")
-    module.load_state_dict(state, strict=True)
 
 
 def _from_open_clip(source: ModelSource) -> RadCLIP:
