@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +25,7 @@ Pooling = Literal["attention", "mean", "max"]
 Profile = Literal["radiology-3window", "clip"]
 PROFILES: tuple[Profile, ...] = ("radiology-3window", "clip")
 DEFAULT_PROFILE: Profile = "radiology-3window"
+MAX_IMAGE_SIZE = 4096  # model input side in pixels: far above any CLIP (a hostile config could ask for 10^6)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,21 @@ class PreprocessConfig:
             raise ConfigError(f"ct_windows needs 3 (centre, width) pairs, got {len(self.ct_windows)}")
         if self.n_slices < 1:
             raise ConfigError(f"n_slices must be >= 1, got {self.n_slices}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be <= {MAX_IMAGE_SIZE}, got {self.image_size}")
+        _check_normalisation(self.mean, self.std)
+
+
+def _check_normalisation(mean: Any, std: Any) -> None:
+    """Three finite means and three finite, positive stds: a zero std (a hostile or broken model config) would
+    turn every embedding into NaN without an error."""
+    try:
+        ok = len(mean) == len(std) == 3 and all(math.isfinite(float(v)) for v in (*mean, *std))
+        ok = ok and all(float(v) > 0 for v in std)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"mean and std must be 3 finite numbers each, std > 0; got mean {mean!r}, std {std!r}"[:300])
 
     def canonical_dict(self) -> dict[str, Any]:
         """The form that is hashed. The default profile is left out so that hashes and fingerprints of configs
