@@ -314,6 +314,16 @@ def test_a_destination_that_is_not_a_pulled_model_is_never_replaced(tiny, tmp_pa
     proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--to", str(folder))
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "not a model directory" in proc.stderr
     assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "keep me"
+    # a model an earlier import made, with the user's own file put beside it: refused too, the file kept
+    model = tmp_path / "model"
+    env = env_for(tmp_path, None)
+    assert cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu").returncode == 0
+    (model / "my_notes.txt").write_text("mine")
+    again = cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu")
+    assert again.returncode == 1 and "also holds files that are not the model's (my_notes.txt)" in again.stderr
+    assert (model / "my_notes.txt").read_text() == "mine"
+    here = cli(env, "models", "import", str(weights), "--to", ".", "--quick-gelu")  # the current folder, by name
+    assert here.returncode == 1 and "not a model directory" in here.stderr and "ValueError" not in here.stderr
 
 
 def test_the_real_radclip_layout_is_recognised_as_radclip_vit_l_14():

@@ -41,6 +41,18 @@ class AdapterConfig:
     init_std: float = 0.02  # norm of the CLS correction at init (relative to a unit slice mean): ~ mean pooling
 
 
+def _check_normalisation(mean: Any, std: Any) -> None:
+    """Three finite means and three finite, positive stds: a zero std (a hostile or broken model config) would
+    turn every embedding into NaN without an error."""
+    try:
+        ok = len(mean) == len(std) == 3 and all(math.isfinite(float(v)) for v in (*mean, *std))
+        ok = ok and all(float(v) > 0 for v in std)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"mean and std must be 3 finite numbers each, std > 0; got mean {mean!r}, std {std!r}"[:300])
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How pixels become model input. Hashed into every shard (see `config_hash`)."""
@@ -68,18 +80,6 @@ class PreprocessConfig:
         if self.image_size > MAX_IMAGE_SIZE:
             raise ConfigError(f"image_size must be <= {MAX_IMAGE_SIZE}, got {self.image_size}")
         _check_normalisation(self.mean, self.std)
-
-
-def _check_normalisation(mean: Any, std: Any) -> None:
-    """Three finite means and three finite, positive stds: a zero std (a hostile or broken model config) would
-    turn every embedding into NaN without an error."""
-    try:
-        ok = len(mean) == len(std) == 3 and all(math.isfinite(float(v)) for v in (*mean, *std))
-        ok = ok and all(float(v) > 0 for v in std)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"mean and std must be 3 finite numbers each, std > 0; got mean {mean!r}, std {std!r}"[:300])
 
     def canonical_dict(self) -> dict[str, Any]:
         """The form that is hashed. The default profile is left out so that hashes and fingerprints of configs

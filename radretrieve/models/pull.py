@@ -33,6 +33,8 @@ HEX_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # an ETag the hub sends
 CONFIG_MAX_BYTES = 1 << 20  # an open_clip_config.json is a few kB
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 RADCLIP_ARCH = "radclip-vit-l-14"  # the registry config of RadCLIP's release
+# what a pull or import writes into a model directory (radretrieve.models.radclip.RadCLIP.save + provenance)
+MODEL_DIR_ENTRIES = frozenset({"config.json", "model.safetensors", "provenance.json", "hf_text"})
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -80,7 +82,7 @@ def pull(name: str, dest: Path | None = None, revision: str | None = None) -> Re
     """Download catalog entry `name`, verify, convert into `dest` (default `models_home()/ENTRY`, where ENTRY is
     the catalog name, or `ORG--REPO` for `hf-hub:ORG/REPO`: one folder level, as `radretrieve models` lists)."""
     entry = get_published(name)
-    dest = Path(dest).expanduser() if dest is not None else models_home() / entry.name
+    dest = Path(os.path.abspath(Path(dest).expanduser())) if dest is not None else models_home() / entry.name
     check_destination(dest)
     _check_reachable(entry.repo, entry.weights[0], revision)
     config, text = None, TextModel({}, {})
@@ -131,7 +133,7 @@ def import_file(
     name = name or _name_from_file(path)
     if not NAME.match(name):
         raise ConfigError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
-    dest = Path(dest).expanduser() if dest is not None else models_home() / name
+    dest = Path(os.path.abspath(Path(dest).expanduser())) if dest is not None else models_home() / name
     check_destination(dest)
     digest = f"sha256:{file_sha256(path)}"
     if _holds(dest, path.name, digest):
@@ -188,6 +190,10 @@ def check_destination(dest: Path) -> None:
         kind = "unknown"
     if kind not in ("pulled", "imported"):
         raise ConfigError(f"{dest}: holds a model that was not pulled or imported ({kind}); give another --to")
+    others = sorted(p.name for p in dest.iterdir() if p.name not in MODEL_DIR_ENTRIES)
+    if others:  # the user's own files beside an earlier pull: replacing the folder would delete them
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise ConfigError(f"{dest}: also holds files that are not the model's ({shown}); move them or use another --to")
 
 
 def _adapter_note() -> str:
