@@ -66,6 +66,7 @@ CLI = [sys.executable, "-m", "radretrieve"]
 def test_offline_pretrained_tag_and_hub_id_fail_with_one_line_through_the_cli(tmp_path, hub_offline):
     arch = tmp_path / "arch"
     arch.mkdir()
+    (arch / "notes.txt").write_text("a file: an empty folder is refused before the model loads\n")
     for model in (["--model", "ViT-B-16", "--weights", "openai"], ["--model", "hf-hub:org/some-model"]):
         proc = _offline([*CLI, "index", str(arch), "--out", str(tmp_path / "out"), *model], tmp_path, **hub_offline)
         assert proc.returncode == 1, proc.stderr
@@ -78,6 +79,7 @@ def test_offline_pretrained_tag_and_hub_id_fail_with_one_line_through_the_cli(tm
 def test_a_wrong_tag_is_not_reported_as_a_download_failure(tmp_path):
     arch = tmp_path / "arch"
     arch.mkdir()
+    (arch / "notes.txt").write_text("a file: an empty folder is refused before the model loads\n")
     cmd = [*CLI, "index", str(arch), "--out", str(tmp_path / "out"), "--model", "ViT-B-16", "--weights", "no-such-tag"]
     proc = _offline(cmd, tmp_path)
     assert proc.returncode == 1
