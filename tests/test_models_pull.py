@@ -185,6 +185,12 @@ def test_second_pull_is_served_from_the_cache_offline_works_after_a_pull_and_the
     assert pulled["size_bytes"] == sum(f.stat().st_size for f in Path(pulled["path"]).iterdir()) > 0
     again = cli(env, "models", "pull", "radclip")
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stderr
+    weights = Path(pulled["path"]) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-16:] = bytes(16)  # a damaged copy: same record, other tensor bytes
+    weights.write_bytes(bytes(data))
+    repaired = cli(env, "models", "pull", "radclip")
+    assert repaired.returncode == 0 and "nothing changed" not in repaired.stdout, repaired.stderr
     other = cli(env, "models", "pull", "radclip", "--to", str(tmp_path / "copy"))
     assert other.returncode == 0 and model_dir(other.stdout) == tmp_path / "copy"
     assert len(hub.gets(RADCLIP_FILE)) == 1  # one download; the rest came from the cache

@@ -217,7 +217,15 @@ def _holds(dest: Path, origin: str, digest: str) -> bool:
         prov = read_provenance(dest)
     except ModelLoadError:
         return False
-    return prov.digest == digest and prov.origin == origin
+    if prov.digest != digest or prov.origin != origin:
+        return False
+    from radretrieve.models.loading import load_model_dir
+
+    try:  # the record alone does not say the copy is whole: its fingerprint check does (a damaged one is redone)
+        load_model_dir(dest)
+    except ModelLoadError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- download
