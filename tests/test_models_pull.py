@@ -328,6 +328,14 @@ def test_a_destination_that_is_not_a_pulled_model_is_never_replaced(tiny, tmp_pa
     again = cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu")
     assert again.returncode == 1 and "also holds files that are not the model's (my_notes.txt)" in again.stderr
     assert (model / "my_notes.txt").read_text() == "mine"
+    dead = tmp_path / ".model.999999999-0123abcd.tmp"  # a temp folder of an import killed mid-write (no such pid)
+    alive = tmp_path / f".model.{os.getpid()}-0123abcd.tmp"  # one whose writer still runs
+    other = tmp_path / ".notes.999999999-0123abcd.tmp"  # a dead temp of another name: not the import's to remove
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    assert cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu").returncode == 1
+    assert not dead.exists() and alive.exists() and other.exists()
     here = cli(env, "models", "import", str(weights), "--to", ".", "--quick-gelu")  # the current folder, by name
     assert here.returncode == 1 and "not a model directory" in here.stderr and "ValueError" not in here.stderr
 

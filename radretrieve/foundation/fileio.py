@@ -190,19 +190,24 @@ def file_sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def remove_stale_temps(folder: Path, recursive: bool = True, only_dead: bool = False) -> list[Path]:
+def remove_stale_temps(
+    folder: Path, recursive: bool = True, only_dead: bool = False, of: str | None = None
+) -> list[Path]:
     """Remove temp files under `folder` left by killed writers; returns what was removed.
 
     A caller that holds the folder's writer lock knows no other writer is active and removes them all;
-    `only_dead` keeps temps whose writer process is still alive (for folders without a lock).
+    `only_dead` keeps temps whose writer process is still alive (for folders without a lock). `of`: only the
+    temps of that one name (a folder shared with files that are not ours).
     """
+    import glob
+    import shutil
+
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    import shutil
-
     removed = []
-    found = folder.rglob(f".*{TMP_SUFFIX}") if recursive else folder.glob(f".*{TMP_SUFFIX}")
+    pattern = f".{glob.escape(of)}.*{TMP_SUFFIX}" if of is not None else f".*{TMP_SUFFIX}"
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
     for path in sorted(found, key=lambda p: len(p.parts)):  # outer temp folders before what they hold
         owner = temp_owner(path)
         if owner is None or (only_dead and _alive(owner)) or not path.exists():

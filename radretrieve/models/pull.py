@@ -175,7 +175,11 @@ def _import_config(
 
 def check_destination(dest: Path) -> None:
     """A pull or import replaces its destination whole: only a model directory that a pull or import made, or
-    an empty folder, may be replaced (never a folder of other files, nor a model trained here)."""
+    an empty folder, may be replaced (never a folder of other files, nor a model trained here). Temp folders of
+    this destination left by a pull or import killed while writing it are removed first."""
+    from radretrieve.foundation.fileio import remove_stale_temps
+
+    remove_stale_temps(dest.parent, recursive=False, only_dead=True, of=dest.name)
     if not dest.exists():
         return
     if dest.is_dir() and not any(dest.iterdir()):
