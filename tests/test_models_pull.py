@@ -423,10 +423,18 @@ def test_a_hub_config_far_larger_than_its_weights_is_refused_without_allocating_
     assert "weights do not fit this model" in line and "wrong shape" in line, proc.stderr
 
 
-@pytest.mark.parametrize("pre", [{"std": [0, 0, 0]}, {"mean": [0.5, "nan", 0.5]}, {"std": [0.2, 0.2]}])
-def test_a_hub_preprocessing_config_that_would_give_nan_embeddings_is_refused(hub, tiny, tmp_path, pre):
+@pytest.mark.parametrize("pre", [{"mean": [0.5, "nan", 0.5]}, {"std": [0.2, 0.2]}, {"std": [0.2, -1, 0.2]}])
+def test_a_normalisation_that_would_give_nan_embeddings_is_refused(pre):
+    from radretrieve.foundation.config import PreprocessConfig
+    from radretrieve.foundation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mean and std must be 3 finite numbers each, std > 0"):
+        PreprocessConfig(**{k: tuple(v) for k, v in pre.items()})
+
+
+def test_a_hub_preprocessing_config_that_would_give_nan_embeddings_is_refused(hub, tiny, tmp_path):
     config = json.loads(tiny["oc_files"]["open_clip_config.json"])
-    config["preprocess_cfg"] |= pre
+    config["preprocess_cfg"] |= {"std": [0, 0, 0]}
     hub.add("test/bad-std", "open_clip_config.json", json.dumps(config).encode())
     hub.add("test/bad-std", "open_clip_model.safetensors", tiny["oc_files"]["open_clip_model.safetensors"])
     proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/bad-std")
