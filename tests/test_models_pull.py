@@ -378,19 +378,24 @@ def _limited_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
-def test_a_stray_block_number_is_refused_before_a_model_of_that_many_blocks_is_built(tiny, tmp_path):
-    state = torch.load(io.BytesIO(tiny["hf_bytes"]), weights_only=True)
-    state["vision_model.encoder.layers.50000.layer_norm1.weight"] = torch.ones(128)
-    weights = tmp_path / "RadCLIP.pth"
-    torch.save(state, weights)
-    proc = subprocess.run(
-        [sys.executable, "-m", "radretrieve", "models", "import", str(weights), "--quick-gelu"],
-        env=env_for(tmp_path, None),
+def cli_limited(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`cli` with a 6 GiB address-space limit (`_limited_memory`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "radretrieve", *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,
         preexec_fn=_limited_memory,
     )
+
+
+def test_a_stray_block_number_is_refused_before_a_model_of_that_many_blocks_is_built(tiny, tmp_path):
+    state = torch.load(io.BytesIO(tiny["hf_bytes"]), weights_only=True)
+    state["vision_model.encoder.layers.50000.layer_norm1.weight"] = torch.ones(128)
+    weights = tmp_path / "RadCLIP.pth"
+    torch.save(state, weights)
+    proc = cli_limited(env_for(tmp_path, None), "models", "import", str(weights), "--quick-gelu")
     assert proc.returncode == 1
     assert error_lines(proc) == [
         f"error: {weights}: the blocks visual.transformer.resblocks.N are not numbered 0..n-1 without a gap"
@@ -403,14 +408,7 @@ def test_a_hub_config_far_larger_than_its_weights_is_refused_without_allocating_
     config["model_cfg"]["vision_cfg"] |= {"width": 4096, "layers": 48}  # about 40 GB of float32 weights
     hub.add("test/huge-config", "open_clip_config.json", json.dumps(config).encode())
     hub.add("test/huge-config", "open_clip_model.safetensors", tiny["oc_files"]["open_clip_model.safetensors"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "radretrieve", "models", "pull", "hf-hub:test/huge-config"],
-        env=env_for(tmp_path, hub),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        preexec_fn=_limited_memory,
-    )
+    proc = cli_limited(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/huge-config")
     assert proc.returncode == 1
     (line,) = error_lines(proc)
     assert "weights do not fit this model" in line and "wrong shape" in line, proc.stderr
