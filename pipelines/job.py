@@ -23,7 +23,7 @@ from pipelines.outdir_open import open_out_dir
 from pipelines.plan import Task, indexed_ids, make_plan
 from pipelines.preflight import check_archive, nothing_indexable, remove_new_out_dir
 from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
-from pipelines.scan import scan_archive, scan_dicomweb
+from pipelines.scan import scan_archive, scan_remote
 from pipelines.sync import SeriesSync, indexed_series
 from pipelines.writer import ShardWriter, write_scan_errors
 from radretrieve.archive.anonymise import PathHasher, anonymise_scan
@@ -213,7 +213,7 @@ def _run_job(
         if isinstance(archive, RemoteArchive):
             done_series = indexed_series(out_dir, options.retry_errors)
             log_paths = not options.anonymise_paths
-            result, listed = scan_dicomweb(archive, readers, done_series, log_paths, options.policy)
+            result, listed = scan_remote(archive, readers, done_series, log_paths, options.policy)
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelines.readers import ReaderPool, Window, ordered_map, run_alone
 from radretrieve.archive import ScanResult, scan
-from radretrieve.archive.scanner import FileScan, file_format
+from radretrieve.archive.scanner import DEFAULT_POLICY, FileScan, file_format
 
 SCAN_CHUNK = 64  # files per round trip to a reader
 CRASH_REASON = "the reader process died reading its header, twice"
@@ -59,27 +59,23 @@ def scan_archive(archive: Path, pool: ReaderPool | None, **options: Any) -> Scan
     return scan(Path(archive), map_fn=pool_map(pool) if pool is not None else map, **options)
 
 
-def scan_dicomweb(
+def scan_remote(
     source: Any, pool: ReaderPool | None, done_series: set[str], log_paths: bool = True, policy: Any = None
 ) -> tuple[ScanResult, list[Any]]:
-    """List a DICOMweb server's series (QIDO-RS, here) and scan the metadata of those not in `done_series`
-    (WADO-RS, in `pool`, a bounded number of series in flight). Returns the scan and every listed series."""
-    from radretrieve.archive.dicomweb.listing import list_series
-    from radretrieve.archive.dicomweb.scan import assemble_series, scan_series
-    from radretrieve.archive.dicomweb.scratch import remove_stale
-
-    remove_stale()  # scratch copies (patient headers) of a reader or job killed before it could remove them
-    listed = list_series(source)  # UIDs checked; studies that could not be listed are error records
+    """List a server's series (here) and scan the headers of those not in `done_series` (in `pool`, a bounded
+    number of series in flight). `source` is any `radretrieve.archive.records.RemoteArchive` (DICOMweb,
+    DIMSE). Returns the scan and every listed series."""
+    source.remove_stale()
+    listed = source.list_series()  # UIDs checked; studies that could not be listed are error records
     refs = list(listed.refs)
     todo = [ref for ref in refs if ref.series_uid not in done_series]
-    fn = functools.partial(scan_series, source)
     if pool is None:
-        scans: Iterable[Any] = map(fn, todo)
+        scans: Iterable[Any] = map(source.scan_series, todo)
     else:
         window = Window(budget=4 * pool.workers, min_items=2 * pool.workers)
-        scans = ordered_map(pool, fn, todo, window, _crashed_series)
-    options = {"policy": policy} if policy is not None else {}
-    return assemble_series(source, scans, log_paths, listing_errors=listed.errors, **options), refs
+        scans = ordered_map(pool, source.scan_series, todo, window, _crashed_series)
+    result = source.assemble(scans, log_paths, policy if policy is not None else DEFAULT_POLICY, listed.errors)
+    return result, refs
 
 
 def _crashed_series(ref: Any) -> Any:

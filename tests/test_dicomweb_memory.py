@@ -116,7 +116,7 @@ def test_a_reader_killed_mid_fetch_leaves_no_scratch_after_the_next_start(tmp_pa
     """A reader SIGKILLed while an instance trickles in (three others, whole DICOM files with patient headers,
     are on disk): its private folder is left, and the next DICOMweb job removes it at its start; the folder of
     a live process is kept."""
-    from pipelines.scan import scan_dicomweb
+    from pipelines.scan import scan_remote
     from radretrieve.archive.dicomweb import Retry, parse_source
     from radretrieve.archive.dicomweb.scratch import PREFIX
     from radretrieve.testing.dicom import write_ct_series
@@ -145,7 +145,7 @@ def test_a_reader_killed_mid_fetch_leaves_no_scratch_after_the_next_start(tmp_pa
         live = scratch / f"{PREFIX}{os.getpid()}-live"  # a folder of a process still running: not stale
         live.mkdir()
         source = parse_source(server.dicomweb_url, retry=Retry(tries=1))
-        _with_tmpdir(scratch, lambda: scan_dicomweb(source, None, set()))
+        _with_tmpdir(scratch, lambda: scan_remote(source, None, set()))
     assert [p.name for p in scratch.iterdir()] == [live.name]
 
 

@@ -136,7 +136,9 @@ class Study:
 
 @runtime_checkable
 class RemoteArchive(Protocol):
-    """An archive on a server (radretrieve.archive.dicomweb.DicomWebSource): items are fetched, then decoded."""
+    """An archive on a server (radretrieve.archive.dicomweb.DicomWebSource): series are listed, their headers
+    scanned, and items fetched, then decoded. The pipeline drives every kind of server through these methods
+    alone (pipelines.scan.scan_remote), so a new protocol is one new source class."""
 
     @property
     def display(self) -> str:
@@ -145,6 +147,24 @@ class RemoteArchive(Protocol):
 
     def read_item(self, item: Item, cfg: Any) -> Decoded:
         """Fetch and decode one item (raises ArchiveError, stage `fetch` when the server fails for good)."""
+        ...
+
+    def list_series(self) -> Any:
+        """Every series the server lists (a `ListedSeries`: refs with checked UIDs, and error records for what
+        could not be listed); raises RadRetrieveError when the server cannot be listed at all."""
+        ...
+
+    def scan_series(self, ref: Any) -> Any:
+        """The headers of one listed series (a `SeriesScan`); never raises for a server failure. Runs in a
+        reader process or on a cluster worker, so the source must pickle."""
+        ...
+
+    def assemble(self, scans: Any, log_paths: bool, policy: Any, listing_errors: Any) -> ScanResult:
+        """One ScanResult from scanned series, with the folder scanner's grouping, selection and redaction."""
+        ...
+
+    def remove_stale(self) -> None:
+        """Remove what readers of this kind of source killed earlier left on disk (scratch copies)."""
         ...
 
 

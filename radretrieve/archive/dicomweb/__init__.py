@@ -4,7 +4,7 @@
 folder: each instance's metadata is scanned as a header-only file (`scan`), so items, item ids (from the
 UIDs), series grouping and every selection rule are the folder scan's; each item's instances are fetched to
 temporary files and decoded by `radretrieve.archive.read_item` (`fetch`). This package only reads; the
-pipeline (`pipelines.scan.scan_dicomweb`, `pipelines.job`) runs the fetches in its reader processes and
+pipeline (`pipelines.scan.scan_remote`, `pipelines.job`) runs the fetches in its reader processes and
 skips series already indexed (incremental sync by Series Instance UID).
 """
 

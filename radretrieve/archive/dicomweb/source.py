@@ -103,6 +103,30 @@ class DicomWebSource:
 
         return read_remote_item(self, item, cfg)
 
+    def list_series(self) -> Any:
+        """QIDO-RS: every series listed (`radretrieve.archive.dicomweb.listing.list_series`)."""
+        from radretrieve.archive.dicomweb.listing import list_series
+
+        return list_series(self)
+
+    def scan_series(self, ref: Any) -> Any:
+        """WADO-RS metadata of one series, scanned as header-only files (`dicomweb.scan.scan_series`)."""
+        from radretrieve.archive.dicomweb.scan import scan_series
+
+        return scan_series(self, ref)
+
+    def assemble(self, scans: Any, log_paths: bool, policy: Any, listing_errors: Any) -> Any:
+        """The scanned series as one ScanResult (`dicomweb.scan.assemble_series`)."""
+        from radretrieve.archive.dicomweb.scan import assemble_series
+
+        return assemble_series(self, scans, log_paths, policy, listing_errors)
+
+    def remove_stale(self) -> None:
+        """Scratch copies (patient headers) of a reader or job killed before it could remove them."""
+        from radretrieve.archive.dicomweb.scratch import remove_stale
+
+        remove_stale()
+
 
 def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, lower-case host, port with the scheme's default filled in) of an http(s) URL."""
