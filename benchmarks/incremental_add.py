@@ -20,6 +20,7 @@ load: never pass/fail.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default: results/incremental_add.json)")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")  # the builds' phases, as they go
     add = args.add or max(1, args.n // 100)
     with tempfile.TemporaryDirectory(prefix="incremental_add-", dir=args.work) as tmp:
         result = run(args.n, args.dim, add, args.max_memory_mb << 20, args.queries, Path(tmp))
