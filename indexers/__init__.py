@@ -8,8 +8,9 @@ Public API (faiss is imported lazily inside the functions, so importing this pac
 
 OUT/index/ holds one .faiss file per target (volumes.faiss, reports.faiss), index.json, and for IVF-PQ
 a re-rank store of memory-mapped segments, one per build or add (<target>.vectors.NNNNN.f32.npy or .f16.npy
-+ <target>.vectors.NNNNN.ids.npy; indexers/store.py). Flat search and re-ranking run in torch where CUDA is
-present and faiss has no GPU (indexers/torch_exact.py).
++ <target>.vectors.NNNNN.ids.npy; indexers/store.py), and for every ANN index its tuning queries with their
+exact neighbours (<target>.truth.npz; indexers/truth.py), which nightly adds update instead of recomputing.
+Flat search and re-ranking run in torch where CUDA is present and faiss has no GPU (indexers/torch_exact.py).
 """
 
 from __future__ import annotations

@@ -43,17 +43,34 @@ def _rerank_pool() -> ThreadPoolExecutor:
     return _pool(max(1, faiss.omp_get_max_threads()), os.getpid())
 
 
-def faiss_params(plan: IndexPlan, params: SearchParams, k: int) -> Any:
-    """A fresh faiss SearchParameters object for this call (None for flat)."""
+def faiss_params(plan: IndexPlan, params: SearchParams, k: int, exclude: Any = None) -> Any:
+    """A fresh faiss SearchParameters object for this call (None for flat without `exclude`).
+
+    `exclude`: a faiss IDSelector of ids to leave out of the results (`excluding`); the caller keeps it
+    alive for the search (faiss holds a bare pointer)."""
     import faiss
 
+    extra = {"sel": exclude} if exclude is not None else {}
     if plan.index_type in ("ivf_flat", "ivf_pq"):
         nprobe = min(params.nprobe or 1, plan.nlist)
-        return faiss.SearchParametersIVF(nprobe=nprobe)
+        return faiss.SearchParametersIVF(nprobe=nprobe, **extra)
     if plan.index_type == "hnsw":
         # efSearch below k would silently return fewer than k results
-        return faiss.SearchParametersHNSW(efSearch=max(params.ef_search or 16, k))
-    return None
+        return faiss.SearchParametersHNSW(efSearch=max(params.ef_search or 16, k), **extra)
+    return faiss.SearchParameters(**extra) if extra else None
+
+
+def excluding(ids: np.ndarray | None) -> Any:
+    """A faiss selector of every id but `ids` int64[m] (None when there are none): measuring recall on stored
+    tuning queries that are in the index (indexers/truth.py) without them finding themselves."""
+    import faiss
+
+    if ids is None or len(ids) == 0:
+        return None
+    batch = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+    selector = faiss.IDSelectorNot(batch)
+    selector.referenced = batch  # the Not selector holds a bare pointer to the batch
+    return selector
 
 
 class AnnIndex:
@@ -137,11 +154,14 @@ class AnnIndex:
             return np.empty((0, self.plan.dim), np.float32)
         return np.asarray(self.cpu.reconstruct_batch(ids), dtype=np.float32)
 
-    def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, params: SearchParams | None = None, exclude: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product.
 
         queries: float32[Q, D]. Returns (scores float32[Q, k], ids int64[Q, k]); rows with fewer than k
-        results are padded with score -inf and id -1 (callers drop them).
+        results are padded with score -inf and id -1 (callers drop them). `exclude` (a selector from
+        `excluding`, for tuning) leaves ids out; such a search runs on the CPU copy.
         """
         p = self.params.merged(params)
         # GPU limits are the caller's to enforce on user input (Searcher); internal requests beyond them
@@ -153,7 +173,7 @@ class AnnIndex:
         can = self.store is not None or self.fetch is not None
         rerank = self.plan.index_type == "ivf_pq" and p.rerank > 1 and can
         fetch_k = min(k * p.rerank if rerank else k, self.ntotal)
-        scores, ids = self._raw_search(q, fetch_k, p)
+        scores, ids = self._raw_search(q, fetch_k, p) if exclude is None else self._cpu_search(q, fetch_k, p, exclude)
         if rerank:
             scores, ids = self._rerank(q, ids, k)
         return _pad(scores, ids, k)
@@ -168,6 +188,10 @@ class AnnIndex:
                 return scores, pos
             return scores, np.where(pos >= 0, self._gpu_ids[np.maximum(pos, 0)], -1)
         # CPU: the default, and the fallback for requests beyond the GPU limits
+        return self._cpu_search(q, k, p)
+
+    def _cpu_search(self, q: np.ndarray, k: int, p: SearchParams, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        fp = faiss_params(self.plan, p, k, exclude)
         if fp is None:
             return self.cpu.search(q, k)
         return self.cpu.search(q, k, params=fp)

@@ -12,7 +12,14 @@ For each target (items = image + volume rows, reports = report rows):
    as they are);
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
-4. write the .faiss file atomically, then index.json (with `BuildStats`: phase times, batches streamed).
+4. write the .faiss file atomically, the tuning queries with their exact neighbours (indexers/truth.py),
+   then index.json (with `BuildStats`: phase times, batches streamed, what an add did).
+
+An add streams only the new shards: into the index and the store, and past the stored tuning queries to
+update their exact neighbours; it then measures recall on the stored queries with the current search
+params and re-tunes (on the same queries, no pass over the old shards) only when recall fell below the
+target. It hashes only what it reads in full (the new shards, the .faiss file, the stored truth); the
+old shards and store segments get size checks (`radretrieve verify` hashes everything).
 
 Memory is the index plus one batch (`batch_rows_for`: set by the budget, not the row count) plus the
 training sample; nothing holds all vectors.
@@ -25,7 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from indexers import checks
-from indexers.ann import AnnIndex
-from indexers.holdout import HeldOut, cross_queries, hold_out, query_truths
+from indexers import truth as stored_truth
+from indexers.ann import AnnIndex, excluding
+from indexers.holdout import HeldOut, cross_queries, hold_out
 from indexers.meta import (
     TARGETS,
     IndexInfo,
@@ -60,13 +68,14 @@ from indexers.plan import (
 )
 from indexers.store import StoreInfo, StoreWriter, VectorStore, resolve_dtype
 from indexers.stream import StreamStats, add_shards, count_rows, sample_rows, shard_dtypes
-from indexers.tune import RECALL_K, QuerySet, tune_sets
+from indexers.tune import QuerySet, measure_sets, tune_sets
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, remove_stale_temps
 from radretrieve.foundation.lock import writer_lock
 from radretrieve.outdir.layout import INDEX_DIR
 from radretrieve.outdir.manifest import Manifest, read_manifest
-from radretrieve.outdir.verify import check_shards
+from radretrieve.outdir.shards import iter_embeddings
+from radretrieve.outdir.verify import REPAIR_HINT, DamagedFile, check_shards, shard_problem
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +111,7 @@ class BuildStats:
     train_rows: int = 0  # vectors the index was trained on
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
     stream: StreamStats = field(default_factory=StreamStats)  # the passes that fill the index and sample
+    add: dict[str, Any] = field(default_factory=dict)  # what an incremental add did (AddReport.to_json)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -112,7 +122,8 @@ class BuildStats:
 
     def to_json(self) -> dict[str, object]:
         stream = self.stream.to_json()
-        return {"batch_rows": self.batch_rows, "train_rows": self.train_rows, "seconds": self.seconds, "stream": stream}
+        out = {"batch_rows": self.batch_rows, "train_rows": self.train_rows, "seconds": self.seconds, "stream": stream}
+        return out | ({"add": self.add} if self.add else {})
 
 
 def new_index(plan: IndexPlan, train: np.ndarray | None) -> Any:
@@ -155,7 +166,7 @@ def write_faiss(index: Any, path: Path) -> None:
 
 
 def _update_mode(existing: IndexInfo | None, manifest: Manifest, wanted: IndexPlan, path: Path) -> str:
-    """'rebuild', 'add' (new shards only) or 'keep' for an existing index entry."""
+    """'rebuild', 'add' (new shards only; also a stored truth to recompute) or 'keep' for an existing entry."""
     if existing is None or existing.fingerprint != manifest.fingerprint or not path.is_file():
         return "rebuild"
     current = {json.dumps(shard_key(s), sort_keys=True) for s in manifest.shards}
@@ -164,62 +175,136 @@ def _update_mode(existing: IndexInfo | None, manifest: Manifest, wanted: IndexPl
         return "rebuild"
     if existing.plan.index_type == "ivf_pq" and not _store_ok(path.parent, existing):
         return "rebuild"  # IVF-PQ without a usable re-rank store (older build, or a crash mid-write)
-    damaged = checks.failing(path.parent, existing.checks, existing.files)
+    # the .faiss file is read in full: hashed; the store segments stay as they are: size (and mtime)
+    store_files = existing.store.files if existing.store is not None else ()
+    damaged = checks.failing(path.parent, existing.checks, (existing.file,), store_files)
     if damaged is not None:
         log.warning("%s index: %s; rebuilding it", existing.name, damaged)
         return "rebuild"
     if indexed == current:
-        return "keep"
+        # a damaged stored truth is recomputed (an "add" of nothing); the index itself stays
+        return "add" if _truth_problem(path.parent, existing) not in (None, "missing") else "keep"
     return "rebuild" if needs_rebuild(existing.plan, wanted) else "add"
 
 
+def _truth_problem(folder: Path, info: IndexInfo) -> str | None:
+    """Why the stored truth of `info` cannot be used ("missing" when it has none), or None."""
+    if info.truth is None or not (folder / info.truth).is_file():
+        return "missing"
+    found = checks.problem(folder / info.truth, info.checks.get(info.truth), full=True)
+    return None if found is None else f"{info.truth}: {found}"
+
+
 def build_target(
-    out_dir: Path, manifest: Manifest, tgt: Target, config: BuildConfig, existing: IndexInfo | None
+    out_dir: Path,
+    manifest: Manifest,
+    tgt: Target,
+    config: BuildConfig,
+    existing: IndexInfo | None,
+    verified: set[str] | None = None,
 ) -> IndexInfo:
-    """Build or grow one target's index and return its index.json entry (the .faiss file is written)."""
+    """Build or grow one target's index and return its index.json entry (the .faiss file is written).
+
+    `verified`: shard files already hashed by this run (shared between targets, grown here)."""
     import faiss
 
     start = time.perf_counter()
+    verified = verified if verified is not None else set()
     path = index_dir(out_dir) / tgt.file
     total = count_rows(out_dir, manifest.shards, tgt.kinds)
     wanted = choose_plan(
         total, manifest.dim, config.max_memory, config.exact_threshold, config.index_type, config.coarse
     )
     mode = "rebuild" if config.rebuild else _update_mode(existing, manifest, wanted, path)
-    batch_rows = batch_rows_for(config, manifest.dim)
-    stats = BuildStats(tgt.name, batch_rows)
+    stats = BuildStats(tgt.name, batch_rows_for(config, manifest.dim))
     if mode == "keep" and existing is not None:
         return existing
-    index = faiss.read_index(str(path)) if mode == "add" else None
+    with stats.phase("read"):
+        index = faiss.read_index(str(path)) if mode == "add" else None
     if index is not None and existing is not None and index.ntotal == existing.count:
-        plan, base, new_rows = existing.plan, existing.store, total - existing.count
-        files: set[str] | None = {s.file for s in manifest.shards} - {s["file"] for s in existing.shards}
-    else:  # fresh build; also when the file disagrees with index.json (a crash between the two writes)
-        mode, plan, base, new_rows, files = "rebuild", wanted, None, total, None
-        log.info("%s: building %s for %d vectors in batches of %d rows", tgt.name, plan.factory, total, batch_rows)
-        with stats.phase("sample"):
-            train = _training_sample(out_dir, tgt, plan, config, total, batch_rows, stats.stream)
-        stats.train_rows = 0 if train is None else len(train)
-        with stats.phase("train"):
-            index = new_index(plan, train)
-        del train
+        return _add(out_dir, manifest, tgt, config, existing, index, total, stats, verified, start)
+    # a fresh build; also when the file disagrees with index.json (a crash between the two writes)
+    return _rebuild(out_dir, manifest, tgt, config, existing, wanted, total, stats, verified, start)
+
+
+def _rebuild(
+    out_dir: Path,
+    manifest: Manifest,
+    tgt: Target,
+    config: BuildConfig,
+    existing: IndexInfo | None,
+    plan: IndexPlan,
+    total: int,
+    stats: BuildStats,
+    verified: set[str],
+    start: float,
+) -> IndexInfo:
+    """Build `tgt`'s index from every shard: sample, train, hold out, fill, tune, store the truth, write."""
+    batch_rows = stats.batch_rows
+    stats.seconds.pop("read", None)
+    with stats.phase("verify"):
+        verify_shards(out_dir, manifest, {s.file for s in manifest.shards}, verified)
+    log.info("%s: building %s for %d vectors in batches of %d rows", tgt.name, plan.factory, total, batch_rows)
+    with stats.phase("sample"):
+        train = _training_sample(out_dir, tgt, plan, config, total, batch_rows, stats.stream)
+    stats.train_rows = 0 if train is None else len(train)
+    with stats.phase("train"):
+        index = new_index(plan, train)
+    del train
     with stats.phase("hold_out"):
-        held = _hold_out(out_dir, tgt, plan, config, new_rows, batch_rows, files)
+        held = _hold_out(out_dir, tgt, plan, config, total, batch_rows, None)
     with stats.phase("add"):
-        store_info = _fill(index, out_dir, tgt, plan, config, manifest, new_rows, base, held, files, stats)
-    _drop_old_store(path.parent, existing, store_info)
+        store_info = _fill(index, out_dir, tgt, plan, config, manifest, total, None, held, None, stats)
+    _drop_old_store(index_dir(out_dir), existing, store_info)
     _coarse_ef(index, plan, COARSE_EF_SEARCH)
     with stats.phase("tune"):
         tuned = _tune(out_dir, manifest, tgt, plan, index, config, held, batch_rows, store_info)
-    if tuned is None:  # an add without new rows of this kind: the index holds what it did, its params hold
-        tuned = _kept(existing) if mode == "add" and existing is not None else (SearchParams(), 1.0, {})
-    params, recall, by_query = tuned
+    params, recall, by_query, truth = tuned if tuned is not None else (SearchParams(), 1.0, {}, None)
     if len(held):
         index.add_with_ids(held.vectors, held.ids)
-    log.info("%s: %s (%s) holds %d vectors", tgt.name, plan.factory, mode, index.ntotal)
+    log.info("%s: %s (rebuild) holds %d vectors", tgt.name, plan.factory, index.ntotal)
+    written = _write(index, out_dir, tgt, truth, existing, stats)
+    info = _info(out_dir, manifest, tgt, plan, index, params, recall, by_query, store_info, written, None, start)
+    return replace(info, recall_queries=len(held), build=stats.to_json())
+
+
+def _write(
+    index: Any,
+    out_dir: Path,
+    tgt: Target,
+    truth: stored_truth.StoredTruth | None,
+    existing: IndexInfo | None,
+    stats: BuildStats,
+) -> str | None:
+    """Write the .faiss file and the stored truth (dropping an old truth file when there is none now)."""
+    folder = index_dir(out_dir)
     with stats.phase("write"):
-        write_faiss(index, path)
-    files = (tgt.file,) + (store_info.files if store_info is not None else ())
+        write_faiss(index, folder / tgt.file)
+        if truth is not None:
+            return stored_truth.write(folder, tgt.name, truth)
+    if existing is not None and existing.truth is not None:
+        (folder / existing.truth).unlink(missing_ok=True)
+    return None
+
+
+def _info(
+    out_dir: Path,
+    manifest: Manifest,
+    tgt: Target,
+    plan: IndexPlan,
+    index: Any,
+    params: SearchParams,
+    recall: float,
+    by_query: dict[str, QueryRecall],
+    store_info: StoreInfo | None,
+    truth_name: str | None,
+    kept: IndexInfo | None,
+    start: float,
+) -> IndexInfo:
+    """The index.json entry of a just-written index (`kept`: the entry an add grew, whose untouched store
+    segments keep their recorded checks)."""
+    files = (tgt.file,) + (store_info.files if store_info is not None else ()) + ((truth_name,) if truth_name else ())
+    own = by_query.get(tgt.query)
     return IndexInfo(
         tgt.name,
         tgt.file,
@@ -228,17 +313,158 @@ def build_target(
         params,
         int(index.ntotal),
         recall,
-        len(held),
+        own.queries if own is not None else 0,
         manifest.fingerprint,
         manifest_hash(manifest),
         round(time.perf_counter() - start, 3),
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tuple(shard_key(s) for s in manifest.shards),
         store_info,
-        _file_checks(path.parent, files, existing if mode == "add" else None),
+        _file_checks(index_dir(out_dir), files, kept),
         recall_by_query=by_query,
-        build=stats.to_json(),
+        truth=truth_name,
     )
+
+
+def _add(
+    out_dir: Path,
+    manifest: Manifest,
+    tgt: Target,
+    config: BuildConfig,
+    existing: IndexInfo,
+    index: Any,
+    total: int,
+    stats: BuildStats,
+    verified: set[str],
+    start: float,
+) -> IndexInfo:
+    """Grow `existing` by the new shards only: fill, update the stored truth, re-tune only if recall fell."""
+    plan, new_rows = existing.plan, total - existing.count
+    files = {s.file for s in manifest.shards} - {s["file"] for s in existing.shards}
+    with stats.phase("verify"):
+        verify_shards(out_dir, manifest, files, verified)
+    none = HeldOut(np.empty(0, np.int64), np.empty((0, plan.dim), np.float32))  # the stored queries serve
+    with stats.phase("add"):
+        store_info = _fill(index, out_dir, tgt, plan, config, manifest, new_rows, existing.store, none, files, stats)
+    _coarse_ef(index, plan, COARSE_EF_SEARCH)
+    with stats.phase("truth"):
+        truth, how = _add_truth(out_dir, manifest, tgt, config, existing, files, stats, verified)
+    report = AddReport(rows_added=new_rows, shards_added=len(files), truth=how)
+    params, recall, by_query = _kept(existing)
+    if truth is not None:
+        with stats.phase("tune"):
+            params, recall, by_query = _measure_or_retune(
+                out_dir, tgt, plan, index, config, existing, truth, store_info, report
+            )
+    log.info(
+        "%s: added %d vectors (%s holds %d); truth %s; %s",
+        tgt.name,
+        new_rows,
+        plan.factory,
+        index.ntotal,
+        how,
+        "re-tuned" if report.retuned else "params kept",
+    )
+    stats.add = report.to_json()
+    written = _write(index, out_dir, tgt, truth, existing, stats)
+    info = _info(out_dir, manifest, tgt, plan, index, params, recall, by_query, store_info, written, existing, start)
+    return replace(info, build=stats.to_json())
+
+
+@dataclass
+class AddReport:
+    """What one incremental add did (index.json `build.add`)."""
+
+    rows_added: int  # vectors streamed into the index
+    shards_added: int  # new shard files read
+    truth: str  # stored truth: "updated" (new rows merged) | "recomputed" (missing or damaged) | "none" (flat)
+    retuned: bool = False  # whether the search params were tuned again
+    recall_before: dict[str, float] = field(default_factory=dict)  # query type -> recall@10, params before
+    recall_after: dict[str, float] = field(default_factory=dict)  # query type -> recall@10, params after
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows_added": self.rows_added,
+            "shards_added": self.shards_added,
+            "truth": self.truth,
+            "retuned": self.retuned,
+            "recall_before": self.recall_before,
+            "recall_after": self.recall_after,
+        }
+
+
+def _add_truth(
+    out_dir: Path,
+    manifest: Manifest,
+    tgt: Target,
+    config: BuildConfig,
+    existing: IndexInfo,
+    files: set[str],
+    stats: BuildStats,
+    verified: set[str],
+) -> tuple[stored_truth.StoredTruth | None, str]:
+    """(the stored truth grown by the new shards' rows, "updated"), or recomputed over every shard when the
+    stored one is missing or damaged; (None, "none") for a flat index (exact: nothing to tune)."""
+    if existing.plan.index_type == "flat":
+        return None, "none"
+    folder = index_dir(out_dir)
+    problem = _truth_problem(folder, existing)
+    if problem is None:
+        try:
+            old = stored_truth.read(folder / str(existing.truth), existing.plan.dim)
+        except stored_truth.TruthDamaged as exc:
+            problem = str(exc)
+        else:
+            return stored_truth.update(
+                old, stats.stream.reading(out_dir, tgt.kinds, stats.batch_rows, files)
+            ), "updated"
+    log.warning("%s index: stored truth %s; recomputing it from every shard", tgt.name, problem)
+    verify_shards(out_dir, manifest, {s.file for s in manifest.shards}, verified)
+    total = count_rows(out_dir, manifest.shards, tgt.kinds)
+    queries = hold_out(out_dir, tgt.kinds, total, config.tune_queries, config.seed + 1, stats.batch_rows)
+    cross = _cross(out_dir, manifest, tgt, config, stats.batch_rows)
+    sets = {tgt.query: queries.vectors, tgt.cross[0]: cross.vectors}
+    return stored_truth.compute(sets, queries.ids, iter_embeddings(out_dir, tgt.kinds, stats.batch_rows)), "recomputed"
+
+
+def _measure_or_retune(
+    out_dir: Path,
+    tgt: Target,
+    plan: IndexPlan,
+    index: Any,
+    config: BuildConfig,
+    existing: IndexInfo,
+    truth: stored_truth.StoredTruth,
+    store: StoreInfo | None,
+    report: AddReport,
+) -> tuple[SearchParams, float, dict[str, QueryRecall]]:
+    """Recall on the stored queries with the current params; tuned again (same queries) only below target."""
+    vectors = VectorStore(index_dir(out_dir), store, keep_pages=False) if store is not None else None
+    ann = AnnIndex(index, plan, SearchParams(), "cpu", store=vectors)
+    sets = [QuerySet(name, s.queries, s.ids) for name, s in truth.sets.items()]
+    exclude = excluding(truth.exclude)
+    before = measure_sets(ann, sets, existing.params, exclude)
+    report.recall_before = {name: round(r, 4) for name, r in before.items()}
+    params, recall = existing.params, min(before.values(), default=1.0)
+    after = before
+    if recall < config.target_recall:
+        result = tune_sets(ann, sets, config.target_recall, exclude)
+        params, recall, report.retuned = result.params, result.recall, True
+        after = {name: r for name, (r, _) in result.by_set.items()}
+    report.recall_after = {name: round(r, 4) for name, r in after.items()}
+    by_query = {name: QueryRecall(round(after[name], 4), len(truth.sets[name])) for name in after}
+    return params, round(recall, 4), by_query
+
+
+def verify_shards(out_dir: Path, manifest: Manifest, files: set[str], verified: set[str]) -> None:
+    """Hash the shards in `files` that this run has not hashed yet (the ones a pass is about to read);
+    `DamagedFile` (one line, with the repair) for the first that differs from its manifest entry."""
+    for entry in manifest.shards:
+        if entry.file in files and entry.file not in verified:
+            problem = shard_problem(out_dir, entry, full=True, dim=manifest.dim)
+            if problem is not None:
+                raise DamagedFile(f"{Path(out_dir) / entry.file}: damaged shard: {problem}; {REPAIR_HINT}")
+            verified.add(entry.file)
 
 
 def _hold_out(
@@ -322,8 +548,8 @@ def _drop_old_store(folder: Path, existing: IndexInfo | None, new: StoreInfo | N
 
 
 def _file_checks(folder: Path, files: tuple[str, ...], kept: IndexInfo | None) -> dict[str, checks.FileCheck]:
-    """Size and SHA-256 of `files`; an add reuses the checks of the store segments it left untouched
-    (verified in full by `_update_mode`), so it does not read the whole store again."""
+    """Size, SHA-256 and mtime of `files`; an add reuses the checks of the store segments it left untouched
+    (size-checked by `_update_mode`), so it does not read the whole store."""
     old = {n: c for n, c in kept.checks.items() if kept.store is not None and n in kept.store.files} if kept else {}
     fresh = checks.record(folder, [f for f in files if f not in old])
     return {f: old.get(f) or fresh[f] for f in files}
@@ -350,29 +576,31 @@ def _tune(
     held: HeldOut,
     batch_rows: int,
     store: StoreInfo | None,
-) -> tuple[SearchParams, float, dict[str, QueryRecall]] | None:
-    """(params, recall@10, recall per query type) tuned on the held-out rows (not yet in `index`) and on the
-    other modality's vectors (indexers/holdout.py) against streamed exact truth; None when an add brought
-    no rows of this index's kind (nothing new to tune on: the caller keeps the existing params)."""
-    cross_name, cross_kinds = tgt.cross
+) -> tuple[SearchParams, float, dict[str, QueryRecall], stored_truth.StoredTruth | None] | None:
+    """(params, recall@10, recall per query type, the truth to store) tuned on the held-out rows (not yet in
+    `index`) and on the other modality's vectors (indexers/holdout.py) against streamed exact truth; None
+    when there is nothing to tune on (no rows held out)."""
+    cross_name = tgt.cross[0]
     if plan.index_type == "flat":
-        return SearchParams(), 1.0, {tgt.query: QueryRecall(1.0, 0), cross_name: QueryRecall(1.0, 0)}
+        return SearchParams(), 1.0, {tgt.query: QueryRecall(1.0, 0), cross_name: QueryRecall(1.0, 0)}, None
     if len(held) == 0:
         return None
-    cross = cross_queries(out_dir, manifest.shards, cross_kinds, config.tune_queries, config.seed + 2, batch_rows)
-    truths = query_truths(
-        out_dir, tgt.kinds, held, {tgt.query: held.vectors, cross_name: cross.vectors}, RECALL_K, batch_rows
-    )
+    cross = _cross(out_dir, manifest, tgt, config, batch_rows)
+    batches = iter_embeddings(out_dir, tgt.kinds, batch_rows)
+    truth = stored_truth.compute({tgt.query: held.vectors, cross_name: cross.vectors}, held.ids, batches)
     # keep_pages=False: tuning reads rows all over the store; their mapped pages must not add up in the RSS
     vectors = VectorStore(index_dir(out_dir), store, keep_pages=False) if store is not None else None
     ann = AnnIndex(index, plan, SearchParams(), "cpu", store=vectors)
-    sets = [
-        QuerySet(tgt.query, held.vectors, truths[tgt.query]),
-        QuerySet(cross_name, cross.vectors, truths[cross_name]),
-    ]
+    sets = [QuerySet(name, s.queries, s.ids) for name, s in truth.sets.items()]
     result = tune_sets(ann, sets, config.target_recall)
     by_query = {name: QueryRecall(round(r, 4), n) for name, (r, n) in result.by_set.items()}
-    return result.params, round(result.recall, 4), by_query
+    return result.params, round(result.recall, 4), by_query, truth
+
+
+def _cross(out_dir: Path, manifest: Manifest, tgt: Target, config: BuildConfig, batch_rows: int) -> HeldOut:
+    """The other modality's tuning queries (sampled from the out dir's rows of that kind)."""
+    kinds = tgt.cross[1]
+    return cross_queries(out_dir, manifest.shards, kinds, config.tune_queries, config.seed + 2, batch_rows)
 
 
 def _kept(existing: IndexInfo) -> tuple[SearchParams, float, dict[str, QueryRecall]]:
@@ -390,7 +618,9 @@ def build_indexes(
     with writer_lock(out_dir, "radretrieve build-index", wait=config.wait):
         remove_stale_temps(out_dir / INDEX_DIR)
         manifest = read_manifest(out_dir)
-        check_shards(out_dir, manifest, full=True)
+        # every shard: the cheap checks (size, magics, footer schema); the shards a pass reads are hashed
+        # before it (verify_shards), so an add does not read the shards it leaves alone
+        check_shards(out_dir, manifest, full=False)
         return _build_all(out_dir, manifest, config, targets)
 
 
@@ -402,7 +632,8 @@ def _build_all(
     except RadRetrieveError:
         existing = {}  # unreadable index.json: rebuild everything
     infos = dict(existing)
+    verified: set[str] = set()
     for name in targets:
-        infos[name] = build_target(out_dir, manifest, TARGETS[name], config, existing.get(name))
+        infos[name] = build_target(out_dir, manifest, TARGETS[name], config, existing.get(name), verified)
         write_index_json(out_dir, infos, manifest)  # after each target, so a crash keeps finished ones
     return infos

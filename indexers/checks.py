@@ -2,7 +2,11 @@
 
 A truncated `.faiss` file or a garbled id map must not give blank hits or a raw faiss error: `open_index`
 checks the recorded size of every file of an index and the SHA-256 of each one up to `HASH_ON_OPEN_BYTES`
-(larger ones: size only at open, hashed by `build-index`, which rebuilds whatever fails).
+(larger ones: size only at open).
+
+`build-index` hashes only the files it reads in full (the .faiss file, the stored truth); the re-rank store
+segments an add leaves as they are get `quick_problem` (size, and the SHA-256 only where the modification
+time differs from the committed one, e.g. after a copy). `radretrieve verify` hashes everything.
 """
 
 from __future__ import annotations
@@ -28,18 +32,23 @@ class FileCheck:
 
     size: int  # bytes
     sha256: str  # hex digest
+    mtime_ns: int = 0  # modification time when committed (0: not recorded, older index)
 
     def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "sha256": self.sha256}
+        return {"size": self.size, "sha256": self.sha256, "mtime_ns": self.mtime_ns}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> FileCheck:
-        return FileCheck(int(data["size"]), str(data["sha256"]))
+        return FileCheck(int(data["size"]), str(data["sha256"]), int(data.get("mtime_ns", 0)))
 
 
 def record(folder: Path, names: Iterable[str]) -> dict[str, FileCheck]:
     """{file name: FileCheck} of files under `folder`, as they are now (just written)."""
-    return {name: FileCheck((folder / name).stat().st_size, file_sha256(folder / name)) for name in names}
+    out = {}
+    for name in names:
+        st = (folder / name).stat()
+        out[name] = FileCheck(st.st_size, file_sha256(folder / name), st.st_mtime_ns)
+    return out
 
 
 def problem(path: Path, check: FileCheck | None, full: bool) -> str | None:
@@ -54,6 +63,17 @@ def problem(path: Path, check: FileCheck | None, full: bool) -> str | None:
     return None
 
 
+def quick_problem(path: Path, check: FileCheck | None) -> str | None:
+    """`problem` without reading a file that still has its committed size and modification time: what an
+    add checks of the files it does not read. A changed mtime (a copied out dir) costs a hash, not a rebuild."""
+    if check is None:
+        return None
+    found = size_problem(path, check.size)
+    if found is not None or (check.mtime_ns and path.stat().st_mtime_ns == check.mtime_ns):
+        return found
+    return problem(path, check, full=True)
+
+
 def verify(folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str], out_dir: Path, full: bool) -> None:
     """Raise `DamagedFile` (one line, with the repair) for the first of `names` that fails its check."""
     for name in names:
@@ -63,10 +83,17 @@ def verify(folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str], 
             raise DamagedFile(f"{folder / name}: damaged index file: {found}; {hint}")
 
 
-def failing(folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str]) -> str | None:
-    """The first problem among `names` with a full check (for build-index, which rebuilds on any), or None."""
+def failing(
+    folder: Path, checks: Mapping[str, FileCheck], names: Iterable[str], quick: Iterable[str] = ()
+) -> str | None:
+    """The first problem among `names` (hashed: files the caller reads in full) and `quick` (size and
+    mtime: files it leaves as they are), or None."""
     for name in names:
         found = problem(folder / name, checks.get(name), full=True)
+        if found is not None:
+            return f"{name}: {found}"
+    for name in quick:
+        found = quick_problem(folder / name, checks.get(name))
         if found is not None:
             return f"{name}: {found}"
     return None

@@ -11,12 +11,12 @@ how optimistic or pessimistic it is depends on the dimension (it over-shot at 51
 The other modality's queries (text vectors for the items index: the out dir's report embeddings; image
 vectors for the reports index) are sampled the same way from the rows of the other kind. They are not in
 the index being tuned, so they need no holding out there, and their truth is computed in the same
-streaming pass as the held-out rows' (`query_truths`).
+streaming pass as the held-out rows' (indexers/truth.py `compute`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,27 +91,3 @@ def cross_queries(
         return HeldOut(np.empty(0, np.int64), np.empty((0, 0), np.float32))
     ids, vecs = sample_rows(out_dir, kinds, rows, min(n, rows), seed, batch_rows, set(files))
     return HeldOut(ids, vecs)
-
-
-def query_truths(
-    out_dir: Path,
-    kinds: tuple[str, ...],
-    held: HeldOut,
-    queries: Mapping[str, np.ndarray],
-    k: int,
-    batch_rows: int,
-) -> dict[str, np.ndarray]:
-    """Exact top-k ids int64[m, k] of each query set (name -> float32[m, D]) over every row of `kinds`
-    except the held-out ones, in one streaming pass over the shards."""
-    names = [name for name, q in queries.items() if len(q)]
-    if not names:
-        return {name: np.empty((0, k), np.int64) for name in queries}
-    stacked = np.concatenate([queries[name] for name in names])
-    stream = without(iter_embeddings(out_dir, kinds, batch_rows), held.ids)
-    _, truth = exact_search_stream(stacked, stream, k)
-    out = {name: np.empty((0, k), np.int64) for name in queries}
-    start = 0
-    for name in names:
-        out[name] = truth[start : start + len(queries[name])]
-        start += len(queries[name])
-    return out

@@ -106,11 +106,18 @@ class IndexInfo:
     # rows of it (e.g. no reports) and in indexes built before it was measured
     recall_by_query: Mapping[str, QueryRecall] = field(default_factory=dict)
     build: Mapping[str, Any] = field(default_factory=dict)  # how the last build streamed (indexers.build.BuildStats)
+    # stored tuning queries and their exact neighbours (indexers/truth.py), for adds; None: flat, or older
+    truth: str | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
         """Every file of this index under OUT/index/: the .faiss file and the re-rank store's."""
         return (self.file,) + (self.store.files if self.store is not None else ())
+
+    @property
+    def all_files(self) -> tuple[str, ...]:
+        """`files` and the stored truth: everything `radretrieve verify` checks (searching needs no truth)."""
+        return self.files + ((self.truth,) if self.truth is not None else ())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +146,7 @@ class IndexInfo:
             "store": self.store.to_json() if self.store is not None else None,
             "checks": {name: c.to_json() for name, c in self.checks.items()},
             "build": dict(self.build),
+            "truth": self.truth,
         }
 
     @staticmethod
@@ -170,6 +178,7 @@ class IndexInfo:
             {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
             recall_by_query={n: QueryRecall.from_json(r) for n, r in dict(data.get("recall_by_query") or {}).items()},
             build=dict(data.get("build") or {}),
+            truth=data.get("truth"),
         )
 
 

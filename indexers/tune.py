@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +52,13 @@ class QuerySet:
     truth: np.ndarray  # int64[Q, >=10] exact top ids over what the index holds
 
 
-def measure_recall(ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, params: SearchParams) -> float:
+def measure_recall(
+    ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, params: SearchParams, exclude: Any = None
+) -> float:
     """recall@10 of `ann` under `params`. queries float32[Q, D] (held out of the index, see
-    indexers/holdout.py); truth int64[Q, >=10] exact ids over what the index holds."""
-    _, found = ann.search(queries, RECALL_K, params)
+    indexers/holdout.py, or left out of the results by `exclude`, a selector from `ann.excluding`);
+    truth int64[Q, >=10] exact ids over what the index holds (less the excluded ids)."""
+    _, found = ann.search(queries, RECALL_K, params, exclude)
     return recall_at(found, truth, RECALL_K)
 
 
@@ -104,15 +108,23 @@ def tune(ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, target: float = 
     return tune_sets(ann, [QuerySet("queries", queries, truth)], target)
 
 
-def tune_sets(ann: AnnIndex, sets: Sequence[QuerySet], target: float = 0.95) -> TuneResult:
-    """Tune `ann`'s params until every non-empty set in `sets` reaches `target` recall@10."""
+def measure_sets(
+    ann: AnnIndex, sets: Sequence[QuerySet], params: SearchParams, exclude: Any = None
+) -> dict[str, float]:
+    """recall@10 per non-empty set under `params` (see `measure_recall`)."""
+    return {s.name: measure_recall(ann, s.queries, s.truth, params, exclude) for s in sets if len(s.queries)}
+
+
+def tune_sets(ann: AnnIndex, sets: Sequence[QuerySet], target: float = 0.95, exclude: Any = None) -> TuneResult:
+    """Tune `ann`'s params until every non-empty set in `sets` reaches `target` recall@10 (`exclude`: ids
+    left out of every search, see `measure_recall`)."""
     plan = ann.plan
     sets = [s for s in sets if len(s.queries)]
     measured: dict[SearchParams, dict[str, float]] = {}
 
     def score(p: SearchParams) -> float:
         if p not in measured:
-            measured[p] = {s.name: measure_recall(ann, s.queries, s.truth, p) for s in sets}
+            measured[p] = measure_sets(ann, sets, p, exclude)
         return min(measured[p].values(), default=1.0)
 
     goal = min(target + TUNE_MARGIN, 1.0)

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "serve_cmd",
     "embed_cmd",
     "classify_cmd",
+    "verify_cmd",
 )
 
 app = typer.Typer(
@@ -65,7 +66,10 @@ def main() -> None:
     from radretrieve.foundation.errors import RadRetrieveError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # click returns (does not raise) the code of a `typer.Exit` in non-standalone mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RadRetrieveError as exc:
         if _state["debug"]:
             _traceback_and_exit()
