@@ -104,16 +104,24 @@ class _Deadlines:
 
     (A `threading.Timer` per request, as before, cost a thread start per request: about 1 ms, a third of the
     client's CPU for a small instance on 127.0.0.1.) The requests in flight are few (a reader's fetch threads),
-    so the thread looks at all of them each time it wakes."""
+    so the thread looks at all of them each time it wakes. It is started by the first request of the process;
+    a forked child, which has no copy of it, starts its own."""
 
     def __init__(self) -> None:
-        self._pid = 0  # the process whose thread serves the watches (a forked child starts its own)
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._start_lock = threading.Lock()  # the first requests of several threads start one watchdog
+        self._running = False
         self._cond = threading.Condition()
         self._active: set[_Watch] = set()
 
     def watch(self, watch: _Watch) -> None:
-        if self._pid != os.getpid():
-            self._start()
+        with self._start_lock:
+            if not self._running:
+                threading.Thread(target=self._run, name="dicomweb-deadlines", daemon=True).start()
+                self._running = True
         with self._cond:
             self._active.add(watch)
             self._cond.notify()
@@ -122,19 +130,15 @@ class _Deadlines:
         with self._cond:
             self._active.discard(watch)
 
-    def _start(self) -> None:
-        self._pid, self._cond, self._active = os.getpid(), threading.Condition(), set()
-        threading.Thread(target=self._run, args=(self._cond,), name="dicomweb-deadlines", daemon=True).start()
-
-    def _run(self, cond: threading.Condition) -> None:
-        with cond:
-            while cond is self._cond:
+    def _run(self) -> None:
+        with self._cond:
+            while True:
                 now = time.monotonic()
                 for watch in [w for w in self._active if w.deadline <= now]:
                     self._active.discard(watch)
                     watch._expire()
                 soonest = min((w.deadline for w in self._active), default=None)
-                cond.wait(None if soonest is None else max(0.0, soonest - now))
+                self._cond.wait(None if soonest is None else max(0.0, soonest - now))
 
 
 _DEADLINES = _Deadlines()
