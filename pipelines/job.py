@@ -86,7 +86,7 @@ class IndexSummary:
     cluster: dict[str, Any] = field(default_factory=dict)  # engine=ray: nodes, encoders (node, items), lost runs
     manifest_rows: int = 0  # rows of a manifest archive (0 for a folder)
     manifest_rows_used: int = 0  # of those, rows that gave an item (the others are in errors/)
-    series: dict[str, int] = field(default_factory=dict)  # DICOMweb: listed, skipped, fetched, failed (sync.py)
+    series: dict[str, int] = field(default_factory=dict)  # a server: listed, skipped, fetched, failed (sync.py)
     identifier_columns: tuple[str, ...] = ()  # manifest columns dropped as patient identifiers (names only)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,13 +139,12 @@ class IndexSummary:
 def index_archive(
     archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()
 ) -> IndexSummary:
-    """Embed an archive folder, a manifest or a DICOMweb server (radretrieve.archive.dicomweb) into `out_dir`
-    (shards + manifest + errors). A server's series already in `out_dir` are not fetched again."""
+    """Embed an archive folder, a manifest or a server (a `RemoteArchive`: DICOMweb, DIMSE) into `out_dir`
+    (shards + manifest + errors), with either engine. A server's series already in `out_dir` are not fetched
+    again."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
-    if isinstance(archive, RemoteArchive) and options.engine != "local":
-        raise RadRetrieveError(f"{archive.display}: DICOMweb archives are indexed by the local engine only")
     if isinstance(archive, Path):
         check_archive(archive)  # a refused job writes nothing
     return _locked_job(archive, out_dir, model, options, start, created=not out_dir.exists())
@@ -212,8 +211,7 @@ def _run_job(
         listed: list[Any] = []
         if isinstance(archive, RemoteArchive):
             done_series = indexed_series(out_dir, options.retry_errors)
-            log_paths = not options.anonymise_paths
-            result, listed = scan_remote(archive, readers, done_series, log_paths, options.policy)
+            result, listed = _scan_remote(archive, options, readers, ray, done_series)
         else:
             result = _scan(archive, options, readers, ray)
         tower.result()
@@ -244,16 +242,16 @@ def _run_job(
     bar = _progress(tasks, options.progress)
     summary.engine = options.engine
     if ray is not None:
-        plan = RayPlan(
-            str(result.root), str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources
-        )
+        # a server travels as its source object: the reader tasks on the workers fetch their own items
+        root = result.root if isinstance(result.root, RemoteArchive) else str(result.root)
+        plan = RayPlan(root, str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources)
         times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar, actors)
     else:
-        failed_series: set[str] = set()
-        times = _run_local(options, tasks, result.root, model, writer, bar, readers, failed_series)
-        if isinstance(archive, RemoteArchive):
-            uids = {ref.series_uid for ref in listed}
-            summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
+        times = _run_local(options, tasks, result.root, model, writer, bar, readers)
+    if isinstance(archive, RemoteArchive):  # which series were fetched, skipped or failed (either engine)
+        failed_series = {items[i].series_key for i in writer.failed if i in items}
+        uids = {ref.series_uid for ref in listed}
+        summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
     bar.close()
     summary.rows.update(writer.rows)
     summary.errors.update(writer.errors)
@@ -289,6 +287,20 @@ def _cluster(options: IndexOptions, out_dir: Path) -> Any:
     return ray
 
 
+def _scan_remote(
+    archive: RemoteArchive, options: IndexOptions, readers: Any, ray: Any, done_series: set[str]
+) -> tuple[Any, list[Any]]:
+    """A server's listing (here) and the header scans of its series not in `done_series`: in the reader
+    processes (local), or as tasks on the cluster (ray). Returns the scan and every listed series."""
+    log_paths = not options.anonymise_paths
+    if ray is None:
+        return scan_remote(archive, readers, done_series, log_paths, options.policy)
+    from pipelines.ray_cluster.scan import cluster_scan_remote
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return cluster_scan_remote(ray, archive, done_series, cpus, log_paths, options.policy)
+
+
 def _scan(archive: Path, options: IndexOptions, readers: Any, ray: Any) -> Any:
     """The header scan: in the reader processes (local), or as tasks on the cluster (ray)."""
     log_paths = not options.anonymise_paths
@@ -308,14 +320,12 @@ def _run_local(
     writer: ShardWriter,
     bar: Any,
     readers: Any,
-    failed_series: set[str],
 ) -> Any:
     from pipelines.local import run_local
 
     def on_item(decoded: Any) -> None:
         bar.update(1)
         if decoded.failure is not None:
-            failed_series.add(decoded.work.item.series_key)
             bar.errors += 1
             bar.set_postfix(errors=bar.errors, refresh=False)
 

@@ -73,12 +73,13 @@ def scan_remote(
         scans: Iterable[Any] = map(source.scan_series, todo)
     else:
         window = Window(budget=4 * pool.workers, min_items=2 * pool.workers)
-        scans = ordered_map(pool, source.scan_series, todo, window, _crashed_series)
+        scans = ordered_map(pool, source.scan_series, todo, window, crashed_series)
     result = source.assemble(scans, log_paths, policy if policy is not None else DEFAULT_POLICY, listed.errors)
     return result, refs
 
 
-def _crashed_series(ref: Any) -> Any:
+def crashed_series(ref: Any) -> Any:
+    """The scan of a listed series whose header read killed its reader (or Ray worker) twice: an error record."""
     from radretrieve.archive.dicomweb.scan import SeriesScan, series_source
     from radretrieve.archive.records import ErrorRecord
 

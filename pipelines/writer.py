@@ -30,6 +30,7 @@ class Written:
     entry: ShardEntry  # the manifest entry of its shard (size and SHA-256 included)
     rows: Mapping[str, int]  # rows written, by kind
     errors: Mapping[str, int]  # failures recorded, by error type
+    failed: tuple[int, ...] = ()  # ids of the items that failed (a server's sync counts their series)
 
 
 def write_task(
@@ -59,7 +60,8 @@ def write_task(
     write_shard(path, table)
     counts = collections.Counter(table.column("kind").to_pylist())
     entry = ShardEntry(rel, task.task_id, table.num_rows, dict(counts), path.stat().st_size, file_sha256(path))
-    return Written(entry, dict(counts), dict(collections.Counter(f.error_type for f in failures)))
+    errors = dict(collections.Counter(f.error_type for f in failures))
+    return Written(entry, dict(counts), errors, tuple(f.item_id for f in failures if f.item_id is not None))
 
 
 class ShardWriter:
@@ -70,6 +72,7 @@ class ShardWriter:
         self.real_sources = dict(real_sources or {})  # --anonymise-paths: item id -> real source
         self.rows: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
+        self.failed: set[int] = set()  # ids of the items that failed, whichever engine ran them
 
     def finish(self, task: Task, rows: list[Row], failures: list[Failure]) -> None:
         self.commit(write_task(self.out_dir, self.manifest, task, rows, failures, self.real_sources))
@@ -80,6 +83,7 @@ class ShardWriter:
         write_manifest(self.out_dir, self.manifest)
         self.rows.update(written.rows)
         self.errors.update(written.errors)
+        self.failed.update(written.failed)
 
 
 def _scrub(failure: Failure, task: Task) -> Failure:

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -309,3 +310,36 @@ def test_scratch_files_stay_directly_in_their_private_folder(tmp_path):
             write_new(folder, "000001.dcm", b"x")
         assert write_new(folder, "000002.dcm", b"x").read_bytes() == b"x"
     assert not folder.exists() and not (tmp_path / "target").exists()
+
+
+def test_instances_are_asked_for_uncompressed_and_one_thread_keeps_every_deadline(tmp_path):
+    """Instance requests say `Accept-Encoding: identity` (gzip of pixel data cost the server and the reader
+    more CPU than the rest of the request); the deadlines of the fetch threads' requests are kept by one
+    watchdog thread of the process (not a thread started per request), which still cuts an answer that
+    trickles past its deadline while the others are answered."""
+    from radretrieve.archive.dicomweb import Limits, Retry, fetch, parse_source
+    from radretrieve.archive.dicomweb.scratch import private_folder
+    from radretrieve.archive.records import ArchiveError, Item
+    from radretrieve.testing.dicom import write_ct_series
+
+    study, series = write_ct_series(tmp_path / "pacs", 6)
+    with DicomWebServer(sorted((tmp_path / "pacs").glob("*.dcm"))) as server:
+        sops = sorted(k[2] for k in server.instances)
+        slow = server.instance(study, series, sops[-1])
+        server.override = lambda path, query: (
+            Reply(body=slow.body, content_type=slow.content_type, trickle_s=0.2, max_s=30)
+            if path.endswith(f"/instances/{sops[-1]}")
+            else None
+        )
+        rels = [f"{study}/{series}/{sop}.dcm" for sop in sops]
+        item = Item(1, "k", "volume", study, series, f"{study}/{series}", tuple(rels), "dicom")
+        names = {f"{k:06d}.dcm": rel for k, rel in enumerate(rels)}
+        source = parse_source(server.dicomweb_url, retry=Retry(tries=1), limits=Limits(deadline_s=2))
+        start = time.monotonic()
+        with private_folder() as root, pytest.raises(ArchiveError) as caught:
+            fetch._fetch(source, item, names, list(names), root)
+        took = time.monotonic() - start
+        encodings = [e for p, e in server.encodings.items() if "/instances/" in p]
+    assert caught.value.error_type == "DeadlineExceeded" and took < 15, (caught.value, took)
+    assert encodings == ["identity"] * 6
+    assert [t.name for t in threading.enumerate()].count("dicomweb-deadlines") == 1

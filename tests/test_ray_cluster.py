@@ -86,13 +86,13 @@ def _rows(out: Path) -> dict[int, dict]:
     return rows
 
 
-def _same(a: dict[int, dict], b: dict[int, dict]) -> None:
+def _same(a: dict[int, dict], b: dict[int, dict], atol: float = 1e-5) -> None:
     assert set(a) == set(b)
     for i in a:
         assert {k: v for k, v in a[i].items() if k != "embedding"} == {
             k: v for k, v in b[i].items() if k != "embedding"
         }
-        assert np.allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-5)
+        np.testing.assert_allclose(a[i]["embedding"], b[i]["embedding"], rtol=0, atol=atol)
 
 
 def _cmd(archive: Path, out: Path, address: str) -> list[str]:
@@ -117,6 +117,113 @@ def test_the_job_uses_encoders_on_both_nodes_and_equals_the_local_engine(cluster
     assert [(e["source"], e["error_type"]) for e in errors] == [("cut/series", "CorruptFile")]
     info = subprocess.run([*CLI, "info", str(out)], capture_output=True, text=True, timeout=120).stdout
     assert "engine ray" in info and info.count("encoder ") == 2  # `info` shows the same job totals
+
+
+# -- PACS sources on the cluster: each server kind is one parameter of `pacs_source`, on the module's cluster ------
+PASSWORD = "pw-Ray7-secret"  # the PACS account's password: it must reach the workers and no output
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """A real Orthanc holding three CT studies (one series of 40 slices: the readers fetch the 32 they decode),
+    pydicom's RLE MR, and its JPEG-LS image (no decoder installed: fails at read, where the stored transfer
+    syntax shows), behind HTTP basic auth."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+
+    missing = orthanc_missing()
+    if missing:
+        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    files = tmp_path_factory.mktemp("pacs-files")
+    for seed, n in ((1, 40), (2, 6), (3, 3)):
+        write_ct_series(files / f"ct{seed}", n, seed=seed)
+    (files / "mr.dcm").write_bytes(Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes())
+    jpeg_ls = pydicom.dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))  # Orthanc needs these UIDs
+    jpeg_ls.StudyInstanceUID, jpeg_ls.SeriesInstanceUID = generate_uid(), generate_uid()
+    jpeg_ls.SOPClassUID = jpeg_ls.file_meta.MediaStorageSOPClassUID = CT_IMAGE  # selected as an image, not a capture
+    jpeg_ls.save_as(files / "jpeg-ls.dcm")
+    with Orthanc(tmp_path_factory.mktemp("orthanc"), users={"radiology": PASSWORD}) as server:
+        server.upload_folder(files)
+        yield server
+
+
+@pytest.fixture(params=["dicomweb"])
+def pacs_source(request, pacs):
+    """(archive argument of `radretrieve index`, environment of the job, the same source in this process)."""
+    from radretrieve.archive.dicomweb import AUTH_ENV, Retry, parse_auth, parse_source
+
+    secret = f"basic radiology:{PASSWORD}"
+    source = parse_source(pacs.dicomweb_url, auth=parse_auth(secret, AUTH_ENV), retry=Retry(tries=2, backoff_s=0.1))
+    return pacs.dicomweb_url, {**os.environ, AUTH_ENV: secret}, source
+
+
+def test_a_pacs_source_on_both_nodes_equals_the_local_engine_and_syncs_by_series(
+    cluster, pacs_source, tiny_model, tmp_path
+):
+    """`--engine ray` with a PACS: the driver lists, the workers of both nodes scan and fetch their own series;
+    the rows equal the local engine's on the same server, the failed series is counted, a rerun fetches
+    nothing, and the password is in no output, out dir file or Ray log."""
+    c, _ = cluster
+    archive, env, source = pacs_source
+    local = tmp_path / "local"
+    index_archive(source, local, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False))
+    out = tmp_path / "ray"
+    ray_args = ["--engine", "ray", "--ray-address", c.address, "--encoders", "2", "--studies-per-task", "1"]
+    cmd = [*CLI, "--verbose", "index", archive, "--out", str(out), *ray_args, "--no-index", "--json"]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env) for _ in range(2)]
+    assert all(p.returncode == 0 for p in runs), runs[-1].stderr[-3000:]
+    first, second = (json.loads(p.stdout.splitlines()[0]) for p in runs)
+    assert first["engine"] == "ray" and len({e["node"] for e in first["cluster"]["encoders"]}) == 2
+    assert first["series"] == {"listed": 5, "skipped": 0, "fetched": 4, "failed": 1, "not_selected": 0}
+    assert first["errors"] == {"MissingDecoder": 1}
+    assert second["series"] == {"listed": 5, "skipped": 5, "fetched": 0, "failed": 0, "not_selected": 0}
+    _same(_rows(local), _rows(out), atol=1e-6)
+    assert _errors(out) == _errors(local)
+    session = Path(c.head_node.get_session_dir_path())
+    shown = [p.stdout + p.stderr for p in runs] + [repr(source)]
+    files = [f for f in [*out.rglob("*"), *session.rglob("*")] if f.is_file() and not f.is_symlink()]
+    shown += [f.read_bytes().decode("utf-8", "replace") for f in files]
+    assert not [text for text in shown if PASSWORD in text]
+
+
+def test_a_pacs_series_that_kills_its_workers_fails_alone(cluster, pacs_source, tiny_model):
+    """The reader tasks of a server source fetch on the workers; a chunk whose items include one that kills
+    every worker reading it (an OOM kill, a decoder crash) is retried, then split: only that series fails
+    (`WorkerCrashed`), the others are fetched and decoded, in order."""
+    from pipelines.plan import make_plan
+    from pipelines.ray_cluster.decode import gather, submit_chunks
+    from pipelines.scan import scan_remote
+    from radretrieve.testing.faults import DyingArchive
+
+    c, _ = cluster
+    _, _, source = pacs_source
+    scanned, _ = scan_remote(source, None, set())
+    works = [w for t in make_plan(scanned.studies, set(), 100) for w in t.work if w.item is not None]
+    poison = works[0].item.series_key
+    dying = DyingArchive(source, poison)
+    preprocess = tiny_model.config.preprocess
+    ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    try:
+        [(chunk, ref)] = submit_chunks(ray, works, dying, preprocess, len(works))
+        got = gather(ray, chunk, ref, dying, preprocess)
+    finally:
+        ray.shutdown()
+    assert [d.work.item_id for d in got] == [w.item_id for w in works]
+    failed = {d.work.item.series_key: d.failure.error_type for d in got if d.failure is not None}
+    assert failed.pop(poison) == "WorkerCrashed"
+    assert list(failed.values()) == ["MissingDecoder"]  # the JPEG-LS image, as without the crash
+    assert all(d.pixels is not None for d in got if d.failure is None) and len(got) == 5
+
+
+def _errors(out: Path) -> list[tuple[str, str, str]]:
+    lines = [line for p in (out / "errors").glob("t-*.jsonl") for line in p.read_text().splitlines()]
+    return sorted((e["source"], e["stage"], e["error_type"]) for e in map(json.loads, lines))
 
 
 def _wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
@@ -210,15 +317,15 @@ def test_an_out_dir_a_node_cannot_see_is_refused(cluster, archive, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     ray_bin = Path(sys.executable).parent / "ray"
-    before = _alive_nodes(c.address)
-    node = f"mount -t tmpfs tmpfs {shared} && exec {ray_bin} start --address={c.address} --num-cpus=1 --block"
+    # the blind node carries a resource of its own, so that waiting for it is waiting for this very node
+    start = f"{ray_bin} start --address={c.address} --num-cpus=1 --resources='{{\"{BLIND}\": 1}}' --block"
+    node = f"mount -t tmpfs tmpfs {shared} && exec {start}"
     isolated = ["unshare", "-m", "--propagation", "private", "sh", "-c", node]
-    blind = subprocess.Popen(isolated, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "blind.log"
+    with open(log, "w") as out:
+        blind = subprocess.Popen(isolated, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 120  # a node joins slowly on a busy 2-core machine
-        while time.time() < deadline and _alive_nodes(c.address) <= before:
-            time.sleep(0.5)
-        assert _alive_nodes(c.address) == before + 1, "the blind node did not join"
+        _wait_for_exactly_the_cluster_and(c, blind, log)
         proc = subprocess.run(_cmd(archive, shared / "out", c.address), capture_output=True, text=True, timeout=180)
         assert proc.returncode == 1, proc.stderr[-2000:]
         last = proc.stderr.strip().splitlines()[-1]
@@ -228,15 +335,33 @@ def test_an_out_dir_a_node_cannot_see_is_refused(cluster, archive, tmp_path):
         blind.wait(timeout=60)
 
 
-def _alive_nodes(address: str) -> int:
-    code = (
-        "import ray, sys\nray.init(address=sys.argv[1], log_to_driver=False)\n"
-        "print('alive nodes:', sum(n['Alive'] for n in ray.nodes()))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60).stdout
-    # Ray prints its own warnings on stdout too ("raylet has lagging heartbeats ..." on a busy machine)
-    counts = [line.split(":", 1)[1] for line in out.splitlines() if line.startswith("alive nodes:")]
-    return int(counts[-1]) if counts else 0
+BLIND = "blind_node"  # the custom resource of the node that cannot see the out dir
+
+
+def _wait_for_exactly_the_cluster_and(c, blind: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    """Until the alive nodes are the test cluster's own (head and workers) plus the blind node.
+
+    Not a count of alive nodes: a node SIGKILLed by an earlier test (the node-crash test) stays alive to
+    Ray until its health checks fail, so a count taken before the blind node starts may include it, and
+    then the dead node going and the blind node coming leave the count as it was (the test waited 120 s
+    for a node that had joined). Waiting for that node to be declared dead also keeps the job's out-dir
+    probe from being sent to it."""
+    known = {n.node_id for n in c.list_all_nodes()}
+    ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    alive: dict[str, dict] = {}
+    try:
+        deadline = time.monotonic() + timeout  # a node joins slowly on a busy 2-core machine
+        while time.monotonic() < deadline:
+            assert blind.poll() is None, f"the blind node exited ({blind.returncode}): {log.read_text()[-2000:]}"
+            alive = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+            blinds = {node for node, res in alive.items() if res.get(BLIND)}
+            if len(blinds) == 1 and set(alive) - blinds == known:
+                return
+            time.sleep(0.5)
+    finally:
+        ray.shutdown()
+    others = sorted(node[:8] for node in set(alive) - known)
+    raise AssertionError(f"after {timeout:.0f} s: alive nodes beyond the cluster's own: {others}; {log.read_text()}")
 
 
 def test_folder_partitions_cover_every_file_once(tmp_path):

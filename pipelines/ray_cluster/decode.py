@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pipelines.plan import WorkItem
 from pipelines.readers import READER_NICENESS
 from pipelines.stages import Decoded, Failure, decode, stat_digest
+from radretrieve.archive.records import RemoteArchive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,10 +27,17 @@ CHUNK_RETRIES = 1  # a chunk whose worker died runs once more before its items a
 CRASH_MESSAGE = "the worker process died decoding it, twice (out of memory, or a decoder crash)"
 
 
-def decode_chunk(works: Sequence[WorkItem], root: str, preprocess: Any) -> list[Decoded]:
-    """Ray task: decode and preprocess the items of one chunk (failures are returned, not raised)."""
+def decode_chunk(works: Sequence[WorkItem], root: str | RemoteArchive, preprocess: Any) -> list[Decoded]:
+    """Ray task: decode and preprocess the items of one chunk (failures are returned, not raised). From a
+    server (`RemoteArchive`), each item is fetched here, on the worker, by the source's own `read_item`."""
     _lower_priority()
-    return [decode(w, Path(root), preprocess) for w in works]
+    return [decode(w, archive_root(root), preprocess) for w in works]
+
+
+def archive_root(root: str | RemoteArchive) -> Path | RemoteArchive:
+    """The archive a task reads: a folder path as every node sees it, or a server (the source object, with
+    its credentials: they travel to the workers inside it and are kept out of its repr)."""
+    return root if isinstance(root, RemoteArchive) else Path(root)
 
 
 def _lower_priority() -> None:
@@ -42,30 +50,33 @@ def _lower_priority() -> None:
         os.nice(READER_NICENESS - current)
 
 
-def crashed(work: WorkItem, root: str) -> Decoded:
+def crashed(work: WorkItem, root: str | RemoteArchive) -> Decoded:
     message = f"{work.item.source}: {CRASH_MESSAGE}"
-    stat = stat_digest(Path(root), work.item.files)
+    stat = stat_digest(archive_root(root), work.item.files)
     return Decoded(work, None, failure=Failure(work.item_id, work.item.source, "read", "WorkerCrashed", message, stat))
 
 
-def submit_chunks(ray: Any, works: Sequence[WorkItem], root: str, preprocess: Any, chunk: int) -> list[tuple]:
+def submit_chunks(
+    ray: Any, works: Sequence[WorkItem], root: str | RemoteArchive, preprocess: Any, chunk: int
+) -> list[tuple]:
     """Submit the reader tasks of one task's items: [(chunk works, object ref), ...]."""
     task = ray.remote(num_cpus=1, max_retries=CHUNK_RETRIES)(decode_chunk)
     chunks = [list(works[i : i + chunk]) for i in range(0, len(works), chunk)]
     return [(c, task.remote(c, root, preprocess)) for c in chunks]
 
 
-def gather(ray: Any, works: Sequence[WorkItem], ref: Any, root: str, preprocess: Any) -> list[Decoded]:
+def gather(ray: Any, works: Sequence[WorkItem], ref: Any, root: str | RemoteArchive, preprocess: Any) -> list[Decoded]:
     """The decoded items of one submitted chunk; a chunk that kept killing workers is split item by item."""
-    run = functools.partial(decode_chunk, root=root, preprocess=preprocess)
-    return gather_chunk(ray, works, ref, run, lambda work: crashed(work, root))
+    return gather_chunk(ray, works, ref, decode_chunk, functools.partial(crashed, root=root), root, preprocess)
 
 
 def gather_chunk(
-    ray: Any, items: Sequence[T], ref: Any, run: Callable[[list[T]], list[R]], on_crash: Callable[[T], R]
+    ray: Any, items: Sequence[T], ref: Any, run: Callable[..., list[R]], on_crash: Callable[[T], R], *args: Any
 ) -> list[R]:
-    """`ray.get(ref)` of a chunk task over `items`; if its workers kept dying, `run([item])` for each item in a
-    task of its own (not retried), and `on_crash(item)` for an item whose own task dies too."""
+    """`ray.get(ref)` of a chunk task over `items`; if its workers kept dying, `run([item], *args)` for each
+    item in a task of its own (not retried), and `on_crash(item)` for an item whose own task dies too.
+
+    `run` is a plain top-level function (`ray.remote` takes functions and classes only, not a partial)."""
     from ray.exceptions import RayError, RayTaskError
 
     try:
@@ -75,7 +86,7 @@ def gather_chunk(
     except RayError as exc:  # the worker or its node died, past the retries
         log.warning("a reader task failed (%s); running its %d item(s) one by one", type(exc).__name__, len(items))
     alone = ray.remote(num_cpus=1, max_retries=0)(run)
-    refs = [alone.remote([item]) for item in items]
+    refs = [alone.remote([item], *args) for item in items]
     out: list[R] = []
     for item, single in zip(items, refs):
         try:

@@ -20,6 +20,7 @@ from pipelines.plan import Task
 from pipelines.ray_cluster.decode import gather
 from pipelines.stages import Decoded, Failure, Row, encode_reports
 from pipelines.writer import Written, write_task
+from radretrieve.archive.records import RemoteArchive
 from radretrieve.foundation.errors import FingerprintMismatch
 from radretrieve.models.reference import ModelSource
 from radretrieve.outdir.manifest import Manifest
@@ -31,7 +32,7 @@ class TaskJob:
 
     task: Task  # the studies' items and reports
     chunks: Sequence[tuple]  # [(works, object ref of their reader task)], in order
-    root: str  # the archive root, as every node sees it
+    root: str | RemoteArchive  # the archive root as every node sees it, or a server (its readers fetch)
     out_dir: str  # the out dir, as every node sees it
     manifest: Manifest  # fingerprint, preprocessing hash and dim of the shards to write
     real_sources: Mapping[int, str] = field(default_factory=dict)  # --anonymise-paths: item id -> real source

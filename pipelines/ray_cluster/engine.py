@@ -23,6 +23,7 @@ from pipelines.ray_cluster.decode import submit_chunks
 from pipelines.ray_cluster.encoder import EncoderActor, TaskDone, TaskJob
 from pipelines.tracker import StageTimes
 from pipelines.writer import Written
+from radretrieve.archive.records import RemoteArchive
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.manifest import Manifest
@@ -38,7 +39,9 @@ WAIT_SECONDS = 1.0  # how often the progress line refreshes while waiting
 class RayPlan:
     """What the driver needs to run the tasks."""
 
-    root: str  # archive root, as every node sees it
+    # the archive root as every node sees it, or a server (`RemoteArchive`): the source object itself, which the
+    # reader tasks on the workers fetch from (credentials inside it, never in its repr)
+    root: str | RemoteArchive
     out_dir: str  # out dir, as every node sees it
     manifest: Manifest  # for the shards' metadata
     encoders: int  # CPU encoder actors (0: one per node; ignored where the cluster has GPUs)

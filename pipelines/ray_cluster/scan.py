@@ -1,6 +1,6 @@
-"""The header scan as Ray tasks: the driver lists partitions (folders, or manifest row ranges), workers read the
-headers, and the driver merges the small per-partition results into the plan. The driver never reads a
-pixel, nor a header.
+"""The header scan as Ray tasks: the driver lists partitions (folders, or manifest row ranges, or a server's
+series), workers read the headers, and the driver merges the small per-partition results into the plan. The
+driver never reads a pixel, nor a header.
 
 A DICOM series is normally inside one partition (partitions are folders); when the same Series UID comes back
 from two partitions, its files are scanned again together by one more task, so a split series is one item.
@@ -16,14 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.ray_cluster.decode import CHUNK_RETRIES, gather_chunk
+from pipelines.scan import crashed_series
 from radretrieve.archive import ScanResult
 from radretrieve.archive.manifest import count_rows, is_manifest, scan_manifest_part
+from radretrieve.archive.records import RemoteArchive
 from radretrieve.archive.scanner import DEFAULT_POLICY, PartialScan, ScanPolicy, merge_scans, scan_part, walk
 from radretrieve.archive.selection import DEFAULT_RULES, SelectionRules
 from radretrieve.foundation.errors import ReadError
 
 PARTITIONS_PER_CPU = 4  # partitions aimed at per cluster CPU: enough to balance uneven folders
 MANIFEST_ROWS_PER_PART = 2000  # manifest rows per scan task (at least)
+SERIES_PER_SCAN_TASK = 4  # series of a server whose headers one scan task reads (a task costs ms to schedule)
+SCAN_TASKS_PER_CPU = 2  # server scan tasks in flight per cluster CPU (their results wait on the driver in order)
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,45 @@ def cluster_scan(
         parts = [_without(p, set(split)) for p in parts]
         parts += ray.get([again.remote(str(archive), files, log_paths, rules) for files in split.values()])
     return merge_scans(archive, parts, policy)
+
+
+def scan_series_chunk(source: RemoteArchive, refs: list[Any]) -> list[Any]:
+    """Ray task: the headers of a few listed series of a server (`RemoteArchive.scan_series`, which never
+    raises for a server failure: a series that cannot be fetched is an error record in its scan)."""
+    return [source.scan_series(ref) for ref in refs]
+
+
+def cluster_scan_remote(
+    ray: Any,
+    source: RemoteArchive,
+    done_series: set[str],
+    cpus: int,
+    log_paths: bool = True,
+    policy: ScanPolicy = DEFAULT_POLICY,
+) -> tuple[ScanResult, list[Any]]:
+    """`pipelines.scan.scan_remote` on the cluster: the driver lists the server's series (one listing, UIDs
+    only), the header scans of those not in `done_series` run as Ray tasks on the workers, a few series each,
+    at most `cpus * SCAN_TASKS_PER_CPU` tasks in flight; the driver assembles (groups, selects, redacts). A
+    task whose worker or node dies is run again, then series by series: a series that kills its worker again
+    is a `WorkerCrashed` error record, and the scan goes on. Returns the scan and every listed series."""
+    source.remove_stale()  # the driver's scratch copies; each worker removes those of its node's dead processes
+    listed = source.list_series()
+    refs = list(listed.refs)
+    todo = [ref for ref in refs if ref.series_uid not in done_series]
+    scans = _remote_scans(ray, source, todo, max(1, cpus) * SCAN_TASKS_PER_CPU)
+    return source.assemble(scans, log_paths, policy, listed.errors), refs
+
+
+def _remote_scans(ray: Any, source: RemoteArchive, todo: list[Any], inflight: int) -> Iterator[Any]:
+    """The scans of `todo`, in order, from Ray tasks of SERIES_PER_SCAN_TASK series each."""
+    task = ray.remote(num_cpus=1, max_retries=CHUNK_RETRIES)(scan_series_chunk)
+    chunks = [todo[i : i + SERIES_PER_SCAN_TASK] for i in range(0, len(todo), SERIES_PER_SCAN_TASK)]
+    window: collections.deque = collections.deque()
+    for chunk in chunks:
+        window.append((chunk, task.remote(source, chunk)))
+        if len(window) >= inflight:
+            chunk_done, ref = window.popleft()
+            yield from gather_chunk(ray, chunk_done, ref, scan_series_chunk, crashed_series, source)
+    while window:
+        chunk_done, ref = window.popleft()
+        yield from gather_chunk(ray, chunk_done, ref, scan_series_chunk, crashed_series, source)

@@ -69,6 +69,7 @@ class DicomWebServer(LocalServer):
 
         self.override = override or (lambda path, query: None)
         self.seen: list[str] = []
+        self.encodings: dict[str, str] = {}  # request path -> the Accept-Encoding it was sent with
         self.sent: dict[str, int] = {}  # body bytes written per request path (what the client let through)
         self.instances: dict[tuple[str, str, str], tuple[Any, bytes]] = {}
         for path in files:
@@ -135,6 +136,7 @@ class DicomWebServer(LocalServer):
                 query = dict(urllib.parse.parse_qsl(split.query))
                 with server._lock:
                     server.seen.append(self.path)
+                    server.encodings[self.path] = self.headers.get("Accept-Encoding", "")
                 reply = server.override(split.path, query) or server.honest(split.path, query)
                 try:
                     self._send(reply)
