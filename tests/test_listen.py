@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -102,13 +103,13 @@ class Listener:
             t.join(timeout=10)
 
     def started(self, timeout: float = 120.0) -> Listener:
-        found = self._until(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", "\n".join(self.stderr)), timeout)
+        found = self.until(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", "\n".join(self.stderr)), timeout)
         self.port = int(found.group(1))
         return self
 
     def batches(self, n: int, timeout: float = 120.0) -> list[dict]:
         """The first `n` `--json` status lines (waits for them)."""
-        self._until(lambda: len(self.stdout) >= n, timeout)
+        self.until(lambda: len(self.stdout) >= n, timeout)
         return [json.loads(line) for line in self.stdout[:n]]
 
     def stop(self) -> int:
@@ -119,7 +120,7 @@ class Listener:
             t.join(timeout=10)
         return code
 
-    def _until(self, fn, timeout: float):
+    def until(self, fn, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = fn()
@@ -175,6 +176,12 @@ def test_push_equals_folder_twice_adds_nothing_and_one_writer(archive, folder_ro
             refused = _push(node.port, archive / "CT_small.dcm", calling)
             assert "Reason: Calling AE title not recognised" in refused.stderr and refused.returncode != 0
         assert _spooled(out) == [] and len(node.stdout) == 2
+        assert (out / "receive").stat().st_mode & 0o777 == 0o700  # whole instances, patient headers included
+        # a PDU header that claims 1 GiB: the connection is closed before pynetdicom buffers it
+        with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
+            sock.sendall(b"\x01\x00" + (1 << 30).to_bytes(4, "big") + b"\x00" * 1024)
+            assert sock.recv(1024) == b""
+        node.until(lambda: any("a PDU of 1073741824 bytes" in line for line in node.stderr))
         assert node.stop() == 143
     assert sum("rejected an association from 'INTRUDER'" in line for line in node.stderr) == 1
     assert sum("rejected an association from 'OTHER'" in line for line in node.stderr) == 1
@@ -232,6 +239,8 @@ def test_planted_patient_data_pushed_reaches_no_output(tmp_path):
     """The planted PACS study pushed as a PACS would (every object, identifiers in every header and in the texts):
     the same selection as the folder, reports redacted, no planted identifier in any output (stdout, the verbose
     log, shards, errors, listen.json, info), and no received file left."""
+    from pydicom.data import get_testdata_file
+
     from radretrieve.application.info import collect_info
     from radretrieve.testing.dicom import write_planted_archive
     from tests.test_pacs_content import _leaks
@@ -243,11 +252,17 @@ def test_planted_patient_data_pushed_reaches_no_output(tmp_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, dest)
     out = tmp_path / "out"
-    with Listener(out) as node:
+    with Listener(out, "--max-pdu", "4096", "--max-instance-mb", "0.02") as node:
         node.started()
         push = _push(node.port, pushed)
         batch = node.batches(1)[0]
         assert batch["skipped_series"] == arch.skipped and batch["errors"] == {}
+        # an instance over --max-instance-mb (pydicom's CT_small, 39 KiB) aborts its association as it streams in
+        big = _storescu(node.port, Path(get_testdata_file("CT_small.dcm"))) + ["-v"]
+        sent = subprocess.run(big, capture_output=True, text=True, timeout=120)
+        assert "Association Aborted" in sent.stderr  # pynetdicom's storescu exits 0 whatever became of the files
+        node.until(lambda: any("an instance larger than 20971 bytes" in line for line in node.stderr))
+        assert _spooled(out) == []
         node.stop()
     info = json.dumps(collect_info(out))
     info_text = subprocess.run(

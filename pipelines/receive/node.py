@@ -30,6 +30,7 @@ from radretrieve.foundation.fileio import atomic_write_bytes, atomic_write_text
 from radretrieve.foundation.lock import writer_lock
 from radretrieve.foundation.signals import sigterm_unwinds
 from radretrieve.models.protocol import Encoder
+from radretrieve.outdir.archive_root import write_remote_root
 from radretrieve.outdir.layout import ERROR_DIR, LISTEN_FILE, RECEIVED_ERRORS, SCAN_ERRORS
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class Node:
         try:
             summary = index_opened(spool.batch, self.out_dir, self.model, settings)
             _keep_scan_errors(self.out_dir)
+            # the batch's files are removed below: no folder to draw previews from (as for a server's sources)
+            write_remote_root(self.out_dir, f"pushed to {self.options.scp.aet} (radretrieve listen)")
             self.totals.add_batch(taken, summary)
             infos = self._hooks[0]()
         except RadRetrieveError as exc:

@@ -182,13 +182,15 @@ class ReceivingScp:
         ae._servers.append(server)  # pynetdicom's own shutdown() removes it from there
         return server
 
-    def shutdown(self) -> None:
-        """Stop accepting, then abort every open association and wait for it."""
+    def shutdown(self, wait_s: float = 10.0) -> None:
+        """Stop accepting, then abort every open association, waiting at most `wait_s` for that (an association
+        stuck waiting for a request of a silent peer would otherwise hold the exit until its ACSE timeout; its
+        threads are daemons, so they never hold the process)."""
         self.server.shutdown()
-        for assoc in self.server.active_associations:
-            assoc.abort()
-        for assoc in self.server.active_associations:
-            assoc.join(timeout=self.options.timeout_s)
+        open_now = list(self.server.active_associations)
+        stopper = threading.Thread(target=lambda: [a.abort() for a in open_now], name="listen-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=wait_s)
 
     # -- event handlers (association threads) -------------------------------------------------------------
     def _on_requested(self, event: Any) -> None:
@@ -217,9 +219,9 @@ class ReceivingScp:
             del self._bytes[key]
             self.counters.add(refused=1)
             log.warning(
-                "aborted the association of %s: an instance larger than %d MiB (--max-instance-mb)",
+                "aborted the association of %s: an instance larger than %d bytes (--max-instance-mb)",
                 event.assoc.requestor.address,
-                self.options.max_instance_bytes >> 20,
+                self.options.max_instance_bytes,
             )
             event.assoc.abort()
 
@@ -239,7 +241,7 @@ class ReceivingScp:
         data = event.encoded_dataset(include_meta=True)
         if len(data) > self.options.max_instance_bytes:
             self.counters.add(refused=1)
-            log.warning("refused an instance of %d MiB (--max-instance-mb)", len(data) >> 20)
+            log.warning("refused an instance of %d bytes (--max-instance-mb)", len(data))
             return OUT_OF_RESOURCES
         if shutil.disk_usage(self.spool.root).free < self.options.min_free_bytes + len(data):
             self.counters.add(refused=1)
@@ -298,6 +300,8 @@ def _handler_class(options: ScpOptions) -> type:
     class Handler(RequestHandler):
         def _create_association(self) -> Any:
             assoc = super()._create_association()
+            # daemons: a stop (SIGTERM) never waits for a sender; what it had acknowledged is on disk already
+            assoc.daemon = assoc.dul.daemon = True
             sock = assoc.dul.socket
             read = sock.recv
 
