@@ -6,6 +6,7 @@ rows once; senders outside the allow-list are rejected; planted patient data rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydicom
+import pydicom.uid
 import pytest
 
 AET = "RADRETRIEVE"
@@ -140,6 +143,24 @@ def _storescu(port: int, path: Path, calling: str = "SENDER", **popen) -> list[s
     ]  # fmt: skip
 
 
+@contextlib.contextmanager
+def _association(port: int, **options):
+    """A pynetdicom sender in this process (CT storage), released on exit."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    assoc = ae.associate("127.0.0.1", port, ae_title=AET)
+    assert assoc.is_established
+    try:
+        yield assoc
+    finally:
+        assoc.release()
+        ae.shutdown()
+
+
 def _push(port: int, path: Path, calling: str = "SENDER") -> subprocess.CompletedProcess:
     return subprocess.run(_storescu(port, path, calling), capture_output=True, text=True, timeout=120)
 
@@ -252,11 +273,17 @@ def test_planted_patient_data_pushed_reaches_no_output(tmp_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, dest)
     out = tmp_path / "out"
-    with Listener(out, "--max-pdu", "4096", "--max-instance-mb", "0.02") as node:
+    with Listener(out, "--max-pdu", "4096", "--max-instance-mb", "0.02", settle=3.0) as node:
         node.started()
         push = _push(node.port, pushed)
         batch = node.batches(1)[0]
         assert batch["skipped_series"] == arch.skipped and batch["errors"] == {}
+        # a sender that keeps its association open: the study is complete after --settle seconds of quiet
+        with _association(node.port) as assoc:
+            ds = pydicom.dcmread(arch.root / "b" / "ct" / sorted(os.listdir(arch.root / "b" / "ct"))[0])
+            ds.SeriesInstanceUID = ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            assert assoc.send_c_store(ds).Status == 0x0000
+            assert node.batches(2)[1]["rows"] == {"image": 1} and assoc.is_established
         # an instance over --max-instance-mb (pydicom's CT_small, 39 KiB) aborts its association as it streams in
         big = _storescu(node.port, Path(get_testdata_file("CT_small.dcm"))) + ["-v"]
         sent = subprocess.run(big, capture_output=True, text=True, timeout=120)
@@ -284,3 +311,32 @@ def test_planted_patient_data_pushed_reaches_no_output(tmp_path):
     blob = "\n".join([*node.stdout, *node.stderr, info, info_text, *files, repr(rows), push.stdout])
     assert "CT CHEST [REDACTED]" in blob  # descriptions are kept, redacted
     assert _leaks(blob) == []
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # pydicom says so too, when the test makes it
+def test_scp_refuses_instances_whose_uids_are_not_uids_and_when_the_disk_is_full(tmp_path):
+    """The SCP alone (pynetdicom on both sides, in this process): an instance whose Study Instance UID could make a
+    path, and any instance once free disk space would drop below --min-free-mb, are refused and never written."""
+    from pydicom.data import get_testdata_file
+
+    from pipelines.receive.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Counters, ReceivingScp, ScpOptions
+    from pipelines.receive.spool import Spool
+
+    spool = Spool(tmp_path / "out")
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for options, change, status in (
+        (ScpOptions(aet=AET, port=0), {"StudyInstanceUID": "1.2/../../../x"}, CANNOT_UNDERSTAND),
+        (ScpOptions(aet=AET, port=0, min_free_bytes=1 << 62), {}, OUT_OF_RESOURCES),
+    ):
+        counters = Counters()
+        scp = ReceivingScp(spool, options, counters, lambda: None)
+        try:
+            sent = ds.copy()
+            for key, value in change.items():
+                setattr(sent, key, value)
+            with _association(scp.port) as assoc:
+                assert assoc.send_c_store(sent).Status == status
+        finally:
+            scp.shutdown()
+        assert counters.to_dict()["refused"] == 1 and counters.to_dict()["instances"] == 0
+    assert list((tmp_path / "out").rglob("*.dcm")) == [] and not (tmp_path / "x").exists()
