@@ -7,6 +7,7 @@ rows once; senders outside the allow-list are rejected; planted patient data rea
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -331,7 +332,7 @@ def test_scp_refuses_instances_whose_uids_are_not_uids_and_when_the_disk_is_full
         counters = Counters()
         scp = ReceivingScp(spool, options, counters, lambda: None)
         try:
-            sent = ds.copy()
+            sent = copy.deepcopy(ds)
             for key, value in change.items():
                 setattr(sent, key, value)
             with _association(scp.port) as assoc:
