@@ -71,11 +71,15 @@ class Totals:
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
-    def add_batch(self, taken: Taken, summary: IndexSummary) -> None:
+    def add_batch(self, taken: Taken) -> None:
+        """A batch indexed, its indexes updated and its files removed."""
         self.batches += 1
         self.studies_indexed += taken.studies
         self.series_indexed += taken.series
         self.instances_indexed += taken.instances
+
+    def add_rows(self, summary: IndexSummary) -> None:
+        """What a batch's job committed (counted at once: a retry of the batch finds those rows done)."""
         for mine, theirs in (
             (self.rows, summary.rows),
             (self.errors, summary.errors),
@@ -179,7 +183,7 @@ class Node:
             _keep_scan_errors(self.out_dir)
             # the batch's files are removed below: no folder to draw previews from (as for a server's sources)
             write_remote_root(self.out_dir, f"pushed to {self.options.scp.aet} (radretrieve listen)")
-            self.totals.add_batch(taken, summary)
+            self.totals.add_rows(summary)
             infos = self._hooks[0]()
         except RadRetrieveError as exc:
             self.totals.failed_batches += 1
@@ -187,6 +191,7 @@ class Node:
             self._write_status("running", spool)
             return False
         spool.clear_batch()  # its rows are in committed shards (and the index was updated)
+        self.totals.add_batch(taken)
         self._write_status("running", spool)
         self._hooks[1](BatchReport(number, taken, summary, spool.waiting()), infos)
         return True
