@@ -31,13 +31,13 @@ from radretrieve.archive.records import RemoteArchive
 from radretrieve.archive.scanner import DEFAULT_POLICY, ScanPolicy
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_write_text
-from radretrieve.foundation.lock import LOCK_FILE, writer_lock
+from radretrieve.foundation.lock import LOCK_FILE, holds_lock, writer_lock
 from radretrieve.foundation.signals import sigterm_unwinds
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.archive_root import write_archive_root, write_remote_root
 from radretrieve.outdir.layout import JOB_FILE
-from radretrieve.outdir.manifest import Manifest
+from radretrieve.outdir.manifest import Manifest, read_manifest
 from radretrieve.outdir.text_tower import save_text_tower
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,30 @@ def _locked_job(
                 readers.close()
         summary.seconds = time.perf_counter() - start
         atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
+    return summary
+
+
+def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
+    """One more job from an archive `folder` into an out dir that the calling thread holds the writer lock of and
+    has opened (`open_out_dir`, which removes what a killed writer left and checks every shard) for `model`:
+    the receiving node's micro-batches (pipelines.receive), which must not re-check every shard per batch.
+    Same scan, selection, redaction, item ids and plan as `index_archive`."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if not holds_lock(out_dir):
+        raise RadRetrieveError(f"{out_dir}: index_opened needs the out dir's writer lock held by this thread")
+    check_archive(Path(folder))
+    manifest = read_manifest(out_dir)
+    if manifest.fingerprint != model.fingerprint:
+        raise RadRetrieveError(f"{out_dir} was opened for another model (fingerprint {manifest.fingerprint})")
+    readers = _start_readers(options)
+    try:
+        summary = _run_job(Path(folder), out_dir, model, options, readers, manifest, None, None)
+    finally:
+        if readers is not None:
+            readers.close()
+    summary.seconds = time.perf_counter() - start
+    atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
     return summary
 
 
@@ -348,4 +372,4 @@ def _progress(tasks: list[Task], enabled: bool) -> Any:
     return bar
 
 
-__all__ = ["IndexOptions", "IndexSummary", "Manifest", "index_archive"]
+__all__ = ["IndexOptions", "IndexSummary", "Manifest", "index_archive", "index_opened"]

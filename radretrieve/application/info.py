@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from radretrieve.outdir.layout import JOB_FILE
+from radretrieve.outdir.layout import JOB_FILE, LISTEN_FILE
 
 
 def collect_info(out_dir: Path) -> dict[str, Any]:
@@ -48,12 +48,29 @@ def collect_info(out_dir: Path) -> dict[str, Any]:
         "model": dict(m.model),
         "bytes_on_disk": size,
         "last_job": _last_job(Path(out_dir)),
+        "listener": _listener(Path(out_dir)),  # `radretrieve listen`: its state and totals
     }
 
 
 def _last_job(out_dir: Path) -> dict[str, Any]:
     """The summary the last `radretrieve index` wrote (engine, nodes, encoders, counts); {} if none."""
-    path = out_dir / JOB_FILE
+    return _read_json(out_dir / JOB_FILE)
+
+
+def _listener(out_dir: Path) -> dict[str, Any]:
+    """`radretrieve listen`'s record; a "running" one whose process is gone (killed) says so."""
+    data = _read_json(out_dir / LISTEN_FILE)
+    if data.get("state") == "running":
+        from radretrieve.foundation.lock import current_holder
+
+        holder = current_holder(out_dir)
+        if holder is None or holder.command != "radretrieve listen":
+            data["state"] = "not running (ended without stopping)"
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON record of the out dir; {} if missing or unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "data_cmd",
     "models_cmd",
     "index_cmd",
+    "listen_cmd",
     "info_cmd",
     "synth_cmd",
     "bench_cmd",

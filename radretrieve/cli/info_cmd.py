@@ -46,6 +46,25 @@ def info(
             )
         for enc in job.get("cluster", {}).get("encoders", []):
             say(f"  encoder {enc['encoder']} on {enc['node']}: {enc['items']} items, {enc['tasks']} task(s)")
+    _say_listener(data.get("listener") or {})
+
+
+def _say_listener(listener: dict) -> None:
+    """`radretrieve listen`'s totals over all its runs (OUT/listen.json)."""
+    if not listener:
+        return
+    t = listener.get("totals") or {}
+    r = t.get("received") or {}
+    say(
+        f"listener: {listener.get('state', '?')} (AE {listener.get('aet', '?')}, port {listener.get('port', '?')}); "
+        f"received {r.get('instances', 0)} instances ({r.get('duplicates', 0)} again while spooled, "
+        f"{r.get('refused', 0)} refused) in {r.get('associations', 0)} associations ({r.get('rejected', 0)} rejected)"
+    )
+    say(
+        f"  indexed {t.get('series_indexed', 0)} series of {t.get('studies_indexed', 0)} studies in "
+        f"{t.get('batches', 0)} batch(es) ({t.get('failed_batches', 0)} failed); waiting in the spool: "
+        f"{listener.get('waiting_studies', 0)} studies"
+    )
 
 
 def register(app: typer.Typer) -> None:

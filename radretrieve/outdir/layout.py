@@ -13,6 +13,10 @@ OUT/predictions.json           the size and SHA-256 of predictions.parquet as co
 OUT/anonymise.key              the key of the path and study-key hashes (private: radretrieve.outdir.anonymise)
 OUT/sources/                   anonymised paths (the default): the map to real paths and the real archive root
                                (sources/root.json); private, never shown
+OUT/receive/                   `radretrieve listen`: received instances not yet indexed (private, mode 0700;
+                               removed once their rows are in a committed shard: pipelines.receive.spool)
+OUT/listen.json                `radretrieve listen`: the listener's totals (counts only), for `radretrieve info`
+OUT/errors/received.jsonl      `radretrieve listen`: scan-level failures and skipped series of every batch
 OUT/.lock                      the writer lock (radretrieve.foundation.lock)
 """
 
@@ -33,6 +37,9 @@ SOURCE_MAP_DIR = "sources"  # anonymised paths: item id -> real source, one file
 PRIVATE_ROOT_FILE = "root.json"  # under SOURCE_MAP_DIR: the real archive root of an anonymised out dir
 PREDICTIONS_FILE = "predictions.parquet"  # zero-shot predictions (radretrieve classify --index)
 PREDICTIONS_RECORD = "predictions.json"  # size and SHA-256 of the predictions file as committed
+RECEIVE_DIR = "receive"  # `listen`: the spool of received instances (private; never in OWNED: --overwrite keeps it)
+LISTEN_FILE = "listen.json"  # `listen`: the listener's totals, for `radretrieve info`
+RECEIVED_ERRORS = "received.jsonl"  # under ERROR_DIR: `listen`'s scan-level records of every batch, kept
 # Names a command may create or replace in an out dir; anything else found there is left alone.
 OWNED = (
     MANIFEST,
