@@ -382,3 +382,40 @@ def test_bad_source_arguments_are_one_line_errors(tmp_path):
             prepare_index(archive, IndexOptions(dimse=dimse))
     with pytest.raises(RadRetrieveError, match="--auth-file applies to DICOMweb archives"):
         prepare_index("dimse://PACS@pacs:104", IndexOptions(dicomweb=DicomWebOptions(auth_file=tmp_path / "a")))
+
+
+def test_an_instance_too_large_and_an_association_too_slow_are_fetch_errors(pacs, archive, tiny_model, tmp_path):
+    """--max-response-mb bounds each instance as it arrives (pydicom's 39 KB CT_small against 20 KB), and
+    --request-deadline each association (Orthanc's answer held back by the proxy for longer): each is one
+    `fetch` record for its series, the other series are indexed."""
+    import time
+
+    import pydicom
+
+    from radretrieve.archive.dicomweb import Limits
+
+    large, slow = (
+        pydicom.dcmread(archive / name, stop_before_pixels=True) for name in ("CT_small.dcm", "MR_small_RLE.dcm")
+    )
+    only = [f"StudyInstanceUID={large.StudyInstanceUID}"]  # --query: one study each run
+    small = _source(pacs.dimse_url, limits=Limits(max_response_bytes=20_000), query=only)
+    first = _index(small, tmp_path / "small", tiny_model)
+    assert first.errors == {"ResponseTooLarge": 1} and first.series["listed"] == 1, first.errors
+    (record,) = _records(tmp_path / "small")
+    assert record["stage"] == "fetch" and "--max-response-mb" in record["message"]
+    slow_series = slow.SeriesInstanceUID.encode()
+    held: list[int] = []
+
+    def hold_back(conn, upstream, data):
+        if not upstream and not held and _is_read(conn) and slow_series in conn.sent and conn.received > 600:
+            held.append(conn.number)
+            time.sleep(4.5)  # past the 3 s deadline: the association is aborted meanwhile
+
+    with TcpProxy(pacs.dicom_port, hold_back) as proxy:
+        only = [f"StudyInstanceUID={slow.StudyInstanceUID}"]
+        second = _index(
+            _source(_via(proxy, pacs), limits=Limits(deadline_s=3.0), query=only), tmp_path / "slow", tiny_model
+        )
+    assert held and second.errors == {"DeadlineExceeded": 1} and second.series["listed"] == 1, second.errors
+    (record,) = _records(tmp_path / "slow")
+    assert record["stage"] == "fetch" and "--request-deadline" in record["message"]

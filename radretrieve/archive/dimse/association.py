@@ -204,6 +204,10 @@ def open_association(
     try:
         yield assoc, watch
         clean = True
+    except DimseFailed:
+        if watch.tripped is None:
+            raise
+        # else the association went away because the watch aborted it: its reason is the one to report
     finally:
         watch.stop()
         _close(assoc, clean and watch.tripped is None)
