@@ -53,6 +53,8 @@ class TcpProxy:
             except OSError:
                 client.close()  # nothing listens behind: the client sees the connection closed
                 continue
+            for sock in (client, server):  # forward each chunk at once (Nagle would hold small DIMSE messages)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 conn = Connection(len(self.connections))
                 self.connections.append(conn)

@@ -29,6 +29,7 @@ from radretrieve.archive.dimse.source import DimseSource
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+ABORT_GRACE_S = 0.5  # after an A-ABORT, how long the peer may take to close the connection itself
 # Diagnostics of an A-ASSOCIATE-RJ from the node (PS3.8 9.3.4, source "service user")
 _REJECT_WHY = {
     1: "no reason given",
@@ -73,7 +74,12 @@ class Watch:
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         from pynetdicom import evt
 
-        return [(evt.EVT_DATA_RECV, self.on_data), (evt.EVT_DATA_SENT, quick_ack)]
+        return [
+            (evt.EVT_DATA_RECV, self.on_data),
+            (evt.EVT_DATA_SENT, quick_ack),
+            (evt.EVT_ABORTED, wake_waiting),
+            (evt.EVT_CONN_CLOSE, wake_waiting),
+        ]
 
     def start(self, assoc: Any) -> None:
         self._assoc = assoc
@@ -104,7 +110,7 @@ class Watch:
         if expired:
             why = f"the association took longer than {self.deadline_s:g} s (--request-deadline)"
             self.tripped = self.tripped or DimseFailed(why, "DeadlineExceeded", False)
-        self._assoc.abort()
+        hard_abort(self._assoc)
 
     def stop(self) -> None:
         self._done = True
@@ -231,9 +237,49 @@ def _close(assoc: Any, clean: bool) -> None:
             assoc.release()
     finally:
         if assoc.is_alive() and not assoc.is_released:
-            assoc.abort()
+            hard_abort(assoc)
         if assoc.is_alive():  # (a rejected request's thread may never have started)
             assoc.join(timeout=max(1.0, float(assoc.acse_timeout or 1.0)) * 2)
+
+
+def hard_abort(assoc: Any) -> None:
+    """A-ABORT, then the connection closed from our side after a short grace. pynetdicom's own blocking abort
+    waits for the peer to close the connection, up to the ACSE timeout: a node still sending (or a peer that
+    holds the connection open) would keep a reader that long."""
+    if not assoc.is_alive():
+        return
+    assoc.abort(block=False)  # the A-ABORT is queued and sent by the association's own thread
+    end = time.monotonic() + ABORT_GRACE_S
+    while _state(assoc) not in ("Sta1", "") and time.monotonic() < end:
+        time.sleep(0.01)
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the peer is gone for pynetdicom too: its state machine goes idle
+        except OSError:
+            pass
+    _wake(assoc)
+    killer = threading.Thread(target=assoc.kill, name="dimse-abort", daemon=True)
+    killer.start()
+    killer.join(ABORT_GRACE_S * 4)  # bounded: a thread that still does not end is a daemon, ended at exit
+
+
+def wake_waiting(event: Any) -> None:
+    """EVT_ABORTED, EVT_CONN_CLOSE: the peer aborted or went away; see `_wake`."""
+    _wake(event.assoc)
+
+
+def _wake(assoc: Any) -> None:
+    """Wake a C-FIND/C-GET/C-MOVE waiting for its next answer on a dead association: pynetdicom would wait for
+    the DIMSE timeout (60 s by default) after the peer is gone. (None, None) is pynetdicom's own "no answer":
+    the operation ends with an empty status (`final_status`: AssociationAborted)."""
+    messages = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
+    if messages is not None:
+        messages.put((None, None))
+
+
+def _state(assoc: Any) -> str:
+    return str(getattr(getattr(assoc.dul, "state_machine", None), "current_state", ""))
 
 
 def with_retries(call: Callable[[], T], source: DimseSource, sleep: Callable[[float], None] = time.sleep) -> T:

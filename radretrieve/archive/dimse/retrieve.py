@@ -32,6 +32,7 @@ from radretrieve.archive.dicomweb.uids import is_uid, why_not_uid
 from radretrieve.archive.dimse.association import (
     DimseFailed,
     final_status,
+    hard_abort,
     new_ae,
     no_delay,
     open_association,
@@ -143,7 +144,7 @@ class Receiver:
         if self.watch is not None:
             self.watch.on_data(event)
             if self.watch.tripped is not None:
-                threading.Thread(target=event.assoc.abort, daemon=True).start()
+                threading.Thread(target=hard_abort, args=(event.assoc,), daemon=True).start()
 
     def _fail(self, problem: DimseFailed) -> None:
         with self._lock:
