@@ -399,7 +399,10 @@ def test_an_instance_too_large_and_an_association_too_slow_are_fetch_errors(pacs
     )
     only = [f"StudyInstanceUID={large.StudyInstanceUID}"]  # --query: one study each run
     small = _source(pacs.dimse_url, limits=Limits(max_response_bytes=20_000), query=only)
+    start = time.monotonic()
     first = _index(small, tmp_path / "small", tiny_model)
+    # the abort ends the C-GET at once (not after the 10 s DIMSE timeout of a C-GET still waiting for answers)
+    assert time.monotonic() - start < FAST["timeout_s"]
     assert first.errors == {"ResponseTooLarge": 1} and first.series["listed"] == 1, first.errors
     (record,) = _records(tmp_path / "small")
     assert record["stage"] == "fetch" and "--max-response-mb" in record["message"]
