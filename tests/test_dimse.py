@@ -71,7 +71,7 @@ def archive(tmp_path_factory, planted) -> Path:
 
 @pytest.fixture(scope="module")
 def pacs(archive, tmp_path_factory):
-    with Orthanc(tmp_path_factory.mktemp("orthanc"), dicom=True) as server:
+    with Orthanc(tmp_path_factory.mktemp("orthanc"), dicom=True, cache_mb=0) as server:
         server.upload_folder(archive)
         yield server
 

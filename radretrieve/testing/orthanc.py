@@ -65,10 +65,16 @@ MODALITY = "radretrieve"  # that modality's name in Orthanc's configuration
 
 class Orthanc:
     """One Orthanc process. `users`: {name: password} turns on HTTP basic authentication (RegisteredUsers);
-    `dicom`: the DICOM port too (C-FIND, C-GET, C-MOVE to the `CALLING_AET` modality at `move_port`)."""
+    `dicom`: the DICOM port too (C-FIND, C-GET, C-MOVE to the `CALLING_AET` modality at `move_port`);
+    `cache_mb`: Orthanc's storage cache (0: a test can make a stored file unreadable under it)."""
 
     def __init__(
-        self, folder: Path, users: dict[str, str] | None = None, dicom: bool = False, aet: str = DIMSE_AET
+        self,
+        folder: Path,
+        users: dict[str, str] | None = None,
+        dicom: bool = False,
+        aet: str = DIMSE_AET,
+        cache_mb: int | None = None,
     ) -> None:
         missing = orthanc_missing()
         if missing:
@@ -78,6 +84,7 @@ class Orthanc:
         self.users = dict(users or {})
         self.port = free_port()
         self.dicom, self.aet = dicom, aet
+        self.cache_mb = cache_mb  # Orthanc's storage cache (None: its default; 0: every read hits the stored file)
         self.dicom_port = free_port() if dicom else 0
         self.move_port = free_port() if dicom else 0  # where radretrieve's storage SCP listens for C-MOVE
         self.proc: subprocess.Popen | None = None
@@ -111,7 +118,6 @@ class Orthanc:
             **always,  # nothing for an AE title it does not know
             "DicomModalities": {MODALITY: self.modality()},
             "DicomAssociationCloseDelay": 0,  # C-MOVE: close its association to our SCP when done
-            "MaximumStorageCacheSize": 0,  # every retrieval reads the stored file (a test can make it unreadable)
             "DicomScuTimeout": 10,
             "DicomScpTimeout": 30,
         }
@@ -139,6 +145,7 @@ class Orthanc:
             "IndexDirectory": str(self.folder / "index"),
             "HttpPort": self.port,
             **self._dicom_config(),
+            **({} if self.cache_mb is None else {"MaximumStorageCacheSize": self.cache_mb}),
             "RemoteAccessAllowed": False,  # answers 127.0.0.1 only
             "AuthenticationEnabled": bool(self.users),
             "RegisteredUsers": self.users,
