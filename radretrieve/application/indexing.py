@@ -63,6 +63,21 @@ class DicomWebOptions:
 
 
 @dataclass(frozen=True)
+class DimseOptions:
+    """How a DIMSE archive (dimse://CALLED_AET@HOST:PORT) is reached; refused for any other archive. The listing
+    options and bounds of `DicomWebOptions` (--since, --modality, --query, --retries, --max-response-mb,
+    --max-listed, --request-deadline) apply to it as well."""
+
+    calling_aet: str | None = None  # our AE title (None: RADRETRIEVE); the node must know it
+    move_port: int | None = None  # C-MOVE to our storage SCP on this port instead of C-GET
+
+    def used_flags(self) -> list[str]:
+        """The DIMSE-only options that were set (an error for any other archive)."""
+        given = (("--calling-aet", self.calling_aet), ("--move-port", self.move_port))
+        return [flag for flag, value in given if value is not None]
+
+
+@dataclass(frozen=True)
 class IndexOptions:
     """Everything `radretrieve index ARCHIVE --out OUT` takes besides the two paths (the CLI's defaults)."""
 
@@ -84,6 +99,7 @@ class IndexOptions:
     progress: bool = True  # progress bars on stderr
     selection: SelectionOptions = field(default_factory=SelectionOptions)  # series selection, reports, scrubber
     dicomweb: DicomWebOptions = field(default_factory=DicomWebOptions)  # a PACS archive's listing and bounds
+    dimse: DimseOptions = field(default_factory=DimseOptions)  # a DIMSE archive's AE title and C-MOVE port
 
     def check(self) -> None:
         """The checks of the options alone (no file, no network); `prepare_index` runs them first."""
@@ -101,7 +117,7 @@ class IndexOptions:
 class PreparedIndex:
     """An indexing job whose options were all checked: what `run_index_job` needs besides the out dir."""
 
-    source: Any  # the archive: a Path (folder or manifest) or a DicomWebSource (server checked reachable)
+    source: Any  # the archive: a Path (folder or manifest), a DicomWebSource or a DimseSource (checked reachable)
     policy: ScanPolicy  # series selection, --reports, --scrubber, links
     options: IndexOptions
 
@@ -117,7 +133,7 @@ def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -
     parse_model_ref(options.model, options.weights)
     policy = make_policy(sel.include, sel.exclude, sel.selection, sel.reports, sel.scrubber, sel.follow_external_links)
     limits = _limits(str(archive), options.dicomweb)
-    source = _source(str(archive), options.dicomweb, limits)
+    source = _source(str(archive), options.dicomweb, limits, options.dimse)
     if isinstance(source, Path):  # an empty folder or a single file: refused before the model loads
         from pipelines.preflight import check_archive
 
@@ -170,10 +186,17 @@ def build_out_dir_index(out: Path) -> dict[str, Any]:
     return build_indexes(Path(out))
 
 
-def _source(archive: str, web: DicomWebOptions, limits: Limits | None) -> Any:
-    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource) with `limits`."""
+def _source(archive: str, web: DicomWebOptions, limits: Limits | None, dimse: DimseOptions = DimseOptions()) -> Any:
+    """The archive folder or manifest (a Path), or the DICOMweb server (a DicomWebSource) or DICOM node (a
+    DimseSource) with `limits`."""
     from radretrieve.archive.dicomweb import Limits, Retry, is_dicomweb, parse_source, resolve_auth
+    from radretrieve.archive.dimse import is_dimse
 
+    dimse_used = dimse.used_flags()
+    if is_dimse(archive):
+        return _dimse_source(archive, web, limits if limits is not None else Limits(), dimse)
+    if dimse_used:
+        raise RadRetrieveError(f"{dimse_used[0]} applies to DIMSE archives (dimse://AET@HOST:PORT) only")
     if is_dicomweb(archive):
         from radretrieve.archive.dicomweb.listing import probe
 
@@ -191,10 +214,26 @@ def _source(archive: str, web: DicomWebOptions, limits: Limits | None) -> Any:
     return Path(archive)
 
 
-def _limits(archive: str, web: DicomWebOptions) -> Limits | None:
-    """The DICOMweb bounds of the options (a frozen, checked `Limits`); None for a folder or manifest."""
-    from radretrieve.archive.dicomweb import Limits, is_dicomweb
+def _dimse_source(archive: str, web: DicomWebOptions, limits: Limits, dimse: DimseOptions) -> Any:
+    """The DICOM node of a dimse:// archive, probed (one association opened and released)."""
+    from radretrieve.archive.dicomweb import Retry
+    from radretrieve.archive.dimse import parse_source
+    from radretrieve.archive.dimse.listing import probe
 
-    if not is_dicomweb(archive):
+    if web.auth_file is not None:
+        raise RadRetrieveError("--auth-file applies to DICOMweb archives (dicomweb+http://...) only")
+    retry = Retry(tries=web.retries + 1, backoff_s=web.retry_backoff)
+    query = list(web.query)
+    source = parse_source(archive, dimse.calling_aet, web.since, web.modality, query, retry, limits, dimse.move_port)
+    probe(source)  # an unreachable node or a rejection (AE titles): one line now, not after loading the model
+    return source
+
+
+def _limits(archive: str, web: DicomWebOptions) -> Limits | None:
+    """The bounds of a server's answers (a frozen, checked `Limits`); None for a folder or manifest."""
+    from radretrieve.archive.dicomweb import Limits, is_dicomweb
+    from radretrieve.archive.dimse import is_dimse
+
+    if not (is_dicomweb(archive) or is_dimse(archive)):
         return None
     return Limits.from_options(web.max_response_mb, web.max_listed, web.request_deadline)

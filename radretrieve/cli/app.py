@@ -56,6 +56,8 @@ def _root(
     if not verbose:  # faiss logs which SIMD build it loaded at INFO on every start
         logging.getLogger("faiss").setLevel(logging.WARNING)
         logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # a line per QIDO/WADO request
+        # a rejected or failed association is logged in several lines: radretrieve reports it in one
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
 for _name in COMMAND_MODULES:

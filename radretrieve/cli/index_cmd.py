@@ -20,7 +20,9 @@ KEEP_PATHS_WARNING = (
 
 def index(
     archive: str = typer.Argument(
-        ..., help="Archive folder, a manifest (CSV/Parquet/JSONL), or dicomweb+http(s)://HOST:PORT/PATH (a PACS)."
+        ...,
+        help="Archive folder, a manifest (CSV/Parquet/JSONL), dicomweb+http(s)://HOST:PORT/PATH or "
+        "dimse://CALLED_AET@HOST:PORT (a PACS).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Out dir: shards/, errors/, manifest.json, index/."),
     model: str = typer.Option("radclip-tiny", "--model", "-m", help=MODEL_HELP),
@@ -75,26 +77,36 @@ def index(
         None, "--scrubber", help="module:callable (text -> text) run on every text after the built-in redaction."
     ),
     no_index: bool = typer.Option(False, "--no-index", help="Do not build the FAISS index at the end."),
-    since: str | None = typer.Option(None, "--since", help="DICOMweb: studies with StudyDate on or after DATE."),
-    modality: str | None = typer.Option(None, "--modality", help="DICOMweb: series of these modalities (CT,MR)."),
+    since: str | None = typer.Option(None, "--since", help="DICOMweb, DIMSE: studies with StudyDate on or after DATE."),
+    modality: str | None = typer.Option(
+        None, "--modality", help="DICOMweb, DIMSE: series of these modalities (CT,MR)."
+    ),
     query: list[str] = typer.Option(
-        [], "--query", help="DICOMweb: a QIDO-RS match KEY=VALUE (DICOM keyword), repeatable."
+        [], "--query", help="DICOMweb, DIMSE: a listing match KEY=VALUE (DICOM keyword), repeatable."
     ),
     auth_file: Path | None = typer.Option(
         None, "--auth-file", help=f"DICOMweb: credentials ('basic USER:PASSWORD' or 'bearer TOKEN'); else ${AUTH_ENV}."
     ),
-    retries: int = typer.Option(4, "--retries", help="DICOMweb: retries of a failed request (network, 5xx)."),
+    retries: int = typer.Option(
+        4, "--retries", help="DICOMweb, DIMSE: retries of a failed request (network, 5xx, association aborted)."
+    ),
     retry_backoff: float = typer.Option(
-        0.5, "--retry-backoff", help="DICOMweb: seconds before the first retry, doubled for each next one."
+        0.5, "--retry-backoff", help="DICOMweb, DIMSE: seconds before the first retry, doubled for each next one."
     ),
     max_response_mb: float = typer.Option(
-        1024.0, "--max-response-mb", help="DICOMweb: largest answer accepted (an instance, a page), in MiB."
+        1024.0, "--max-response-mb", help="DICOMweb, DIMSE: largest answer accepted (an instance, a page), in MiB."
     ),
     max_listed: int = typer.Option(
-        1_000_000, "--max-listed", help="DICOMweb: most entries one QIDO-RS query may return over all its pages."
+        1_000_000, "--max-listed", help="DICOMweb, DIMSE: most entries one listing query may return (all its pages)."
     ),
     request_deadline: float = typer.Option(
-        600.0, "--request-deadline", help="DICOMweb: seconds one HTTP request may take, connect to last byte."
+        600.0, "--request-deadline", help="DICOMweb, DIMSE: seconds one request (or association) may take, end to end."
+    ),
+    calling_aet: str | None = typer.Option(
+        None, "--calling-aet", help="DIMSE: our AE title, known to the PACS (default RADRETRIEVE)."
+    ),
+    move_port: int | None = typer.Option(
+        None, "--move-port", help="DIMSE: C-MOVE to our storage SCP on this port instead of C-GET."
     ),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bars and no INFO log lines: warnings and errors only."
@@ -104,6 +116,7 @@ def index(
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
     from radretrieve.application.indexing import (
         DicomWebOptions,
+        DimseOptions,
         IndexOptions,
         SelectionOptions,
         build_out_dir_index,
@@ -143,6 +156,7 @@ def index(
             max_listed,
             request_deadline,
         ),
+        dimse=DimseOptions(calling_aet, move_port),
     )
     options.check()
     if not anonymise_paths:

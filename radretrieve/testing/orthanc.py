@@ -4,6 +4,13 @@ a temporary configuration and storage, loaded through its REST API, stopped (and
 Orthanc and the plugin are Debian packages (`apt-get install -y orthanc orthanc-dicomweb`; `.ci/run` installs
 them). `orthanc_missing()` says what is missing, so that tests can skip with one line (or fail where
 RADRETRIEVE_REQUIRE_ORTHANC=1, as in CI).
+
+`Orthanc(folder, dicom=True)` also opens Orthanc's DICOM port (C-FIND, C-GET, C-MOVE) on a free port with its
+own AE title (`aet`), and registers radretrieve's calling AE title as a modality at 127.0.0.1 with a free
+port for C-MOVE (`move_port`): `dimse_url` is the `index` argument. Orthanc 1.10 has no option to bind its
+DICOM port to one address, so it listens on every interface; it accepts associations only from the
+registered modality (AE title and host 127.0.0.1: `DicomCheckModalityHost`) and only with its own called AE
+title, and the port lives only as long as the test.
 """
 
 from __future__ import annotations
@@ -51,10 +58,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Orthanc:
-    """One Orthanc process. `users`: {name: password} turns on HTTP basic authentication (RegisteredUsers)."""
+DIMSE_AET = "ORTHANCTEST"  # the called AE title of a test Orthanc
+CALLING_AET = "RADRETRIEVE"  # the modality it knows (radretrieve's default calling AE title)
+MODALITY = "radretrieve"  # that modality's name in Orthanc's configuration
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
+
+class Orthanc:
+    """One Orthanc process. `users`: {name: password} turns on HTTP basic authentication (RegisteredUsers);
+    `dicom`: the DICOM port too (C-FIND, C-GET, C-MOVE to the `CALLING_AET` modality at `move_port`);
+    `cache_mb`: Orthanc's storage cache (0: a test can make a stored file unreadable under it)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        users: dict[str, str] | None = None,
+        dicom: bool = False,
+        aet: str = DIMSE_AET,
+        cache_mb: int | None = None,
+    ) -> None:
         missing = orthanc_missing()
         if missing:
             raise RuntimeError(missing)
@@ -62,6 +83,10 @@ class Orthanc:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
         self.port = free_port()
+        self.dicom, self.aet = dicom, aet
+        self.cache_mb = cache_mb  # Orthanc's storage cache (None: its default; 0: every read hits the stored file)
+        self.dicom_port = free_port() if dicom else 0
+        self.move_port = free_port() if dicom else 0  # where radretrieve's storage SCP listens for C-MOVE
         self.proc: subprocess.Popen | None = None
         self._write_config()
         self.start()
@@ -75,13 +100,52 @@ class Orthanc:
         """The source argument of `radretrieve index` for this server."""
         return f"dicomweb+{self.url}/dicom-web"
 
+    @property
+    def dimse_url(self) -> str:
+        """The source argument of `radretrieve index` for this server's DICOM port (dicom=True)."""
+        return f"dimse://{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    def _dicom_config(self) -> dict[str, object]:
+        if not self.dicom:
+            return {"DicomServerEnabled": False}  # no DICOM network port: REST and DICOMweb only
+        always = {f"DicomAlwaysAllow{k}": False for k in ("Echo", "Store", "Find", "FindWorklist", "Get", "Move")}
+        return {
+            "DicomServerEnabled": True,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True,  # a wrong called AE title is rejected
+            "DicomCheckModalityHost": True,  # the modality only from its own host (127.0.0.1)
+            **always,  # nothing for an AE title it does not know
+            "DicomModalities": {MODALITY: self.modality()},
+            "DicomAssociationCloseDelay": 0,  # C-MOVE: close its association to our SCP when done
+            "DicomScuTimeout": 10,
+            "DicomScpTimeout": 30,
+        }
+
+    def modality(self, aet: str = CALLING_AET, **allow: bool) -> dict[str, object]:
+        """The entry of radretrieve's modality (`allow`: e.g. AllowGet=False)."""
+        return {"AET": aet, "Host": "127.0.0.1", "Port": self.move_port, **allow}
+
+    def set_modality(self, aet: str = CALLING_AET, **allow: bool) -> None:
+        """Change radretrieve's modality while Orthanc runs (REST; e.g. another AE title: our associations are
+        rejected from then on)."""
+        with self._session() as s:
+            s.put(f"{self.url}/modalities/{MODALITY}", json=self.modality(aet, **allow), timeout=10).raise_for_status()
+
+    def kill(self) -> None:
+        """SIGKILL: a node that is gone at once (no association closed)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def _write_config(self) -> None:
         config = {
             "Name": "radretrieve-test",
             "StorageDirectory": str(self.folder / "storage"),
             "IndexDirectory": str(self.folder / "index"),
             "HttpPort": self.port,
-            "DicomServerEnabled": False,  # no DICOM network port: REST and DICOMweb only
+            **self._dicom_config(),
+            **({} if self.cache_mb is None else {"MaximumStorageCacheSize": self.cache_mb}),
             "RemoteAccessAllowed": False,  # answers 127.0.0.1 only
             "AuthenticationEnabled": bool(self.users),
             "RegisteredUsers": self.users,
@@ -148,6 +212,19 @@ class Orthanc:
                 r.raise_for_status()
                 ids.append(r.json()["ID"])
         return ids
+
+    def delete(self, ids: list[str]) -> None:
+        """Remove instances (Orthanc's instance ids, as `upload` returns them)."""
+        with self._session() as s:
+            for orthanc_id in ids:
+                s.delete(f"{self.url}/instances/{orthanc_id}", timeout=30).raise_for_status()
+
+    def stored_file(self, orthanc_id: str) -> Path:
+        """Where Orthanc keeps an instance's file (uncompressed storage: the file as uploaded)."""
+        with self._session() as s:
+            info = s.get(f"{self.url}/instances/{orthanc_id}/attachments/dicom/info", timeout=10).json()
+        uuid = str(info["Uuid"])
+        return self.folder / "storage" / uuid[:2] / uuid[2:4] / uuid
 
     def upload_folder(self, folder: Path) -> list[str]:
         """Upload every file under `folder` (sorted)."""

@@ -158,8 +158,12 @@ def parse_source(
             "credentials in the URL are not accepted (they would show in process lists and logs): "
             "use RADRETRIEVE_DICOMWEB_AUTH or --auth-file"
         )
-    listing = Listing(_date(since) if since else "", _modalities(modalities), _query(query or []))
-    return DicomWebSource(url, listing, retry, auth, limits)
+    return DicomWebSource(url, parse_listing(since, modalities, query), retry, auth, limits)
+
+
+def parse_listing(since: str | None, modalities: str | None, query: list[str] | None) -> Listing:
+    """The `--since`, `--modality` and `--query` options, checked (shared by the DICOMweb and DIMSE sources)."""
+    return Listing(_date(since) if since else "", _modalities(modalities), _query(query or []))
 
 
 def _date(text: str) -> str:
@@ -188,6 +192,6 @@ def _query(pairs: list[str]) -> tuple[tuple[str, str], ...]:
             raise RadRetrieveError("--query: expected KEY=VALUE, KEY a DICOM keyword (e.g. StudyDescription)")
         tag = tag_for_keyword(key)
         if tag is None or dictionary_VR(tag) == "SQ":
-            raise RadRetrieveError(f"--query {key}: not a DICOM keyword QIDO-RS can match (e.g. StudyDescription)")
+            raise RadRetrieveError(f"--query {key}: not a DICOM keyword a listing can match (e.g. StudyDescription)")
         out.append((key, value))
     return tuple(out)
