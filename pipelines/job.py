@@ -24,7 +24,7 @@ from pipelines.plan import Task, indexed_ids, make_plan
 from pipelines.preflight import check_archive, nothing_indexable, remove_new_out_dir
 from pipelines.ray_cluster.engine import RayPlan, run_on_cluster
 from pipelines.scan import scan_archive, scan_remote
-from pipelines.sync import SeriesSync, indexed_series
+from pipelines.sync import SeriesSync, indexed_series, kept_records
 from pipelines.writer import ShardWriter, write_scan_errors
 from radretrieve.archive.anonymise import PathHasher, anonymise_scan
 from radretrieve.archive.records import RemoteArchive
@@ -253,7 +253,9 @@ def _run_job(
         write_remote_root(out_dir, result.root.display)
     else:
         write_archive_root(out_dir, result.root, private=options.anonymise_paths)
-    write_scan_errors(out_dir, result.errors)
+    # a server's series skipped as done keep their scan records (sync.kept_records: failed for good stays so)
+    kept = kept_records(out_dir, done_series) if isinstance(result.root, RemoteArchive) else []
+    write_scan_errors(out_dir, result.errors, kept)
     items = {it.item_id: it for it in result.items}
     done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
     tasks = make_plan(result.studies, done, options.studies_per_task)

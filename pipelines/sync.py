@@ -2,8 +2,12 @@
 
 A series counts as indexed when one of its items is in a finished shard (tasks hold whole studies, so a
 finished shard holds every item of a series), or when it is recorded as failed at a stage other than
-`fetch` (a broken series is not fetched again every night; `--retry-errors` does). Fetch failures (the
-server went away) are always tried again. Series are known by their Series Instance UID only.
+`fetch` and `select` (a broken series is not fetched again every night; `--retry-errors` does). Fetch failures
+(the server went away) are always tried again; so are series the selection left out (an SR is read again, so
+that a new image series of its study gets its report). Series are known by their Series Instance UID only.
+The scan's records of a series a run skips are carried over into that run's `errors/scan.jsonl`
+(`kept_records`), so a series that failed its scan (an undecodable transfer syntax a header shows) stays
+failed for good, and recorded, however many runs skip it.
 """
 
 from __future__ import annotations
@@ -30,14 +34,33 @@ def indexed_series(out_dir: Path, retry_errors: bool = False) -> set[str]:
     folder = out_dir / ERROR_DIR
     if not retry_errors and folder.is_dir():
         for path in sorted(folder.glob("*.jsonl")):
-            if path.name == SCAN_ERRORS:
-                continue
-            for line in path.read_text(encoding="utf-8").splitlines():
-                rec = json.loads(line) if line.strip() else {}
-                if rec.get("stage") not in (None, "fetch") and series_of(str(rec.get("source", ""))):
+            for rec in _records(path):
+                if rec.get("stage") not in (None, "fetch", "select") and series_of(str(rec.get("source", ""))):
                     done.add(series_of(str(rec["source"])))
     done.discard("")
     return done
+
+
+def kept_records(out_dir: Path, skipped: set[str]) -> list[str]:
+    """The lines of `errors/scan.jsonl` about series this run did not scan again (`skipped`), to be written
+    back with this run's scan records (`pipelines.writer.write_scan_errors`)."""
+    path = Path(out_dir) / ERROR_DIR / SCAN_ERRORS
+    if not skipped or not path.is_file():
+        return []
+    return [json.dumps(rec) + "\n" for rec in _records(path) if series_of(str(rec.get("source", ""))) in skipped]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of an errors file (blank and unreadable lines skipped: a record is never fatal)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def series_of(source: str) -> str:

@@ -98,11 +98,15 @@ def _scrub(failure: Failure, task: Task) -> Failure:
     return dataclasses.replace(failure, message=message)
 
 
-def write_scan_errors(out_dir: Path, errors: Iterable) -> None:
-    """Scan-level failures (unreadable headers, mixed series...): rewritten on every run, never duplicated."""
+def write_scan_errors(out_dir: Path, errors: Iterable, kept: Iterable[str] = ()) -> None:
+    """Scan-level failures (unreadable headers, mixed series...): rewritten on every run, never duplicated.
+    `kept`: record lines of an earlier run to keep (a server's series not scanned again: `sync.kept_records`)."""
     body = "".join(
-        Failure(getattr(e, "item_id", None), e.source, e.stage, e.error_type, e.message).to_json() + "\n"
-        for e in errors
+        [*kept]
+        + [
+            Failure(getattr(e, "item_id", None), e.source, e.stage, e.error_type, e.message).to_json() + "\n"
+            for e in errors
+        ]
     ).encode()
     path = Path(out_dir) / ERROR_DIR / SCAN_ERRORS
     if body or path.exists():

@@ -146,7 +146,7 @@ def test_second_run_fetches_nothing_and_a_new_study_only_itself(archive, tiny_mo
         from radretrieve.cli.app import app
 
         info = CliRunner().invoke(app, ["info", str(tmp_path / "out")])  # from OUT/job.json
-        assert "DICOMweb series: listed 2, skipped as already indexed 2, fetched 0, failed 0" in info.output
+        assert "PACS series: listed 2, skipped as already indexed 2, fetched 0, failed 0" in info.output
         server.upload([archive / "MR_small_RLE.dcm"])
         before = len(proxy.seen)
         third = _index(source, tmp_path / "out", tiny_model)

@@ -41,7 +41,7 @@ def info(
         series = job.get("series") or {}
         if series:  # a DICOMweb archive: the incremental sync of the last run
             say(
-                f"  DICOMweb series: listed {series.get('listed', 0)}, skipped as already indexed "
+                f"  PACS series: listed {series.get('listed', 0)}, skipped as already indexed "
                 f"{series.get('skipped', 0)}, fetched {series.get('fetched', 0)}, failed {series.get('failed', 0)}"
             )
         for enc in job.get("cluster", {}).get("encoders", []):
