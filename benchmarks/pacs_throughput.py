@@ -1,11 +1,12 @@
 """PACS throughput: series/s indexed from a folder, and from a local Orthanc over DICOMweb (QIDO-RS + WADO-RS)
-and over DIMSE (C-FIND + C-GET), the same CT series, in one run, same model, same reader count. Prints each
+and over DIMSE (C-FIND + C-GET), and pushed by Orthanc to `radretrieve listen`, the same CT series, in one
+run, same model, same reader count. Prints each
 rate and its ratio to the folder's, and writes benchmarks/results/pacs_throughput.json.
 
 Needs Orthanc with its DICOMweb plugin (`apt-get install -y orthanc orthanc-dicomweb`); the script starts it
 on free 127.0.0.1 ports (HTTP and DICOM) with a temporary storage folder, uploads the archive through the REST
 API, and stops it. Each source is one leg: a function `(Bench) -> dict` in LEGS, run in order on its own out
-dir; a new source (a push to `radretrieve listen`) is one more function added there.
+dir; a new source is one more function added there.
 
     python -m benchmarks.pacs_throughput                                   # radclip-vit-b-16, 24 series
     python -m benchmarks.pacs_throughput --tiny --series 4 --slices 8      # a smoke run (radclip-tiny)
@@ -33,6 +34,7 @@ class Bench:
     archive: Path  # the CT series as files (the folder leg reads them; Orthanc holds the same files)
     server: Any  # radretrieve.testing.orthanc.Orthanc, with its DICOM port open
     model: Any  # the loaded Encoder
+    model_name: str  # its name (the listen leg loads it in its own process)
     workers: int  # reader processes, every leg
     work: Path  # a folder for the legs' out dirs
 
@@ -83,11 +85,75 @@ def leg_dimse_move(bench: Bench) -> dict[str, Any]:
     return index_once(source, bench.work / "out-dimse-move", bench)
 
 
+def leg_listen(bench: Bench) -> dict[str, Any]:
+    """Orthanc pushes each study (C-STORE, one association per study, as an auto-routing rule does) to a
+    `radretrieve listen` process, which indexes each study once its association ends. Timed from the first push
+    to the last series indexed (the listener's model load is before, as for a node that runs all night).
+    The listener decodes in its own process (`--workers 0`, unlike the other legs): it starts its readers for
+    every micro-batch, which costs more than it saves for the one-study batches of a push per study."""
+    import json
+    import subprocess
+    import sys
+
+    import requests
+
+    from radretrieve.testing.orthanc import CALLING_AET, MODALITY
+
+    out = bench.work / "out-listen"
+    status = out / "listen.json"
+    cmd = [sys.executable, "-m", "radretrieve", "listen", "--out", str(out), "--port", str(bench.server.move_port)]
+    cmd += ["--aet", CALLING_AET, "--model", bench.model_name, "--workers", "0", "--no-index", "-q"]
+    log = (bench.work / "listen.log").open("w")  # a file, not a pipe: a full pipe would stall the listener
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    try:
+        _wait(lambda: status.is_file() and json.loads(status.read_text())["state"] == "running", proc, 600, log.name)
+        studies = requests.get(f"{bench.server.url}/studies", timeout=60).json()
+        series = len(requests.get(f"{bench.server.url}/series", timeout=60).json())
+        start = time.perf_counter()
+        for study in studies:  # one association per study, one after another
+            push = {"Resources": [study], "Synchronous": True}
+            requests.post(f"{bench.server.url}/modalities/{MODALITY}/store", json=push, timeout=600).raise_for_status()
+        pushed_s = time.perf_counter() - start
+
+        def indexed() -> int:
+            return int(json.loads(status.read_text())["totals"]["series_indexed"])
+
+        _wait(lambda: indexed() >= series, proc, 1800, log.name)
+        seconds = time.perf_counter() - start
+        totals = json.loads(status.read_text())["totals"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+        log.close()
+    done = sum(v for k, v in totals["rows"].items() if k != "report")
+    return {
+        "seconds": round(seconds, 2),
+        "push_seconds": round(pushed_s, 2),
+        "items": done,
+        "series_per_s": round(done / seconds, 3),
+        "errors": totals["errors"],
+        "batches": totals["batches"],
+    }
+
+
+def _wait(ready: Callable[[], bool], proc: Any, timeout_s: float, log_path: str) -> None:
+    """Poll `ready` until it holds; the listener's exit or the timeout stops the benchmark with its log's tail."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            tail = Path(log_path).read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise SystemExit(f"radretrieve listen exited with {proc.returncode}: {tail}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"radretrieve listen: not done within {timeout_s:g} s")
+        time.sleep(0.1)
+
+
 LEGS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "folder": leg_folder,
     "dicomweb": leg_dicomweb,
     "dimse": leg_dimse,
     "dimse_move": leg_dimse_move,
+    "listen": leg_listen,
 }
 
 
@@ -100,7 +166,7 @@ def main() -> None:
     parser.add_argument("--model", default="radclip-vit-b-16", help="model (default: a realistic size, random weights)")
     parser.add_argument("--tiny", action="store_true", help="radclip-tiny instead of --model (a smoke run)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
-    parser.add_argument("--legs", nargs="+", default=["folder", "dicomweb", "dimse"], choices=sorted(LEGS))
+    parser.add_argument("--legs", nargs="+", default=["folder", "dicomweb", "dimse", "listen"], choices=sorted(LEGS))
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args()
 
@@ -119,7 +185,7 @@ def main() -> None:
             start = time.perf_counter()
             server.upload_folder(work / "archive")
             upload_s = time.perf_counter() - start
-            bench = Bench(work / "archive", server, model, args.workers, work)
+            bench = Bench(work / "archive", server, model, model_name, args.workers, work)
             results = {name: LEGS[name](bench) for name in args.legs}
     base = results.get("folder", {}).get("series_per_s", 0.0)
     ratios = {name: round(r["series_per_s"] / base, 3) if base else None for name, r in results.items()}

@@ -382,11 +382,13 @@ def test_bad_source_arguments_are_one_line_errors(tmp_path):
             prepare_index(archive, IndexOptions(dimse=dimse))
     with pytest.raises(RadRetrieveError, match="--auth-file applies to DICOMweb archives"):
         prepare_index("dimse://PACS@pacs:104", IndexOptions(dicomweb=DicomWebOptions(auth_file=tmp_path / "a")))
+    with pytest.raises(RadRetrieveError, match="--move-port needs --engine local"):
+        prepare_index("dimse://PACS@pacs:104", IndexOptions(engine="ray", dimse=DimseOptions(move_port=11113)))
 
 
 def test_an_instance_too_large_and_an_association_too_slow_are_fetch_errors(pacs, archive, tiny_model, tmp_path):
     """--max-response-mb bounds each instance as it arrives (pydicom's 39 KB CT_small against 20 KB), and
-    --request-deadline each association (Orthanc's answer held back by the proxy for longer): each is one
+    --request-deadline each answer (Orthanc's answer held back by the proxy for longer): each is one
     `fetch` record for its series, the other series are indexed."""
     import time
 
@@ -422,3 +424,19 @@ def test_an_instance_too_large_and_an_association_too_slow_are_fetch_errors(pacs
     assert held and second.errors == {"DeadlineExceeded": 1} and second.series["listed"] == 1, second.errors
     (record,) = _records(tmp_path / "slow")
     assert record["stage"] == "fetch" and "--request-deadline" in record["message"]
+    # the deadline bounds one answer, not a whole association: a steady node slower than it over a whole series
+    # (6 instances, each a little late) is read in full
+    steady = pydicom.dcmread(next((archive / "ct2").iterdir()), stop_before_pixels=True)
+    pauses: list[int] = []
+
+    def trickle(conn, upstream, data):
+        if not upstream and GET_UID in conn.sent:  # every C-GET: the series' scan and the item's read
+            pauses.append(conn.number)
+            time.sleep(0.3)
+
+    with TcpProxy(pacs.dicom_port, trickle) as proxy:
+        only = [f"StudyInstanceUID={steady.StudyInstanceUID}"]
+        third = _index(
+            _source(_via(proxy, pacs), limits=Limits(deadline_s=1.0), query=only), tmp_path / "steady", tiny_model
+        )
+    assert len(pauses) * 0.3 > 2 * 1.0 and third.errors == {} and third.series["fetched"] == 1, third.errors

@@ -107,6 +107,13 @@ class IndexOptions:
             raise RadRetrieveError(f"--engine must be local or ray, got {self.engine!r}")
         if self.selection.follow_external_links and self.engine == "ray":
             raise RadRetrieveError("--follow-external-links is supported by the local engine only")
+        if self.dimse.move_port is not None and self.engine == "ray":
+            # the PACS sends every C-MOVE to the one host and port it has registered for our AE title, never
+            # to the worker that asked: use C-GET on a cluster
+            raise RadRetrieveError(
+                "--move-port needs --engine local (a PACS moves to one registered host); "
+                "--engine ray retrieves with C-GET"
+            )
         if self.engine == "ray":  # an optional extra: one line before the model loads or anything is written
             from pipelines.ray_cluster.connect import require_ray
 

@@ -60,12 +60,16 @@ def quiet_pynetdicom() -> None:
 
 
 class Watch:
-    """Aborts an association past its deadline or when one message grows too large (from its own thread)."""
+    """Aborts an association when one message (an instance, a C-FIND answer) takes longer than the deadline to
+    arrive or grows too large (from its own thread). The deadline runs from the last completed message, not
+    from the association's start: a whole-series C-GET or a listing of many studies is many messages, and only
+    a node that stalls on one of them is stopped."""
 
     def __init__(self, deadline_s: float, max_message_bytes: int) -> None:
         self.deadline_s, self.max_message_bytes = deadline_s, max_message_bytes
         self.tripped: DimseFailed | None = None  # why it aborted the association
         self._message_bytes = 0
+        self._since = time.monotonic()  # when the message being received began (the last `mark`)
         self._wake = threading.Event()
         self._done = False
         self._assoc: Any = None
@@ -87,8 +91,9 @@ class Watch:
         self._thread.start()
 
     def mark(self) -> None:
-        """A message (an instance, an answer) is complete: the next one starts from zero bytes."""
+        """A message (an instance, an answer) is complete: the next one starts from zero bytes and seconds."""
         self._message_bytes = 0
+        self._since = time.monotonic()
 
     def trip(self, failure: DimseFailed) -> None:
         if self.tripped is None:
@@ -104,12 +109,15 @@ class Watch:
             self.trip(DimseFailed(f"an answer is larger than {limit} (--max-response-mb)", "ResponseTooLarge", False))
 
     def _run(self) -> None:
-        expired = not self._wake.wait(self.deadline_s)
+        while True:
+            left = self._since + self.deadline_s - time.monotonic()
+            if left <= 0 or self._wake.wait(left):
+                break
         if self._done:
             return
-        if expired:
-            why = f"the association took longer than {self.deadline_s:g} s (--request-deadline)"
-            self.tripped = self.tripped or DimseFailed(why, "DeadlineExceeded", False)
+        if self.tripped is None:  # not woken by a trip: the deadline passed
+            why = f"one answer took longer than {self.deadline_s:g} s to arrive (--request-deadline)"
+            self.tripped = DimseFailed(why, "DeadlineExceeded", False)
         hard_abort(self._assoc)
 
     def stop(self) -> None:
