@@ -17,6 +17,7 @@ import pytest
 from indexers import BuildConfig, build_indexes
 from indexers.meta import read_index_json
 from indexers.truth import read as read_truth
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import file_sha256
 from radretrieve.outdir.manifest import read_manifest, write_manifest
 from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors, write_out_dir
@@ -212,3 +213,37 @@ def test_a_copied_out_dir_still_adds_and_a_damaged_copied_segment_rebuilds(tmp_p
     append_shard(copy, part(2, vecs[8000:]), "task-00002")
     rebuilt = build_indexes(copy, PQ, targets=("items",))["items"]
     assert "add" not in rebuilt.build and len(rebuilt.store.segments) == 1  # the damaged segment is gone
+
+
+@pytest.mark.parametrize("where", ["truth", "file", "checks", "segment"])
+@pytest.mark.parametrize("name", ["../../victim.npz", "ABSOLUTE"])
+def test_an_index_json_naming_a_file_outside_the_index_folder_is_unreadable_not_followed(
+    tmp_path, vecs, where, name
+) -> None:
+    """index.json names the files the builder reads, hashes and removes (an old stored truth when the rebuilt
+    index has none, old store segments); a crafted name outside OUT/index/ made a flat rebuild delete that file.
+    Such an index.json is unreadable (one line naming it): verify says so, build-index rebuilds from the shards."""
+    out = tmp_path / "out"
+    write_out_dir(out, [part(0, vecs[:300])], DIM)
+    build_indexes(out, BuildConfig(index_type="flat"), targets=("items",))
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes(b"not the index's")
+    name = str(victim) if name == "ABSOLUTE" else name
+    path = out / "index" / "index.json"
+    data = json.loads(path.read_text())
+    entry = data["indexes"]["items"]
+    if where == "checks":
+        entry["checks"][name] = next(iter(entry["checks"].values()))
+    elif where == "segment":
+        entry["store"] = {"dtype": "float32", "count": 300, "segments": [{"vectors": name, "ids": "x", "count": 300}]}
+    else:
+        entry[where] = name
+    path.write_text(json.dumps(data))
+
+    with pytest.raises(RadRetrieveError, match=r"index\.json: unreadable index\.json .* not a plain file name"):
+        read_index_json(out)
+    res = verify(out)
+    assert res.returncode == 1 and "unreadable index.json" in res.stderr and victim.exists()
+    rebuilt = build_indexes(out, BuildConfig(index_type="flat", rebuild=True), targets=("items",))["items"]
+    assert rebuilt.count == 200 and rebuilt.truth is None  # 300 rows, every third a report
+    assert victim.read_bytes() == b"not the index's"
