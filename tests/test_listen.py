@@ -418,3 +418,32 @@ def test_a_damaged_listen_json_restarts_the_totals_instead_of_stopping_the_node(
     assert "listen.json: damaged totals" in caplog.text
     (tmp_path / "listen.json").write_text('{"totals": {"batches": 2, "rows": {"image": 5}}}', encoding="utf-8")
     assert Totals.load(tmp_path) == Totals(batches=2, rows={"image": 5})
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "incoming/study-1.2.3",  # a study: moved into batch/, indexed through, then rmtree'd (OSError) for ever
+        "incoming/study-1.2.3/1.2.4",  # a series: a store of 1.2.3/1.2.4 is written into the link's target
+        "batch/study-1.2.5/1.2.6/1.2.7.dcm",  # an instance: indexed from wherever it points
+        "batch",
+    ],
+)
+def test_a_symbolic_link_planted_in_the_spool_stops_the_node_at_start_naming_it(tmp_path, link):
+    """The node makes only folders and files in its spool; a link found there at start is refused (one line
+    naming it) before anything is stored, indexed or removed through it."""
+    from pipelines.receive.spool import Spool
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    (victim / "kept").mkdir(parents=True)
+    (victim / "kept" / "file.dcm").write_bytes(b"someone else's")
+    Spool(out)  # the layout a first run makes
+    path = out / "receive" / link
+    if path.is_dir():
+        path.rmdir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim / "kept" / "file.dcm" if link.endswith(".dcm") else victim, path)
+    with pytest.raises(RadRetrieveError, match=re.escape(f"{path}: a symbolic link in the receiving node's spool")):
+        Spool(out).recover()
+    assert (victim / "kept" / "file.dcm").read_bytes() == b"someone else's"
