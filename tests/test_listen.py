@@ -447,3 +447,37 @@ def test_a_symbolic_link_planted_in_the_spool_stops_the_node_at_start_naming_it(
     with pytest.raises(RadRetrieveError, match=re.escape(f"{path}: a symbolic link in the receiving node's spool")):
         Spool(out).recover()
     assert (victim / "kept" / "file.dcm").read_bytes() == b"someone else's"
+
+
+def test_a_study_whose_stores_all_failed_is_dropped_not_handed_to_the_indexer(tmp_path, tiny_model):
+    """A store that fails after making its folders (a full disk, a write error) leaves a study folder without an
+    instance; handed to the indexer, a batch of such studies fails ("nothing indexable") at every retry, and the
+    node, which retries batch/ before taking anything new, never indexes another study. Nothing in it was
+    acknowledged: it is removed, and the studies beside it are taken."""
+    from pipelines.job import IndexOptions, index_opened
+    from pipelines.outdir_open import open_out_dir
+    from pipelines.receive.spool import Spool, Taken
+    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.foundation.lock import writer_lock
+    from radretrieve.testing.dicom import write_ct_series
+
+    out = tmp_path / "out"
+    with writer_lock(out, "test"):
+        open_out_dir(out, tiny_model, overwrite=False, anonymise=True)  # as the node does, before its spool
+        spool = Spool(out)
+        (spool.incoming / "study-1.2.3" / "1.2.4").mkdir(parents=True)  # what a failed store leaves
+        spool.recover()
+        assert spool.take_ready(settle=0.0, limit=8) is None
+        assert list(spool.incoming.iterdir()) == [] and list(spool.batch.iterdir()) == []
+
+        (spool.incoming / "study-1.2.3" / "1.2.4").mkdir(parents=True)
+        write_ct_series(spool.incoming / "study-1.2.5" / "1.2.6", 2, seed=3)
+        spool.recover()
+        assert spool.take_ready(settle=0.0, limit=8) == Taken(1, 1, 2)
+        assert [p.name for p in spool.batch.iterdir()] == ["study-1.2.5"]
+
+        # why: the indexer refuses a batch without a file, every time
+        spool.clear_batch()
+        (spool.batch / "study-1.2.3" / "1.2.4").mkdir(parents=True)
+        with pytest.raises(RadRetrieveError, match="nothing indexable"):
+            index_opened(spool.batch, out, tiny_model, IndexOptions(workers=0, progress=False))

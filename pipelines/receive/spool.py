@@ -171,16 +171,20 @@ class Spool:
             names = [f"{STUDY_PREFIX}{key}" for key in ready]
             for key, name in zip(ready, names, strict=True):
                 del self._studies[key]
-                if (self.incoming / name).is_dir():  # not when its only store failed before making the folder
-                    os.replace(self.incoming / name, self.batch / name)
+                study = self.incoming / name
+                if not study.is_dir():  # its only store failed before making the folder
+                    continue
+                if not _instances(study):  # only failed stores' folders (a full disk): nothing was acknowledged;
+                    shutil.rmtree(study)  # a batch without a file fails to index for ever and blocks the node
+                    continue
+                os.replace(study, self.batch / name)
             ready = [name for name in names if (self.batch / name).is_dir()]
         if not ready:
             return None
         fsync_dir(self.incoming)
         fsync_dir(self.batch)
         series = [p for key in ready for p in (self.batch / key).iterdir() if p.is_dir()]
-        instances = sum(1 for s in series for f in s.iterdir() if f.suffix == ".dcm")
-        return Taken(len(ready), len(series), instances)
+        return Taken(len(ready), len(series), sum(_instances(study) for study in (self.batch / k for k in ready)))
 
     def batch_pending(self) -> Taken | None:
         """What a killed or failed run left in `batch/` (indexed first, at once), or None."""
@@ -201,3 +205,8 @@ class Spool:
         with self._lock:
             busy = sum(1 for s in self._studies.values() if s.writing or s.senders)
             return len(self._studies), busy
+
+
+def _instances(study: Path) -> int:
+    """Instance files in a study folder (study/series/SOP.dcm)."""
+    return sum(1 for series in study.iterdir() if series.is_dir() for f in series.iterdir() if f.suffix == ".dcm")
