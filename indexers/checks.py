@@ -26,6 +26,15 @@ HASH_ON_OPEN_BYTES = 1 << 30  # hashed on every open up to 1 GiB (~0.9 s at 1.2 
 REBUILD_HINT = "run `radretrieve build-index {out} --rebuild`"
 
 
+def file_name(value: object) -> str:
+    """A file name recorded in index.json, checked to stay under OUT/index/: a plain name, no folder part. The
+    builder reads, hashes and removes the files it names (an old stored truth or store segment), so a crafted
+    "../../x" or "/x" would reach a file anywhere; a `ValueError` makes read_index_json call it unreadable."""
+    if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        raise ValueError(f"index file name {str(value)[:80]!r} is not a plain file name")
+    return value
+
+
 @dataclass(frozen=True)
 class FileCheck:
     """What one index file was committed as."""

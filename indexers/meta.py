@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexers.checks import FileCheck
+from indexers.checks import FileCheck, file_name
 from indexers.errors import IndexMissing
 from indexers.plan import IndexPlan, SearchParams
 from indexers.store import StoreInfo
@@ -162,7 +162,7 @@ class IndexInfo:
         )
         return IndexInfo(
             data["name"],
-            data["file"],
+            file_name(data["file"]),
             tuple(data["kinds"]),
             plan,
             SearchParams.from_json(data["search_params"]),
@@ -175,10 +175,10 @@ class IndexInfo:
             data["built_at"],
             tuple(data["shards"]),
             StoreInfo.from_json(data.get("store")),  # absent in indexes built before the store existed
-            {name: FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
+            {file_name(name): FileCheck.from_json(c) for name, c in dict(data.get("checks") or {}).items()},
             recall_by_query={n: QueryRecall.from_json(r) for n, r in dict(data.get("recall_by_query") or {}).items()},
             build=dict(data.get("build") or {}),
-            truth=data.get("truth"),
+            truth=None if data.get("truth") is None else file_name(data["truth"]),
         )
 
 

@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from indexers.checks import file_name
 from indexers.errors import StaleIndex
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path, commit, temp_path
@@ -90,9 +91,13 @@ class StoreInfo:
             return None
         if "segments" not in data:  # a store written before segments: one segment
             return StoreInfo(
-                data["dtype"], int(data["count"]), (Segment(data["vectors"], data["ids"], int(data["count"])),)
+                data["dtype"],
+                int(data["count"]),
+                (Segment(file_name(data["vectors"]), file_name(data["ids"]), int(data["count"])),),
             )
-        segments = tuple(Segment(d["vectors"], d["ids"], int(d["count"])) for d in data["segments"])
+        segments = tuple(
+            Segment(file_name(d["vectors"]), file_name(d["ids"]), int(d["count"])) for d in data["segments"]
+        )
         return StoreInfo(data["dtype"], int(data["count"]), segments)
 
 

@@ -14,9 +14,9 @@ stored as `exclude`: they are left out of the truth, and every recall measuremen
 searches with them excluded (a faiss ID selector), so the queries stay "fresh" for an IVF index. For an
 HNSW graph the queries' own nodes are still walked through, which can flatter the measurement.
 
-File layout (`np.load(path)` reads it; no pickles): per query set NAME ("image" | "text"),
-`NAME.queries` float32[Q, D], `NAME.ids` int64[Q, K], `NAME.scores` float32[Q, K] (padded with -1 /
--inf); and `exclude` int64[m] sorted.
+File layout (an uncompressed npz: `np.load(path)` reads it; `read` checks every header itself, `_arrays`): per
+query set NAME ("image" | "text"), `NAME.queries` float32[Q, D], `NAME.ids` int64[Q, K], `NAME.scores`
+float32[Q, K] (padded with -1 / -inf); and `exclude` int64[m] sorted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import atomic_path
 
 TRUTH_K = 10  # neighbours kept per query: recall@10 is what tuning measures
+DTYPE_KINDS = {"queries": "f", "ids": "i", "scores": "f", "exclude": "i"}  # array (name suffix) -> numpy dtype kind
 
 
 def truth_file(target: str) -> str:
@@ -131,18 +132,42 @@ def write(folder: Path, target: str, truth: StoredTruth) -> str:
 def read(path: Path, dim: int) -> StoredTruth:
     """The stored truth in `path`; `TruthDamaged` (one line naming it) if it is not a whole one of `dim`."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = _arrays(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise TruthDamaged(f"{path}: unreadable stored truth ({type(exc).__name__})") from exc
-    if "exclude" not in arrays:
-        raise TruthDamaged(f"{path}: stored truth without its `exclude` ids")
+        raise TruthDamaged(f"{path}: unreadable stored truth ({type(exc).__name__}: {exc})") from exc
+    exclude = arrays.get("exclude")
+    if exclude is None or exclude.ndim != 1:
+        raise TruthDamaged(f"{path}: stored truth without its 1-D `exclude` ids")
     sets = {}
     for key in arrays:
         if key.endswith(".queries"):
             name = key[: -len(".queries")]
             sets[name] = _checked_set(path, name, arrays, dim)
-    return StoredTruth(sets, np.sort(arrays["exclude"].astype(np.int64)))
+    return StoredTruth(sets, np.sort(exclude.astype(np.int64)))
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    """The file's arrays, each header checked before anything is allocated: only the members `write` makes
+    (stored, not compressed, so no member is larger than the file), only floats or ints by name (no objects:
+    nothing is ever unpickled), and exactly as many bytes as the header's shape claims (numpy would allocate
+    whatever a crafted header claims before reading)."""
+    arrays = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            kind = DTYPE_KINDS.get(key.rpartition(".")[2])
+            if kind is None or info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"member {info.filename[:40]!r} is not one a stored truth holds")
+            with zf.open(info) as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                size = info.file_size - fh.tell()
+                if dtype.kind != kind or dtype.hasobject or int(np.prod(shape)) * dtype.itemsize != size:
+                    raise ValueError(f"member {key!r}: {dtype} {shape} in {size} bytes")
+                flat = np.frombuffer(fh.read(size), dtype=dtype)
+            arrays[key] = flat.reshape(shape, order="F" if fortran else "C")
+    return arrays
 
 
 def _checked_set(path: Path, name: str, arrays: Mapping[str, np.ndarray], dim: int) -> TruthSet:

@@ -4,11 +4,14 @@ re-tuned only when recall on the stored queries falls below the target, an add h
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +19,9 @@ import pytest
 
 from indexers import BuildConfig, build_indexes
 from indexers.meta import read_index_json
+from indexers.truth import TruthDamaged
 from indexers.truth import read as read_truth
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import file_sha256
 from radretrieve.outdir.manifest import read_manifest, write_manifest
 from radretrieve.testing.shards import SyntheticItems, append_shard, clustered_vectors, write_out_dir
@@ -212,3 +217,108 @@ def test_a_copied_out_dir_still_adds_and_a_damaged_copied_segment_rebuilds(tmp_p
     append_shard(copy, part(2, vecs[8000:]), "task-00002")
     rebuilt = build_indexes(copy, PQ, targets=("items",))["items"]
     assert "add" not in rebuilt.build and len(rebuilt.store.segments) == 1  # the damaged segment is gone
+
+
+@pytest.mark.parametrize("where", ["truth", "file", "checks", "segment"])
+@pytest.mark.parametrize("name", ["../../victim.npz", "ABSOLUTE"])
+def test_an_index_json_naming_a_file_outside_the_index_folder_is_unreadable_not_followed(
+    tmp_path, vecs, where, name
+) -> None:
+    """index.json names the files the builder reads, hashes and removes (an old stored truth when the rebuilt
+    index has none, old store segments); a crafted name outside OUT/index/ made a flat rebuild delete that file.
+    Such an index.json is unreadable (one line naming it): verify says so, build-index rebuilds from the shards."""
+    out = tmp_path / "out"
+    write_out_dir(out, [part(0, vecs[:300])], DIM)
+    build_indexes(out, BuildConfig(index_type="flat"), targets=("items",))
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes(b"not the index's")
+    name = str(victim) if name == "ABSOLUTE" else name
+    path = out / "index" / "index.json"
+    data = json.loads(path.read_text())
+    entry = data["indexes"]["items"]
+    if where == "checks":
+        entry["checks"][name] = next(iter(entry["checks"].values()))
+    elif where == "segment":
+        entry["store"] = {"dtype": "float32", "count": 300, "segments": [{"vectors": name, "ids": "x", "count": 300}]}
+    else:
+        entry[where] = name
+    path.write_text(json.dumps(data))
+
+    with pytest.raises(RadRetrieveError, match=r"index\.json: unreadable index\.json .* not a plain file name"):
+        read_index_json(out)
+    res = verify(out)
+    assert res.returncode == 1 and "unreadable index.json" in res.stderr and victim.exists()
+    rebuilt = build_indexes(out, BuildConfig(index_type="flat", rebuild=True), targets=("items",))["items"]
+    assert rebuilt.count == 200 and rebuilt.truth is None  # 300 rows, every third a report
+    assert victim.read_bytes() == b"not the index's"
+
+
+def _npz_member(key: str, header: dict, body: bytes) -> tuple[str, bytes]:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return f"{key}.npy", buf.getvalue() + body
+
+
+def _crafted_truths(good: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray] | list[tuple[str, bytes]]]:
+    """Stored truths a hostile or broken file could hold: arrays of the wrong dtype, shapes numpy would
+    allocate before reading (36 TiB), a compressed member (a zip bomb), and files that are no npz at all."""
+    huge = {"descr": "<f4", "fortran_order": False, "shape": (10**7, 10**6)}
+    return {
+        "object ids": good | {"image.ids": np.full((3, 10), None, dtype=object)},
+        "string ids": good | {"image.ids": np.full((3, 10), "7")},
+        "string queries": good | {"image.queries": np.full((3, DIM), "0.5")},
+        "complex queries": good | {"image.queries": np.zeros((3, DIM), complex)},
+        "2-D exclude": good | {"exclude": np.zeros((2, 2), np.int64)},
+        "36 TiB shape": [_npz_member("image.queries", huge, bytes(64))]
+        + [(f"{k}.npy", _npy(v)) for k, v in good.items() if k != "image.queries"],
+    }
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def test_a_crafted_stored_truth_is_damaged_never_unpickled_nor_allocated(tmp_path, vecs) -> None:
+    """A stored truth is read without trusting it: an object array is never unpickled, a wrong dtype, a shape
+    larger than the file or a compressed member is `TruthDamaged` (one line naming the file), not a raw
+    ValueError or MemoryError; and an add whose truth has no recorded check (an older index.json, or one edited)
+    recomputes it from the shards instead of failing."""
+    good = {
+        "exclude": np.arange(3, dtype=np.int64),
+        "image.queries": np.zeros((3, DIM), np.float32),
+        "image.ids": np.zeros((3, 10), np.int64),
+        "image.scores": np.zeros((3, 10), np.float32),
+    }
+    for what, arrays in _crafted_truths(good).items():
+        path = tmp_path / f"{what}.npz"
+        with zipfile.ZipFile(path, "w") as zf:
+            members = arrays if isinstance(arrays, list) else [(f"{k}.npy", _npy(v)) for k, v in arrays.items()]
+            for name, data in members:
+                zf.writestr(name, data)
+        with pytest.raises(TruthDamaged, match=re.escape(str(path))):
+            read_truth(path, DIM)
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, **good)
+    with pytest.raises(TruthDamaged, match="is not one a stored truth holds"):
+        read_truth(compressed, DIM)
+    for what, data in {
+        "not a zip": b"\x80\x04K\x01.",
+        "truncated": (tmp_path / "2-D exclude.npz").read_bytes()[:90],
+    }.items():
+        (tmp_path / what).write_bytes(data)
+        with pytest.raises(TruthDamaged, match="unreadable stored truth"):
+            read_truth(tmp_path / what, DIM)
+
+    out = tmp_path / "out"
+    write_out_dir(out, [part(0, vecs[:4000])], DIM)
+    first = build_indexes(out, IVF, targets=("items",))["items"]
+    shutil.copy(tmp_path / "36 TiB shape.npz", out / "index" / first.truth)
+    path = out / "index" / "index.json"
+    data = json.loads(path.read_text())
+    del data["indexes"]["items"]["checks"][first.truth]
+    path.write_text(json.dumps(data))
+    append_shard(out, part(1, vecs[4000:4600]), "task-00001")
+    grown = build_indexes(out, IVF, targets=("items",))["items"]
+    assert grown.build["add"]["truth"] == "recomputed" and grown.count == first.count + 400

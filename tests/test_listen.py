@@ -145,13 +145,13 @@ def _storescu(port: int, path: Path, calling: str = "SENDER", **popen) -> list[s
 
 
 @contextlib.contextmanager
-def _association(port: int, **options):
-    """A pynetdicom sender in this process (CT storage), released on exit."""
+def _association(port: int, syntax: str | None = None):
+    """A pynetdicom sender in this process (CT storage; only `syntax` if given), released on exit."""
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
 
     ae = AE(ae_title="SENDER")
-    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(CTImageStorage, *([syntax] if syntax else []))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     assoc = ae.associate("127.0.0.1", port, ae_title=AET)
     assert assoc.is_established
@@ -339,3 +339,145 @@ def test_scp_refuses_instances_whose_uids_are_not_uids_and_when_the_disk_is_full
             scp.shutdown()
         assert counters.to_dict()["refused"] == 1 and counters.to_dict()["instances"] == 0
     assert list((tmp_path / "out").rglob("*.dcm")) == [] and not (tmp_path / "x").exists()
+
+
+def test_scp_refuses_a_deflated_instance_that_inflates_past_the_instance_limit(tmp_path):
+    """Deflate packs zeros ~1000:1: an instance a few KiB on the wire that inflates past --max-instance-mb is
+    refused before anything decodes it (pydicom inflates in one piece); a small deflated instance is stored."""
+    from pydicom.data import get_testdata_file
+
+    from pipelines.receive.scp import CANNOT_UNDERSTAND, SUCCESS, Counters, ReceivingScp, ScpOptions
+    from pipelines.receive.spool import Spool
+
+    spool, counters = Spool(tmp_path / "out"), Counters()
+    scp = ReceivingScp(spool, ScpOptions(aet=AET, port=0, max_instance_bytes=1 << 20), counters, lambda: None)
+    try:
+        small = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        small.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        bomb = copy.deepcopy(small)
+        bomb.SOPInstanceUID = pydicom.uid.generate_uid()
+        bomb.PixelData = bytes(8 << 20)  # 8 MiB of zeros: ~8 KiB deflated
+        with _association(scp.port, pydicom.uid.DeflatedExplicitVRLittleEndian) as assoc:
+            assert assoc.send_c_store(bomb).Status == CANNOT_UNDERSTAND
+            assert assoc.send_c_store(small).Status == SUCCESS
+    finally:
+        scp.shutdown()
+    assert counters.to_dict()["refused"] == 1 and counters.to_dict()["instances"] == 1
+    assert [p.stem for p in (tmp_path / "out").rglob("*.dcm")] == [small.SOPInstanceUID]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"settle": float("nan")}, "--settle nan: expected a finite number"),
+        ({"settle": float("inf")}, "--settle inf: expected a finite number"),
+        ({"timeout": float("nan")}, "--timeout nan: expected a finite number"),
+        ({"timeout": float("inf")}, "--timeout inf: expected a finite number"),
+        ({"max_instance_mb": float("nan")}, "--max-instance-mb nan: expected a finite number"),
+        ({"min_free_mb": float("nan")}, "--min-free-mb nan: expected a finite number"),
+        ({"wait": float("nan")}, "--wait nan: expected a finite number"),
+        ({"host": "0.0.0.0", "allow": ("PACS@0.0.0.0/0",)}, "--allow 'PACS@0.0.0.0/0': covers every address"),
+        ({"host": "::", "allow": ("PACS@::/0",)}, "--allow 'PACS@::/0': covers every address"),
+    ],
+)
+def test_options_that_pass_every_comparison_or_allow_everyone_are_refused(tmp_path, change, message):
+    """NaN passes `< 0.1` and `<= 0` alike (a NaN settle never settles an aborted sender's study, a NaN or inf
+    timeout never times out), and an allow-list entry of prefix length 0 lets every address in."""
+    from radretrieve.application.listen import ListenOptions
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    with pytest.raises(RadRetrieveError) as err:
+        ListenOptions(out=tmp_path / "out", **change).check()
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"totals": {"batches": "7"}}',
+        '{"totals": {"rows": ["image"]}}',
+        '{"totals": {"rows": 3}}',
+        '{"totals": {"batches": {}}}',
+        '{"totals": {"received": {"instances": "y"}}}',
+        '{"totals": {"errors": {"DecodeError": -1}}}',
+        '{"totals": {"failed_batches": true}}',
+        '{"totals": [1, 2]}',
+        '{"totals": {"batches": 1',
+    ],
+)
+def test_a_damaged_listen_json_restarts_the_totals_instead_of_stopping_the_node(tmp_path, text, caplog):
+    """listen.json is the node's own status file, but a count of the wrong type in it (a hand edit, a torn copy)
+    made every start fail at its first status write; its totals start from zero instead, with a warning."""
+    from pipelines.receive.node import Totals
+    from pipelines.receive.scp import Counters
+
+    (tmp_path / "listen.json").write_text(text, encoding="utf-8")
+    totals = Totals.load(tmp_path)
+    assert totals == Totals()
+    assert totals.to_dict(Counters())["batches"] == 0
+    assert "listen.json: damaged totals" in caplog.text
+    (tmp_path / "listen.json").write_text('{"totals": {"batches": 2, "rows": {"image": 5}}}', encoding="utf-8")
+    assert Totals.load(tmp_path) == Totals(batches=2, rows={"image": 5})
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "incoming/study-1.2.3",  # a study: moved into batch/, indexed through, then rmtree'd (OSError) for ever
+        "incoming/study-1.2.3/1.2.4",  # a series: a store of 1.2.3/1.2.4 is written into the link's target
+        "batch/study-1.2.5/1.2.6/1.2.7.dcm",  # an instance: indexed from wherever it points
+        "batch",
+    ],
+)
+def test_a_symbolic_link_planted_in_the_spool_stops_the_node_at_start_naming_it(tmp_path, link):
+    """The node makes only folders and files in its spool; a link found there at start is refused (one line
+    naming it) before anything is stored, indexed or removed through it."""
+    from pipelines.receive.spool import Spool
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    (victim / "kept").mkdir(parents=True)
+    (victim / "kept" / "file.dcm").write_bytes(b"someone else's")
+    Spool(out)  # the layout a first run makes
+    path = out / "receive" / link
+    if path.is_dir():
+        path.rmdir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim / "kept" / "file.dcm" if link.endswith(".dcm") else victim, path)
+    with pytest.raises(RadRetrieveError, match=re.escape(f"{path}: a symbolic link in the receiving node's spool")):
+        Spool(out).recover()
+    assert (victim / "kept" / "file.dcm").read_bytes() == b"someone else's"
+
+
+def test_a_study_whose_stores_all_failed_is_dropped_not_handed_to_the_indexer(tmp_path, tiny_model):
+    """A store that fails after making its folders (a full disk, a write error) leaves a study folder without an
+    instance; handed to the indexer, a batch of such studies fails ("nothing indexable") at every retry, and the
+    node, which retries batch/ before taking anything new, never indexes another study. Nothing in it was
+    acknowledged: it is removed, and the studies beside it are taken."""
+    from pipelines.job import IndexOptions, index_opened
+    from pipelines.outdir_open import open_out_dir
+    from pipelines.receive.spool import Spool, Taken
+    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.foundation.lock import writer_lock
+    from radretrieve.testing.dicom import write_ct_series
+
+    out = tmp_path / "out"
+    with writer_lock(out, "test"):
+        open_out_dir(out, tiny_model, overwrite=False, anonymise=True)  # as the node does, before its spool
+        spool = Spool(out)
+        (spool.incoming / "study-1.2.3" / "1.2.4").mkdir(parents=True)  # what a failed store leaves
+        spool.recover()
+        assert spool.take_ready(settle=0.0, limit=8) is None
+        assert list(spool.incoming.iterdir()) == [] and list(spool.batch.iterdir()) == []
+
+        (spool.incoming / "study-1.2.3" / "1.2.4").mkdir(parents=True)
+        write_ct_series(spool.incoming / "study-1.2.5" / "1.2.6", 2, seed=3)
+        spool.recover()
+        assert spool.take_ready(settle=0.0, limit=8) == Taken(1, 1, 2)
+        assert [p.name for p in spool.batch.iterdir()] == ["study-1.2.5"]
+
+        # why: the indexer refuses a batch without a file, every time
+        spool.clear_batch()
+        (spool.batch / "study-1.2.3" / "1.2.4").mkdir(parents=True)
+        with pytest.raises(RadRetrieveError, match="nothing indexable"):
+            index_opened(spool.batch, out, tiny_model, IndexOptions(workers=0, progress=False))

@@ -155,3 +155,31 @@ def _serve_draws_thumbnails(out: Path) -> None:
         assert len(ids) == 3 and all(service.thumbnail_png(i) != png_bytes(placeholder()) for i in ids)
     finally:
         service.search.close()
+
+
+def test_scan_errors_about_two_files_name_neither_once_paths_are_hashed(tmp_path):
+    """A series spread over two patient-named folders (DuplicateSlices: a PACS pushing one series into two
+    studies does the same in the receiving node's spool) and one image stored twice (DuplicateItem): their
+    records named the *other* file's path, and only a record's own source is hashed; a source of "." also
+    turned every dot of the message into a hash."""
+    import shutil
+
+    from pydicom.uid import generate_uid
+
+    from pipelines.scan import scan_archive
+    from radretrieve.archive.anonymise import PathHasher, anonymise_scan
+    from radretrieve.testing.dicom import US_IMAGE
+
+    arch = tmp_path / "arch"
+    write_ct_series(arch / "Doe_Jane_1961" / "CT", 3, seed=1)
+    shutil.copytree(arch / "Doe_Jane_1961" / "CT", arch / "Smith_John" / "CT")
+    us = {"SOPClassUID": US_IMAGE, "Modality": "US"}
+    write_ct_slice(arch / "Roe_Mary" / "us.dcm", np.full((16, 16), 1000), 0.0, generate_uid(), generate_uid(), us)
+    shutil.copytree(arch / "Roe_Mary", arch / "Roe_Mary_copy")
+    scanned, _ = anonymise_scan(scan_archive(arch, None), PathHasher(b"k" * 32))
+    records = [*scanned.errors, *scanned.notes]
+    assert sorted(r.error_type for r in records) == ["DuplicateItem", "DuplicateSlices"]
+    for rec in records:
+        assert rec.source.startswith("h-") and rec.message.startswith(f"{rec.source}: "), rec
+        assert not any(name in rec.message for name in ("Doe", "Jane", "Smith", "John", "Roe", "Mary")), rec
+        assert rec.message.count("h-") == 1, rec

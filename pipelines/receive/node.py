@@ -65,11 +65,36 @@ class Totals:
 
     @classmethod
     def load(cls, out_dir: Path) -> Totals:
-        try:
-            data = json.loads((Path(out_dir) / LISTEN_FILE).read_text(encoding="utf-8"))["totals"]
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except (OSError, ValueError, KeyError, TypeError):
+        """The totals of earlier runs; zeros (with a warning) when listen.json is damaged: they are counts for
+        people, and a count of the wrong type would stop every start of the node at its first status write."""
+        path = Path(out_dir) / LISTEN_FILE
+        if not path.exists():
             return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))["totals"]
+            if not isinstance(data, dict):
+                raise TypeError("totals")
+            totals = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            if totals._whole():
+                return totals
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        log.warning("%s: damaged totals; counting from zero (the shards and indexes are not affected)", path)
+        return cls()
+
+    def _whole(self) -> bool:
+        """Every total a non-negative int, every breakdown a dict of them."""
+
+        def count(value: object) -> bool:
+            return type(value) is int and value >= 0  # not bool
+
+        def whole(name: str) -> bool:
+            mine = getattr(self, name)
+            if isinstance(getattr(Totals(), name), dict):
+                return isinstance(mine, dict) and all(isinstance(k, str) and count(v) for k, v in mine.items())
+            return count(mine)
+
+        return all(whole(name) for name in self.__dataclass_fields__)
 
     def add_batch(self, taken: Taken) -> None:
         """A batch indexed, its indexes updated and its files removed."""

@@ -8,7 +8,8 @@ A sender is bounded before pynetdicom reads anything from it, then at each step:
   that address* (an A-ASSOCIATE-RJ "calling AE title not recognised" otherwise);
 - size: we offer `max_pdu`; a PDU that claims more than that (a non-conforming or hostile sender: pynetdicom
   would buffer whatever length a PDU header claims) closes the connection before it is read; an instance that
-  grows past `max_instance_bytes` aborts the association; a disk with less than `min_free_bytes` left after the
+  grows past `max_instance_bytes` aborts the association, a deflated one that would inflate past it is refused
+  (measured in steps, before anything decodes it); a disk with less than `min_free_bytes` left after the
   instance answers "out of resources";
 - time: ACSE, DIMSE and network timeouts end connections that stall.
 
@@ -25,6 +26,7 @@ import logging
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,8 @@ OUT_OF_RESOURCES = 0xA700  # C-STORE "Refused: Out of Resources"
 CANNOT_UNDERSTAND = 0xC000  # C-STORE "Error: Cannot understand"
 PDU_HEADER_ROOM = 64 * 1024  # an A-ASSOCIATE-RQ with many presentation contexts can exceed a small max PDU
 AE_TITLE_CHARS = set(map(chr, range(0x20, 0x7F))) - {"\\"}
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is one deflate stream
+INFLATE_STEP = 1 << 20  # bytes inflated at a time when measuring a deflated dataset
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ def parse_allow(entries: tuple[str, ...]) -> tuple[Sender, ...]:
             network = ipaddress.ip_network(address, strict=False)
         except ValueError:
             raise RadRetrieveError(f"--allow {entry!r}: {address!r} is not an IP address or network") from None
+        if network.prefixlen == 0:  # an allow-list entry that lets every address in is no allow-list
+            raise RadRetrieveError(f"--allow {entry!r}: covers every address; name the sender's address or network")
         out.append(Sender(check_ae_title(aet, "--allow"), network))
     return tuple(out)
 
@@ -133,6 +139,26 @@ def instance_uids(data: bytes) -> InstanceUids | str:
         if not is_uid(value):
             return why_not_uid(value, what)
     return InstanceUids(*values)
+
+
+def inflates_within(deflated: bytes, limit: int) -> bool:
+    """Whether a raw deflate stream inflates to at most `limit` bytes (and is whole). Measured a step at a time:
+    pydicom inflates a deflated dataset in one piece, and deflate packs ~1000:1, so a sender's small instance
+    could otherwise take the node's memory (and the indexer's, which decodes it again) by the gigabyte."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, rest = 0, deflated
+    try:
+        while not inflater.eof:
+            piece = inflater.decompress(rest, INFLATE_STEP)
+            total += len(piece)
+            if total > limit:
+                return False
+            rest = inflater.unconsumed_tail
+            if not rest and len(piece) < INFLATE_STEP:
+                break  # all input consumed and no output pending: a truncated stream ends here
+    except zlib.error:
+        return False
+    return inflater.eof
 
 
 class ReceivingScp:
@@ -249,6 +275,11 @@ class ReceivingScp:
                 "refused an instance: less than %d MiB free for %s", self.options.min_free_bytes >> 20, self.spool.root
             )
             return OUT_OF_RESOURCES
+        deflated = str(event.context.transfer_syntax) == DEFLATED
+        if deflated and not inflates_within(event.encoded_dataset(include_meta=False), self.options.max_instance_bytes):
+            self.counters.add(refused=1)
+            log.warning("refused a deflated instance that is damaged or inflates past --max-instance-mb")
+            return CANNOT_UNDERSTAND
         uids = instance_uids(data)
         if isinstance(uids, str):
             self.counters.add(refused=1)

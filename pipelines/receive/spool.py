@@ -18,7 +18,8 @@ must not remove a store in flight; the node removes `.part` files itself when it
 
 A study moves from `incoming/` to `batch/` in one rename, only while no store into it is in flight; a kill at
 any moment leaves every acknowledged instance in one of the two folders. `batch/` is emptied only after the
-indexer committed its shards; a restart indexes what is left there at once, and lets `incoming/` settle again.
+indexer committed its shards; a restart indexes what is left there at once, and lets `incoming/` settle again. A
+symbolic link found in `incoming/` or `batch/` at start stops the node, naming it (the node never makes one).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.fileio import commit, fsync_dir
 from radretrieve.outdir.layout import RECEIVE_DIR
 
@@ -87,6 +89,7 @@ class Spool:
     def recover(self) -> int:
         """At start (writer lock held): remove the temp files of stores a kill interrupted (never acknowledged)
         and let every study found in `incoming/` settle again from now. Returns the studies found."""
+        self._refuse_links()
         for part in sorted(self.root.rglob(f".*{PART_SUFFIX}")):
             part.unlink(missing_ok=True)
         now = time.monotonic()
@@ -94,6 +97,20 @@ class Spool:
             for folder in sorted(p for p in self.incoming.iterdir() if p.is_dir()):
                 self._studies.setdefault(folder.name.removeprefix(STUDY_PREFIX), _Study(last=now))
             return len(self._studies)
+
+    def _refuse_links(self) -> None:
+        """The node makes only folders and files in `incoming/` and `batch/`; through a symbolic link found there
+        (planted, or restored from a copy) stores would be written, files indexed and `clear_batch` would remove
+        folders outside the spool. (`receive/` itself may be a link, e.g. to a larger disk.)"""
+        for folder in (self.incoming, self.batch):
+            links = [folder] if folder.is_symlink() else []
+            for top, dirs, files in os.walk(folder):  # not into linked folders
+                links += [Path(top, name) for name in dirs + files if os.path.islink(os.path.join(top, name))]
+            if links:
+                raise RadRetrieveError(
+                    f"{links[0]}: a symbolic link in the receiving node's spool (it makes only folders and files); "
+                    "remove it"
+                )
 
     def store(self, data: bytes, uids: InstanceUids, sender: int) -> bool:
         """Put one instance (a DICOM file's bytes) on disk, durably; True when its name was new to `incoming/`."""
@@ -154,16 +171,20 @@ class Spool:
             names = [f"{STUDY_PREFIX}{key}" for key in ready]
             for key, name in zip(ready, names, strict=True):
                 del self._studies[key]
-                if (self.incoming / name).is_dir():  # not when its only store failed before making the folder
-                    os.replace(self.incoming / name, self.batch / name)
+                study = self.incoming / name
+                if not study.is_dir():  # its only store failed before making the folder
+                    continue
+                if not _instances(study):  # only failed stores' folders (a full disk): nothing was acknowledged;
+                    shutil.rmtree(study)  # a batch without a file fails to index for ever and blocks the node
+                    continue
+                os.replace(study, self.batch / name)
             ready = [name for name in names if (self.batch / name).is_dir()]
         if not ready:
             return None
         fsync_dir(self.incoming)
         fsync_dir(self.batch)
         series = [p for key in ready for p in (self.batch / key).iterdir() if p.is_dir()]
-        instances = sum(1 for s in series for f in s.iterdir() if f.suffix == ".dcm")
-        return Taken(len(ready), len(series), instances)
+        return Taken(len(ready), len(series), sum(_instances(study) for study in (self.batch / k for k in ready)))
 
     def batch_pending(self) -> Taken | None:
         """What a killed or failed run left in `batch/` (indexed first, at once), or None."""
@@ -184,3 +205,8 @@ class Spool:
         with self._lock:
             busy = sum(1 for s in self._studies.values() if s.writing or s.senders)
             return len(self._studies), busy
+
+
+def _instances(study: Path) -> int:
+    """Instance files in a study folder (study/series/SOP.dcm)."""
+    return sum(1 for series in study.iterdir() if series.is_dir() for f in series.iterdir() if f.suffix == ".dcm")

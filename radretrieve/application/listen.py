@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,15 @@ class ListenOptions:
 
         check_ae_title(self.aet, "--aet")
         parse_allow(self.allow)
+        for flag, value in (
+            ("--settle", self.settle),
+            ("--max-instance-mb", self.max_instance_mb),
+            ("--min-free-mb", self.min_free_mb),
+            ("--timeout", self.timeout),
+            ("--wait", self.wait),
+        ):
+            if not math.isfinite(value):  # NaN passes every comparison below; inf never settles or times out
+                raise RadRetrieveError(f"{flag} {value}: expected a finite number")
         if not 0 <= self.port <= 65535:
             raise RadRetrieveError(f"--port {self.port}: expected 0 to 65535")
         if not is_loopback(self.host) and not self.allow:

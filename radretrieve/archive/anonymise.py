@@ -71,7 +71,12 @@ def _names_folder(key: str, item: Item) -> bool:
 
 def _error(rec: ErrorRecord, h: PathHasher) -> ErrorRecord:
     hashed = h(rec.source)
-    return ErrorRecord(hashed, rec.stage, rec.error_type, rec.message.replace(rec.source, hashed))
+    # a source of "." (a series spread over the archive's top folders) is no text to replace: it would be every dot
+    if rec.source.strip("."):
+        message = rec.message.replace(rec.source, hashed)
+    else:
+        message = rec.message.replace(f"{rec.source}: ", f"{hashed}: ", 1)
+    return ErrorRecord(hashed, rec.stage, rec.error_type, message)
 
 
 def anonymise_scan(result: ScanResult, h: PathHasher, paths: bool = True) -> tuple[ScanResult, dict[int, str]]:

@@ -283,10 +283,15 @@ def order_series(headers: list[DicomHeader], series_path: str) -> SeriesOrder:
         order = np.argsort(along, kind="stable")
         steps = np.diff(along[order])
         if steps.size and np.min(steps) < 1e-3:
-            i = int(np.argmin(steps))
-            pair = f"{headers[order[i]].path} and {headers[order[i + 1]].path}"
+            # positions, not the two files' paths: the message is kept in errors/, and only the series path
+            # (the record's source) is hashed there (radretrieve.archive.anonymise)
+            repeated = int(np.sum(steps < 1e-3))
+            first = float(along[order[int(np.argmin(steps))]])
             raise ArchiveError(
-                series_path, f"series has slices at duplicate positions ({pair})", "DuplicateSlices", "scan"
+                series_path,
+                f"series has slices at duplicate positions ({repeated} repeated, the first at {first:.1f} mm)",
+                "DuplicateSlices",
+                "scan",
             )
     else:  # no geometry: fall back to InstanceNumber, then to the file name
         order = np.array(sorted(range(len(headers)), key=lambda i: (headers[i].instance or 0, headers[i].path)))

@@ -522,7 +522,8 @@ def assemble(root: Path, col: Collector, reports: Mapping[str, str] | None = Non
     by_key: dict[str, Item] = {}
     for item in sorted(col.items, key=lambda i: (i.item_key, i.source)):
         if item.item_key in by_key:
-            col.note(item.source, "DuplicateItem", f"same source key as {by_key[item.item_key].source}; ignored")
+            # not the other file's path: only a record's own source is hashed in errors/ (archive.anonymise)
+            col.note(item.source, "DuplicateItem", "same source key as another file of the archive; ignored")
             continue
         by_key[item.item_key] = item
     by_study: dict[str, list[Item]] = defaultdict(list)
