@@ -481,3 +481,51 @@ def test_a_study_whose_stores_all_failed_is_dropped_not_handed_to_the_indexer(tm
         (spool.batch / "study-1.2.3" / "1.2.4").mkdir(parents=True)
         with pytest.raises(RadRetrieveError, match="nothing indexable"):
             index_opened(spool.batch, out, tiny_model, IndexOptions(workers=0, progress=False))
+
+
+def test_a_batch_whose_index_update_fails_is_still_done_and_does_not_block_the_next(tmp_path, tiny_model, caplog):
+    """The rows of a batch are committed, then the FAISS update fails (a damaged index file, every time): the
+    batch is done all the same (kept, it would be retried forever and hold back every study behind it), the
+    failure is logged and counted, and the next study is indexed."""
+    from pipelines.outdir_open import open_out_dir
+    from pipelines.receive.node import Node, ReceiveOptions
+    from pipelines.receive.scp import ScpOptions
+    from pipelines.receive.spool import Spool
+    from radretrieve.foundation.errors import RadRetrieveError
+    from radretrieve.foundation.lock import writer_lock
+    from radretrieve.testing.dicom import write_ct_series
+
+    out = tmp_path / "out"
+    updates: list[int] = []
+
+    def update() -> dict:
+        updates.append(1)
+        raise RadRetrieveError(f"{out}/index/items.faiss: damaged (size differs from index.json)")
+
+    with writer_lock(out, "test"):
+        open_out_dir(out, tiny_model, overwrite=False, anonymise=True)
+        spool = Spool(out)
+        node = Node(out, tiny_model, ReceiveOptions(scp=ScpOptions(aet="RADRETRIEVE", port=0)))
+        node._hooks = (update, lambda report, infos: None)
+        for number, seed in enumerate((3, 4), start=1):
+            write_ct_series(spool.incoming / f"study-1.2.{seed}" / f"1.3.{seed}", 2, seed=seed)
+            spool.recover()
+            taken = spool.take_ready(settle=0.0, limit=8)
+            assert taken is not None and node._index(spool, taken, number)
+            assert list(spool.batch.iterdir()) == []  # done: not retried
+    assert len(updates) == 2 and node.totals.index_failures == 2 and node.totals.series_indexed == 2
+    assert node.totals.failed_batches == 0 and _rows(out).column("kind").to_pylist() == ["volume", "volume"]
+    assert "search index was not updated" in caplog.text
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path):
+    """Another program on the port: one line naming the port and the address, no traceback."""
+    from pipelines.receive.scp import ReceivingScp, ScpOptions
+    from radretrieve.foundation.errors import RadRetrieveError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RadRetrieveError, match=rf"^--port {port}: cannot listen on 127.0.0.1 \(.+\)$"):
+            ReceivingScp(None, ScpOptions(aet="RADRETRIEVE", port=port), None, lambda: None)

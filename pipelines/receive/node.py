@@ -61,6 +61,7 @@ class Totals:
     errors: dict[str, int] = field(default_factory=dict)  # failed items, by error type
     skipped_series: dict[str, int] = field(default_factory=dict)  # not selected, by reason
     failed_batches: int = 0  # batches whose indexing failed (left in the spool, retried)
+    index_failures: int = 0  # batches indexed whose FAISS index update failed (caught up by a later update)
     received: dict[str, int] = field(default_factory=dict)  # the SCP's counters of earlier runs, summed
 
     @classmethod
@@ -209,17 +210,29 @@ class Node:
             # the batch's files are removed below: no folder to draw previews from (as for a server's sources)
             write_remote_root(self.out_dir, f"pushed to {self.options.scp.aet} (radretrieve listen)")
             self.totals.add_rows(summary)
-            infos = self._hooks[0]()
         except RadRetrieveError as exc:
             self.totals.failed_batches += 1
             log.error("batch %d not indexed (kept in the spool, retried): %s", number, exc)
             self._write_status("running", spool)
             return False
-        spool.clear_batch()  # its rows are in committed shards (and the index was updated)
+        infos = self._update_index(number)
+        spool.clear_batch()  # its rows are in committed shards (the index is updated, or will be)
         self.totals.add_batch(taken)
         self._write_status("running", spool)
         self._hooks[1](BatchReport(number, taken, summary, spool.waiting()), infos)
         return True
+
+    def _update_index(self, number: int) -> dict[str, Any]:
+        """The FAISS indexes updated with what is committed. A failure here (a damaged index file or shard) is
+        logged and the batch is still done: its rows are in committed shards, and keeping it would stop every
+        later study behind it; the next batch's update (or `radretrieve build-index OUT`) catches up."""
+        try:
+            return self._hooks[0]()
+        except RadRetrieveError as exc:
+            self.totals.index_failures += 1
+            log.error("batch %d indexed, but the search index was not updated (tried again after the next "
+                      "batch; radretrieve build-index OUT repairs it now): %s", number, exc)
+            return {}
 
     def _write_status(self, state: str, spool: Spool) -> None:
         waiting, sending = spool.waiting()

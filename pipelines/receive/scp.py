@@ -200,9 +200,15 @@ class ReceivingScp:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        server = ae.make_server(
-            (o.host, o.port), evt_handlers=handlers, server_class=_server_class(self), request_handler=_handler_class(o)
-        )
+        try:
+            server = ae.make_server(
+                (o.host, o.port),
+                evt_handlers=handlers,
+                server_class=_server_class(self),
+                request_handler=_handler_class(o),
+            )
+        except OSError as exc:  # the port is taken, the address is not this machine's, IPv6 on an IPv4 host
+            raise RadRetrieveError(f"--port {o.port}: cannot listen on {o.host} ({exc.strerror or exc})") from None
         thread = threading.Thread(target=server.serve_forever, name="listen-accept", daemon=True)
         thread.start()
         ae._servers.append(server)  # pynetdicom's own shutdown() removes it from there
