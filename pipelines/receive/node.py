@@ -230,8 +230,12 @@ class Node:
             return self._hooks[0]()
         except RadRetrieveError as exc:
             self.totals.index_failures += 1
-            log.error("batch %d indexed, but the search index was not updated (tried again after the next "
-                      "batch; radretrieve build-index OUT repairs it now): %s", number, exc)
+            log.error(
+                "batch %d indexed, but the search index was not updated (tried again after the next "
+                "batch; radretrieve build-index OUT repairs it now): %s",
+                number,
+                exc,
+            )
             return {}
 
     def _write_status(self, state: str, spool: Spool) -> None:
