@@ -277,6 +277,9 @@ def test_planted_patient_data_pushed_reaches_no_output(tmp_path):
         push = _push(node.port, pushed)
         batch = node.batches(1)[0]
         assert batch["skipped_series"] == arch.skipped and batch["errors"] == {}
+        files = len(list(pushed.rglob("*.dcm")))
+        assert (batch["received_instances"], batch["refused_instances"]) == (files, 0)
+        assert any(f"received {files} instance(s), refused 0" in line for line in node.stderr)
         # a sender that keeps its association open: the study is complete after --settle seconds of quiet
         with _association(node.port) as assoc:
             ds = pydicom.dcmread(arch.root / "b" / "ct" / sorted(os.listdir(arch.root / "b" / "ct"))[0])

@@ -129,6 +129,7 @@ class BatchReport:
     taken: Taken  # studies, series and instances indexed
     summary: IndexSummary  # the pipeline's summary of the batch
     waiting: tuple[int, int]  # studies still in the spool, of which still being sent
+    received: tuple[int, int] = (0, 0)  # this run so far: instances stored, C-STOREs refused
 
 
 class Node:
@@ -219,7 +220,8 @@ class Node:
         spool.clear_batch()  # its rows are in committed shards (the index is updated, or will be)
         self.totals.add_batch(taken)
         self._write_status("running", spool)
-        self._hooks[1](BatchReport(number, taken, summary, spool.waiting()), infos)
+        received = (self.counters.instances, self.counters.refused)
+        self._hooks[1](BatchReport(number, taken, summary, spool.waiting(), received), infos)
         return True
 
     def _update_index(self, number: int) -> dict[str, Any]:

@@ -164,6 +164,8 @@ def batch_json(report: BatchReport, infos: dict[str, Any]) -> dict[str, Any]:
         "skipped_series": dict(s.skipped),
         "seconds": round(s.seconds, 3),
         "waiting_studies": report.waiting[0],
+        "received_instances": report.received[0],  # this run so far
+        "refused_instances": report.received[1],
         "indexes": {name: int(getattr(info, "count", 0)) for name, info in infos.items()},  # vectors per index
     }
 
@@ -175,5 +177,6 @@ def batch_line(report: BatchReport) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items())) or "none"
     return (
         f"batch {report.number}: {report.taken.series} series of {report.taken.studies} study(ies) indexed in "
-        f"{s.seconds:.1f} s; rows {rows}; errors {errors}; waiting {report.waiting[0]} study(ies)"
+        f"{s.seconds:.1f} s; rows {rows}; errors {errors}; waiting {report.waiting[0]} study(ies); "
+        f"received {report.received[0]} instance(s), refused {report.received[1]}"
     )
