@@ -79,11 +79,15 @@ def test_health_says_ready_with_the_index_counts(server, serve_env):
 def test_info_is_what_radretrieve_info_says(server, serve_env):
     from radretrieve.application.info import collect_info
 
-    want = collect_info(serve_env["out"])
+    before = collect_info(serve_env["out"])
     got = get_json(server, "/api/info")
+    after = collect_info(serve_env["out"])
     assert got["out_dir"] == serve_env["out"].name  # the folder by name: the server's paths are not shown
-    want.pop("out_dir"), got.pop("out_dir")
-    assert got == want
+    for info in (before, got, after):
+        info.pop("out_dir")
+    # the out dir as it was at some moment of the request (a file of the session's shared out dir may be
+    # rewritten meanwhile: CI saw its size change by 2 bytes between two calls once)
+    assert got in (before, after)
 
 
 def test_openapi_document_lists_the_endpoints_and_no_cdn_pages(server):
