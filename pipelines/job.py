@@ -159,19 +159,15 @@ def _locked_job(
         # ours alone: it did not exist before this job, and holds only our lock now that we hold it (another job
         # that made it while we waited for the lock may have left files: those are never removed)
         ours = created and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}
-        readers = _start_readers(options)  # their start-up overlaps opening the out dir, scanning and planning
         try:
-            summary = _index(archive, out_dir, model, options, readers)
+            # the readers' start-up overlaps opening the out dir, scanning and planning
+            with _reader_pool(options) as readers:
+                summary = _index(archive, out_dir, model, options, readers)
         except RadRetrieveError:
             if ours:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
                 remove_new_out_dir(out_dir)
             raise
-        finally:
-            if readers is not None:
-                readers.close()
-        summary.seconds = time.perf_counter() - start
-        atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
-    return summary
+        return _recorded(summary, start, out_dir)
 
 
 def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
@@ -187,14 +183,26 @@ def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOpti
     manifest = read_manifest(out_dir)
     if manifest.fingerprint != model.fingerprint:
         raise RadRetrieveError(f"{out_dir} was opened for another model (fingerprint {manifest.fingerprint})")
+    with _reader_pool(options) as readers:
+        summary = _run_job(Path(folder), out_dir, model, options, readers, manifest, None, None)
+    return _recorded(summary, start, out_dir)
+
+
+@contextmanager
+def _reader_pool(options: IndexOptions) -> Iterator[Any]:
+    """The local engine's reader processes for one job (None for the Ray engine), closed however it ends."""
     readers = _start_readers(options)
     try:
-        summary = _run_job(Path(folder), out_dir, model, options, readers, manifest, None, None)
+        yield readers
     finally:
         if readers is not None:
             readers.close()
+
+
+def _recorded(summary: IndexSummary, start: float, out_dir: Path) -> IndexSummary:
+    """`summary` with its wall time, written to OUT/job.json for `radretrieve info`."""
     summary.seconds = time.perf_counter() - start
-    atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))  # for `radretrieve info`
+    atomic_write_text(out_dir / JOB_FILE, json.dumps(summary.to_dict(), indent=1))
     return summary
 
 
