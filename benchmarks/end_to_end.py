@@ -212,7 +212,7 @@ def plot(path: Path, results: list[dict[str, Any]]) -> Path | None:
     order = ["interpreter_and_imports", "model_load", "scan", "text_tower_wait", "plan", "job_other"]
     order += ["encoding_run", "exit"]
     colors = dict(zip(order, plt.get_cmap("tab10").colors))
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 1.3 * len(results)))
+    fig, ax = plt.subplots(figsize=(10, 2.2 + 1.3 * len(results)))
     labels = []
     for row, res in enumerate(results):
         y = 2 * row
@@ -223,12 +223,13 @@ def plot(path: Path, results: list[dict[str, Any]]) -> Path | None:
             left += width
         raw = res["raw_forward"]
         ax.barh(y + 0.8, raw["image_seconds"], color="0.35", label="raw: image forward" if row == 0 else None)
-        ax.barh(y + 0.8, raw["text_seconds"], left=raw["image_seconds"], color="0.7", label=None)
+        text_label = "raw: text forward" if row == 0 else None
+        ax.barh(y + 0.8, raw["text_seconds"], left=raw["image_seconds"], color="0.7", label=text_label)
         labels += [(y, f"{res['workload']}\nindex (ratio {res['ratio_raw_over_end_to_end']:.2f})"), (y + 0.8, "raw")]
     ax.set_yticks([y for y, _ in labels], [t for _, t in labels])
     ax.invert_yaxis()
     ax.set_xlabel("seconds (wall)")
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

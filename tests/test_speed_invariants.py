@@ -204,3 +204,19 @@ def test_header_reads_with_numbered_tags_equal_a_full_read(archive):
         want = _header(full, path.name, int(full.Rows), int(full.Columns))
         got = read_header(path, path.name)
         assert got == want and got.patient == want.patient, path.name
+
+
+def test_the_demo_synthesis_says_how_far_it_is(tmp_path):
+    """The demo's first step (minutes on a slow machine) prints a line at most every 10 s and one at the end."""
+    from radretrieve.application.demo import Every
+
+    now = [0.0]
+    lines: list[str] = []
+    tick = Every(10.0, 5, lines.append, clock=lambda: now[0])
+    for n, t in enumerate([3.0, 11.0, 15.0, 22.0, 23.0], start=1):
+        now[0] = t
+        tick(n)
+    assert lines == ["  2/5 studies written, 11 s", "  4/5 studies written, 22 s", "  5/5 studies written, 23 s"]
+    seen: list[int] = []
+    synthesize(tmp_path / "a", studies=3, seed=0, image_size=32, on_study=seen.append)
+    assert seen == [1, 2, 3]

@@ -87,10 +87,13 @@ class Every:
     """`say`s "  N/TOTAL studies written" when called with N, at most once per `seconds` (and at the end), so that
     a slow machine sees the step move and a fast one gets no line per study."""
 
-    def __init__(self, seconds: float, total: int, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, seconds: float, total: int, say: Callable[[str], None], clock: Callable[[], float] | None = None
+    ) -> None:
         import time
 
-        self.seconds, self.total, self.say, self.clock = seconds, total, say, time.monotonic
+        self.seconds, self.total, self.say = seconds, total, say
+        self.clock = clock if clock is not None else time.monotonic
         self.started = self.last = self.clock()
 
     def __call__(self, n: int) -> None:
