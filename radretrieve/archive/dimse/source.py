@@ -38,6 +38,9 @@ class DimseSource:
     retry: Retry = Retry()
     limits: Limits = Limits()
     move_port: int | None = None  # None: C-GET; else C-MOVE to our storage SCP on 127.0.0.1 at this port
+    # keep what a series' header scan retrieved (within `limits.max_held_bytes` per process), so that reading
+    # its item does not retrieve its slices again (`dimse.memory`); False: every read retrieves
+    keep_scanned: bool = True
 
     @property
     def display(self) -> str:
