@@ -131,8 +131,10 @@ def test_what_a_scan_keeps_is_bounded_and_a_read_retrieves_the_rest(pacs, archiv
         assert 0 < KEPT.used <= limits.max_held_bytes  # kept while it fit, then nothing more
         assert isinstance(ref, SeriesRef)
         KEPT.drop(source.display, ref.series_uid)
+        KEPT.offer(source.display, "1.2.3.4", "1.2/1.2.3.4/1.2.3.4.5.dcm", b"x" * size, limits.max_held_bytes)
         summary = _index(source, tmp_path / "out", tiny_model)
         assert summary.errors == {} and KEPT.used <= limits.max_held_bytes
+        assert KEPT.take(source.display, "1.2.3.4") == {}  # an earlier job's, never read: gone at the job's start
     assert len([c for c in proxy.connections if GET_UID in c.sent and uid in c.sent]) == 1 + 2  # scans, one read
     _same_rows(_rows(tmp_path / "out"), folder_rows)
 
@@ -270,3 +272,36 @@ def test_the_scp_answers_each_instance_without_waiting_for_a_delayed_ack(tmp_pat
         ae.shutdown()
         scp.shutdown()
     assert seconds / len(datasets) < 0.02, seconds
+
+
+def test_a_dicomweb_read_gets_each_instance_as_soon_as_it_is_there(tmp_path):
+    """The first instance is handed to the decoder while the second is still being fetched; an instance whose
+    fetch failed raises that failure when the decoder reaches it; a name never fetched is missing."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from radretrieve.archive.dicomweb.fetch import Arriving
+    from radretrieve.archive.records import ArchiveError
+
+    second_may_finish = threading.Event()
+
+    def fetch(name: str, wait: bool, fail: bool) -> None:
+        if wait:
+            assert second_may_finish.wait(30)
+        if fail:
+            raise ArchiveError("STUDY/SERIES/SOP.dcm", "the server sent another instance", "WrongInstance", "fetch")
+        (tmp_path / name).write_bytes(b"DICM")
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            "000000.dcm": pool.submit(fetch, "000000.dcm", False, False),
+            "000001.dcm": pool.submit(fetch, "000001.dcm", True, True),
+        }
+        folder = Arriving(tmp_path)
+        folder.expect(futures)
+        assert (folder / "000000.dcm").read_bytes() == b"DICM"
+        assert not futures["000001.dcm"].done()  # decoding can start: the next instance is still on its way
+        second_may_finish.set()
+        with pytest.raises(ArchiveError, match="another instance"):
+            folder / "000001.dcm"
+    assert not (folder / "000002.dcm").exists()

@@ -13,7 +13,8 @@ for as long as it takes (or for good, when the process is killed). Here instead:
   that reading the series' item takes its sampled slices from there instead of retrieving them a second time.
   It holds at most `Limits.max_held_bytes` (256 MiB by default) per process: once full it keeps no more (the
   series scanned later are retrieved again when read), so a 2,000-slice series or a 100,000-series job costs
-  that much memory at most. A read takes its series' instances out (what it did not need goes too).
+  that much memory at most. A read takes its series' instances out (what it did not need goes too); a job's
+  start clears what an earlier job in the same process kept and never read (series selection left out).
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ class KeptInstances:
             self._series.setdefault((node, series), {})[rel] = data
             self.used += len(data) - before
             return True
+
+    def clear(self) -> None:
+        """Forget everything (a new job: what an earlier job's scans kept and never read, e.g. series that
+        selection left out, goes)."""
+        with self._lock:
+            self._series.clear()
+            self.used = 0
 
     def take(self, node: str, series: str) -> dict[str, bytes]:
         """The series' kept instances (virtual path -> bytes), no longer kept here."""
