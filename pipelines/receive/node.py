@@ -10,7 +10,8 @@ the batch's files are removed, and then the caller hears of the batch (`on_batch
 or when it last ran `index_every` seconds ago or more: an update reads and writes the whole index file, so
 while studies keep arriving it is not paid per batch; once the spool is quiet the indexes are always caught
 up. SIGTERM and Ctrl-C stop the SCP first, then leave the spool as it is: a restart indexes `batch/` at once
-and lets `incoming/` settle again (and updates the indexes, should a stop have come before an update).
+and lets `incoming/` settle again (an update a stop came before is done by the next batch's update, which adds
+every shard the indexes lack, or by `radretrieve build-index`).
 """
 
 from __future__ import annotations
