@@ -184,11 +184,14 @@ def _locked_job(
         return _recorded(summary, start, out_dir)
 
 
-def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
+def index_opened(
+    folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions(), readers: Any = None
+) -> IndexSummary:
     """One more job from an archive `folder` into an out dir that the calling thread holds the writer lock of and
     has opened (`open_out_dir`, which removes what a killed writer left and checks every shard) for `model`:
     the receiving node's micro-batches (pipelines.receive), which must not re-check every shard per batch.
-    Same scan, selection, redaction, item ids and plan as `index_archive`."""
+    Same scan, selection, redaction, item ids and plan as `index_archive`. `readers`: a reader pool the caller
+    keeps across jobs (`pipelines.local.start_readers`; the node's, not started per batch), else one of its own."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if not holds_lock(out_dir):
@@ -197,8 +200,11 @@ def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOpti
     manifest = read_manifest(out_dir)
     if manifest.fingerprint != model.fingerprint:
         raise RadRetrieveError(f"{out_dir} was opened for another model (fingerprint {manifest.fingerprint})")
-    with _reader_pool(options) as readers:
+    if readers is not None:
         summary = _run_job(Path(folder), out_dir, model, options, readers, manifest, None, None)
+    else:
+        with _reader_pool(options) as own:
+            summary = _run_job(Path(folder), out_dir, model, options, own, manifest, None, None)
     return _recorded(summary, start, out_dir)
 
 
