@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
-ANALYZER_VERSION = "medical-en-1"  # recorded in index.json; a change of the analysis forces a rebuild
+ANALYZER_VERSION = "medical-en-2"  # recorded in index.json; a change of the analysis or fields forces a rebuild
 TERMS = "radretrieve_terms"  # tokenizer name of the `terms` field (compounds kept)
 WORDS = "radretrieve_words"  # tokenizer name of the `words` field (compounds split)
 _DECIMAL = r"[0-9]+(?:\.[0-9]+)+"
@@ -69,6 +69,17 @@ def all_terms(text: str) -> frozenset[str]:
     return frozenset(t for terms in query_terms(text).values() for t in terms)
 
 
+@lru_cache(maxsize=1 << 16)
+def token_terms(token: str) -> frozenset[str]:
+    """`all_terms` of one token, cached: a report's words repeat across hits and queries."""
+    return all_terms(token)
+
+
+def text_terms(text: str) -> frozenset[str]:
+    """`all_terms(text)`, token by token through the cache (the Python tokenizer finds tantivy's tokens)."""
+    return frozenset().union(*(token_terms(t) for t in PY_TERM_RE.findall(text)))
+
+
 def spans(text: str, wanted: Iterable[str]) -> Iterator[tuple[int, int, str]]:
     """(start, end, token) of each token of `text` (Python character offsets) whose analysis under either
     analyzer shares a term with `wanted` (analysed query terms): what a page highlights."""
@@ -76,5 +87,5 @@ def spans(text: str, wanted: Iterable[str]) -> Iterator[tuple[int, int, str]]:
     if not want or not text:
         return
     for m in PY_TERM_RE.finditer(text):
-        if all_terms(m.group(0)) & want:
+        if token_terms(m.group(0)) & want:
             yield m.start(), m.end(), m.group(0)

@@ -53,6 +53,10 @@ KEY = "fulltext"  # top-level key of index.json
 FOLDER_RE = re.compile(r"^fulltext\.(\d{5})$")
 TEXT_COLUMNS = ("item_id", "kind", "text", "description", "modality", "body_part", "labels")
 VIEW_OF_KIND = {"image": "items", "volume": "items", "report": "reports"}
+# One pair of fields per view (`items_terms`, `items_words`, `reports_terms`, ...): a query reads only its view's
+# fields, a pure disjunction that tantivy answers with block-max WAND, where a filter clause on a view field made it
+# score every matching document (measured: 3.3x slower at 20k items); each view also keeps its own term statistics.
+VIEWS = ("items", "reports")
 WRITER_HEAP = 50_000_000  # bytes of tantivy's indexing buffer (one thread): flushed to a segment when full
 BATCH_ROWS = 8192  # shard rows read per batch
 _LOCK_FILES = (".tantivy-writer.lock", ".tantivy-meta.lock")  # tantivy's lock files: never part of the index
@@ -178,9 +182,9 @@ def schema() -> Any:
 
     builder = tantivy.SchemaBuilder()
     builder.add_integer_field("item_id", stored=False, indexed=True, fast=True)
-    builder.add_text_field("view", stored=False, tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("terms", stored=False, tokenizer_name=analyzer.TERMS, index_option="freq")
-    builder.add_text_field("words", stored=False, tokenizer_name=analyzer.WORDS, index_option="freq")
+    for view in VIEWS:
+        builder.add_text_field(f"{view}_terms", stored=False, tokenizer_name=analyzer.TERMS, index_option="freq")
+        builder.add_text_field(f"{view}_words", stored=False, tokenizer_name=analyzer.WORDS, index_option="freq")
     return builder.build()
 
 
@@ -258,7 +262,8 @@ def _index_rows(folder: Path, out_dir: Path, files: list[str]) -> int:
     added = 0
     try:
         for item_id, view, text in iter_documents(out_dir, files):
-            writer.add_document(tantivy.Document(item_id=item_id, view=view, terms=text, words=text))
+            fields = {f"{view}_terms": text, f"{view}_words": text}
+            writer.add_document(tantivy.Document(item_id=item_id, **fields))
             added += 1
         writer.commit()
         writer.wait_merging_threads()  # merges finish and obsolete files go before the folder is listed
@@ -316,19 +321,18 @@ class KeywordIndex:
         scored by BM25. The text is analysed here, never parsed as query syntax."""
         import tantivy
 
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}")
         terms = analyzer.query_terms(text)
         should = [
-            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, f, t))
+            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, f"{view}_{f}", t))
             for f, name in (("terms", analyzer.TERMS), ("words", analyzer.WORDS))
             for t in terms[name]
         ]
         every = tuple(dict.fromkeys(t for ts in terms.values() for t in ts))
         if not should:
             return tantivy.Query.empty_query(), every
-        # the view only filters: a constant 0 keeps its own BM25 weight out of the score
-        view_q = tantivy.Query.const_score_query(tantivy.Query.term_query(self._schema, "view", view), 0.0)
-        text_q = tantivy.Query.boolean_query(should)
-        return tantivy.Query.boolean_query([(tantivy.Occur.Must, view_q), (tantivy.Occur.Must, text_q)]), every
+        return tantivy.Query.boolean_query(should), every
 
     def search(
         self, text: str, view: str, k: int, candidates: np.ndarray | None = None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexers.analyzer import all_terms, spans
+from indexers.analyzer import spans, text_terms
 from indexers.ann import AnnIndex
 from indexers.device import place, validate_search_args
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
@@ -436,9 +436,9 @@ def _with_evidence(hit: Hit, terms: Sequence[str], evidence: Evidence) -> Hit:
     report text to highlight."""
     if terms:
         labels = json.dumps(dict(hit.labels))
-        found = all_terms(searchable_text(hit.text, hit.description, hit.modality, hit.body_part, labels))
+        found = text_terms(searchable_text(hit.text, hit.description, hit.modality, hit.body_part, labels))
         matched = tuple(t for t in terms if t in found)
-        marks = tuple((a, b) for a, b, _ in spans(hit.text, matched))
+        marks = tuple((a, b) for a, b, _ in spans(hit.text, matched)) if matched else ()
         evidence = replace(evidence, matched_terms=matched, highlights=marks)
     return replace(hit, evidence=evidence)
 

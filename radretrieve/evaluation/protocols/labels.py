@@ -7,6 +7,11 @@ out: such an item may well be a CT, and counting it as a miss would punish a rig
 the label's values in that gallery. Chance at k is the class's share of the gallery (min(k, N)/k of it when
 the gallery is smaller than k). CIs: a percentile bootstrap over gallery items (one query per class leaves
 nothing else to resample): each resample draws N items with replacement and ranks the class queries on it.
+
+`BenchOptions.modes` ranks the same queries in several search modes, one table each (docs/guide/hybrid-search.md):
+keyword uses the class name (e.g. "kommerell diverticulum") as query text against each gallery item's text
+(`Side.texts`: its report and description, never its labels); hybrid fuses that ranking
+with the vector one. The scoring comes in as a `ModeScorer` (the ranking code lives in `indexers`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from radretrieve.evaluation.metrics import chance_precision, rank_block
 from radretrieve.evaluation.prompts import Templates, class_embeddings, templates_hash
 from radretrieve.evaluation.protocols.common import ProtocolTable, run_dict
-from radretrieve.evaluation.retrieval import BenchOptions, Embedded, Side
+from radretrieve.evaluation.retrieval import BenchOptions, Embedded, ModeScorer, Side
 from radretrieve.foundation.errors import RadRetrieveError
 
 LABEL_KS = (10, 50)
@@ -66,8 +71,16 @@ def _metric(value: float, boot: np.ndarray | None, confidence: float) -> dict[st
 
 
 def task_table(
-    images: Side, task: str, encode_text: Callable[[Sequence[str]], Any], templates: Templates, options: BenchOptions
+    images: Side,
+    task: str,
+    encode_text: Callable[[Sequence[str]], Any],
+    templates: Templates,
+    options: BenchOptions,
+    mode: str = "vector",
+    scorer: ModeScorer | None = None,
 ) -> ProtocolTable:
+    """One task's table in one search `mode`: vector ranks by the prompt ensemble's embedding; keyword and hybrid
+    (through `scorer`) also by the class name as query text against each gallery item's own text."""
     rows, values = task_gallery(images, task)
     if rows.size == 0:
         raise RadRetrieveError(f"labels: no image or volume has a known {task!r} label")
@@ -75,6 +88,10 @@ def task_table(
     queries = class_embeddings(encode_text, classes, templates, task=task)
     gallery = images.vectors[rows]
     scores = queries @ gallery.T
+    if mode != "vector":
+        if scorer is None or not images.texts:
+            raise RadRetrieveError(f"labels: --mode {mode} needs the gallery's texts and a keyword scorer")
+        scores = scorer(mode, scores, classes, [images.texts[int(r)] for r in rows])
     vals = np.array(values)
     relevant = vals[None, :] == np.array(classes)[:, None]  # [C, N]
     point = precision_at(scores, relevant, LABEL_KS)
@@ -98,7 +115,7 @@ def task_table(
     mean["best possible P@10"] = _metric(float(np.mean(np.minimum(n_rel, 10) / 10)), None, options.confidence)
     runs[f"{task}: mean over {len(classes)} classes"] = _run(mean, rows.size, options, n_queries=len(classes))
     return ProtocolTable(
-        f"labels: {task}",
+        f"labels: {task}" + ("" if mode == "vector" else f" ({mode})"),
         images.unit(),
         int(rows.size),
         {f"P@{k}": chance_precision(n_rel, rows.size, k) for k in LABEL_KS},
@@ -137,6 +154,7 @@ def labels_tables(
     options: BenchOptions,
     encode_text: Callable[[Sequence[str]], Any],
     templates: Templates | Sequence[str] | None = None,
+    scorer: ModeScorer | None = None,
 ) -> list[ProtocolTable]:
     if templates is None:
         templates = Templates()
@@ -146,7 +164,8 @@ def labels_tables(
     for task in label_tasks(emb.images, options):
         if not task_gallery(emb.images, task)[1]:
             continue  # a task whose values are all unknown (VQA-RAD modality on some splits): nothing to rank
-        tables.append(task_table(emb.images, task, encode_text, templates, options))
+        for mode in options.modes:
+            tables.append(task_table(emb.images, task, encode_text, templates, options, mode, scorer))
     if not tables:
         raise RadRetrieveError("labels: no task has an image with a known label")
     return tables
