@@ -13,6 +13,7 @@ import pytest
 from indexers import Searcher, build_indexes
 from indexers.errors import SearchArgError
 from indexers.fusion import depth, rrf
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.testing.shards import SyntheticItems, normalise
 from tests.test_fulltext import DIM, add_shard, make_out, texts_part
 
@@ -210,3 +211,47 @@ def test_an_add_and_the_searcher_see_the_same_rows_in_every_mode(tmp_path):
     vectors = SyntheticItems.random(1, DIM, 22).vectors
     hits = Searcher(out).hybrid(["Kommerell"], vectors, 3)[0]
     assert hits[0].item_id == 70_000 and hits[0].evidence.keyword_rank == 1
+
+
+# -- the evaluation's modes (bench retrieval --protocol labels --mode) -------------------------------------
+def test_mode_scores_for_the_bench_match_a_hand_computed_fusion():
+    from indexers.memory import keyword_scores, mode_scores
+
+    cosine = np.array([[0.9, 0.5, 0.1]])
+    docs = ["pleural effusion", "small Kommerell diverticulum", "Kommerell diverticulum, a Kommerell remnant"]
+    bm25 = keyword_scores(["Kommerell"], docs)
+    assert bm25[0, 0] == 0 and bm25[0, 2] > bm25[0, 1] > 0
+    fused = mode_scores("hybrid", cosine, ["Kommerell"], docs)[0]
+    # vector ranks 1, 2, 3; keyword ranks -, 2, 1
+    assert fused == pytest.approx([1 / 61, 1 / 62 + 1 / 62, 1 / 63 + 1 / 61])
+    assert mode_scores("vector", cosine, ["Kommerell"], docs) is cosine
+
+
+def test_the_labels_protocol_ranks_each_mode_with_precision_and_recall():
+    from indexers.memory import mode_scores
+    from radretrieve.evaluation.protocols import protocol_tables
+    from radretrieve.evaluation.retrieval import BenchOptions, Embedded, Side
+
+    findings = ["Kommerell diverticulum", "Bochdalek hernia", "scimitar syndrome"] * 4
+    n = len(findings)
+    rng = np.random.default_rng(0)
+    images = Side(
+        np.arange(n, dtype=np.int64),
+        normalise(rng.standard_normal((n, DIM))),
+        tuple(f"s{i}" for i in range(n)),
+        tuple({"finding": f} for f in findings),
+        ("image",) * n,
+        tuple(f"CT chest. Incidental {f}." for f in findings),
+    )
+    texts = Side(np.arange(1, dtype=np.int64), images.vectors[:1], ("s0",), ({},), ("report",))
+    encode = lambda xs: normalise(np.random.default_rng(len(xs[0])).standard_normal((len(xs), DIM)))  # noqa: E731
+    options = BenchOptions(label_sets=(("finding",),), n_bootstrap=20, modes=("vector", "keyword", "hybrid"))
+    tables = protocol_tables("labels", Embedded(texts, images), options, encode_text=encode, scorer=mode_scores)
+    assert [t.title for t in tables] == ["labels: finding", "labels: finding (keyword)", "labels: finding (hybrid)"]
+    mean = {t.title: t.runs["finding: mean over 3 classes"]["metrics"] for t in tables}
+    # keyword: each class query's 4 items hold its name, so they fill its top 4: P@10 = 4/10, R@10 = 1
+    assert mean["labels: finding (keyword)"]["P@10"]["value"] == pytest.approx(0.4)
+    assert mean["labels: finding (keyword)"]["R@10"]["value"] == pytest.approx(1.0)
+    assert mean["labels: finding (hybrid)"]["R@10"]["value"] >= mean["labels: finding"]["R@10"]["value"]
+    with pytest.raises(RadRetrieveError, match="apply to --protocol labels"):
+        protocol_tables("pools", Embedded(texts, images), options)

@@ -1,6 +1,7 @@
 """`labels`: one text query per class, built from a prompt ensemble (`radretrieve.evaluation.prompts`), e.g.
 "CT", "MRI" for the task `modality` or "chest", "head" for `organ`; the gallery items with that label are
-relevant. Reported per class: precision@10 and @50, plus their mean over the classes.
+relevant. Reported per class: precision@10 and @50, recall@10 and @50 (the share of the class's items in its
+top k), plus their means over the classes.
 
 The gallery of a task is every image/volume with a known value of that label ("" and "unknown" are left
 out: such an item may well be a CT, and counting it as a miss would punish a right answer). The classes are
@@ -49,8 +50,16 @@ def precision_at(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) ->
     return stats.hits / np.asarray(ks, dtype=np.float64)[None, :]
 
 
-def _bootstrap(scores: np.ndarray, relevant: np.ndarray, options: BenchOptions) -> np.ndarray | None:
-    """float [B, C, len(ks)]: precision@k on gallery resamples (None without bootstrap)."""
+def recall_at(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """float [C, len(ks)]: recall@k per class query, the share of its relevant items in the top k."""
+    stats = rank_block(scores, relevant, ks)
+    return stats.hits / np.maximum(relevant.sum(axis=1), 1)[:, None]
+
+
+def _bootstrap(
+    scores: np.ndarray, relevant: np.ndarray, options: BenchOptions, metric: Callable[..., np.ndarray] = precision_at
+) -> np.ndarray | None:
+    """float [B, C, len(ks)]: `metric` (precision@k, or recall@k) on gallery resamples (None without bootstrap)."""
     if options.n_bootstrap <= 0:
         return None
     rng = np.random.default_rng(options.seed)
@@ -58,7 +67,7 @@ def _bootstrap(scores: np.ndarray, relevant: np.ndarray, options: BenchOptions) 
     out = np.empty((options.n_bootstrap, scores.shape[0], len(LABEL_KS)))
     for b in range(options.n_bootstrap):
         idx = rng.integers(0, n, n)
-        out[b] = precision_at(scores[:, idx], relevant[:, idx], LABEL_KS)
+        out[b] = metric(scores[:, idx], relevant[:, idx], LABEL_KS)
     return out
 
 
@@ -96,6 +105,8 @@ def task_table(
     relevant = vals[None, :] == np.array(classes)[:, None]  # [C, N]
     point = precision_at(scores, relevant, LABEL_KS)
     boot = _bootstrap(scores, relevant, options)
+    recall = recall_at(scores, relevant, LABEL_KS)
+    boot_r = _bootstrap(scores, relevant, options, recall_at)
     n_rel = relevant.sum(axis=1)
     runs: dict[str, Any] = {}
     for c, label in enumerate(classes):
@@ -103,11 +114,21 @@ def task_table(
             f"P@{k}": _metric(point[c, j], None if boot is None else boot[:, c, j], options.confidence)
             for j, k in enumerate(LABEL_KS)
         }
+        metrics |= {
+            f"R@{k}": _metric(recall[c, j], None if boot_r is None else boot_r[:, c, j], options.confidence)
+            for j, k in enumerate(LABEL_KS)
+        }
         metrics["chance P@10"] = _metric(chance_precision(n_rel[c : c + 1], rows.size, 10), None, options.confidence)
         metrics["best possible P@10"] = _metric(min(int(n_rel[c]), 10) / 10, None, options.confidence)
         runs[f"{task}={label} ({int(n_rel[c])})"] = _run(metrics, rows.size, options)
     mean = {
         f"P@{k}": _metric(point[:, j].mean(), None if boot is None else boot[:, :, j].mean(axis=1), options.confidence)
+        for j, k in enumerate(LABEL_KS)
+    }
+    mean |= {
+        f"R@{k}": _metric(
+            recall[:, j].mean(), None if boot_r is None else boot_r[:, :, j].mean(axis=1), options.confidence
+        )
         for j, k in enumerate(LABEL_KS)
     }
     mean["chance P@10"] = _metric(chance_precision(n_rel, rows.size, 10), None, options.confidence)
