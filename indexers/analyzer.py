@@ -30,6 +30,7 @@ RUST_TERM_RE = _DECIMAL + r"|[\p{L}\p{N}]+(?:[-/][\p{L}\p{N}]+)*"
 RUST_WORD_RE = _DECIMAL + r"|[\p{L}\p{N}]+"
 PY_TERM_RE = re.compile(_DECIMAL + r"|[^\W_]+(?:[-/][^\W_]+)*")
 MAX_TOKEN_CHARS = 40  # longer tokens (base64, hashes) are dropped: no one searches for them
+MAX_QUERY_TERMS = 64  # distinct terms per analyzer kept from a query: each is a clause, a pasted report is not a query
 
 
 def _analyzer(pattern: str) -> Any:
@@ -57,10 +58,10 @@ def register(index: Any) -> None:
 
 
 def query_terms(text: str) -> dict[str, tuple[str, ...]]:
-    """{tokenizer name: distinct analysed terms of `text`, in order of appearance}."""
+    """{tokenizer name: the first MAX_QUERY_TERMS distinct analysed terms of `text`, in order of appearance}."""
     out = {}
     for name, analyzer in analyzers().items():
-        out[name] = tuple(dict.fromkeys(analyzer.analyze(text)))
+        out[name] = tuple(dict.fromkeys(analyzer.analyze(text)))[:MAX_QUERY_TERMS]
     return out
 
 

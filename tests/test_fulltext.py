@@ -309,3 +309,28 @@ def test_verify_reports_a_damaged_full_text_file(tmp_path):
     victim.write_text(victim.read_text() + " ")
     lines = verify_out_dir(out).damaged
     assert len(lines) == 1 and lines[0].startswith(f"{victim}: damaged full-text index")
+
+
+def test_a_long_query_is_cut_to_its_first_terms(corpus):
+    from indexers.analyzer import MAX_QUERY_TERMS
+
+    out, _ = corpus
+    text = " ".join(f"word{i}" for i in range(5 * MAX_QUERY_TERMS)) + " Chiari"
+    hits, terms = open_keyword(out).search(text, "items", 10)
+    assert len(terms) <= 2 * MAX_QUERY_TERMS and "word0" in terms and "chiari" not in terms
+    assert hits == []
+
+
+def test_a_folder_name_in_index_json_cannot_leave_the_index_folder(tmp_path):
+    out = tmp_path / "out"
+    make_out(out, [texts_part(10, 8, 1000)])
+    build_indexes(out)
+    path = out / "index" / "index.json"
+    for bad in ("../../elsewhere", "/etc", "fulltext.00000/../..", "other"):
+        data = json.loads(path.read_text())
+        data["fulltext"]["folder"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(RadRetrieveError, match="unreadable full-text entry"):
+            read_fulltext_json(out)
+    build_indexes(out)  # an unreadable entry: everything is rebuilt
+    assert open_keyword(out).search("Chiari", "items", 5)[1] == ("chiari",)
