@@ -9,6 +9,11 @@ of its numbers: its first hit and the keyword list's first hit weigh the same.
 lets the first few hits of either list dominate. Each list is read `depth(k)` deep, so an item ranked low in
 one list and high in the other still meets its second rank.
 
+An untrained model's vector list is noise by construction: its weight is `UNTRAINED_VECTOR_WEIGHT` (the caller
+knows the model's provenance), ``w / (rrf_k + rank)``, small enough that every keyword match of a list `depth(k)`
+deep (at least ``1 / (rrf_k + depth)``) ranks above every hit found by the vector list alone (at most
+``w / (rrf_k + 1)``), which then only fills the list and orders the keyword matches among themselves.
+
 Ties are broken by the better of the two ranks, then by the item id, so the order is a function of the two
 lists alone (tests/test_hybrid_search.py checks it against a ranking computed by hand).
 """
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 
 RRF_K = 60  # the rank constant: 1 / (RRF_K + rank) per list
 MIN_DEPTH = 100  # each list is read at least this deep
+UNTRAINED_VECTOR_WEIGHT = 0.25  # the vector list's weight when the model is untrained (1.0 otherwise)
 
 
 def depth(k: int) -> int:
@@ -40,11 +46,16 @@ class Fused:
 
 
 def rrf(
-    vector: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float]], k: int, rrf_k: int = RRF_K
+    vector: Sequence[tuple[int, float]],
+    keyword: Sequence[tuple[int, float]],
+    k: int,
+    rrf_k: int = RRF_K,
+    vector_weight: float = 1.0,
 ) -> list[Fused]:
-    """The fused top-k of two ranked lists of (item id, score), best first."""
+    """The fused top-k of two ranked lists of (item id, score), best first; the vector list weighs `vector_weight`."""
     if rrf_k < 1:
         raise ValueError(f"rrf_k must be at least 1, got {rrf_k}")
+    weights = {"vector": float(vector_weight), "keyword": 1.0}
     seen: dict[int, dict[str, tuple[int, float]]] = {}
     for name, ranked in (("vector", vector), ("keyword", keyword)):
         for rank, (item, score) in enumerate(ranked, start=1):
@@ -52,7 +63,7 @@ def rrf(
     fused = []
     for item, found in seen.items():
         v, kw = found.get("vector"), found.get("keyword")
-        total = sum(1.0 / (rrf_k + rank) for rank, _ in found.values())
+        total = sum(weights[name] / (rrf_k + rank) for name, (rank, _) in found.items())
         fused.append(
             Fused(
                 item,

@@ -60,8 +60,11 @@ def _ranked(scores: np.ndarray, n: int, positive: bool) -> list[tuple[int, float
     return [(int(r), float(scores[r])) for r in order if not positive or scores[r] > 0]
 
 
-def mode_scores(mode: str, cosine: np.ndarray, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-    """float[C, N] scores of `mode` ("vector" | "keyword" | "hybrid") for C queries over N docs."""
+def mode_scores(
+    mode: str, cosine: np.ndarray, queries: Sequence[str], docs: Sequence[str], vector_weight: float = 1.0
+) -> np.ndarray:
+    """float[C, N] scores of `mode` ("vector" | "keyword" | "hybrid") for C queries over N docs; `vector_weight`
+    as in `fusion.rrf` (fusion.UNTRAINED_VECTOR_WEIGHT for an untrained model, as the search service does)."""
     if mode == "vector":
         return cosine
     bm25 = keyword_scores(queries, docs)
@@ -72,7 +75,7 @@ def mode_scores(mode: str, cosine: np.ndarray, queries: Sequence[str], docs: Seq
     deep = depth(BENCH_K)
     fused = np.zeros_like(cosine, dtype=np.float64)
     for c in range(cosine.shape[0]):
-        lists = rrf(_ranked(cosine[c], deep, False), _ranked(bm25[c], deep, True), deep, RRF_K)
+        lists = rrf(_ranked(cosine[c], deep, False), _ranked(bm25[c], deep, True), deep, RRF_K, vector_weight)
         for f in lists:
             fused[c, f.item_id] = f.score
     return fused

@@ -301,9 +301,11 @@ class Searcher:
         where: str | None = None,
         params: SearchParams | None = None,
         rrf_k: int = RRF_K,
+        vector_weight: float = 1.0,
     ) -> list[list[Hit]]:
         """Top-k per query by reciprocal rank fusion (indexers/fusion.py) of the vector list of `queries[i]`
-        (float32[Q, D]) and the keyword list of `texts[i]`, each `depth(k)` deep and both filtered first."""
+        (float32[Q, D]) and the keyword list of `texts[i]`, each `depth(k)` deep and both filtered first;
+        `vector_weight`: fusion.UNTRAINED_VECTOR_WEIGHT for an untrained model."""
         validate_search_args(k, params, self.device)
         q = self._check_queries(queries, index)
         if len(texts) != len(q):
@@ -316,7 +318,7 @@ class Searcher:
         out = []
         for text, by_vector in zip(texts, vectors):
             by_keyword, terms = self.keywords.search(text, view, deep, flt.candidates) if text.strip() else ([], ())
-            fused = rrf(by_vector, by_keyword, k, rrf_k)
+            fused = rrf(by_vector, by_keyword, k, rrf_k, vector_weight)
             hits = self._hits([[(f.item_id, f.score) for f in fused]], view)[0]
             out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank)) for h, f in zip(hits, fused)])
         return out

@@ -255,3 +255,29 @@ def test_the_labels_protocol_ranks_each_mode_with_precision_and_recall():
     assert mean["labels: finding (hybrid)"]["R@10"]["value"] >= mean["labels: finding"]["R@10"]["value"]
     with pytest.raises(RadRetrieveError, match="apply to --protocol labels"):
         protocol_tables("pools", Embedded(texts, images), options)
+
+
+def test_an_untrained_models_vector_list_weighs_less_by_hand():
+    from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
+
+    vector, keyword = [(1, 0.9), (2, 0.8), (3, 0.1)], [(3, 5.0), (4, 4.0)]
+    # w = 0.25: 1 -> 0.25/61 = 0.0041; 2 -> 0.25/62 = 0.0040; 3 -> 0.25/63 + 1/61 = 0.0204; 4 -> 1/62 = 0.0161
+    fused = rrf(vector, keyword, 4, vector_weight=UNTRAINED_VECTOR_WEIGHT)
+    assert UNTRAINED_VECTOR_WEIGHT == 0.25 and [f.item_id for f in fused] == [3, 4, 1, 2]
+    assert fused[0].score == pytest.approx(0.25 / 63 + 1 / 61) and fused[2].score == pytest.approx(0.25 / 61)
+
+
+def test_the_service_puts_every_keyword_match_first_when_the_model_is_untrained(out):
+    from radretrieve.application.search_service import SearchService
+
+    service = SearchService(out, warn=False)
+    assert service.recorded.provenance.trained is False  # the synthetic out dir records an untrained tiny model
+    vectors = normalise(np.random.default_rng(6).standard_normal((1, DIM)))
+    query = "Chiari malformation with tonsillar descent"
+    matches = {h.item_id for h in service.searcher.keyword([query], 10_000)[0]}
+    hits = service.text_hits([query], vectors, 30, mode="hybrid")[0]
+    n = min(len(matches), 30)
+    assert {h.item_id for h in hits[:n]} <= matches  # keyword matches first, vector-only hits after them
+    rare = service.text_hits(["Kommerell diverticulum"], vectors, 10, mode="hybrid")[0]
+    assert rare[0].item_id == 200_000 + 7 * 17 and rare[0].evidence.keyword_rank == 1
+    service.close()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
+from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
 from indexers.search import HIT_ROW_FIELDS, MODES, Hit, Searcher, StudyQuery
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.models.protocol import Encoder
@@ -206,7 +207,8 @@ class SearchService:
         vectors = self.encode_text(texts) if vectors is None else vectors
         if mode == "vector":
             return self.searcher.search(vectors, k, index=index, kind=kind, where=where)
-        return self.searcher.hybrid(texts, vectors, k, index=index, kind=kind, where=where)
+        weight = 1.0 if self.recorded.provenance.trained else UNTRAINED_VECTOR_WEIGHT  # its vectors are noise
+        return self.searcher.hybrid(texts, vectors, k, index=index, kind=kind, where=where, vector_weight=weight)
 
     def study_query(self, ref: str) -> StudyQuery:
         """An item id or study key from the catalog; else an existing path, encoded on the fly.

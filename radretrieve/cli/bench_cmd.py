@@ -72,13 +72,23 @@ def _text_encoder(index: Path | None, encoder):
     return text_encoder_for_index(index).encode_text
 
 
-def _mode_scorer(modes: tuple[str, ...]):
-    """The keyword and hybrid ranking of `indexers` for the evaluation (None when only vectors are ranked)."""
+def _mode_scorer(modes: tuple[str, ...], index: Path | None, encoder):
+    """The keyword and hybrid ranking of `indexers` for the evaluation (None when only vectors are ranked), with
+    the vector list weighted as the search service weighs it for this model (untrained: less)."""
     if modes == ("vector",):
         return None
+    import functools
+
+    from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
     from indexers.memory import mode_scores
 
-    return mode_scores
+    if encoder is not None:
+        trained = encoder.provenance.trained
+    else:
+        from radretrieve.outdir.model_ref import recorded_model
+
+        trained = recorded_model(index).provenance.trained
+    return functools.partial(mode_scores, vector_weight=1.0 if trained else UNTRAINED_VECTOR_WEIGHT)
 
 
 @bench_app.command("retrieval")
@@ -154,7 +164,7 @@ def retrieval(
         encode_text=encode_text,
         templates=tpl,
         pools=PoolOptions(pool_size=pool_size, partitions=pools),
-        scorer=_mode_scorer(modes),
+        scorer=_mode_scorer(modes, index, encoder),
     )
     say(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]
