@@ -220,6 +220,7 @@ def measure_text(out: Path, n: int, args: argparse.Namespace) -> dict:
         "vector": _latencies(lambda p: searcher.search(p[1], 10), pairs, repeat),
         "keyword": _latencies(lambda p: searcher.keyword([p[0]], 10), pairs, repeat),
         "hybrid": _latencies(lambda p: searcher.hybrid([p[0]], p[1], 10), pairs, repeat),
+        "vector_filtered": _latencies(lambda p: searcher.search(p[1], 10, where="modality = 'CT'"), pairs, repeat),
         "keyword_filtered": _latencies(lambda p: searcher.keyword([p[0]], 10, where="modality = 'CT'"), pairs, repeat),
         "hybrid_filtered": _latencies(
             lambda p: searcher.hybrid([p[0]], p[1], 10, where="modality = 'CT'"), pairs, repeat
