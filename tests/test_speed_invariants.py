@@ -26,6 +26,7 @@ from pipelines.job import IndexOptions, index_archive
 from radretrieve.archive import read_item, scan
 from radretrieve.datasets.samples import sample_data_dir
 from radretrieve.datasets.vqa_rad import load_vqa_rad
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.ids import item_id
 from radretrieve.synth import synthesize
 
@@ -134,6 +135,36 @@ def test_index_timings_file_has_every_step_in_order(archive, tmp_path):
     for key in ("scan", "plan", "run", "text_tower", "text_tower_wait", "decode", "decode_wait", "write"):
         assert stages[key] >= 0, key
     assert stages["encode"] > 0 and stages["text_encode"] > 0
+
+
+def test_index_timings_refuses_a_file_it_would_destroy_before_the_job(archive, tmp_path):
+    """`--timings` replaces its file whole at the job's end: a path in the archive (an image), in the out dir
+    or of a user's own file is refused at once, one line naming it, the file untouched; an earlier timings file
+    may be replaced."""
+    image = next(archive.rglob("*.dcm"))
+    before = image.read_bytes()
+    cmd = [sys.executable, "-m", "radretrieve", "index", str(archive), "--out", str(tmp_path / "out")]
+    proc = subprocess.run([*cmd, "--timings", str(image)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"--timings {image}: is inside the archive" in proc.stderr, proc.stderr
+    assert image.read_bytes() == before and not (tmp_path / "out").exists()  # refused before the job ran
+
+    from radretrieve.application.indexing import check_timings_path
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    refused = {
+        tmp_path / "out" / "job.json": "is inside the out dir",
+        notes: "exists and is not a timings file",
+        tmp_path / "no-such-folder" / "t.json": "its folder does not exist",
+        tmp_path: "exists and is not a timings file",
+    }
+    for path, why in refused.items():
+        with pytest.raises(RadRetrieveError, match=why):
+            check_timings_path(path, archive, tmp_path / "out")
+    earlier = tmp_path / "timings.json"
+    earlier.write_text(json.dumps({"marks": {}, "stage_seconds": {}}), encoding="utf-8")
+    check_timings_path(earlier, archive, tmp_path / "out")  # a rerun's: replaced
+    check_timings_path(tmp_path / "new.json", "dicomweb+http://127.0.0.1:1/dicom-web", tmp_path / "out")
 
 
 def test_start_readers_starts_every_reader_now():

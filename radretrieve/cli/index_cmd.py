@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.application.indexing import AUTH_ENV, write_timings
+from radretrieve.application.indexing import AUTH_ENV, check_timings_path, write_timings
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
 
@@ -167,6 +167,8 @@ def index(
         dimse=DimseOptions(calling_aet, move_port),
     )
     options.check()
+    if timings is not None:  # before the job: the file is written only at its end
+        check_timings_path(timings, archive, out)
     if not anonymise_paths:
         say(KEEP_PATHS_WARNING, err=True)
     job = prepare_index(archive, options)  # bad options fail here, before torch and the model load
