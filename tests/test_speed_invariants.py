@@ -10,6 +10,7 @@ calls, report calls between image batches, and several shards."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,24 @@ def test_the_fast_exit_runs_exit_handlers_flushes_output_and_waits_for_threads(t
     assert flag.read_text() == "exit handlers ran"
     if mode == "thread":
         assert flag.with_suffix(".thread").read_text() == "done"
+
+
+NATIVE_PROBE = """
+import ctypes, sys
+ctypes.CDLL(None).printf(b"native line\\n")  # as FAISS, OpenMP or torch write: C stdio, buffered into a pipe
+sys.argv = ["radretrieve", "models", "--json"]
+from radretrieve.cli.app import entry
+entry()
+"""
+
+
+def test_the_fast_exit_keeps_what_a_native_library_wrote_to_a_pipe():
+    """Output a C library buffered (printf into a pipe is fully buffered, unless PYTHONUNBUFFERED makes C stdio
+    unbuffered too, as it is in some test runners) comes out, as it does from a normal exit."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", NATIVE_PROBE], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "native line\n" in proc.stdout, proc.stdout[:200]
 
 
 def test_the_fast_exit_keeps_the_error_code(tmp_path):
