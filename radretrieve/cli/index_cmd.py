@@ -117,7 +117,8 @@ def index(
         None,
         "--timings",
         help="Write where the time went to this JSON file: the wall-clock time each start-up step ended and the "
-        "job's seconds per stage (docs/guide/speed.md).",
+        "job's seconds per stage (docs/guide/speed.md). Refused, before the job, inside the archive or the out dir "
+        "or over a file that is not an earlier timings file.",
     ),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
