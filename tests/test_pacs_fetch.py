@@ -305,3 +305,17 @@ def test_a_dicomweb_read_gets_each_instance_as_soon_as_it_is_there(tmp_path):
         with pytest.raises(ArchiveError, match="another instance"):
             folder / "000001.dcm"
     assert not (folder / "000002.dcm").exists()
+
+
+def test_a_ray_scan_task_keeps_nothing_in_its_long_lived_worker(pacs, archive):
+    """The body of the Ray scan task (run here, in this process, as a worker would): the series' headers are
+    scanned, and nothing of them stays in the process's kept store, which no later job would clear."""
+    from pipelines.ray_cluster.scan import scan_series_chunk
+    from radretrieve.archive.dimse.memory import KEPT
+
+    KEPT.clear()
+    source = _source(pacs.dimse_url)
+    refs = source.list_series().refs
+    scans = scan_series_chunk(source, list(refs))
+    assert [s.error for s in scans] == [None] * len(refs) and sum(len(s.files) for s in scans) == LONG + SHORT
+    assert KEPT.used == 0 and all(KEPT.take(source.display, r.series_uid) == {} for r in refs)

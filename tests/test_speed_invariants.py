@@ -10,6 +10,7 @@ calls, report calls between image batches, and several shards."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pipelines.job import IndexOptions, index_archive
 from radretrieve.archive import read_item, scan
 from radretrieve.datasets.samples import sample_data_dir
 from radretrieve.datasets.vqa_rad import load_vqa_rad
+from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.ids import item_id
 from radretrieve.synth import synthesize
 
@@ -136,6 +138,36 @@ def test_index_timings_file_has_every_step_in_order(archive, tmp_path):
     assert stages["encode"] > 0 and stages["text_encode"] > 0
 
 
+def test_index_timings_refuses_a_file_it_would_destroy_before_the_job(archive, tmp_path):
+    """`--timings` replaces its file whole at the job's end: a path in the archive (an image), in the out dir
+    or of a user's own file is refused at once, one line naming it, the file untouched; an earlier timings file
+    may be replaced."""
+    image = next(archive.rglob("*.dcm"))
+    before = image.read_bytes()
+    cmd = [sys.executable, "-m", "radretrieve", "index", str(archive), "--out", str(tmp_path / "out")]
+    proc = subprocess.run([*cmd, "--timings", str(image)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"--timings {image}: is inside the archive" in proc.stderr, proc.stderr
+    assert image.read_bytes() == before and not (tmp_path / "out").exists()  # refused before the job ran
+
+    from radretrieve.application.indexing import check_timings_path
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    refused = {
+        tmp_path / "out" / "job.json": "is inside the out dir",
+        notes: "exists and is not a timings file",
+        tmp_path / "no-such-folder" / "t.json": "its folder does not exist",
+        tmp_path: "exists and is not a timings file",
+    }
+    for path, why in refused.items():
+        with pytest.raises(RadRetrieveError, match=why):
+            check_timings_path(path, archive, tmp_path / "out")
+    earlier = tmp_path / "timings.json"
+    earlier.write_text(json.dumps({"marks": {}, "stage_seconds": {}}), encoding="utf-8")
+    check_timings_path(earlier, archive, tmp_path / "out")  # a rerun's: replaced
+    check_timings_path(tmp_path / "new.json", "dicomweb+http://127.0.0.1:1/dicom-web", tmp_path / "out")
+
+
 def test_start_readers_starts_every_reader_now():
     """The readers start when asked (their imports overlap the model load), not one by one as work arrives."""
     from pipelines.local import start_readers
@@ -176,6 +208,24 @@ def test_the_fast_exit_runs_exit_handlers_flushes_output_and_waits_for_threads(t
     assert flag.read_text() == "exit handlers ran"
     if mode == "thread":
         assert flag.with_suffix(".thread").read_text() == "done"
+
+
+NATIVE_PROBE = """
+import ctypes, sys
+ctypes.CDLL(None).printf(b"native line\\n")  # as FAISS, OpenMP or torch write: C stdio, buffered into a pipe
+sys.argv = ["radretrieve", "models", "--json"]
+from radretrieve.cli.app import entry
+entry()
+"""
+
+
+def test_the_fast_exit_keeps_what_a_native_library_wrote_to_a_pipe():
+    """Output a C library buffered (printf into a pipe is fully buffered, unless PYTHONUNBUFFERED makes C stdio
+    unbuffered too, as it is in some test runners) comes out, as it does from a normal exit."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", NATIVE_PROBE], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "native line\n" in proc.stdout, proc.stdout[:200]
 
 
 def test_the_fast_exit_keeps_the_error_code(tmp_path):

@@ -206,6 +206,40 @@ def _load_and_run(job: PreparedIndex, out: Path, marks: dict[str, float], reader
     return summary
 
 
+TIMINGS_KEYS = ("marks", "stage_seconds")  # the keys of a `--timings` file, and of nothing else it may replace
+
+
+def check_timings_path(path: Path, archive: str | Path, out: Path) -> None:
+    """`index --timings FILE`, checked before the job (the file is written only after it): RadRetrieveError when
+    FILE is in the out dir or the archive, its folder does not exist, or it exists and is not an earlier timings
+    file. The file is replaced whole at the job's end, so a typo must not cost a shard, an image or a user's file.
+    """
+    target = Path(path).resolve()
+    where = [("the out dir", Path(out).resolve())]
+    if "://" not in str(archive):  # a local folder or manifest (a server's URL has no files here)
+        where.append(("the archive", Path(archive).resolve()))
+    for what, root in where:
+        if target == root or target.is_relative_to(root):
+            raise RadRetrieveError(f"--timings {path}: is inside {what}; choose a file elsewhere")
+    if not target.parent.is_dir():
+        raise RadRetrieveError(f"--timings {path}: its folder does not exist")
+    if target.exists() and not _is_timings_file(target):
+        raise RadRetrieveError(f"--timings {path}: exists and is not a timings file; choose another name")
+
+
+def _is_timings_file(path: Path) -> bool:
+    """Whether `path` is a regular file holding what `write_timings` writes (so a rerun may replace it)."""
+    import json
+
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return False
+    try:
+        payload = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and tuple(payload) == TIMINGS_KEYS
+
+
 def write_timings(path: Path, marks: dict[str, float], stage_seconds: dict[str, float]) -> None:
     """`index --timings FILE`: the start-up marks (wall-clock seconds since the epoch, comparable with the
     clock of the process that started this one) and the job's stage seconds, as JSON."""
@@ -213,7 +247,7 @@ def write_timings(path: Path, marks: dict[str, float], stage_seconds: dict[str, 
 
     from radretrieve.foundation.fileio import atomic_write_text
 
-    payload = {"marks": marks, "stage_seconds": stage_seconds}
+    payload = dict(zip(TIMINGS_KEYS, (marks, stage_seconds), strict=True))
     atomic_write_text(Path(path), json.dumps(payload, indent=1))
 
 

@@ -126,7 +126,19 @@ def _exit_now(code: int) -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: a normal exit would lose the same output
             code = code or 120
+    _flush_c_streams()
     os._exit(code)
+
+
+def _flush_c_streams() -> None:
+    """Flush the C library's stdio buffers, as the normal exit does: what a native library (FAISS, OpenMP,
+    torch) wrote with printf sits there, in full when stdout is a pipe or a file, and `os._exit` drops it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)  # NULL: every open C stream
+    except (OSError, AttributeError):  # no C library to ask (not a POSIX build): nothing buffered we know of
+        pass
 
 
 def _is_usage_error(exc: Exception) -> bool:

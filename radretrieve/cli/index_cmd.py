@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from radretrieve.application.indexing import AUTH_ENV, write_timings
+from radretrieve.application.indexing import AUTH_ENV, check_timings_path, write_timings
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
 
@@ -117,7 +117,8 @@ def index(
         None,
         "--timings",
         help="Write where the time went to this JSON file: the wall-clock time each start-up step ended and the "
-        "job's seconds per stage (docs/guide/speed.md).",
+        "job's seconds per stage (docs/guide/speed.md). Refused, before the job, inside the archive or the out dir "
+        "or over a file that is not an earlier timings file.",
     ),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
@@ -167,6 +168,8 @@ def index(
         dimse=DimseOptions(calling_aet, move_port),
     )
     options.check()
+    if timings is not None:  # before the job: the file is written only at its end
+        check_timings_path(timings, archive, out)
     if not anonymise_paths:
         say(KEEP_PATHS_WARNING, err=True)
     job = prepare_index(archive, options)  # bad options fail here, before torch and the model load
