@@ -162,9 +162,22 @@ class ReaderPool:
         executor.shutdown(wait=False, cancel_futures=True)
         for proc in procs:  # the executor's own thread reaps them too: whoever comes first, they are gone
             proc.join(REAP_SECONDS)
-            if proc.is_alive():
+            if _still_running(proc):
                 log.warning("reader process %d did not exit %.0f s after SIGKILL", proc.pid, REAP_SECONDS)
         _unstick(thread, results)
+
+
+def _still_running(proc: Any) -> bool:
+    """Is `proc` still running? Not `is_alive()` alone: when the executor's thread reaped the process first,
+    this thread's `waitpid` fails with ECHILD before that thread has recorded the exit code, and multiprocessing
+    then reports the dead process as alive (CI printed a false "did not exit" warning so)."""
+    if proc.exitcode is not None:
+        return False
+    try:
+        pid, _ = os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already, by the executor's thread
+        return False
+    return pid == 0
 
 
 def _unstick(thread: threading.Thread | None, results: Any) -> None:
