@@ -324,8 +324,9 @@ def test_html_sheet_renders_in_headless_chromium(env, tmp_path):
 
 
 # -- build-index -----------------------------------------------------------------------------------------
-def test_build_index_command_rebuilds(env):
-    out = str(env["out"])
+def test_build_index_command_rebuilds(env, tmp_path):
+    out = str(tmp_path / "out")  # a copy: the session's out dir is served by a running server meanwhile
+    shutil.copytree(env["out"], out)
     lines = invoke("build-index", out, "--rebuild", "--max-memory", "512M").stdout.splitlines()
     n_items = len(env["items"])
     assert lines == [

@@ -78,18 +78,15 @@ def test_health_says_ready_with_the_index_counts(server, serve_env):
 
 def test_info_is_what_radretrieve_info_says(server, serve_env):
     from radretrieve.application.info import collect_info
-    from radretrieve.foundation.lock import LOCK_FILE
 
     got = get_json(server, "/api/info")
     now = collect_info(serve_env["out"])
-    assert got["out_dir"] == serve_env["out"].name  # the folder by name: the server's paths are not shown
-    # The server's info is the out dir as it loaded it at start. Since then, a test of this session may have taken
-    # the shared out dir's writer lock, rewriting OUT/.lock's holder record (CI saw 2 bytes more): everything
-    # else is the same, and the sizes differ by at most that record's length.
-    lock_size = (serve_env["out"] / LOCK_FILE).stat().st_size if (serve_env["out"] / LOCK_FILE).exists() else 0
-    sizes = got.pop("bytes_on_disk"), now.pop("bytes_on_disk")
-    assert abs(sizes[0] - sizes[1]) <= lock_size, (sizes, lock_size)
-    differing = sorted(k for k in now if k != "out_dir" and got.get(k) != now[k])
+    assert got.pop("out_dir") == serve_env["out"].name  # the folder by name: the server's paths are not shown
+    now.pop("out_dir")
+    # The server's info is the out dir as it loaded it at start: equal to now only because no test of the
+    # session writes the shared out dir (tests/test_search_cli.py rebuilds a copy: a rebuild of this one once
+    # changed index.json by 2 bytes after the server had started)
+    differing = sorted(k for k in now if got.get(k) != now[k])
     assert differing == [], {k: (got.get(k), now[k]) for k in differing}
 
 
