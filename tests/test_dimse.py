@@ -24,9 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from radretrieve.archive.dicomweb import Retry
-from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+from radretrieve.testing.orthanc import Orthanc
 from radretrieve.testing.tcp_proxy import TcpProxy
-from tests.test_dicomweb import _rows, _same_rows
+from tests.pacs_files import folder_rows as pacs_folder_rows
+from tests.pacs_files import needs_orthanc, write_ct_archive
+from tests.pacs_files import rows as _rows
+from tests.pacs_files import same_rows as _same_rows
 
 FAST = {"tries": 2, "backoff_s": 0.01, "timeout_s": 10.0}  # one retry, no long waits
 GET_UID = b"1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Q/R GET: proposed by associations that retrieve
@@ -35,11 +38,7 @@ SELECTED = 4 + 4  # series indexed: two CT series, pydicom's CT and MR; the plan
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_orthanc():
-    missing = orthanc_missing()
-    if missing:
-        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    needs_orthanc()
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +50,9 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, planted) -> Path:
-    """The files the PACS holds, as a folder: two CT series, pydicom's CT and RLE MR, and the planted studies'
-    DICOM files (a PACS holds no sidecar files)."""
-    from pydicom.data import get_testdata_file
-
-    from radretrieve.testing.dicom import write_ct_series
-
-    root = tmp_path_factory.mktemp("archive")
-    write_ct_series(root / "ct1", 40, seed=1, attrs={"SeriesDescription": "CT series 1"})  # 32 of 40 sampled
-    write_ct_series(root / "ct2", 6, seed=2, attrs={"SeriesDescription": "CT series 2"})
-    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):  # MR_small_RLE: sent as stored (RLE), not transcoded
-        shutil.copy(get_testdata_file(name), root / name)
+    """The files the PACS holds, as a folder: two CT series (32 of 40 slices sampled), pydicom's CT and RLE MR
+    (sent as stored, not transcoded), and the planted studies' DICOM files (a PACS holds no sidecar files)."""
+    root = write_ct_archive(tmp_path_factory.mktemp("archive"))
     for path in sorted(planted.root.rglob("*.dcm")):
         target = root / "planted" / path.relative_to(planted.root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,11 +69,7 @@ def pacs(archive, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folder_rows(archive, tiny_model, tmp_path_factory) -> pa.Table:
-    from pipelines.job import IndexOptions, index_archive
-
-    out = tmp_path_factory.mktemp("folder-out")
-    index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
-    return _rows(out)
+    return pacs_folder_rows(archive, tiny_model, tmp_path_factory.mktemp("folder-out"))
 
 
 def _source(url: str, **kwargs):
