@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ def read_item(item: Item, root: Path | RemoteArchive, cfg: PreprocessConfig) -> 
     """
     if isinstance(root, RemoteArchive):
         return root.read_item(item, cfg)
-    if isinstance(root, (str, os.PathLike)):  # else a folder in memory (a DIMSE read's instances) as it is
-        root = Path(root)
+    root = Path(root)
     vol = _sparse_series(item, root, cfg) if _can_read_sparse(item, cfg) else None
     positions = None
     if vol is None:
