@@ -36,6 +36,7 @@ class Bench:
     model: Any  # the loaded Encoder
     model_name: str  # its name (the listen leg loads it in its own process)
     workers: int  # reader processes, every leg
+    listen_workers: int  # the listener's reader processes
     work: Path  # a folder for the legs' out dirs
 
 
@@ -88,9 +89,9 @@ def leg_dimse_move(bench: Bench) -> dict[str, Any]:
 def leg_listen(bench: Bench) -> dict[str, Any]:
     """Orthanc pushes each study (C-STORE, one association per study, as an auto-routing rule does) to a
     `radretrieve listen` process, which indexes each study once its association ends. Timed from the first push
-    to the last series indexed (the listener's model load is before, as for a node that runs all night).
-    The listener decodes in its own process (`--workers 0`, unlike the other legs): it starts its readers for
-    every micro-batch, which costs more than it saves for the one-study batches of a push per study."""
+    to the last series indexed (the listener's model load is before, as for a node that runs all night). The
+    listener's reader processes (`--listen-workers`, by default as many as the other legs') start once, before
+    the first push."""
     import json
     import subprocess
     import sys
@@ -102,7 +103,16 @@ def leg_listen(bench: Bench) -> dict[str, Any]:
     out = bench.work / "out-listen"
     status = out / "listen.json"
     cmd = [sys.executable, "-m", "radretrieve", "listen", "--out", str(out), "--port", str(bench.server.move_port)]
-    cmd += ["--aet", CALLING_AET, "--model", bench.model_name, "--workers", "0", "--no-index", "-q"]
+    cmd += [
+        "--aet",
+        CALLING_AET,
+        "--model",
+        bench.model_name,
+        "--workers",
+        str(bench.listen_workers),
+        "--no-index",
+        "-q",
+    ]
     log = (bench.work / "listen.log").open("w")  # a file, not a pipe: a full pipe would stall the listener
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
@@ -163,6 +173,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=48, help="slices per series")
     parser.add_argument("--size", type=int, default=256, help="slice rows and columns")
     parser.add_argument("--workers", type=int, default=2, help="reader processes (every leg)")
+    parser.add_argument("--listen-workers", type=int, default=None, help="the listener's (default: --workers)")
     parser.add_argument("--model", default="radclip-vit-b-16", help="model (default: a realistic size, random weights)")
     parser.add_argument("--tiny", action="store_true", help="radclip-tiny instead of --model (a smoke run)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
@@ -185,7 +196,8 @@ def main() -> None:
             start = time.perf_counter()
             server.upload_folder(work / "archive")
             upload_s = time.perf_counter() - start
-            bench = Bench(work / "archive", server, model, model_name, args.workers, work)
+            listen_workers = args.workers if args.listen_workers is None else args.listen_workers
+            bench = Bench(work / "archive", server, model, model_name, args.workers, listen_workers, work)
             results = {name: LEGS[name](bench) for name in args.legs}
     base = results.get("folder", {}).get("series_per_s", 0.0)
     ratios = {name: round(r["series_per_s"] / base, 3) if base else None for name, r in results.items()}
@@ -194,6 +206,7 @@ def main() -> None:
         "model": model_name,
         "device": str(getattr(model, "device", args.device or "")),
         "workers": args.workers,
+        "listen_workers": args.workers if args.listen_workers is None else args.listen_workers,
         "sampled_slices": model.config.preprocess.n_slices,
         "orthanc_upload_s": round(upload_s, 2),
         "legs": results,

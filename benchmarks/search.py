@@ -1,5 +1,12 @@
 """Search benchmark: build time, memory, QPS (batched and single-query), p50/p99 latency and recall@10.
 
+`--text-sizes N` also measures keyword and hybrid search (docs/guide/hybrid-search.md) over N items with generated
+report texts (`report_texts`: a seeded vocabulary of common words plus rare findings), end to end through the
+Searcher as the web service holds it (resident catalog): single-query p50/p99 and QPS of vector, keyword and
+hybrid queries, and the full-text index's build time and size.
+
+    python benchmarks/search.py --sizes "" --text-sizes 1000000
+
 For each size (default 100k and 1M vectors of dim 512, clustered like real embeddings) it writes a
 synthetic out dir with the real shard writer, builds each index type through `indexers.build_indexes`
 (so tuning to recall@10 >= 0.95 is part of the build) and measures search through `AnnIndex.search`,
@@ -114,6 +121,117 @@ def measure(
     }
 
 
+COMMON = (
+    "no acute intracranial hemorrhage mass effect midline shift normal ventricles sulci unremarkable bilateral "
+    "pleural effusion consolidation atelectasis pneumothorax cardiomegaly nodule opacity lesion hypodense "
+    "hyperdense enhancing cyst fracture degenerative disc herniation stenosis foraminal T2 FLAIR hyperintensity "
+    "diffusion restriction liver spleen kidney pancreas gallbladder bowel obstruction appendicitis lymph node "
+    "vertebral body alignment marrow signal edema contusion ligament tear meniscus cartilage effusion joint"
+).split()
+RARE = ("Kommerell diverticulum", "Chiari malformation", "brown tumour", "Bochdalek hernia", "scimitar syndrome")
+LEVELS = ("C3-C4", "C4-C5", "C5-C6", "C6-C7", "L3-L4", "L4-L5", "L5-S1")
+
+
+def report_texts(n: int, seed: int) -> list[str]:
+    """n report-like texts: 12-40 common words, a spine level in a third, a rare finding in one of 2000."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(12, 40, n)
+    words = rng.integers(0, len(COMMON), int(lengths.sum()))
+    texts, at = [], 0
+    for i, length in enumerate(lengths):
+        text = " ".join(COMMON[w] for w in words[at : at + length])
+        at += length
+        if i % 3 == 0:
+            text += f" at {LEVELS[i % len(LEVELS)]}"
+        if i % 2000 == 7:
+            text += f". Incidental {RARE[(i // 2000) % len(RARE)]}."
+        texts.append(text)
+    return texts
+
+
+def make_text_out_dir(path: Path, n: int, dim: int, seed: int) -> np.ndarray:
+    """Write n items with clustered vectors and generated report texts; returns query vectors float32[50, D]."""
+    import pyarrow as pa
+
+    from radretrieve.outdir.layout import SHARD_DIR
+    from radretrieve.outdir.manifest import read_manifest, write_manifest
+    from radretrieve.outdir.shards import write_shard
+    from radretrieve.testing.shards import _entry
+
+    vecs = clustered_vectors(n + 50, dim, n_clusters=max(16, n // 500), seed=seed)
+    write_out_dir(path, [], dim)
+    for start in range(0, n, SHARD_ROWS):
+        stop = min(n, start + SHARD_ROWS)
+        items = SyntheticItems.random(
+            stop - start, dim, seed=start, id_offset=10**9 + 7 * start, kinds=("volume",), vectors=vecs[start:stop]
+        )
+        manifest = read_manifest(path)
+        table = items.table(dim, manifest.fingerprint)
+        texts = pa.array(report_texts(stop - start, seed + start))
+        table = table.set_column(table.schema.get_field_index("text"), "text", texts)
+        file = f"{SHARD_DIR}/part-{len(manifest.shards):05d}.parquet"
+        write_shard(path / file, table)
+        write_manifest(path, manifest.with_shard(_entry(items, f"task-{start}", file)))
+    return vecs[n:]
+
+
+def _latencies(call, queries: list, repeat: int) -> dict:
+    call(queries[0])  # warm-up
+    lat = []
+    for i in range(repeat):
+        t = time.perf_counter()
+        call(queries[i % len(queries)])
+        lat.append(time.perf_counter() - t)
+    ms = np.array(lat) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "qps_single": round(len(lat) / sum(lat), 1),
+    }
+
+
+def measure_text(out: Path, n: int, args: argparse.Namespace) -> dict:
+    """Keyword, hybrid and vector single-query latency over n items with report texts."""
+    from indexers.fulltext import read_fulltext_json
+
+    t0 = time.perf_counter()
+    qvecs = make_text_out_dir(out, n, args.text_dim, seed=n)
+    data_s = time.perf_counter() - t0
+    cfg = BuildConfig(index_type=args.text_index, rebuild=True, max_memory=args.max_memory << 20, tune_queries=200)
+    t1 = time.perf_counter()
+    build_indexes(out, cfg, targets=("items",))
+    build_s = time.perf_counter() - t1
+    text = read_fulltext_json(out)
+    folder = out / "index" / text.folder
+    searcher = Searcher(out, device=args.device, resident=True)
+    words = ["hemorrhage", "pleural effusion", "C5-C6 disc herniation", "T2 FLAIR hyperintensity", "meniscus tear"]
+    words += ["Chiari malformation", "Kommerell diverticulum", "no acute fracture", "liver lesion", "scimitar"]
+    pairs = [(w, qvecs[i % len(qvecs)][None, :]) for i, w in enumerate(words * 5)]
+    repeat = args.single
+    row = {
+        "n": n,
+        "dim": args.text_dim,
+        "vector_index": args.text_index,
+        "data_s": round(data_s, 1),
+        "build_all_s": round(build_s, 1),
+        "fulltext_build_s": text.build_seconds,
+        "fulltext_mb": round(sum(c.size for c in text.checks.values()) / 2**20, 1),
+        "fulltext_files": len(list(folder.iterdir())),
+        "vector": _latencies(lambda p: searcher.search(p[1], 10), pairs, repeat),
+        "keyword": _latencies(lambda p: searcher.keyword([p[0]], 10), pairs, repeat),
+        "hybrid": _latencies(lambda p: searcher.hybrid([p[0]], p[1], 10), pairs, repeat),
+        "vector_filtered": _latencies(lambda p: searcher.search(p[1], 10, where="modality = 'CT'"), pairs, repeat),
+        "keyword_filtered": _latencies(lambda p: searcher.keyword([p[0]], 10, where="modality = 'CT'"), pairs, repeat),
+        "hybrid_filtered": _latencies(
+            lambda p: searcher.hybrid([p[0]], p[1], 10, where="modality = 'CT'"), pairs, repeat
+        ),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+    row["hybrid_vs_vector_qps"] = round(row["hybrid"]["qps_single"] / row["vector"]["qps_single"], 3)
+    searcher.close()
+    return row
+
+
 def write_results(path: Path, results: dict) -> None:
     atomic_write_text(path, json.dumps(results, indent=1))
 
@@ -130,6 +248,9 @@ def main() -> None:
     ap.add_argument("--max-memory", type=int, default=8192, help="MiB budget for the build")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
+    ap.add_argument("--text-sizes", default="", help="item counts for keyword and hybrid search (e.g. 1000000)")
+    ap.add_argument("--text-dim", type=int, default=64, help="vector dim of the keyword/hybrid runs")
+    ap.add_argument("--text-index", default="ivf_flat", help="vector index type of the keyword/hybrid runs")
     args = ap.parse_args()
     import faiss
 
@@ -143,7 +264,13 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items() if k != "out"},
         "runs": [],
     }
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(s) for s in args.text_sizes.split(",") if s):
+        with tempfile.TemporaryDirectory(prefix="radretrieve-bench-") as tmp:
+            row = measure_text(Path(tmp), n, args)
+            results.setdefault("text_runs", []).append(row)
+            print(json.dumps(row), flush=True)
+            write_results(args.out, results)
+    for n in (int(s) for s in args.sizes.split(",") if s):
         with tempfile.TemporaryDirectory(prefix="radretrieve-bench-") as tmp:
             out = Path(tmp)
             t0 = time.perf_counter()

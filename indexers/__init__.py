@@ -11,6 +11,9 @@ a re-rank store of memory-mapped segments, one per build or add (<target>.vector
 + <target>.vectors.NNNNN.ids.npy; indexers/store.py), and for every ANN index its tuning queries with their
 exact neighbours (<target>.truth.npz; indexers/truth.py), which nightly adds update instead of recomputing.
 Flat search and re-ranking run in torch where CUDA is present and faiss has no GPU (indexers/torch_exact.py).
+Beside them, the full-text (keyword) index of every row's text, OUT/index/fulltext.NNNNN/ (indexers/fulltext.py,
+its analysis in indexers/analyzer.py), which `Searcher.keyword` searches by BM25 and `Searcher.hybrid` fuses with
+the vector list by reciprocal rank fusion (indexers/fusion.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ For each target (items = image + volume rows, reports = report rows):
 3. hold `tune_queries` sampled rows out of the index, tune search params on them against exact truth
    computed by streaming (indexers/holdout.py), then add them;
 4. write the .faiss file atomically, the tuning queries with their exact neighbours (indexers/truth.py),
-   then index.json (with `BuildStats`: phase times, batches streamed, what an add did).
+   then index.json (with `BuildStats`: phase times, batches streamed, what an add did);
+5. build or grow the full-text (keyword) index over every row's searchable text (indexers/fulltext.py).
 
 An add streams only the new shards: into the index and the store, and past the stored tuning queries to
 update their exact neighbours; it then measures recall on the stored queries with the current search
@@ -42,6 +43,7 @@ import numpy as np
 from indexers import checks
 from indexers import truth as stored_truth
 from indexers.ann import AnnIndex, excluding
+from indexers.fulltext import build_fulltext, read_fulltext_json
 from indexers.holdout import HeldOut, cross_queries, hold_out
 from indexers.meta import (
     TARGETS,
@@ -629,11 +631,17 @@ def _build_all(
 ) -> dict[str, IndexInfo]:
     try:
         existing = read_index_json(out_dir, required=False)
+        text = read_fulltext_json(out_dir)
     except RadRetrieveError:
-        existing = {}  # unreadable index.json: rebuild everything
+        existing, text = {}, None  # unreadable index.json: rebuild everything
     infos = dict(existing)
     verified: set[str] = set()
+    kept = text.to_json() if text is not None else None
     for name in targets:
         infos[name] = build_target(out_dir, manifest, TARGETS[name], config, existing.get(name), verified)
-        write_index_json(out_dir, infos, manifest)  # after each target, so a crash keeps finished ones
+        write_index_json(out_dir, infos, manifest, kept)  # after each target, so a crash keeps finished ones
+    # the keyword index: same shards, same lock, listed in the same index.json (indexers/fulltext.py)
+    verify = lambda files: verify_shards(out_dir, manifest, files, verified)  # noqa: E731
+    text = build_fulltext(out_dir, manifest, text, config.rebuild, verify)
+    write_index_json(out_dir, infos, manifest, text.to_json())
     return infos

@@ -213,13 +213,17 @@ def read_index_json(out_dir: Path, required: bool = True) -> dict[str, IndexInfo
         raise RadRetrieveError(f"{path}: unreadable index.json ({exc}); rebuild with --rebuild") from exc
 
 
-def write_index_json(out_dir: Path, infos: Mapping[str, IndexInfo], manifest: Manifest) -> None:
-    """Atomically (re)write index.json for `infos`."""
-    data = {
+def write_index_json(
+    out_dir: Path, infos: Mapping[str, IndexInfo], manifest: Manifest, fulltext: Mapping[str, Any] | None = None
+) -> None:
+    """Atomically (re)write index.json for `infos` and the full-text index's entry (indexers/fulltext.py)."""
+    data: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "fingerprint": manifest.fingerprint,
         "dim": manifest.dim,
         "manifest_hash": manifest_hash(manifest),
         "indexes": {name: info.to_json() for name, info in sorted(infos.items())},
     }
+    if fulltext is not None:
+        data["fulltext"] = dict(fulltext)
     atomic_write_bytes(index_dir(out_dir) / INDEX_JSON, json.dumps(data, indent=1).encode())

@@ -11,18 +11,22 @@ the on-the-fly image encoder live in the CLI, not here. Indexes and the catalog 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from indexers.analyzer import spans, text_terms
 from indexers.ann import AnnIndex
 from indexers.device import place, validate_search_args
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
 from indexers.filtered import SMALL_CANDIDATES, Filter, Picked, ann_filtered, exact_over
+from indexers.fulltext import KeywordIndex, open_keyword, searchable_text
+from indexers.fusion import RRF_K, Fused, depth, rrf
 from indexers.load import open_index, open_store, read_infos
 from indexers.meta import IndexInfo, manifest_hash, target
 from indexers.plan import SearchParams
@@ -35,6 +39,35 @@ from radretrieve.outdir.shards import iter_embeddings
 from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
+
+
+MODES = ("vector", "keyword", "hybrid")  # what finds the hits: the embedding, the full-text index, or both fused
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What found a keyword or hybrid hit (absent from vector hits, whose output stays as it was)."""
+
+    mode: str  # keyword | hybrid
+    matched_terms: tuple[str, ...] = ()  # analysed query terms found in the hit's searchable text
+    highlights: tuple[tuple[int, int], ...] = ()  # [start, end) character spans of matching words in `text`
+    vector_rank: int | None = None  # 1-based rank in the vector list (hybrid; None: not in it)
+    vector_score: float | None = None  # cosine with the query vector (hybrid)
+    keyword_rank: int | None = None  # 1-based rank in the keyword list (None: not in it)
+    keyword_score: float | None = None  # BM25 score
+    fused_rank: int | None = None  # rank after fusion (hybrid; equals the hit's rank)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "matched_terms": list(self.matched_terms),
+            "highlights": [list(h) for h in self.highlights],
+            "vector_rank": self.vector_rank,
+            "vector_score": self.vector_score,
+            "keyword_rank": self.keyword_rank,
+            "keyword_score": self.keyword_score,
+            "fused_rank": self.fused_rank,
+        }
 
 
 # Hit fields filled from the catalog row (the rest, item_id, score and rank, come from the search).
@@ -56,6 +89,7 @@ class Hit:
     description: str = ""  # series/study description
     text: str = ""  # report text (for reports: the report)
     labels: Mapping[str, str] = field(default_factory=dict)  # labels from the dataset manifest
+    evidence: Evidence | None = None  # keyword and hybrid modes: what found it (matched terms, both ranks)
 
 
 @dataclass(frozen=True)
@@ -96,6 +130,7 @@ class Searcher:
         self._indexes: dict[str, AnnIndex] = {}
         self._reconstructable: set[str] = set()  # indexes whose vectors `vectors` may read back
         self._stores: dict[str, VectorStore | None] = {}
+        self._keywords: KeywordIndex | None = None  # the full-text index, opened on the first keyword query
         self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
 
@@ -175,6 +210,7 @@ class Searcher:
             self._catalog = None
         self._indexes.clear()
         self._stores.clear()
+        self._keywords = None
         self._reconstructable.clear()
 
     # -- core ----------------------------------------------------------------------------------------------
@@ -200,17 +236,92 @@ class Searcher:
         validate_search_args(k, params, self.device)
         q = self._check_queries(queries, index)
         tgt = target(index)
-        kinds = self._kinds(tgt.kinds, kind)
         flt = Filter(
             exclude_ids=frozenset(int(i) for i in exclude_ids),
             exclude_studies=frozenset(exclude_studies),
             dedupe_study=dedupe_study,
         )
-        if kinds != tgt.kinds or where is not None:
-            cand, studies = self.catalog.candidates(tgt.view, where, kinds)
-            flt = Filter(cand, studies, flt.exclude_ids, flt.exclude_studies, flt.dedupe_study)
+        flt = self._filter(index, kind, where, flt)
         picked = self._run(q, k, flt, index, params)
         return self._hits(picked, tgt.view)
+
+    def _filter(self, index: str, kind: str | None, where: str | None, base: Filter | None = None) -> Filter:
+        """`base` narrowed to the rows of `kind` passing `where` (the catalog's candidates), when either is set."""
+        tgt = target(index)
+        kinds = self._kinds(tgt.kinds, kind)
+        base = base if base is not None else Filter()
+        if kinds == tgt.kinds and where is None:
+            return base
+        cand, studies = self.catalog.candidates(tgt.view, where, kinds)
+        return Filter(cand, studies, base.exclude_ids, base.exclude_studies, base.dedupe_study)
+
+    # -- keyword and hybrid --------------------------------------------------------------------------------
+    @property
+    def keywords(self) -> KeywordIndex:
+        """The out dir's full-text index (indexers/fulltext.py), opened on first use."""
+        with self._open_lock:
+            if self._keywords is None:
+                self._keywords = open_keyword(self.out_dir)
+            return self._keywords
+
+    def keyword(
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        *,
+        index: str = "items",
+        kind: str | None = None,
+        where: str | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits per query text by BM25 over the full-text index, filtered by `kind` and `where` exactly as
+        `search` is (before the cut to k). Each hit's `evidence` names the query terms it matched."""
+        validate_search_args(k, None, self.device)
+        view = target(index).view
+        flt = self._filter(index, kind, where)
+        out = []
+        for text in texts:
+            ranked, terms = self.keywords.search(text, view, k, flt.candidates)
+            hits = self._hits([ranked], view)[0]
+            out.append(
+                [
+                    _with_evidence(h, terms, Evidence("keyword", keyword_rank=h.rank, keyword_score=h.score))
+                    for h in hits
+                ]
+            )
+        return out
+
+    def hybrid(
+        self,
+        texts: Sequence[str],
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        index: str = "items",
+        kind: str | None = None,
+        where: str | None = None,
+        params: SearchParams | None = None,
+        rrf_k: int = RRF_K,
+        vector_weight: float = 1.0,
+    ) -> list[list[Hit]]:
+        """Top-k per query by reciprocal rank fusion (indexers/fusion.py) of the vector list of `queries[i]`
+        (float32[Q, D]) and the keyword list of `texts[i]`, each `depth(k)` deep and both filtered first;
+        `vector_weight`: fusion.UNTRAINED_VECTOR_WEIGHT for an untrained model."""
+        validate_search_args(k, params, self.device)
+        q = self._check_queries(queries, index)
+        if len(texts) != len(q):
+            raise SearchArgError(f"{len(texts)} query texts for {len(q)} query vectors")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
+            raise SearchArgError(f"rrf_k must be an integer >= 1, got {rrf_k!r}")
+        view, deep = target(index).view, depth(k)
+        flt = self._filter(index, kind, where)
+        vectors = self._run(q, deep, flt, index, params)
+        out = []
+        for text, by_vector in zip(texts, vectors):
+            by_keyword, terms = self.keywords.search(text, view, deep, flt.candidates) if text.strip() else ([], ())
+            fused = rrf(by_vector, by_keyword, k, rrf_k, vector_weight)
+            hits = self._hits([[(f.item_id, f.score) for f in fused]], view)[0]
+            out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank)) for h, f in zip(hits, fused)])
+        return out
 
     def _run(self, q: np.ndarray, k: int, flt: Filter, name: str, params: SearchParams | None) -> list[Picked]:
         view = target(name).view
@@ -320,3 +431,19 @@ class Searcher:
             ref if isinstance(ref, np.ndarray) else (ref if isinstance(ref, StudyQuery) else self.resolve(ref)).vector
         )
         return self.search(vector, k, index="reports", where=where, params=params)[0]
+
+
+def _with_evidence(hit: Hit, terms: Sequence[str], evidence: Evidence) -> Hit:
+    """`hit` with `evidence`, its matched terms (the query terms its searchable text holds) and the spans of its
+    report text to highlight."""
+    if terms:
+        labels = json.dumps(dict(hit.labels))
+        found = text_terms(searchable_text(hit.text, hit.description, hit.modality, hit.body_part, labels))
+        matched = tuple(t for t in terms if t in found)
+        marks = tuple((a, b) for a, b, _ in spans(hit.text, matched)) if matched else ()
+        evidence = replace(evidence, matched_terms=matched, highlights=marks)
+    return replace(hit, evidence=evidence)
+
+
+def _fused_evidence(f: Fused, rank: int) -> Evidence:
+    return Evidence("hybrid", (), (), f.vector_rank, f.vector_score, f.keyword_rank, f.keyword_score, rank)

@@ -80,7 +80,10 @@ class IndexSummary:
     errors: collections.Counter = field(default_factory=collections.Counter)  # failures now, by error type
     skipped: collections.Counter = field(default_factory=collections.Counter)  # series not selected, by reason
     seconds: float = 0.0  # wall time
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # decode / encode / write
+    # scan, plan, run, text_tower (its write, on a thread of its own), text_tower_wait: wall time of the job's
+    # steps; decode (summed over the readers), decode_wait, encode, text_encode, write: the engine's stages
+    # (pipelines.tracker.StageTimes)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     slices: int = 0  # slices encoded
     engine: str = "local"  # the engine that ran the job
     cluster: dict[str, Any] = field(default_factory=dict)  # engine=ray: nodes, encoders (node, items), lost runs
@@ -137,21 +140,32 @@ class IndexSummary:
 
 
 def index_archive(
-    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()
+    archive: Path | RemoteArchive,
+    out_dir: Path,
+    model: Encoder,
+    options: IndexOptions = IndexOptions(),
+    readers: Any = None,
 ) -> IndexSummary:
     """Embed an archive folder, a manifest or a server (a `RemoteArchive`: DICOMweb, DIMSE) into `out_dir`
     (shards + manifest + errors), with either engine. A server's series already in `out_dir` are not fetched
-    again."""
+    again. `readers`: the local engine's reader pool (`pipelines.local.start_readers`), started by a caller that
+    has work of its own meanwhile (loading the model), which closes it; None: one is started and closed here."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     archive = archive if isinstance(archive, RemoteArchive) else Path(archive)
     if isinstance(archive, Path):
         check_archive(archive)  # a refused job writes nothing
-    return _locked_job(archive, out_dir, model, options, start, created=not out_dir.exists())
+    return _locked_job(archive, out_dir, model, options, start, not out_dir.exists(), readers)
 
 
 def _locked_job(
-    archive: Path | RemoteArchive, out_dir: Path, model: Encoder, options: IndexOptions, start: float, created: bool
+    archive: Path | RemoteArchive,
+    out_dir: Path,
+    model: Encoder,
+    options: IndexOptions,
+    start: float,
+    created: bool,
+    given_readers: Any = None,
 ) -> IndexSummary:
     # SIGTERM (`kill`, a scheduler's stop) unwinds the job as Ctrl-C does: readers and encoders are stopped
     # on the way out (exit status 143)
@@ -161,7 +175,7 @@ def _locked_job(
         ours = created and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}
         try:
             # the readers' start-up overlaps opening the out dir, scanning and planning
-            with _reader_pool(options) as readers:
+            with _reader_pool(options, given_readers) as readers:
                 summary = _index(archive, out_dir, model, options, readers)
         except RadRetrieveError:
             if ours:  # a job refused after its scan leaves no out dir behind either (not on Ctrl-C: resumable)
@@ -170,11 +184,14 @@ def _locked_job(
         return _recorded(summary, start, out_dir)
 
 
-def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions()) -> IndexSummary:
+def index_opened(
+    folder: Path, out_dir: Path, model: Encoder, options: IndexOptions = IndexOptions(), readers: Any = None
+) -> IndexSummary:
     """One more job from an archive `folder` into an out dir that the calling thread holds the writer lock of and
     has opened (`open_out_dir`, which removes what a killed writer left and checks every shard) for `model`:
     the receiving node's micro-batches (pipelines.receive), which must not re-check every shard per batch.
-    Same scan, selection, redaction, item ids and plan as `index_archive`."""
+    Same scan, selection, redaction, item ids and plan as `index_archive`. `readers`: a reader pool the caller
+    keeps across jobs (`pipelines.local.start_readers`; the node's, not started per batch), else one of its own."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if not holds_lock(out_dir):
@@ -183,14 +200,21 @@ def index_opened(folder: Path, out_dir: Path, model: Encoder, options: IndexOpti
     manifest = read_manifest(out_dir)
     if manifest.fingerprint != model.fingerprint:
         raise RadRetrieveError(f"{out_dir} was opened for another model (fingerprint {manifest.fingerprint})")
-    with _reader_pool(options) as readers:
+    if readers is not None:
         summary = _run_job(Path(folder), out_dir, model, options, readers, manifest, None, None)
+    else:
+        with _reader_pool(options) as own:
+            summary = _run_job(Path(folder), out_dir, model, options, own, manifest, None, None)
     return _recorded(summary, start, out_dir)
 
 
 @contextmanager
-def _reader_pool(options: IndexOptions) -> Iterator[Any]:
-    """The local engine's reader processes for one job (None for the Ray engine), closed however it ends."""
+def _reader_pool(options: IndexOptions, given: Any = None) -> Iterator[Any]:
+    """The local engine's reader processes for one job (None for the Ray engine), closed however it ends;
+    `given` readers are used as they are (their owner closes them)."""
+    if given is not None and options.engine == "local":
+        yield given
+        return
     readers = _start_readers(options)
     try:
         yield readers
@@ -234,11 +258,8 @@ def _run_job(
     actors: list[Any] | None,
 ) -> IndexSummary:
     """Scan, plan and encode into the opened out dir, on the local readers or the Ray encoder actors."""
-    # The stored text tower lets `radretrieve search` start without open_clip. It is written (file I/O,
-    # outside the GIL) while the readers scan, and must be done before encoding starts, so that a full
-    # disk or a bad model is reported at once, not after hours of encoding.
-    with ThreadPoolExecutor(1, thread_name_prefix="text-tower") as background:
-        tower = background.submit(save_text_tower, model, out_dir)
+    with _TowerWrite(model, out_dir) as tower:
+        setup = time.perf_counter()
         done_series: set[str] = set()
         listed: list[Any] = []
         if isinstance(archive, RemoteArchive):
@@ -246,12 +267,84 @@ def _run_job(
             result, listed = _scan_remote(archive, options, readers, ray, done_series)
         else:
             result = _scan(archive, options, readers, ray)
-        tower.result()
-    # no item and no failure: nothing to index; a failure of every file is a job like any other (errors/)
-    if not isinstance(archive, RemoteArchive) and not result.items and not result.errors:
-        raise nothing_indexable(archive)
-    if options.before_encoding is not None:
-        options.before_encoding()
+        scan_s = time.perf_counter() - setup
+        # no item and no failure: nothing to index; a failure of every file is a job like any other (errors/)
+        if not isinstance(archive, RemoteArchive) and not result.items and not result.errors:
+            raise nothing_indexable(archive)
+        if options.before_encoding is not None:
+            options.before_encoding()
+        job = _Scanned(archive, result, listed, done_series)
+        summary, steps = _encode_scanned(job, out_dir, model, options, readers, manifest, ray, actors, tower)
+        tower.wait()  # a job with no shard to write (nothing new) still stores its text tower, or says why not
+    steps = {"scan": scan_s} | steps | {"text_tower": tower.seconds, "text_tower_wait": tower.waited}
+    summary.stage_seconds = steps | summary.stage_seconds
+    return summary
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """What the scan of a job found."""
+
+    archive: Path | RemoteArchive  # the archive as given
+    result: Any  # its ScanResult
+    listed: list[Any]  # a server's listed series (empty for a folder)
+    done_series: set[str]  # a server's series already indexed, not fetched again
+
+
+class _TowerWrite:
+    """The stored text tower (it lets `radretrieve search` start without open_clip), written on a thread of its
+    own while the job scans and encodes: it is file I/O and hashing, outside the GIL. `wait` is called before
+    the first shard is written, so that a full disk or a model without a storable tower stops the job after its
+    first task, not after hours of encoding, and the job's start is not held up by it."""
+
+    def __init__(self, model: Encoder, out_dir: Path) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="text-tower")
+        self._future: Any = self._pool.submit(_timed_call, save_text_tower, model, out_dir)
+        self.seconds = 0.0  # how long the write took
+        self.waited = 0.0  # how long the job waited for it
+
+    def wait(self) -> None:
+        """Block until the tower is written; raise what its write raised (once)."""
+        if self._future is None:
+            return
+        start = time.perf_counter()
+        future, self._future = self._future, None
+        try:
+            self.seconds = future.result()
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def before(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn`, called only once the tower is written (the shard writer's finish or commit)."""
+
+        def after_tower(*args: Any) -> Any:
+            self.wait()
+            return fn(*args)
+
+        return after_tower
+
+    def __enter__(self) -> _TowerWrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)  # a job that failed still leaves no writer thread behind
+
+
+def _encode_scanned(
+    job: _Scanned,
+    out_dir: Path,
+    model: Encoder,
+    options: IndexOptions,
+    readers: Any,
+    manifest: Manifest,
+    ray: Any,
+    actors: list[Any] | None,
+    tower: _TowerWrite,
+) -> tuple[IndexSummary, dict[str, float]]:
+    """Anonymise, record and plan the scan, then encode and write the tasks; the summary and the wall time of the
+    plan and run steps."""
+    start = time.perf_counter()
+    archive, result = job.archive, job.result
     # identifying `study` values are always hashed, paths unless --keep-paths (radretrieve.archive.anonymise); a
     # DICOMweb server's sources are UIDs, not names
     paths = options.anonymise_paths and not isinstance(result.root, RemoteArchive)
@@ -262,7 +355,7 @@ def _run_job(
     else:
         write_archive_root(out_dir, result.root, private=options.anonymise_paths)
     # a server's series skipped as done keep their scan records (sync.kept_records: failed for good stays so)
-    kept = kept_records(out_dir, done_series) if isinstance(result.root, RemoteArchive) else []
+    kept = kept_records(out_dir, job.done_series) if isinstance(result.root, RemoteArchive) else []
     write_scan_errors(out_dir, result.errors, kept)
     items = {it.item_id: it for it in result.items}
     done = indexed_ids(out_dir) | failed_ids(out_dir, items, result.root, options.retry_errors)
@@ -274,24 +367,35 @@ def _run_job(
     summary.skipped.update(e.error_type for e in result.errors if e.stage == "select")
     writer = ShardWriter(out_dir, manifest, real_sources)
     bar = _progress(tasks, options.progress)
+    run_start = time.perf_counter()
     summary.engine = options.engine
     if ray is not None:
         # a server travels as its source object: the reader tasks on the workers fetch their own items
         root = result.root if isinstance(result.root, RemoteArchive) else str(result.root)
         plan = RayPlan(root, str(out_dir), manifest, options.encoders, options.batch_size, None, real_sources)
-        times, summary.cluster = run_on_cluster(ray, tasks, model, plan, writer.commit, bar, actors)
+        commit = tower.before(writer.commit)
+        times, summary.cluster = run_on_cluster(ray, tasks, model, plan, commit, bar, actors)
     else:
-        times = _run_local(options, tasks, result.root, model, writer, bar, readers)
+        times = _run_local(options, tasks, result.root, model, tower.before(writer.finish), bar, readers)
+    run_s = time.perf_counter() - run_start
     if isinstance(archive, RemoteArchive):  # which series were fetched, skipped or failed (either engine)
         failed_series = {items[i].series_key for i in writer.failed if i in items}
-        uids = {ref.series_uid for ref in listed}
-        summary.series = SeriesSync.count(uids, done_series, result, tasks, failed_series).to_dict()
+        uids = {ref.series_uid for ref in job.listed}
+        summary.series = SeriesSync.count(uids, job.done_series, result, tasks, failed_series).to_dict()
     bar.close()
     summary.rows.update(writer.rows)
     summary.errors.update(writer.errors)
-    summary.stage_seconds = {"decode": times.decode, "encode": times.encode, "write": times.write}
+    # the engine's per-stage seconds (pipelines.tracker.StageTimes)
+    summary.stage_seconds = times.to_dict()
     summary.slices = times.slices
-    return summary
+    return summary, {"plan": run_start - start, "run": run_s}
+
+
+def _timed_call(fn: Callable[..., Any], *args: Any) -> float:
+    """Run `fn(*args)`; its wall time in seconds."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 @contextmanager
@@ -351,7 +455,7 @@ def _run_local(
     tasks: list[Task],
     root: Path | RemoteArchive,
     model: Encoder,
-    writer: ShardWriter,
+    finish: Any,
     bar: Any,
     readers: Any,
 ) -> Any:
@@ -363,7 +467,7 @@ def _run_local(
             bar.errors += 1
             bar.set_postfix(errors=bar.errors, refresh=False)
 
-    return run_local(tasks, root, model, options.batch_size, options.workers, writer.finish, on_item, readers)
+    return run_local(tasks, root, model, options.batch_size, options.workers, finish, on_item, readers)
 
 
 def _progress(tasks: list[Task], enabled: bool) -> Any:

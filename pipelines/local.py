@@ -9,6 +9,8 @@ decoder crash) is replaced and its items retried (pipelines.readers).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,15 @@ CRASH_MESSAGE = "the reader process died decoding it, twice (out of memory, or a
 
 
 def start_readers(workers: int) -> ReaderPool | None:
-    """A pool of `workers` reader processes (None for 0), started early so their start-up is hidden."""
-    return ReaderPool(workers) if workers > 0 else None
+    """A pool of `workers` reader processes (None for 0), started now so that their start-up (a new interpreter
+    importing the decoders, about a second each) is hidden behind the caller's work: the executor would start
+    them one at a time, on demand, as the scan submits its first header reads."""
+    if workers <= 0:
+        return None
+    pool = ReaderPool(workers)
+    for _ in range(workers):  # a job for each that finds no idle reader: each submit starts one more process
+        pool.submit(os.getpid)
+    return pool
 
 
 def _decode_star(args: tuple[WorkItem, Path, Any]) -> Decoded:
@@ -56,13 +65,15 @@ def run_local(
     `pool`: readers from `start_readers` (the caller closes it); without one, a pool of `workers` is made here.
     """
     times = StageTimes()
-    tracker = TaskTracker(model, finish, times)
     window = SliceWindow(PREFETCH_BATCHES * batch_slices, max(4, workers * 4), model.config.preprocess.n_slices)
     was_training = model.training
     model.eval()  # once, up front: the encoder thread must not toggle train/eval under the caller
     batcher = EncodeBatcher(model, batch_slices)
+    # a task's reports go to the encoder thread as the task opens: the readers decode its images meanwhile
+    tracker = TaskTracker(model, finish, times, reports=batcher.add_reports)
     try:
-        for decoded in _decoded_stream(tasks, root, model.config.preprocess, workers, tracker, pool, window):
+        stream = _decoded_stream(tasks, root, model.config.preprocess, workers, tracker, pool, window)
+        for decoded in _timed(stream, times):
             times.decode += decoded.seconds
             on_item(decoded)
             if decoded.failure is not None:
@@ -73,8 +84,22 @@ def run_local(
     finally:
         batcher.close()
         model.train(was_training)
-    times.encode, times.slices = batcher.seconds, batcher.slices
+    times.encode, times.slices, times.text_encode = batcher.seconds, batcher.slices, batcher.text_seconds
     return times
+
+
+def _timed(stream: Iterator[Decoded], times: StageTimes) -> Iterator[Decoded]:
+    """`stream`, adding the time spent waiting for each next item to `times.decode_wait` (it includes the
+    report and write work done on this thread while the next decode job is submitted)."""
+    while True:
+        start = time.perf_counter()
+        try:
+            decoded = next(stream)
+        except StopIteration:
+            return
+        finally:
+            times.decode_wait += time.perf_counter() - start
+        yield decoded
 
 
 @dataclass(frozen=True)

@@ -103,21 +103,34 @@ class Row:
     slice_count: int = 0
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """One encoder call on the encoder thread: a batch of decoded items, or the reports of one task."""
+
+    future: Any  # Future[tuple[list[Row], float]]: the rows and the seconds the encoder spent
+    slices: int  # image slices in it (0 for reports)
+    texts: int  # report texts in it (0 for images)
+
+
 @dataclass
 class EncodeBatcher:
     """Collects decoded items until `batch_slices` slices are waiting, then encodes them in one pass.
 
-    A batch is encoded on a thread of its own, so that the caller keeps receiving decoded items (and
-    writing shards) meanwhile; one batch is in flight at a time (back-pressure: memory stays at one
-    batch being encoded plus one filling), and rows come back in order. Call `close` when done.
+    Every encoder call (a batch of images or volumes, or the reports of one task) runs on one thread of its
+    own, in submission order, so that the caller keeps receiving decoded items (and writing shards) meanwhile:
+    reports are encoded while the readers decode the first images, instead of holding up the first decode
+    jobs on the caller's thread. One image batch is in flight at a time (back-pressure: memory stays at one
+    batch being encoded plus one filling); report texts are small and never wait. Rows come back in order.
+    Call `close` when done.
     """
 
     model: Encoder  # RadCLIP
     batch_slices: int  # slices per encoder call
     pending: list[Decoded] = field(default_factory=list)
-    seconds: float = 0.0  # time spent in the encoder
+    seconds: float = 0.0  # time spent in the image encoder
+    text_seconds: float = 0.0  # time spent in the text encoder
     slices: int = 0  # slices encoded so far
-    _running: collections.deque = field(default_factory=collections.deque)  # (batch, future), oldest first
+    _running: collections.deque = field(default_factory=collections.deque)  # _InFlight, oldest first
     _pool: ThreadPoolExecutor | None = None
 
     def add(self, item: Decoded) -> list[Row]:
@@ -127,8 +140,16 @@ class EncodeBatcher:
             return self._dispatch()
         return self._ready()
 
+    def add_reports(self, work: Sequence[WorkItem]) -> list[Row]:
+        """Encode the report work items of one task (in one text encoder call, as `encode_reports`) on the
+        encoder thread; returns the rows of calls finished by now (possibly none)."""
+        if work:
+            future = self._submit(_encode_text_rows, self.model, list(work))
+            self._running.append(_InFlight(future, 0, len(work)))
+        return self._ready()
+
     def flush(self) -> list[Row]:
-        """Encode what is pending and wait for every batch in flight."""
+        """Encode what is pending and wait for every call in flight."""
         rows = self._dispatch() if self.pending else []
         while self._running:
             rows += self._take()
@@ -139,36 +160,51 @@ class EncodeBatcher:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def _submit(self, fn: Any, *args: Any) -> Any:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
+        return self._pool.submit(fn, *args)
+
     def _dispatch(self) -> list[Row]:
         batch, self.pending = self.pending, []
         rows = []
-        while self._running:  # back-pressure: wait for the batch in flight
+        while any(job.slices for job in self._running):  # back-pressure: wait for the image batch in flight
             rows += self._take()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
-        self._running.append((batch, self._pool.submit(self._encode, batch)))
+        slices = sum(d.pixels.shape[0] for d in batch)
+        self._running.append(_InFlight(self._submit(_encode_image_rows, self.model, batch), slices, 0))
         return rows + self._ready()
 
     def _ready(self) -> list[Row]:
         rows = []
-        while self._running and self._running[0][1].done():
+        while self._running and self._running[0].future.done():
             rows += self._take()
         return rows
 
     def _take(self) -> list[Row]:
-        batch, future = self._running.popleft()
-        emb, seconds = future.result()
-        self.seconds += seconds
-        self.slices += sum(d.pixels.shape[0] for d in batch)
-        return [Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch)]
+        job = self._running.popleft()
+        rows, seconds = job.future.result()
+        if job.texts:
+            self.text_seconds += seconds
+        else:
+            self.seconds += seconds
+            self.slices += job.slices
+        return rows
 
-    def _encode(self, batch: list[Decoded]) -> tuple[np.ndarray, float]:
-        import torch
 
-        start = time.perf_counter()
-        arrays = [torch.from_numpy(d.pixels) for d in batch]
-        emb = self.model.encode_mixed(arrays, [d.work.item.kind == "volume" for d in batch]).numpy()
-        return emb, time.perf_counter() - start
+def _encode_image_rows(model: Encoder, batch: list[Decoded]) -> tuple[list[Row], float]:
+    import torch
+
+    start = time.perf_counter()
+    arrays = [torch.from_numpy(d.pixels) for d in batch]
+    emb = model.encode_mixed(arrays, [d.work.item.kind == "volume" for d in batch]).numpy()
+    rows = [Row(d.work, emb[i], d.shape, d.spacing, d.pixels.shape[0]) for i, d in enumerate(batch)]
+    return rows, time.perf_counter() - start
+
+
+def _encode_text_rows(model: Encoder, work: list[WorkItem]) -> tuple[list[Row], float]:
+    start = time.perf_counter()
+    rows = encode_reports(model, work)
+    return rows, time.perf_counter() - start
 
 
 def encode_reports(model: Encoder, work: Sequence[WorkItem]) -> list[Row]:

@@ -1,5 +1,5 @@
 """`python -m radretrieve` == the `radretrieve` console script."""
 
-from radretrieve.cli.app import main
+from radretrieve.cli.app import entry
 
-main()
+entry()

@@ -62,3 +62,21 @@ def token_server(serve_env, tmp_path_factory):
     srv = Server(serve_env["out"], tmp / "server.log", *args, token=TOKEN)
     yield srv
     srv.stop()
+
+
+# -- the archive of the PACS tests (tests/pacs_files.py): one folder and its folder index per session ----------
+@pytest.fixture(scope="session")
+def ct_archive(tmp_path_factory):
+    """Two CT series, pydicom's CT and RLE MR, as the folder a PACS serves (tests/test_dicomweb.py) or pushes
+    (tests/test_listen.py). Read only."""
+    from tests.pacs_files import write_ct_archive
+
+    return write_ct_archive(tmp_path_factory.mktemp("ct-archive"))
+
+
+@pytest.fixture(scope="session")
+def ct_folder_rows(ct_archive, tiny_model, tmp_path_factory):
+    """The rows of `ct_archive`'s folder index: what every PACS route to the same files must give."""
+    from tests.pacs_files import folder_rows
+
+    return folder_rows(ct_archive, tiny_model, tmp_path_factory.mktemp("ct-folder-out"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from radretrieve.application.query_path import encode_path
 from radretrieve.archive import read_item, scan
 from radretrieve.archive.records import ArchiveError
 from radretrieve.testing.dicom import write_ct_series
+from tests.procs import run_all
 
 # file name -> (header field, value): each makes nibabel's orientation SVD fail or return NaN axes
 BAD_NIFTI = {
@@ -102,16 +102,15 @@ def mixed(tmp_path_factory) -> Path:
 
 
 def test_embed_skips_and_reports_bad_files_in_a_folder(archive, mixed):
-    cmd = [sys.executable, "-m", "radretrieve", "embed", str(mixed)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "radretrieve", "embed"]
+    res, unreadable = run_all([[*cmd, str(mixed)], [*cmd, str(archive / "nan_affine.nii")]], timeout=300)
     assert res.returncode == 0, res.stderr
     assert [row["input"] for row in json.loads(res.stdout)] == [str(mixed / "ok.png")]
     assert "nan.nii: header affine holds NaN or inf values" in res.stderr
     assert "cut.nii" in res.stderr and "skipped 2 unreadable input(s)" in res.stderr
     # nothing readable at all: one line naming the path and the first problem
-    res = subprocess.run([*cmd[:-1], str(archive / "nan_affine.nii")], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "nan_affine.nii: no readable DICOM, NIfTI or image found" in res.stderr
+    assert unreadable.returncode == 1 and unreadable.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nan_affine.nii: no readable DICOM, NIfTI or image found" in unreadable.stderr
 
 
 def test_a_path_query_skips_a_bad_file(mixed, tiny_model):

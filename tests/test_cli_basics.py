@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.procs import run_all
+
 CHECK = (
     "import sys\n"
     "sys.argv = ['radretrieve'] + sys.argv[1:]\n"
@@ -40,17 +42,18 @@ def test_models_lists_registry_with_counts():
     assert by_name["radclip-tiny"]["params"] < 10e6
 
 
-def _offline(cmd: list[str], tmp_path, **extra_env: str) -> subprocess.CompletedProcess:
-    """Run `cmd` with no network: in a fresh network namespace where `unshare -n` works, else through a dead
-    local proxy; either way nothing leaves the machine and every download fails as a network failure."""
+def _offline(cmds: list[list[str]], tmp_path, **extra_env: str) -> list[subprocess.CompletedProcess]:
+    """Run each of `cmds` with no network, side by side (tests/procs.py): in a fresh network namespace where
+    `unshare -n` works, else through a dead local proxy; either way nothing leaves the machine and every
+    download fails as a network failure."""
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     env.pop("HF_HUB_OFFLINE", None)
     env |= extra_env
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        cmd = ["unshare", "-n", *cmd]
+        cmds = [["unshare", "-n", *cmd] for cmd in cmds]
     else:
         env |= {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    return run_all(cmds, env=env, timeout=180)
 
 
 CLI = [sys.executable, "-m", "radretrieve"]
@@ -67,8 +70,9 @@ def test_offline_pretrained_tag_and_hub_id_fail_with_one_line_through_the_cli(tm
     arch = tmp_path / "arch"
     arch.mkdir()
     (arch / "notes.txt").write_text("a file: an empty folder is refused before the model loads\n")
-    for model in (["--model", "ViT-B-16", "--weights", "openai"], ["--model", "hf-hub:org/some-model"]):
-        proc = _offline([*CLI, "index", str(arch), "--out", str(tmp_path / "out"), *model], tmp_path, **hub_offline)
+    models = (["--model", "ViT-B-16", "--weights", "openai"], ["--model", "hf-hub:org/some-model"])
+    cmds = [[*CLI, "index", str(arch), "--out", str(tmp_path / f"out{i}"), *model] for i, model in enumerate(models)]
+    for proc in _offline(cmds, tmp_path, **hub_offline):
         assert proc.returncode == 1, proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert lines[-1].startswith("error: could not download "), proc.stderr
@@ -81,7 +85,7 @@ def test_a_wrong_tag_is_not_reported_as_a_download_failure(tmp_path):
     arch.mkdir()
     (arch / "notes.txt").write_text("a file: an empty folder is refused before the model loads\n")
     cmd = [*CLI, "index", str(arch), "--out", str(tmp_path / "out"), "--model", "ViT-B-16", "--weights", "no-such-tag"]
-    proc = _offline(cmd, tmp_path)
+    [proc] = _offline([cmd], tmp_path)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "not a pretrained tag" in last and "download" not in last

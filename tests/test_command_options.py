@@ -27,7 +27,7 @@ RENAMED = {
     "task": ("tasks", lambda v: ()),  # required on the command line (no default)
 }
 NOT_OPTIONS = {  # what each command keeps to itself: its paths and its output format
-    "index": {"archive", "out", "as_json"},
+    "index": {"archive", "out", "as_json", "timings"},  # --timings: a file the command writes after the job
     "train": {"data", "out"},
     "classify": {"paths", "index", "fmt"},
 }

@@ -26,6 +26,7 @@ from radretrieve.outdir.text_tower import load_text_tower, save_text_tower, text
 from radretrieve.outdir.verify import DamagedFile
 from radretrieve.synth import synthesize
 from radretrieve.testing.shards import SyntheticItems, clustered_vectors, write_out_dir
+from tests.procs import run_all
 
 CLI = [sys.executable, "-m", "radretrieve"]
 
@@ -164,15 +165,11 @@ def test_terminal_control_characters_are_escaped_in_table_output(tmp_path, tiny_
     # kept paths: the study is referred to by its path-derived key (anonymised, it would be a keyed hash)
     index_archive(tmp_path, out, tiny_model, IndexOptions(workers=0, progress=False, anonymise_paths=False))
     build_indexes(out)
-    table = _run("reports", "file:x.png", "--index", str(out), "-k", "1").stdout
+    reports = [*CLI, "reports", "file:x.png", "--index", str(out)]
+    table, data = (p.stdout for p in run_all([[*reports, "-k", "1"], [*reports, "--format", "json"]], timeout=300))
     assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
     assert "\\x1b[2J" in table and "\\u202e" in table
-    assert (
-        "\x1b"
-        in json.loads(_run("reports", "file:x.png", "--index", str(out), "--format", "json").stdout)[0]["hits"][0][
-            "text"
-        ]
-    )  # JSON keeps the text as it is (escaped by JSON itself)
+    assert "\x1b" in json.loads(data)[0]["hits"][0]["text"]  # JSON keeps the text as it is (escaped by JSON itself)
 
 
 def test_an_oversized_image_is_shrunk_or_refused(tmp_path, monkeypatch):

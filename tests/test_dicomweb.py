@@ -10,50 +10,33 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+from radretrieve.testing.orthanc import Orthanc
+from tests.pacs_files import needs_orthanc
+from tests.pacs_files import rows as _rows
+from tests.pacs_files import same_rows as _same_rows
 
 FAST = {"tries": 3, "backoff_s": 0.01, "timeout_s": 10.0}  # retries without long waits
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_orthanc():
-    missing = orthanc_missing()
-    if missing:
-        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
-            pytest.fail(missing)
-        pytest.skip(missing)
-
-
-def _study_files(folder: Path, seed: int, n: int = 40) -> Path:
-    """A CT study of `n` 16x16 slices (more than radclip-tiny's 32: the sampled read fetches 32 of them)."""
-    from radretrieve.testing.dicom import write_ct_series
-
-    write_ct_series(folder, n, seed=seed, attrs={"SeriesDescription": f"CT series {seed}"})
-    return folder
+    needs_orthanc()
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    """The files served by the PACS of these tests, as a folder: two CT series, pydicom's CT and RLE MR."""
-    from pydicom.data import get_testdata_file
-
-    root = tmp_path_factory.mktemp("archive")
-    _study_files(root / "ct1", 1)
-    _study_files(root / "ct2", 2, n=6)
-    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):  # MR_small_RLE: fetched as stored, not transcoded
-        shutil.copy(get_testdata_file(name), root / name)
-    return root
+def archive(ct_archive) -> Path:
+    """The files served by the PACS of these tests, as a folder: two CT series (40 slices, 6), pydicom's CT and
+    RLE MR (fetched as stored, not transcoded); shared with tests/test_listen.py (tests/pacs_files.py)."""
+    return ct_archive
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +47,8 @@ def pacs(archive, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder_rows(archive, tiny_model, tmp_path_factory) -> pa.Table:
-    from pipelines.job import IndexOptions, index_archive
-
-    out = tmp_path_factory.mktemp("folder-out")
-    index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
-    return _rows(out)
-
-
-def _rows(out: Path) -> pa.Table:
-    tables = [pq.read_table(p) for p in sorted((out / "shards").glob("*.parquet"))]
-    return pa.concat_tables(tables).sort_by("item_id") if tables else pa.table({"item_id": pa.array([], pa.int64())})
+def folder_rows(ct_folder_rows) -> pa.Table:
+    return ct_folder_rows
 
 
 def _source(url: str, **kwargs):
@@ -87,15 +61,6 @@ def _index(source, out: Path, model, workers: int = 0, **options):
     from pipelines.job import IndexOptions, index_archive
 
     return index_archive(source, out, model, IndexOptions(workers=workers, progress=False, **options))
-
-
-def _same_rows(a: pa.Table, b: pa.Table) -> None:
-    assert a.column("item_id").to_pylist() == b.column("item_id").to_pylist()
-    assert a.column("kind").to_pylist() == b.column("kind").to_pylist()
-    for col in ("series_key", "study_key", "modality", "description", "shape", "spacing", "slice_count"):
-        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
-    ea, eb = (np.array(t.column("embedding").to_pylist(), np.float32) for t in (a, b))
-    np.testing.assert_allclose(ea, eb, rtol=0, atol=1e-6)  # float32 rounding of other batch compositions
 
 
 def test_orthanc_index_equals_folder_index_with_retries(pacs, folder_rows, tiny_model, tmp_path, monkeypatch):
@@ -349,3 +314,17 @@ def test_bad_source_arguments_are_one_line_errors(tmp_path):
     assert "secret" not in str(bad.value)
     with pytest.raises(RadRetrieveError, match=r"--auth-file .*missing: cannot read it"):
         resolve_auth(tmp_path / "missing")
+
+
+def test_a_test_orthanc_is_gone_at_once_when_its_block_ends(tmp_path):
+    """The PACS tests start eight Orthancs: leaving a `with Orthanc(...)` block kills it (its storage is thrown
+    away) instead of a clean stop that waits 2.5-3.5 s on its server threads; nothing of it is left running."""
+    import time
+
+    with Orthanc(tmp_path / "orthanc", dicom=True) as server:
+        proc = server.proc
+        assert proc is not None and proc.poll() is None
+        start = time.monotonic()
+    took = time.monotonic() - start
+    assert proc.poll() is not None  # reaped: no process, no zombie
+    assert took < 1.5, took

@@ -24,9 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from radretrieve.archive.dicomweb import Retry
-from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+from radretrieve.testing.orthanc import Orthanc
 from radretrieve.testing.tcp_proxy import TcpProxy
-from tests.test_dicomweb import _rows, _same_rows
+from tests.pacs_files import folder_rows as pacs_folder_rows
+from tests.pacs_files import needs_orthanc, write_ct_archive
+from tests.pacs_files import rows as _rows
+from tests.pacs_files import same_rows as _same_rows
 
 FAST = {"tries": 2, "backoff_s": 0.01, "timeout_s": 10.0}  # one retry, no long waits
 GET_UID = b"1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Q/R GET: proposed by associations that retrieve
@@ -35,11 +38,7 @@ SELECTED = 4 + 4  # series indexed: two CT series, pydicom's CT and MR; the plan
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_orthanc():
-    missing = orthanc_missing()
-    if missing:
-        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    needs_orthanc()
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +50,9 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, planted) -> Path:
-    """The files the PACS holds, as a folder: two CT series, pydicom's CT and RLE MR, and the planted studies'
-    DICOM files (a PACS holds no sidecar files)."""
-    from pydicom.data import get_testdata_file
-
-    from radretrieve.testing.dicom import write_ct_series
-
-    root = tmp_path_factory.mktemp("archive")
-    write_ct_series(root / "ct1", 40, seed=1, attrs={"SeriesDescription": "CT series 1"})  # 32 of 40 sampled
-    write_ct_series(root / "ct2", 6, seed=2, attrs={"SeriesDescription": "CT series 2"})
-    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):  # MR_small_RLE: sent as stored (RLE), not transcoded
-        shutil.copy(get_testdata_file(name), root / name)
+    """The files the PACS holds, as a folder: two CT series (32 of 40 slices sampled), pydicom's CT and RLE MR
+    (sent as stored, not transcoded), and the planted studies' DICOM files (a PACS holds no sidecar files)."""
+    root = write_ct_archive(tmp_path_factory.mktemp("archive"))
     for path in sorted(planted.root.rglob("*.dcm")):
         target = root / "planted" / path.relative_to(planted.root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,17 +69,20 @@ def pacs(archive, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folder_rows(archive, tiny_model, tmp_path_factory) -> pa.Table:
-    from pipelines.job import IndexOptions, index_archive
-
-    out = tmp_path_factory.mktemp("folder-out")
-    index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
-    return _rows(out)
+    return pacs_folder_rows(archive, tiny_model, tmp_path_factory.mktemp("folder-out"))
 
 
 def _source(url: str, **kwargs):
     from radretrieve.archive.dimse import parse_source
 
     return parse_source(url, **{"retry": Retry(**FAST), **kwargs})
+
+
+def _reading(source):
+    """`source` with every item read retrieved again (nothing kept from the scan): faults of the read phase."""
+    import dataclasses
+
+    return dataclasses.replace(source, keep_scanned=False)
 
 
 def _via(proxy: TcpProxy, pacs: Orthanc) -> str:
@@ -170,11 +164,11 @@ def test_second_run_fetches_nothing_and_a_new_study_only_itself(pacs, dimse_run,
             third = _index(source, out, tiny_model)
         finally:
             pacs.delete(ids)
-        reads = [c for c in proxy.connections[before:] if _is_read(c)]
         retrieved = [c for c in proxy.connections[before:] if GET_UID in c.sent]
     expected = {"listed": listed + 1, "skipped": SELECTED, "fetched": 1, "failed": 0, "not_selected": rest}
     assert third.series == expected
-    assert len(reads) == 1 and series.encode() in reads[0].sent  # the new series alone is read
+    # the new series alone is retrieved, once: its scan (its read decodes what the scan kept)
+    assert len([c for c in retrieved if series.encode() in c.sent]) == 1
     assert not [c for c in retrieved if any(s.encode() in c.sent for s in indexed)]
     assert _rows(out).num_rows == _rows(dimse_run[0]).num_rows + 1
 
@@ -218,7 +212,7 @@ def test_rejected_at_fetch_is_a_fetch_error_then_rerun_completes(pacs, folder_ro
 
     try:
         with TcpProxy(pacs.dicom_port, forget_us) as proxy:
-            first = _index(_source(_via(proxy, pacs)), tmp_path / "out", tiny_model, studies_per_task=1)
+            first = _index(_reading(_source(_via(proxy, pacs))), tmp_path / "out", tiny_model, studies_per_task=1)
     finally:
         pacs.set_modality()
     assert changed and first.series["failed"] == SELECTED and first.series["fetched"] == 0, first.series
@@ -251,7 +245,7 @@ def test_node_gone_mid_transfer_then_rerun_resumes_to_the_same_rows(pacs, folder
     series = _series_uids(folder_rows)
     try:
         with TcpProxy(pacs.dicom_port, kill_mid_second_read) as proxy:
-            first = _index(_source(_via(proxy, pacs)), tmp_path / "out", tiny_model, studies_per_task=1)
+            first = _index(_reading(_source(_via(proxy, pacs))), tmp_path / "out", tiny_model, studies_per_task=1)
             done = _series_read(proxy, series)
     finally:
         pacs.start()
@@ -260,7 +254,7 @@ def test_node_gone_mid_transfer_then_rerun_resumes_to_the_same_rows(pacs, folder
     records = _records(tmp_path / "out")
     assert len(records) == SELECTED - 1 and {r["stage"] for r in records} == {"fetch"}
     with TcpProxy(pacs.dicom_port) as proxy:
-        second = _index(_source(_via(proxy, pacs)), tmp_path / "out", tiny_model, studies_per_task=1)
+        second = _index(_reading(_source(_via(proxy, pacs))), tmp_path / "out", tiny_model, studies_per_task=1)
         again = _series_read(proxy, series)
     assert second.errors == {} and second.series["fetched"] == SELECTED - 1, second.series
     finished = done[:1]  # the first item read; the second was cut off
@@ -345,6 +339,37 @@ def test_planted_patient_data_served_over_dimse_reaches_no_output(pacs, planted,
     assert _leaks(blob) == []
 
 
+def test_a_c_find_answer_taken_by_another_thread_is_a_transient_failure_not_a_shorter_listing(pacs):
+    """pynetdicom's reactor thread can take a C-FIND answer off the association's message queue and drop it (a
+    race of its pause flag, seen as a listing one series short). `run_find` counts the answers as they are
+    decoded: a listing that lost one fails (transient: the listing tries the study again) instead of being
+    shorter. Here the association's queue hands its first answer to the test instead, as the reactor would."""
+    import queue
+
+    from radretrieve.archive.dimse.association import DimseFailed, open_association
+    from radretrieve.archive.dimse.listing import CONTEXTS, _dataset, run_find, value_of
+
+    class TakesTheFirst(queue.Queue):
+        taken: list = []
+
+        def get(self, block=True, timeout=None):
+            item = super().get(block, timeout)
+            if block and not self.taken:
+                self.taken.append(item)  # never seen by the request that waits for it
+                item = super().get(block, timeout)
+            return item
+
+    source = _source(pacs.dimse_url)
+    query = _dataset("STUDY", {"StudyInstanceUID": ""})
+    with open_association(source, CONTEXTS) as (assoc, watch):
+        full = [value_of(i, "StudyInstanceUID") for i in run_find(assoc, watch, query, 1000)]
+        assoc.dimse.msg_queue = thief = TakesTheFirst()
+        with pytest.raises(DimseFailed) as failed:
+            list(run_find(assoc, watch, query, 1000))
+    assert len(full) >= 2 and len(set(full)) == len(full) and len(thief.taken) == 1
+    assert failed.value.transient and "1 C-FIND answer(s) arrived but were lost on our side" in failed.value.reason
+
+
 def test_bad_source_arguments_are_one_line_errors(tmp_path):
     from radretrieve.application.indexing import DicomWebOptions, DimseOptions, IndexOptions, prepare_index
     from radretrieve.archive.dimse import parse_source
@@ -418,9 +443,8 @@ def test_an_instance_too_large_and_an_association_too_slow_are_fetch_errors(pacs
 
     with TcpProxy(pacs.dicom_port, hold_back) as proxy:
         only = [f"StudyInstanceUID={slow.StudyInstanceUID}"]
-        second = _index(
-            _source(_via(proxy, pacs), limits=Limits(deadline_s=3.0), query=only), tmp_path / "slow", tiny_model
-        )
+        slow_source = _reading(_source(_via(proxy, pacs), limits=Limits(deadline_s=3.0), query=only))
+        second = _index(slow_source, tmp_path / "slow", tiny_model)
     assert held and second.errors == {"DeadlineExceeded": 1} and second.series["listed"] == 1, second.errors
     (record,) = _records(tmp_path / "slow")
     assert record["stage"] == "fetch" and "--request-deadline" in record["message"]

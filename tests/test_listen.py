@@ -20,54 +20,31 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pydicom.uid
 import pytest
 
+from tests.pacs_files import INSTANCES
+from tests.pacs_files import rows as _rows
+from tests.pacs_files import same_rows as _same_rows
+from tests.procs import run_all
+
 AET = "RADRETRIEVE"
-CT1_SLICES = 40
-PUSHED = CT1_SLICES + 6 + 2  # instances of the archive: two CT series, pydicom's CT and RLE MR
+PUSHED = INSTANCES  # instances of the archive: two CT series, pydicom's CT and RLE MR
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    """Two CT series, pydicom's CT and RLE MR (compressed: stored as sent, decoded like a folder's file)."""
-    from pydicom.data import get_testdata_file
-
-    from radretrieve.testing.dicom import write_ct_series
-
-    root = tmp_path_factory.mktemp("archive")
-    write_ct_series(root / "ct1", CT1_SLICES, seed=1, attrs={"SeriesDescription": "CT series 1"})
-    write_ct_series(root / "ct2", 6, seed=2, attrs={"SeriesDescription": "CT series 2"})
-    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):
-        shutil.copy(get_testdata_file(name), root / name)
-    return root
+def archive(ct_archive) -> Path:
+    """Two CT series, pydicom's CT and RLE MR (compressed: stored as sent, decoded like a folder's file); shared
+    with tests/test_dicomweb.py (tests/pacs_files.py)."""
+    return ct_archive
 
 
 @pytest.fixture(scope="module")
-def folder_rows(archive, tiny_model, tmp_path_factory) -> pa.Table:
-    from pipelines.job import IndexOptions, index_archive
-
-    out = tmp_path_factory.mktemp("folder-out")
-    index_archive(archive, out, tiny_model, IndexOptions(workers=0, progress=False))
-    return _rows(out)
-
-
-def _rows(out: Path) -> pa.Table:
-    tables = [pq.read_table(p) for p in sorted((out / "shards").glob("*.parquet"))]
-    return pa.concat_tables(tables).sort_by("item_id") if tables else pa.table({"item_id": pa.array([], pa.int64())})
-
-
-def _same_rows(a: pa.Table, b: pa.Table) -> None:
-    assert a.column("item_id").to_pylist() == b.column("item_id").to_pylist()
-    assert a.column("kind").to_pylist() == b.column("kind").to_pylist()
-    for col in ("series_key", "study_key", "modality", "description", "shape", "spacing", "slice_count"):
-        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
-    ea, eb = (np.array(t.column("embedding").to_pylist(), np.float32) for t in (a, b))
-    np.testing.assert_allclose(ea, eb, rtol=0, atol=1e-6)
+def folder_rows(ct_folder_rows) -> pa.Table:
+    return ct_folder_rows
 
 
 def _spooled(out: Path) -> list[Path]:
@@ -183,19 +160,16 @@ def test_push_equals_folder_twice_adds_nothing_and_one_writer(archive, folder_ro
         assert second["instances"] == PUSHED and second["rows"] == {}
         assert sorted((out / "shards").glob("*.parquet")) == shards
         _same_rows(_rows(out), folder_rows)
-        info = subprocess.run(
-            [sys.executable, "-m", "radretrieve", "info", str(out)], capture_output=True, text=True, timeout=120
+        cli = [sys.executable, "-m", "radretrieve"]
+        info, other = run_all(
+            [[*cli, "info", str(out)], [*cli, "listen", "--out", str(out), "--port", "0"]], timeout=120
         )
         assert "listener: running" in info.stdout and f"received {2 * PUSHED} instances" in info.stdout
         assert "indexed 8 series of 8 studies in 2 batch(es)" in info.stdout
-        other = subprocess.run(
-            [sys.executable, "-m", "radretrieve", "listen", "--out", str(out), "--port", "0"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
         assert other.returncode == 1 and "is being written by" in other.stderr and "radretrieve listen" in other.stderr
         # senders outside the allow-list: an unknown AE title, and an allowed one from an address not its own
-        for calling in ("INTRUDER", "OTHER"):
-            refused = _push(node.port, archive / "CT_small.dcm", calling)
+        pushes = [_storescu(node.port, archive / "CT_small.dcm", calling) for calling in ("INTRUDER", "OTHER")]
+        for refused in run_all(pushes, timeout=120):
             assert "Reason: Calling AE title not recognised" in refused.stderr and refused.returncode != 0
         assert _spooled(out) == [] and len(node.stdout) == 2
         assert (out / "receive").stat().st_mode & 0o777 == 0o700  # whole instances, patient headers included

@@ -6,6 +6,7 @@ its environment at import). Embeddings are compared with the same weights run by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from radretrieve.testing.hf_hub_server import HubServer, tiny_hf_clip, tiny_open_clip_repo
+from tests.procs import side_by_side
 
 RADCLIP_REPO, RADCLIP_FILE = "zluvolyote/RadCLIP", "RadCLIP.pth"
 TEXTS = ["a chest radiograph", "axial CT of the abdomen with contrast"]
@@ -54,6 +56,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "radretrieve", *args], env=env, capture_output=True, text=True, timeout=240
     )
+
+
+def clis(*runs: tuple[dict[str, str], list[str]]) -> list[subprocess.CompletedProcess]:
+    """`cli(env, *args)` for each (env, args), side by side (tests/procs.py): commands independent of each other."""
+    return side_by_side([functools.partial(cli, env, *args) for env, args in runs])
 
 
 def model_dir(out: str) -> Path:
@@ -219,12 +226,11 @@ def test_unreachable_hub_fails_at_once_in_one_line(tmp_path):
 
 def test_unknown_name_and_missing_repo_or_file_fail_in_one_line(hub, tmp_path):
     env = env_for(tmp_path, hub)
-    unknown = cli(env, "models", "pull", "nope")
-    assert unknown.returncode == 1 and "radclip, openai-vit-b-16, biomedclip" in unknown.stderr
-    missing = cli(env, "models", "pull", "hf-hub:test/missing")
-    assert missing.returncode == 1 and len(error_lines(missing)) == 1 and "not found" in missing.stderr
     hub.add("test/no-weights", "open_clip_config.json", hub.repos["test/tiny-open-clip"]["open_clip_config.json"].data)
-    no_file = cli(env, "models", "pull", "hf-hub:test/no-weights")
+    pulls = (["nope"], ["hf-hub:test/missing"], ["hf-hub:test/no-weights"])
+    unknown, missing, no_file = clis(*[(env, ["models", "pull", *name]) for name in pulls])
+    assert unknown.returncode == 1 and "radclip, openai-vit-b-16, biomedclip" in unknown.stderr
+    assert missing.returncode == 1 and len(error_lines(missing)) == 1 and "not found" in missing.stderr
     assert no_file.returncode == 1 and len(error_lines(no_file)) == 1 and "404" in no_file.stderr, no_file.stderr
     assert not (tmp_path / "rr" / "models").exists() or not any((tmp_path / "rr" / "models").iterdir())
 
@@ -249,19 +255,23 @@ def test_hub_model_whose_hugging_face_text_tower_is_not_on_the_hub_is_refused_be
     config = {"model_cfg": {"embed_dim": 32, "vision_cfg": {}, "text_cfg": {"hf_model_name": "org/bert"}}}
     hub.add("test/hf-text", "open_clip_config.json", json.dumps(config).encode())
     hub.add("test/hf-text", "open_clip_model.safetensors", b"\0" * 4096)
-    proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-text")
-    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "org/bert" in proc.stderr, proc.stderr
-    assert hub.gets("open_clip_model.safetensors") == []
     config["model_cfg"]["text_cfg"]["hf_model_name"] = "../../outside"  # never a path under the cache
     hub.add("test/hf-path", "open_clip_config.json", json.dumps(config).encode())
-    proc = cli(env_for(tmp_path, hub), "models", "pull", "hf-hub:test/hf-path")
-    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "not a hub repo id" in proc.stderr, proc.stderr
+    env = env_for(tmp_path, hub)
+    proc, path = clis(*[(env, ["models", "pull", f"hf-hub:test/{name}"]) for name in ("hf-text", "hf-path")])
+    assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "org/bert" in proc.stderr, proc.stderr
+    assert hub.gets("open_clip_model.safetensors") == []
+    assert path.returncode == 1 and len(error_lines(path)) == 1 and "not a hub repo id" in path.stderr, path.stderr
 
 
 def test_import_an_open_clip_checkpoint_infers_its_architecture(tiny, tmp_path):
     weights = tmp_path / "open_clip_model.safetensors"
     weights.write_bytes(tiny["oc_files"]["open_clip_model.safetensors"])
-    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--format", "open_clip", "--quick-gelu")
+    env = env_for(tmp_path, None)
+    proc, wrong = clis(
+        (env, ["models", "import", str(weights), "--format", "open_clip", "--quick-gelu"]),
+        (env, ["models", "import", str(weights), "--format", "hf-clip", "--name", "x"]),
+    )
     assert proc.returncode == 0, proc.stderr
     from open_clip.tokenizer import tokenize
 
@@ -269,7 +279,6 @@ def test_import_an_open_clip_checkpoint_infers_its_architecture(tiny, tmp_path):
         text_ref = F.normalize(tiny["oc"].encode_text(tokenize(TEXTS, context_length=16)), dim=-1)
         image_ref = F.normalize(tiny["oc"].encode_image(images32()), dim=-1)
     assert_same_embeddings(model_dir(proc.stdout), text_ref, image_ref, images32())
-    wrong = cli(env_for(tmp_path, None), "models", "import", str(weights), "--format", "hf-clip", "--name", "x")
     assert wrong.returncode == 1 and len(error_lines(wrong)) == 1 and "open_clip" in wrong.stderr, wrong.stderr
 
 
@@ -295,12 +304,14 @@ def test_import_of_a_gelu_open_clip_checkpoint_takes_the_activation_from_the_fil
     assert json.loads((model_dir(said.stdout) / "provenance.json").read_text())["details"]["quick_gelu"] is False
     # the config a hub snapshot holds beside the weights says it (no quick_gelu: open_clip's GELU)
     (weights.parent / "open_clip_config.json").write_bytes(files["open_clip_config.json"])
-    beside = cli(env, "models", "import", str(weights), "--name", "laion-2")
+    beside, contradicted, arch = clis(
+        (env, ["models", "import", str(weights), "--name", "laion-2"]),
+        (env, ["models", "import", str(weights), "--name", "laion-3", "--quick-gelu"]),
+        (env, ["models", "import", str(weights), "--name", "laion-4", "--arch", "ViT-B-16-quickgelu"]),
+    )
     assert beside.returncode == 0, beside.stderr
     assert_same_embeddings(model_dir(beside.stdout), text_ref, image_ref, images32())
-    contradicted = cli(env, "models", "import", str(weights), "--name", "laion-3", "--quick-gelu")
     assert contradicted.returncode == 1 and len(error_lines(contradicted)) == 1, contradicted.stderr
-    arch = cli(env, "models", "import", str(weights), "--name", "laion-4", "--arch", "ViT-B-16-quickgelu")
     assert arch.returncode == 1 and "ViT-B-16-quickgelu" in arch.stderr, arch.stderr  # it says GELU beside it
 
 
@@ -310,13 +321,16 @@ def test_a_destination_that_is_not_a_pulled_model_is_never_replaced(tiny, tmp_pa
     folder = tmp_path / "documents"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    proc = cli(env_for(tmp_path, None), "models", "import", str(weights), "--to", str(folder))
+    model = tmp_path / "model"
+    env = env_for(tmp_path, None)
+    proc, made = clis(
+        (env, ["models", "import", str(weights), "--to", str(folder)]),
+        (env, ["models", "import", str(weights), "--to", str(model), "--quick-gelu"]),
+    )
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "not a model directory" in proc.stderr
     assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "keep me"
     # a model an earlier import made, with the user's own file put beside it: refused too, the file kept
-    model = tmp_path / "model"
-    env = env_for(tmp_path, None)
-    assert cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu").returncode == 0
+    assert made.returncode == 0, made.stderr
     (model / "my_notes.txt").write_text("mine")
     again = cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu")
     assert again.returncode == 1 and "also holds files that are not the model's (my_notes.txt)" in again.stderr
@@ -327,9 +341,12 @@ def test_a_destination_that_is_not_a_pulled_model_is_never_replaced(tiny, tmp_pa
     for folder in (dead, alive, other):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
-    assert cli(env, "models", "import", str(weights), "--to", str(model), "--quick-gelu").returncode == 1
+    cleaned, here = clis(
+        (env, ["models", "import", str(weights), "--to", str(model), "--quick-gelu"]),
+        (env, ["models", "import", str(weights), "--to", ".", "--quick-gelu"]),  # the current folder, by name
+    )
+    assert cleaned.returncode == 1
     assert not dead.exists() and alive.exists() and other.exists()
-    here = cli(env, "models", "import", str(weights), "--to", ".", "--quick-gelu")  # the current folder, by name
     assert here.returncode == 1 and "not a model directory" in here.stderr and "ValueError" not in here.stderr
 
 

@@ -5,8 +5,10 @@ give the embeddings open_clip itself computes for the same hub repo (run in a su
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 
 from radretrieve.models.published import CATALOG
 from radretrieve.testing.hf_hub_server import HubServer, tiny_biomedclip_repos
+from tests.procs import side_by_side
 from tests.test_models_pull import cli, env_for, error_lines, model_dir
 
 REPO = CATALOG["biomedclip"].repo
@@ -47,14 +50,35 @@ def biomed():
     return tiny_biomedclip_repos(TEXT_REPO, seed=4)[1]
 
 
+def _serve(server: HubServer, biomed) -> HubServer:
+    for name, data in biomed["open_clip"].items():
+        server.add(REPO, name, data)
+    for name, data in biomed["text"].items():
+        server.add(TEXT_REPO, name, data)
+    return server
+
+
 @pytest.fixture()
 def hub(biomed):
     with HubServer() as server:
-        for name, data in biomed["open_clip"].items():
-            server.add(REPO, name, data)
-        for name, data in biomed["text"].items():
-            server.add(TEXT_REPO, name, data)
-        yield server
+        yield _serve(server, biomed)
+
+
+@pytest.fixture(scope="module")
+def pulled(biomed, tmp_path_factory):
+    """`radretrieve models pull biomedclip` once for the module, from a hub of its own, and beside it open_clip's
+    embeddings of the same hub repo (the reference; `embed`): (the hub, the pull's environment, the finished
+    pull, its home, the reference). The model directory is read only; a test that damages it copies it."""
+    tmp = tmp_path_factory.mktemp("pulled")
+    with HubServer() as server:
+        env = env_for(tmp, _serve(server, biomed))
+        proc, reference = side_by_side(
+            [
+                functools.partial(cli, env, "models", "pull", "biomedclip"),
+                functools.partial(embed, env, "open_clip", f"hf-hub:{REPO}", tmp / "ref.pt"),
+            ]
+        )
+        yield server, env, proc, tmp, reference
 
 
 def embed(env: dict[str, str], mode: str, ref: str, out: Path) -> dict[str, torch.Tensor]:
@@ -65,12 +89,11 @@ def embed(env: dict[str, str], mode: str, ref: str, out: Path) -> dict[str, torc
     return torch.load(out, weights_only=True)
 
 
-def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(hub, biomed, tmp_path):
-    env = env_for(tmp_path, hub)
-    proc = cli(env, "models", "pull", "biomedclip")
+def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(pulled, biomed, tmp_path):
+    hub, env, proc, home, reference = pulled
     assert proc.returncode == 0, proc.stderr
     directory = model_dir(proc.stdout)
-    assert directory == tmp_path / "rr" / "models" / "biomedclip"
+    assert directory == home / "rr" / "models" / "biomedclip"
     assert sorted(p.name for p in (directory / "hf_text").iterdir()) == sorted(biomed["text"])
     prov = json.loads((directory / "provenance.json").read_text())
     weights = biomed["open_clip"]["open_clip_pytorch_model.bin"]
@@ -84,7 +107,6 @@ def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(hub, biom
     assert again.returncode == 0 and len(hub.seen) == seen, again.stderr
     assert sorted(p.name for p in (tmp_path / "offline" / "hf_text").iterdir()) == sorted(biomed["text"])
 
-    reference = embed(env, "open_clip", f"hf-hub:{REPO}", tmp_path / "ref.pt")
     # no hub and an empty huggingface cache: everything the model needs is in its directory
     seen = len(hub.seen)
     bare = env | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf"), "TRANSFORMERS_OFFLINE": "1"}
@@ -95,9 +117,11 @@ def test_pull_biomedclip_loads_offline_and_gives_open_clips_embeddings(hub, biom
     torch.testing.assert_close(got["image"], reference["image"], atol=1e-5, rtol=1e-4)
 
     # the tokenizer is part of the model: a changed vocabulary is caught by the fingerprint, a broken one is one line
+    # (in a copy: the module's other tests use the pulled directory)
     from radretrieve.foundation.errors import ModelLoadError
     from radretrieve.models.loading import load_model
 
+    directory = Path(shutil.copytree(directory, tmp_path / "damaged"))
     vocab = directory / "hf_text" / "vocab.txt"
     vocab.write_bytes(vocab.read_bytes() + b"extra\n")
     with pytest.raises(ModelLoadError, match="fingerprint"):
@@ -130,13 +154,13 @@ def test_loading_it_directly_by_hub_id_says_to_pull_it_before_downloading_the_we
     assert hub.gets("open_clip_pytorch_model.bin") == []
 
 
-def test_a_pulled_biomedclip_trains_its_hugging_face_text_tower_too(hub, tmp_path):
+def test_a_pulled_biomedclip_trains_its_hugging_face_text_tower_too(pulled, tmp_path):
     """The 2D stage with the text tower unfrozen: CustomTextCLIP keeps its text tower in `text`, not `transformer`."""
     from radretrieve.models.loading import load_model
     from radretrieve.training import DataConfig, ImageStageConfig, TrainConfig, VolumeStageConfig, train
     from tests.test_provenance import _manifest
 
-    proc = cli(env_for(tmp_path, hub), "models", "pull", "biomedclip")
+    proc = pulled[2]
     assert proc.returncode == 0, proc.stderr
     start = load_model(str(model_dir(proc.stdout)), device="cpu", warn=False)
     before = {n: p.detach().clone() for n, p in start.clip.text.named_parameters()}

@@ -20,6 +20,7 @@ from radretrieve.archive.anonymise import PathHasher
 from radretrieve.outdir.anonymise import path_key
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.testing.dicom import phi_strings, planted_variants, write_planted_archive
+from tests.procs import run_all
 
 CLI = [sys.executable, "-m", "radretrieve", "--verbose"]  # --verbose: debug logs are outputs too
 SCRUBBER = "def scrub(text):\n    return text.replace('right lower lobe', '[SITE]')\n"  # a site rule
@@ -43,28 +44,28 @@ def indexed(tmp_path_factory):
     proc = _run(*args, "--reports", str(arch.reports_csv), "--scrubber", "site_rules:scrub", env=env)
     outputs = [proc.stdout, proc.stderr]
     summary = json.loads(proc.stdout.strip().splitlines()[0])
-    info = _run("info", str(out), "--json")
-    sheets = [_sheet(tmp, out, ()), _sheet(tmp, out, ("--show-burned-in",))]
-    for args in (
+    sheet_files = [tmp / "sheet0.html", tmp / "sheet1.html"]
+    sheet = ["search", "chest", "--index", str(out), "-k", "10", "--format", "html", "--out"]
+    reads = [  # they only read the out dir: run side by side (tests/procs.py)
+        ["info", str(out), "--json"],
+        [*sheet, str(sheet_files[0])],
+        [*sheet, str(sheet_files[1]), "--show-burned-in"],
         ["info", str(out)],
         ["search", "chest", "--index", str(out), "--format", "json"],
         ["reports", arch.study_a, "--index", str(out), "--format", "json", "-k", "5"],
-    ):
-        proc = _run(*args)
+    ]
+    procs = run_all([[*CLI, *args] for args in reads], timeout=300)
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
         outputs += [proc.stdout, proc.stderr]
-    outputs += [info.stdout, info.stderr, *sheets]
-    info_data = json.loads(info.stdout)
+    sheets = [path.read_text() for path in sheet_files]
+    outputs += sheets
+    info_data = json.loads(procs[0].stdout)
     return {"arch": arch, "out": out, "summary": summary, "info": info_data, "outputs": outputs, "sheets": sheets}
 
 
 def _rows(out: Path) -> list[dict]:
     return [r for e in read_manifest(out).shards for r in pq.read_table(out / e.file).drop(["embedding"]).to_pylist()]
-
-
-def _sheet(tmp: Path, out: Path, extra: tuple[str, ...]) -> str:
-    path = tmp / f"sheet{len(extra)}.html"
-    _run("search", "chest", "--index", str(out), "-k", "10", "--format", "html", "--out", str(path), *extra)
-    return path.read_text()
 
 
 def _leaks(blob: str) -> list[str]:

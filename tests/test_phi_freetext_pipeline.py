@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.testing.dicom import PLANTED_PHI, write_ct_series
+from tests.procs import run_all
 
 CLI = [sys.executable, "-m", "radretrieve", "--verbose"]  # --verbose: debug logs are outputs too
 
@@ -56,13 +57,15 @@ def test_free_text_identifiers_reach_no_output(tmp_path):
     study = _archive(tmp_path / "arch")
     out = tmp_path / "out"
     outputs = [_run("index", str(tmp_path / "arch"), "--out", str(out), "--workers", "0")]
-    for args in (
+    reads = [  # they only read the out dir: side by side (tests/procs.py)
         ["info", str(out), "--json"],
         ["search", "ct head", "--index", str(out), "--format", "json"],
         ["similar", study, "--index", str(out), "--format", "json"],
         ["reports", study, "--index", str(out), "--format", "json"],
-    ):
-        outputs.append(_run(*args))
+    ]
+    for proc in run_all([[*CLI, *args] for args in reads], timeout=300):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(proc.stdout + proc.stderr)
     for entry in read_manifest(out).shards:
         table = pq.read_table(out / entry.file)
         outputs.append(repr(table.drop(["embedding"]).to_pylist()))

@@ -15,6 +15,7 @@ import pytest
 
 from radretrieve.outdir.manifest import read_manifest
 from radretrieve.testing.dicom import PLANTED_PHI, phi_strings, write_ct_series, write_ct_slice
+from tests.procs import run_all
 
 CLI = [sys.executable, "-m", "radretrieve", "--verbose"]  # --verbose: debug logs are outputs too
 
@@ -37,6 +38,14 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
+
+
+def _run_reads(*commands: list[str]) -> list[str]:
+    """Commands that only read the out dir, side by side (tests/procs.py): their stdout and stderr texts."""
+    procs = run_all([[*CLI, *args] for args in commands], timeout=300)
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return [text for proc in procs for text in (proc.stdout, proc.stderr)]
 
 
 def _decoded_shards(out: Path) -> list[str]:
@@ -63,17 +72,15 @@ def test_planted_identifiers_reach_no_output(tmp_path, workers):
     errors = [json.loads(line) for p in sorted((out / "errors").glob("*.jsonl")) for line in p.read_text().splitlines()]
     assert {(e["stage"], e["error_type"]) for e in errors} >= {("read", "CorruptFile"), ("scan", "MixedSeries")}
     assert any(r["study_key"] == study for r in pq.read_table(out / read_manifest(out).shards[0].file).to_pylist())
-    for args in (
+    outputs += _run_reads(
         ["info", str(out), "--json"],
         ["info", str(out)],
         ["search", "ct head", "--index", str(out), "--format", "json"],
         ["search", "ct head", "--index", str(out), "--format", "table"],
         ["similar", study, "--index", str(out), "--format", "json"],
         ["reports", study, "--index", str(out), "--format", "json"],
-    ):
-        proc = _run(*args)
-        outputs += [proc.stdout, proc.stderr]
-    _run("search", "ct head", "--index", str(out), "--format", "html", "--out", str(tmp_path / "sheet.html"))
+        ["search", "ct head", "--index", str(out), "--format", "html", "--out", str(tmp_path / "sheet.html")],
+    )
     outputs.append((tmp_path / "sheet.html").read_text())
     outputs += _decoded_shards(out) + _text_files(out)
     assert "AXIAL 1MM" in "\n".join(outputs)  # allow-listed header text does get through: the check can see it
@@ -111,15 +118,16 @@ def test_anonymised_paths_reach_no_output_and_previews_still_work(tmp_path):
     outputs = []
     proc = _run("index", str(arch), "--out", str(out), "--workers", "0")
     outputs += [proc.stdout, proc.stderr]
-    for args in (
+    sheet = tmp_path / "sheet.html"
+    query = arch / NAMES[0] / f"{NAMES[0]}_chest.png"  # `similar PATH`: a file given by its real path
+    *texts, similar_out, _ = _run_reads(
         ["info", str(out), "--json"],
         ["search", "chest", "--index", str(out), "--format", "json"],
         ["search", "chest", "--index", str(out), "--format", "table"],
-    ):
-        proc = _run(*args)
-        outputs += [proc.stdout, proc.stderr]
-    sheet = tmp_path / "sheet.html"
-    _run("search", "chest", "--index", str(out), "-k", "3", "--format", "html", "--out", str(sheet))
+        ["search", "chest", "--index", str(out), "-k", "3", "--format", "html", "--out", str(sheet)],
+        ["similar", str(query), "--index", str(out), "--format", "json"],
+    )
+    outputs += texts
     html = sheet.read_text()
     outputs.append(html)
     private = {out / "anonymise.key"} | set((out / "sources").glob("*"))  # the map back: documented, not shown
@@ -137,8 +145,7 @@ def test_anonymised_paths_reach_no_output_and_previews_still_work(tmp_path):
     assert html.count('alt="preview"') == 3  # thumbnails found through the out dir's source map
     errors = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(errors) == 2 and all(e["source"].startswith("h-") for e in errors)
-    query = arch / NAMES[0] / f"{NAMES[0]}_chest.png"  # `similar PATH`: a file given by its real path
-    hits = json.loads(_run("similar", str(query), "--index", str(out), "--format", "json").stdout)
+    hits = json.loads(similar_out)
     assert hits[0]["hits"] and all(h["source"].startswith("h-") for h in hits[0]["hits"])
     _serve_draws_thumbnails(out)
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -175,25 +176,40 @@ def _assert_same_rows(a: dict, b: dict) -> None:
         assert np.allclose(row["embedding"], other["embedding"], atol=1e-5), i
 
 
+def _kill_at_shards(proc: subprocess.Popen, out: Path, shards: int) -> bool:
+    """SIGKILL `proc` once `out` lists `shards` shards; False if it ended first."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= shards:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        return False
+    os.kill(proc.pid, signal.SIGKILL)
+    return True
+
+
 def test_kill_mid_job_then_resume_matches_uninterrupted(tmp_path, tiny_model):
     root = tmp_path / "a"
     synthesize(root, studies=16, seed=2)
     (root / "s2-00003" / "junk.dcm").write_bytes(os.urandom(2048))  # bad files: errors are part of the result
     (root / "s2-00009" / "empty.png").write_bytes(b"")
     ref = tmp_path / "ref"
-    index_archive(root, ref, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "radretrieve", "index", str(root), "--out", str(out), "--workers", "2"]
     cmd += ["--studies-per-task", "1", "--no-index", "-q", "--keep-paths"]  # as `ref`: QUIET keeps paths
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "manifest.json").is_file() and len(read_manifest(out).shards) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "job finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        # the uninterrupted reference is indexed here while the job starts (independent out dirs); a thread
+        # kills the job once 3 shards exist
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            killed = pool.submit(_kill_at_shards, proc, out, 3)
+            index_archive(root, ref, tiny_model, IndexOptions(workers=0, studies_per_task=1, **QUIET))
+        assert killed.result(), "job finished before it could be killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
     partial = len(read_manifest(out).shards)
     assert 3 <= partial < 16
     # what a kill inside a shard write leaves: a temp file and an unlisted shard

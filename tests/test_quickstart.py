@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from radretrieve.models.provenance import PULL_HINT
+from radretrieve.synth import synthesize
 from radretrieve.testing.hf_hub_server import HubServer, tiny_hf_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +48,8 @@ def home(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "RADRETRIEVE_"))}
     env |= {"HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
-    synth = [sys.executable, "-m", "radretrieve", "synth", str(home / "scans"), "--studies", "12", "--image-size", "32"]
-    subprocess.run(synth, env=env, check=True, capture_output=True, timeout=120)
+    # what `radretrieve synth ~/scans --studies 12 --image-size 32` writes (its CLI: tests/test_archive_synth.py)
+    synthesize(home / "scans", 12, image_size=32)
     (home / "scans" / "manifest.csv").unlink()  # a user's own folder: files only
     return home, env
 
@@ -100,10 +102,12 @@ def test_the_readme_quickstart_runs_as_written_with_pulled_weights(home):
     indexed = bash(index, env)
     assert indexed.returncode == 0, indexed.stderr
     assert "studies in archive: 12" in indexed.stdout and "errors: 0" in indexed.stdout
-    searched = bash(search, env)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # both only read the index: side by side
+        searching = pool.submit(bash, search, env)
+        page = serve_until_page_answers(serve, env)
+    searched = searching.result()
     assert searched.returncode == 0, searched.stderr
     assert searched.stdout.split()[:3] == ["rank", "score", "study"] and "\n10 " in searched.stdout
-    page = serve_until_page_answers(serve, env)
     assert "<html" in page.lower()
     classified = bash(classify, env)
     assert classified.returncode == 0, classified.stderr

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def _rows(out: Path) -> dict[int, dict]:
 
 
 def _same(a: dict[int, dict], b: dict[int, dict], atol: float = 1e-5) -> None:
-    assert set(a) == set(b)
+    diff = {i: {k: v for k, v in (a.get(i) or b.get(i)).items() if k != "embedding"} for i in set(a) ^ set(b)}
+    assert set(a) == set(b), diff
     for i in a:
         assert {k: v for k, v in a[i].items() if k != "embedding"} == {
             k: v for k, v in b[i].items() if k != "embedding"
@@ -95,15 +97,21 @@ def _same(a: dict[int, dict], b: dict[int, dict], atol: float = 1e-5) -> None:
         np.testing.assert_allclose(a[i]["embedding"], b[i]["embedding"], rtol=0, atol=atol)
 
 
+RUN = {"capture_output": True, "text": True, "timeout": 300}
+
+
 def _cmd(archive: Path, out: Path, address: str) -> list[str]:
     ray_args = ["--engine", "ray", "--ray-address", address, "--encoders", "2", "--keep-paths"]  # as local_rows
     return [*CLI, "index", str(archive), "--out", str(out), *ray_args, "--studies-per-task", "1", "--no-index", "-q"]
 
 
-def test_the_job_uses_encoders_on_both_nodes_and_equals_the_local_engine(cluster, archive, local_rows, tmp_path):
+def test_the_job_uses_encoders_on_both_nodes_and_equals_the_local_engine(cluster, archive, request, tmp_path):
     c, _ = cluster
     out = tmp_path / "o"
-    proc = subprocess.run([*_cmd(archive, out, c.address), "--json"], capture_output=True, text=True, timeout=300)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the local engine's rows are made here meanwhile
+        job = pool.submit(subprocess.run, [*_cmd(archive, out, c.address), "--json"], **RUN)
+        local_rows = request.getfixturevalue("local_rows")
+    proc = job.result()
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.splitlines()[0])
     assert summary["engine"] == "ray" and len(summary["cluster"]["nodes"]) == 2
@@ -133,13 +141,10 @@ def pacs(tmp_path_factory):
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
-    from radretrieve.testing.orthanc import Orthanc, orthanc_missing
+    from radretrieve.testing.orthanc import Orthanc
+    from tests.pacs_files import needs_orthanc
 
-    missing = orthanc_missing()
-    if missing:
-        if os.environ.get("RADRETRIEVE_REQUIRE_ORTHANC") == "1":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    needs_orthanc()
     files = tmp_path_factory.mktemp("pacs-files")
     for seed, n in ((1, 40), (2, 6), (3, 3)):
         write_ct_series(files / f"ct{seed}", n, seed=seed)
@@ -178,11 +183,11 @@ def test_a_pacs_source_on_both_nodes_equals_the_local_engine_and_syncs_by_series
     c, _ = cluster
     archive, env, source = pacs_source
     local = tmp_path / "local"
-    index_archive(source, local, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False))
     out = tmp_path / "ray"
     ray_args = ["--engine", "ray", "--ray-address", c.address, "--encoders", "2", "--studies-per-task", "1"]
     cmd = [*CLI, "--verbose", "index", archive, "--out", str(out), *ray_args, "--no-index", "--json"]
-    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env) for _ in range(3)]
+    index_archive(source, local, tiny_model, IndexOptions(workers=0, studies_per_task=1, progress=False))
+    runs = [subprocess.run(cmd, **RUN, env=env) for _ in range(3)]
     assert all(p.returncode == 0 for p in runs), runs[-1].stderr[-3000:]
     first, second, third = (json.loads(p.stdout.splitlines()[0]) for p in runs)
     assert first["engine"] == "ray" and len({e["node"] for e in first["cluster"]["encoders"]}) == 2

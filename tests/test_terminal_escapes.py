@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from radretrieve.foundation.terminal import PrintableFormatter, json_printable, printable
+from tests.procs import run_all
 
 CLI = [sys.executable, "-m", "radretrieve"]
 RAW = ("\x1b", "\r", "\x07", "\u202e", "\x9b")  # ESC, carriage return, bell, RTL override, C1 CSI
@@ -24,10 +25,18 @@ BAD = "bad\x1b[31m\x9b\u202e.nii"  # a broken NIfTI: its name reaches a warning 
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
-    for stream in (res.stdout, res.stderr):
-        assert not any(ch in stream for ch in RAW), stream
+    [res] = _run_all(list(args))
     return res
+
+
+def _run_all(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """`radretrieve ARGS` for each command, side by side (tests/procs.py); no raw control character in any
+    output."""
+    results = run_all([[*CLI, *args] for args in commands], timeout=300)
+    for res in results:
+        for stream in (res.stdout, res.stderr):
+            assert not any(ch in stream for ch in RAW), stream
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +55,24 @@ def indexed(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_tables_and_json_show_names_escaped(indexed):
     _, out = indexed
-    table = _run("search", "--index", str(out), "x", "-k", "1").stdout
+    search = ["search", "--index", str(out), "x", "-k", "1"]
+    table, data = (res.stdout for res in _run_all(search, [*search, "-f", "json"]))
     assert "a\\x1b[2Jb\\x0d\\x07\\u202eX.png" in table
-    data = _run("search", "--index", str(out), "x", "-k", "1", "-f", "json").stdout
     assert json.loads(data)[0]["hits"][0]["source"] == GOOD  # the same data, escaped the JSON way
     assert "\\u202e" in data
 
 
 def test_errors_usage_errors_and_tracebacks_are_escaped(indexed):
     archive, out = indexed
-    res = _run("similar", str(archive / BAD), "--index", str(out))  # the error boundary
-    assert res.returncode == 1
-    [line] = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    similar, usage, res = _run_all(
+        ["similar", str(archive / BAD), "--index", str(out)],  # the error boundary
+        ["info", str(out), "--no\x1b[2J-such"],  # Click's usage error quotes the option
+        ["--debug", "info", str(archive / "gone\r\x1b[2J")],  # a traceback ends with the message
+    )
+    assert similar.returncode == 1
+    [line] = [line for line in similar.stderr.splitlines() if line.startswith("error: ")]
     assert "bad\\x1b[31m\\x9b\\u202e.nii: no readable DICOM, NIfTI or image found" in line
-    res = _run("info", str(out), "--no\x1b[2J-such")  # Click's usage error quotes the option
-    assert res.returncode == 2 and "--no\\x1b[2J-such" in res.stderr
-    res = _run("--debug", "info", str(archive / "gone\r\x1b[2J"))  # a traceback ends with the message
+    assert usage.returncode == 2 and "--no\\x1b[2J-such" in usage.stderr
     assert res.returncode == 1 and "Traceback" in res.stderr and "gone\\x0d\\x1b[2J: out dir not found" in res.stderr
 
 

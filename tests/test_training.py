@@ -233,24 +233,39 @@ def test_a_hard_kill_between_checkpoints_resumes_to_the_same_weights(archive: Pa
     import subprocess
     import sys
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    reference = train(KILL_RECIPE, archive, tmp_path / "ref", "radclip-tiny", device="cpu")
-    ends = [0] + [r["step"] for r in reference.history if r["stage"] == "2d"]
-    per_epoch = [b - a for a, b in zip(ends, ends[1:])]
-    assert min(per_epoch) >= 3, per_epoch  # several steps per epoch: the kill can land mid-epoch
     (tmp_path / "cfg.json").write_text(json.dumps(KILL_RECIPE.to_dict()))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "radretrieve", "train", "--data", str(archive), "--out", str(out)]
     cmd += ["--config", str(tmp_path / "cfg.json"), "--device", "cpu"]
-    # The reference ran in this process: the CLI runs get its thread count, so float sums are taken in one order.
+    # The reference runs in this process: the CLI runs get its thread count, so float sums are taken in one order.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list_checkpoints(out):
-        time.sleep(0.005)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def kill_at_first_checkpoint() -> bool:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not list_checkpoints(out):
+            time.sleep(0.005)
+        if proc.poll() is not None:
+            return False
+        os.kill(proc.pid, signal.SIGKILL)
+        return True
+
+    try:
+        # the reference trains here (in the main thread: torch's thread settings are its own) while the CLI run
+        # starts; a thread kills that run at its first checkpoint
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            killed = pool.submit(kill_at_first_checkpoint)
+            reference = train(KILL_RECIPE, archive, tmp_path / "ref", "radclip-tiny", device="cpu")
+        assert killed.result(), "training finished before it could be killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    ends = [0] + [r["step"] for r in reference.history if r["stage"] == "2d"]
+    per_epoch = [b - a for a, b in zip(ends, ends[1:])]
+    assert min(per_epoch) >= 3, per_epoch  # several steps per epoch: the kill can land mid-epoch
     last = list_checkpoints(out)[-1]
     state = json.loads((last / "state.json").read_text())
     assert state["stage"] == 0 and state["step"] % 3 == 0  # killed inside the 2D stage, after a periodic checkpoint

@@ -135,7 +135,15 @@ def cluster_scan(
 
 def scan_series_chunk(source: RemoteArchive, refs: list[Any]) -> list[Any]:
     """Ray task: the headers of a few listed series of a server (`RemoteArchive.scan_series`, which never
-    raises for a server failure: a series that cannot be fetched is an error record in its scan)."""
+    raises for a server failure: a series that cannot be fetched is an error record in its scan).
+
+    A DIMSE source keeps nothing it retrieves here (`keep_scanned`, `dimse.memory`): a Ray worker process
+    outlives the job (a cluster joined with `--ray-address` runs the next jobs' tasks in it) and only the
+    driver's store is cleared at a job's start, so what a worker kept and no read of this job took (a read
+    lands on whichever worker is free) would stay there, patient data in memory after the job, for a later
+    job's read on this worker to take instead of what the node holds then."""
+    if getattr(source, "keep_scanned", False):
+        source = dataclasses.replace(source, keep_scanned=False)  # type: ignore[type-var]
     return [source.scan_series(ref) for ref in refs]
 
 

@@ -2,11 +2,16 @@
 
 The main thread holds the out dir's writer lock for the whole run (a second `listen` or `index` waits or is
 refused), opens the out dir once (stale files removed, every shard checked), starts the SCP (its association
-threads only store into the spool), then loops: studies that settled are moved into `batch/`, indexed with the
-folder pipeline (`pipelines.job.index_opened`: the same scan, selection, redaction and item ids as `radretrieve
-index FOLDER`), the caller's `update_index` runs (the application updates the FAISS indexes there), the batch's
-files are removed, and then the caller hears of the batch (`on_batch`). SIGTERM and Ctrl-C stop the SCP first,
-then leave the spool as it is: a restart indexes `batch/` at once and lets `incoming/` settle again.
+threads only store into the spool) and its reader processes (`--workers`: started once for the whole run, not
+per batch), then loops: studies that settled are moved into `batch/`, indexed with the folder pipeline
+(`pipelines.job.index_opened`: the same scan, selection, redaction and item ids as `radretrieve index FOLDER`),
+the batch's files are removed, and then the caller hears of the batch (`on_batch`). The caller's `update_index`
+(the application updates the FAISS indexes there) runs after a batch when no other batch is ready to be taken,
+or when it last ran `index_every` seconds ago or more: an update reads and writes the whole index file, so
+while studies keep arriving it is not paid per batch; once the spool is quiet the indexes are always caught
+up. SIGTERM and Ctrl-C stop the SCP first, then leave the spool as it is: a restart indexes `batch/` at once
+and lets `incoming/` settle again (an update a stop came before is done by the next batch's update, which adds
+every shard the indexes lack, or by `radretrieve build-index`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.job import IndexOptions, IndexSummary, index_opened
+from pipelines.local import start_readers
 from pipelines.outdir_open import open_out_dir
 from pipelines.receive.scp import Counters, ReceivingScp, ScpOptions
 from pipelines.receive.spool import Spool, Taken
@@ -43,10 +49,11 @@ class ReceiveOptions:
     scp: ScpOptions  # listening, senders, bounds (pipelines.receive.scp)
     settle: float = 10.0  # seconds without a new instance after which a study is complete
     batch_studies: int = 64  # most studies indexed in one micro-batch (one shard)
-    workers: int = 0  # reader processes per batch (0: decode in the node's process)
+    workers: int = 0  # reader processes, kept for the whole run (0: decode in the node's process)
     batch_size: int = 256  # slices per encoder call
     wait: float = 0.0  # seconds to wait for another writer of the out dir
     policy: ScanPolicy = DEFAULT_POLICY  # series selection and redaction, as for `index`
+    index_every: float = 60.0  # while batches follow one another, seconds between index updates (at least)
 
 
 @dataclass
@@ -143,6 +150,9 @@ class Node:
         self.port = 0
         self.started = ""
         self._hooks: tuple[Callable[[], Any], Callable[[BatchReport, Any], None]] = (dict, lambda report, infos: None)
+        self._readers: Any = None  # the run's reader pool (None: decode in this process)
+        self._index_due = False  # batches committed since the last index update
+        self._indexed_at = time.monotonic()  # when the indexes were last updated
 
     def run(
         self,
@@ -166,11 +176,15 @@ class Node:
                 on_listening(self.port)
                 if found:
                     log.info("%d study(ies) received before the restart: indexed once they settle", found)
+                self._readers = start_readers(self.options.workers)
                 self._loop(spool)
             except KeyboardInterrupt:
                 log.info("stopping (Ctrl-C)")
             finally:
                 scp.shutdown()  # no new association; open ones aborted (what they had acknowledged is on disk)
+                if self._readers is not None:
+                    self._readers.close()
+                    self._readers = None
                 self._write_status("stopped", spool)
         return self.totals
 
@@ -183,6 +197,8 @@ class Node:
             taken = pending or spool.take_ready(self.options.settle, self.options.batch_studies)
             pending = None
             if taken is None:
+                if self._index_due:  # nothing to take now: the indexes catch up with what is committed
+                    self._catch_up(number)
                 waiting = spool.waiting()
                 if waiting != shown and waiting[0]:
                     log.info("waiting: %d study(ies) in the spool, %d still being sent", *waiting)
@@ -206,7 +222,7 @@ class Node:
             policy=o.policy,
         )
         try:
-            summary = index_opened(spool.batch, self.out_dir, self.model, settings)
+            summary = index_opened(spool.batch, self.out_dir, self.model, settings, self._readers)
             _keep_scan_errors(self.out_dir)
             # the batch's files are removed below: no folder to draw previews from (as for a server's sources)
             write_remote_root(self.out_dir, f"pushed to {self.options.scp.aet} (radretrieve listen)")
@@ -216,13 +232,26 @@ class Node:
             log.error("batch %d not indexed (kept in the spool, retried): %s", number, exc)
             self._write_status("running", spool)
             return False
-        infos = self._update_index(number)
+        self._index_due = True
+        infos = self._catch_up(number) if self._index_now(spool) else {}
         spool.clear_batch()  # its rows are in committed shards (the index is updated, or will be)
         self.totals.add_batch(taken)
         self._write_status("running", spool)
         received = (self.counters.instances, self.counters.refused)
         self._hooks[1](BatchReport(number, taken, summary, spool.waiting(), received), infos)
         return True
+
+    def _index_now(self, spool: Spool) -> bool:
+        """Whether to update the indexes after this batch: no other batch is ready to be taken (the update would
+        be the last for a while), or the last update is `index_every` seconds old."""
+        overdue = time.monotonic() - self._indexed_at >= self.options.index_every
+        return overdue or not spool.has_ready(self.options.settle)
+
+    def _catch_up(self, number: int) -> dict[str, Any]:
+        """The indexes updated with every committed batch (the update adds what they lack, however many)."""
+        infos = self._update_index(number)
+        self._index_due, self._indexed_at = False, time.monotonic()  # a failure waits for the next batch too
+        return infos
 
     def _update_index(self, number: int) -> dict[str, Any]:
         """The FAISS indexes updated with what is committed. A failure here (a damaged index file or shard) is

@@ -33,6 +33,7 @@ from typing import Any
 
 from pipelines.receive.spool import InstanceUids, Spool
 from radretrieve.archive.dicomweb.uids import is_uid, why_not_uid
+from radretrieve.archive.dimse.association import no_delay, quick_ack
 from radretrieve.foundation.errors import RadRetrieveError
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ class ReceivingScp:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = o.timeout_s
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_OPEN, no_delay),
+            (evt.EVT_DATA_SENT, quick_ack),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_DATA_RECV, self._on_data),
@@ -242,6 +245,7 @@ class ReceivingScp:
     def _on_data(self, event: Any) -> None:
         """Count P-DATA bytes of the instance being received; abort an association whose instance outgrows
         `max_instance_bytes` (pynetdicom would keep it all in memory)."""
+        quick_ack(event)
         data = event.data
         key = id(event.assoc)
         if not data or data[0] != 0x04 or key not in self._bytes:

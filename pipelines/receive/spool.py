@@ -158,16 +158,25 @@ class Spool:
                     study.senders.discard(sender)
                     study.released = study.released or released
 
+    def _ready(self, settle: float) -> list[str]:
+        """The settled studies, oldest first (call with the lock held)."""
+        now = time.monotonic()
+        return [
+            key
+            for key, s in sorted(self._studies.items(), key=lambda kv: kv[1].last)
+            if s.writing == 0 and (now - s.last >= settle or (s.released and not s.senders))
+        ]
+
+    def has_ready(self, settle: float) -> bool:
+        """Whether `take_ready` would take a study now."""
+        with self._lock:
+            return bool(self._ready(settle))
+
     def take_ready(self, settle: float, limit: int) -> Taken | None:
         """Move up to `limit` settled studies into the empty `batch/` folder: those quiet for `settle` seconds,
         or whose sender released its association (and no other is sending to them). None when there are none."""
-        now = time.monotonic()
         with self._lock:
-            ready = [
-                key
-                for key, s in sorted(self._studies.items(), key=lambda kv: kv[1].last)
-                if s.writing == 0 and (now - s.last >= settle or (s.released and not s.senders))
-            ][:limit]
+            ready = self._ready(settle)[:limit]
             names = [f"{STUDY_PREFIX}{key}" for key in ready]
             for key, name in zip(ready, names, strict=True):
                 del self._studies[key]

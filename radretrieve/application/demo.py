@@ -76,8 +76,31 @@ def _synthesize(opts: DemoOptions, say: Callable[[str], None]) -> Path:
         say(f"step 1/6: synthetic archive already in {archive} (delete it to make a new one)")
         return archive
     say(f"step 1/6: synthesising {opts.studies} studies into {archive}")
-    synthesize(archive, studies=opts.studies, seed=opts.seed)
+    synthesize(archive, studies=opts.studies, seed=opts.seed, on_study=Every(PROGRESS_S, opts.studies, say))
     return archive
+
+
+PROGRESS_S = 10.0  # seconds between the progress lines of a step (as training's, radretrieve.training.progress)
+
+
+class Every:
+    """`say`s "  N/TOTAL studies written" when called with N, at most once per `seconds` (and at the end), so that
+    a slow machine sees the step move and a fast one gets no line per study."""
+
+    def __init__(
+        self, seconds: float, total: int, say: Callable[[str], None], clock: Callable[[], float] | None = None
+    ) -> None:
+        import time
+
+        self.seconds, self.total, self.say = seconds, total, say
+        self.clock = clock if clock is not None else time.monotonic
+        self.started = self.last = self.clock()
+
+    def __call__(self, n: int) -> None:
+        now = self.clock()
+        if now - self.last >= self.seconds or (n == self.total and now - self.started >= self.seconds):
+            self.last = now
+            self.say(f"  {n}/{self.total} studies written, {now - self.started:.0f} s")
 
 
 def _split_manifests(archive: Path) -> tuple[Path, Path]:

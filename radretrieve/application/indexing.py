@@ -148,17 +148,44 @@ def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -
     return PreparedIndex(source, policy, options)
 
 
-def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
-    """Load the model and run the bulk job into `out` (pipelines.job.index_archive; holds the writer lock)."""
+def run_index_job(job: PreparedIndex, out: Path, marks: dict[str, float] | None = None) -> IndexSummary:
+    """Load the model and run the bulk job into `out` (pipelines.job.index_archive; holds the writer lock).
+
+    `marks`: when given, the wall-clock time (`time.time()`) at which each start-up step ended is put in it:
+    `readers` (reader processes started), `imports` (torch, open_clip and the job's modules), `model` (loaded),
+    `job` (the job's summary written); `radretrieve index --timings FILE` writes them."""
+    import time
+
+    from pipelines.local import start_readers
+
+    marks = marks if marks is not None else {}
+    o = job.options
+    # the readers start first: their new interpreters import the decoders while this one imports torch and
+    # builds the model, instead of after it (about a second each, more on a busy machine)
+    readers = start_readers(o.workers) if o.engine == "local" else None
+    marks["readers"] = time.time()
+    try:
+        return _load_and_run(job, out, marks, readers)
+    finally:
+        if readers is not None:
+            readers.close()
+
+
+def _load_and_run(job: PreparedIndex, out: Path, marks: dict[str, float], readers: Any) -> IndexSummary:
+    import time
+
+    import open_clip  # noqa: F401 - every model is built by it: imported here to time it apart from the build
+
     from pipelines.job import IndexOptions as JobOptions
     from pipelines.job import index_archive
     from radretrieve.models.loading import load_model
-
-    o = job.options
     from radretrieve.models.provenance import warn_if_untrained
 
+    marks["imports"] = time.time()
+    o = job.options
     # warned once the job has found work: a job refused (lock, archive, server) prints its one error line alone
     model = load_model(o.model, weights=o.weights, device=o.device, preprocess=o.preprocess, warn=False)
+    marks["model"] = time.time()
     settings = JobOptions(
         workers=o.workers,
         batch_size=o.batch_size,
@@ -174,7 +201,54 @@ def run_index_job(job: PreparedIndex, out: Path) -> IndexSummary:
         policy=job.policy,
         before_encoding=lambda: warn_if_untrained(model.config.name, model.provenance),
     )
-    return index_archive(job.source, Path(out), model, settings)
+    summary = index_archive(job.source, Path(out), model, settings, readers)
+    marks["job"] = time.time()
+    return summary
+
+
+TIMINGS_KEYS = ("marks", "stage_seconds")  # the keys of a `--timings` file, and of nothing else it may replace
+
+
+def check_timings_path(path: Path, archive: str | Path, out: Path) -> None:
+    """`index --timings FILE`, checked before the job (the file is written only after it): RadRetrieveError when
+    FILE is in the out dir or the archive, its folder does not exist, or it exists and is not an earlier timings
+    file. The file is replaced whole at the job's end, so a typo must not cost a shard, an image or a user's file.
+    """
+    target = Path(path).resolve()
+    where = [("the out dir", Path(out).resolve())]
+    if "://" not in str(archive):  # a local folder or manifest (a server's URL has no files here)
+        where.append(("the archive", Path(archive).resolve()))
+    for what, root in where:
+        if target == root or target.is_relative_to(root):
+            raise RadRetrieveError(f"--timings {path}: is inside {what}; choose a file elsewhere")
+    if not target.parent.is_dir():
+        raise RadRetrieveError(f"--timings {path}: its folder does not exist")
+    if target.exists() and not _is_timings_file(target):
+        raise RadRetrieveError(f"--timings {path}: exists and is not a timings file; choose another name")
+
+
+def _is_timings_file(path: Path) -> bool:
+    """Whether `path` is a regular file holding what `write_timings` writes (so a rerun may replace it)."""
+    import json
+
+    if not path.is_file() or path.stat().st_size > 1 << 20:
+        return False
+    try:
+        payload = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and tuple(payload) == TIMINGS_KEYS
+
+
+def write_timings(path: Path, marks: dict[str, float], stage_seconds: dict[str, float]) -> None:
+    """`index --timings FILE`: the start-up marks (wall-clock seconds since the epoch, comparable with the
+    clock of the process that started this one) and the job's stage seconds, as JSON."""
+    import json
+
+    from radretrieve.foundation.fileio import atomic_write_text
+
+    payload = dict(zip(TIMINGS_KEYS, (marks, stage_seconds), strict=True))
+    atomic_write_text(Path(path), json.dumps(payload, indent=1))
 
 
 def summary_json(summary: IndexSummary, out: Path) -> dict[str, Any]:

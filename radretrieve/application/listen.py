@@ -43,14 +43,15 @@ class ListenOptions:
     allow: tuple[str, ...] = ()  # AET@ADDRESS (or AET@NETWORK) senders allowed
     settle: float = 10.0  # seconds without a new instance after which a study is complete
     batch_studies: int = 64  # most studies per micro-batch
-    workers: int = 0  # reader processes per batch (0: decode in the node's process)
+    workers: int = 0  # reader processes, kept for the whole run (0: decode in the node's process)
     max_pdu: int = 262_144  # largest PDU offered, in bytes
     max_instance_mb: float = 1024.0  # largest instance accepted, in MiB
     min_free_mb: float = 1024.0  # free disk space left under the out dir, in MiB
     max_associations: int = 8  # simultaneous associations
     timeout: float = 60.0  # ACSE, DIMSE and network timeouts, in seconds
     wait: float = 0.0  # seconds to wait for another writer of the out dir (0: stop at once naming it)
-    build_index: bool = True  # update the FAISS indexes after every batch
+    build_index: bool = True  # update the FAISS indexes after batches
+    index_every: float = 60.0  # while batches follow one another, seconds between index updates (at least)
 
     def check(self) -> None:
         """The checks of the options alone (no file, no network): one `RadRetrieveError` line each."""
@@ -64,6 +65,7 @@ class ListenOptions:
             ("--min-free-mb", self.min_free_mb),
             ("--timeout", self.timeout),
             ("--wait", self.wait),
+            ("--index-every", self.index_every),
         ):
             if not math.isfinite(value):  # NaN passes every comparison below; inf never settles or times out
                 raise RadRetrieveError(f"{flag} {value}: expected a finite number")
@@ -73,6 +75,8 @@ class ListenOptions:
             raise RadRetrieveError(
                 f"--host {self.host}: listening beyond this machine needs --allow AET@ADDRESS for every sender"
             )
+        if self.index_every < 0:
+            raise RadRetrieveError(f"--index-every {self.index_every:g}: expected 0 or more seconds")
         if self.settle < 0.1:
             raise RadRetrieveError(f"--settle {self.settle:g}: expected at least 0.1 seconds")
         if self.batch_studies < 1:
@@ -143,7 +147,9 @@ def _run_node(
         max_associations=o.max_associations,
         timeout_s=o.timeout,
     )
-    receive = ReceiveOptions(scp, settle=o.settle, batch_studies=o.batch_studies, workers=o.workers, wait=o.wait)
+    receive = ReceiveOptions(
+        scp, settle=o.settle, batch_studies=o.batch_studies, workers=o.workers, wait=o.wait, index_every=o.index_every
+    )
 
     def update_index() -> dict[str, Any]:
         return build_out_dir_index(o.out) if o.build_index else {}
@@ -166,7 +172,8 @@ def batch_json(report: BatchReport, infos: dict[str, Any]) -> dict[str, Any]:
         "waiting_studies": report.waiting[0],
         "received_instances": report.received[0],  # this run so far
         "refused_instances": report.received[1],
-        "indexes": {name: int(getattr(info, "count", 0)) for name, info in infos.items()},  # vectors per index
+        # vectors per index after this batch's update; {} when the update waits for a later batch (--index-every)
+        "indexes": {name: int(getattr(info, "count", 0)) for name, info in infos.items()},
     }
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from indexers.search import Hit
 from radretrieve.application.search_service import QueryResult, SearchService
 from radretrieve.foundation.errors import RadRetrieveError
 from radretrieve.foundation.lock import LOCK_FILE
@@ -34,7 +35,8 @@ def to_table(results: Sequence[QueryResult]) -> str:
     for result in results:
         if len(results) > 1:
             lines.append(f"query: {_cell(result.query)}")
-        rows = [TABLE_COLUMNS] + [
+        found_by = any(h.evidence is not None for h in result.hits)  # keyword and hybrid modes
+        rows = [TABLE_COLUMNS + (("found by",) if found_by else ())] + [
             (
                 str(h.rank),
                 f"{h.score:.4f}",
@@ -43,15 +45,26 @@ def to_table(results: Sequence[QueryResult]) -> str:
                 _cell(h.description or h.text),
                 _cell(h.source),
             )  # reports have no description: show their text
+            + ((_evidence_cell(h),) if found_by else ())
             for h in result.hits
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
         if not result.hits:
             lines.append("(no results)")
         if len(results) > 1:
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _evidence_cell(hit: Hit) -> str:
+    """ "vector #3, keyword #1: chiari malform" (the ranks in each list, the query terms the hit matched)."""
+    ev = hit.evidence
+    if ev is None:
+        return ""
+    ranks = [f"{name} #{rank}" for name, rank in (("vector", ev.vector_rank), ("keyword", ev.keyword_rank)) if rank]
+    terms = " ".join(ev.matched_terms)
+    return _cell(", ".join(ranks) + (f": {terms}" if terms else ""))
 
 
 def to_json(results: Sequence[QueryResult]) -> str:

@@ -11,6 +11,7 @@ a stored study from its shard embeddings); `indexers.search.Searcher` does the r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
-from indexers.search import HIT_ROW_FIELDS, Hit, Searcher, StudyQuery
+from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
+from indexers.search import HIT_ROW_FIELDS, MODES, Hit, Searcher, StudyQuery
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
 from radretrieve.models.protocol import Encoder
 from radretrieve.outdir.anonymise import read_sources
@@ -28,6 +30,7 @@ from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODE = "vector"  # docs/guide/hybrid-search.md says why (the evaluation table)
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
 JSON_FIELDS = ("rank", "score", "item_id", *HIT_ROW_FIELDS)  # docs/guide/search.md: Output
 
@@ -46,10 +49,20 @@ class QueryResult:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    """The stable JSON fields of a hit (docs/guide/search.md: Output)."""
+    """The stable JSON fields of a hit (docs/guide/search.md: Output); keyword and hybrid hits also carry
+    `evidence` (docs/guide/hybrid-search.md)."""
     d = {key: getattr(hit, key) for key in JSON_FIELDS}
     d.update(item_id=int(hit.item_id), score=float(hit.score), labels=dict(hit.labels))
+    if hit.evidence is not None:
+        d["evidence"] = hit.evidence.to_json()
     return d
+
+
+def check_mode(mode: str) -> str:
+    """vector | keyword | hybrid; checked before any model or index is loaded."""
+    if mode not in MODES:
+        raise SearchArgError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+    return mode
 
 
 def check_k(k: int) -> int:
@@ -160,13 +173,42 @@ class SearchService:
 
     # -- queries -----------------------------------------------------------------------------------------
     def search_text(
-        self, texts: Sequence[str], k: int = 10, *, kind: str | None = None, where: str | None = None
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        *,
+        kind: str | None = None,
+        where: str | None = None,
+        mode: str = DEFAULT_MODE,
     ) -> list[QueryResult]:
-        """Text -> items (images and volumes), one result per text."""
+        """Text -> items (images and volumes), one result per text, found by `mode`: vector | keyword | hybrid."""
         check_k(k)
-        vectors = self.encode_text(texts)
-        hits = self.searcher.search(vectors, k, kind=kind, where=where)
+        check_mode(mode)
+        if not texts or any(not t.strip() for t in texts):
+            raise RadRetrieveError("empty query text")
+        hits = self.text_hits(texts, None, k, mode=mode, kind=kind, where=where)
         return [QueryResult(t, tuple(h), self.model_json) for t, h in zip(texts, hits)]
+
+    def text_hits(
+        self,
+        texts: Sequence[str],
+        vectors: np.ndarray | None,
+        k: int,
+        *,
+        mode: str,
+        index: str = "items",
+        kind: str | None = None,
+        where: str | None = None,
+    ) -> list[list[Hit]]:
+        """The hits of `mode` for `texts` (keyword evidence) and `vectors` (float32[Q, D]; encoded from `texts`
+        when None), filtered by `kind` and `where` first in every mode."""
+        if mode == "keyword":
+            return self.searcher.keyword(texts, k, index=index, kind=kind, where=where)
+        vectors = self.encode_text(texts) if vectors is None else vectors
+        if mode == "vector":
+            return self.searcher.search(vectors, k, index=index, kind=kind, where=where)
+        weight = 1.0 if self.recorded.provenance.trained else UNTRAINED_VECTOR_WEIGHT  # its vectors are noise
+        return self.searcher.hybrid(texts, vectors, k, index=index, kind=kind, where=where, vector_weight=weight)
 
     def study_query(self, ref: str) -> StudyQuery:
         """An item id or study key from the catalog; else an existing path, encoded on the fly.
@@ -192,11 +234,24 @@ class SearchService:
         query = self.study_query(ref)
         return QueryResult(ref, tuple(self.searcher.similar(query, k, kind=kind, where=where)), self.model_json)
 
-    def reports(self, ref: str, k: int = 5, *, where: str | None = None) -> QueryResult:
-        """Study -> nearest reports."""
+    def reports(self, ref: str, k: int = 5, *, where: str | None = None, mode: str = DEFAULT_MODE) -> QueryResult:
+        """Study -> nearest reports. Keyword evidence (modes keyword, hybrid) is the study's own description,
+        modality, body part and labels (`study_text`); a path encoded on the fly has none."""
         check_k(k)
+        check_mode(mode)
         query = self.study_query(ref)
-        return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)), self.model_json)
+        if mode == "vector":
+            return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)), self.model_json)
+        text = self.study_text(query)
+        if mode == "keyword" and not text.strip():
+            raise SearchArgError(f"{ref!r}: no stored description, body part or labels to search reports by keyword")
+        hits = self.text_hits([text], query.vector[None, :], k, mode=mode, index="reports", where=where)[0]
+        return QueryResult(ref, tuple(hits), self.model_json)
+
+    def study_text(self, query: StudyQuery) -> str:
+        """The keyword query of a stored study: its items' description, modality, body part and label values
+        (never their report text, which would find the study's own report and nothing else)."""
+        return study_keywords(self.searcher, query)
 
     def preview_item(self, hit: Hit) -> tuple[int, str]:
         """(item id, source) of the image drawn for `hit`: its own, or for a report (which has none) its
@@ -236,3 +291,16 @@ class SearchService:
         if self._real_sources is None:
             self._real_sources = read_sources(self.out_dir)
         return self._real_sources
+
+
+def study_keywords(searcher: Searcher, query: StudyQuery) -> str:
+    """`SearchService.study_text` over a searcher (the web service has no SearchService query path)."""
+    from indexers.fulltext import searchable_text
+
+    ids = np.asarray(query.item_ids, dtype=np.int64)
+    rows = searcher.catalog.rows(ids, "items") or searcher.catalog.rows(ids, "reports")
+    parts = []
+    for row in rows.values():
+        labels = json.dumps(dict(row.labels))
+        parts.append(searchable_text(None, row.description, row.modality, row.body_part, labels))
+    return "\n".join(dict.fromkeys(p for p in parts if p))

@@ -60,7 +60,23 @@ def verify_out_dir(out_dir: Path) -> VerifyReport:
     for info in infos.values():
         files += len(info.all_files)
         lines.extend(_index_lines(out_dir, info))
-    return VerifyReport(len(manifest.shards), files, tuple(lines))
+    text, text_lines = _fulltext_lines(out_dir)
+    return VerifyReport(len(manifest.shards), files + text, tuple(lines + text_lines))
+
+
+def _fulltext_lines(out_dir: Path) -> tuple[int, list[str]]:
+    """(files checked, one line if the full-text index is damaged) (indexers/fulltext.py)."""
+    from indexers.fulltext import damaged_line, read_fulltext_json
+    from indexers.fulltext import problem as fulltext_problem
+
+    try:
+        info = read_fulltext_json(out_dir)
+    except RadRetrieveError as exc:
+        return 0, [str(exc)]
+    if info is None:
+        return 0, []
+    found = fulltext_problem(out_dir, info, full=True)
+    return len(info.checks), [] if found is None else [damaged_line(out_dir, found)]
 
 
 def _index_lines(out_dir: Path, info: IndexInfo) -> list[str]:

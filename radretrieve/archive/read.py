@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def read_item(item: Item, root: Path | RemoteArchive, cfg: PreprocessConfig) -> 
     """
     if isinstance(root, RemoteArchive):
         return root.read_item(item, cfg)
-    root = Path(root)
+    if isinstance(root, (str, os.PathLike)):  # else a folder in memory (a DIMSE read's instances) as it is
+        root = Path(root)
     vol = _sparse_series(item, root, cfg) if _can_read_sparse(item, cfg) else None
     positions = None
     if vol is None:

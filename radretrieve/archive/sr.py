@@ -76,6 +76,8 @@ def read_sr_text(path: Path, rel: str) -> str:
     """The report text of the SR file at `path` (the whole file is parsed: the tree is all of it)."""
     import pydicom
 
+    if hasattr(path, "seek"):
+        path.seek(0)  # a file object in memory (a DIMSE scan's instance), read before by `read_header`
     try:
         ds = pydicom.dcmread(path, force=True)
         return report_text(ds)

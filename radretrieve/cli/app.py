@@ -65,32 +65,80 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point: known errors become one line on stderr and exit code 1."""
+    """Run the command line: known errors become one line on stderr and exit code 1 (raises `SystemExit` with the
+    code, so that a caller in the same process goes on)."""
+    code = _run()
+    if code:
+        sys.exit(code)
+
+
+def entry() -> None:
+    """The console script and `python -m radretrieve`: `main`, then the process ends at once (`_exit_now`)."""
+    _exit_now(_run())
+
+
+def _run() -> int:
+    """Run the command; the exit code of every outcome it handles (others propagate: Ctrl-C, SIGTERM's 143)."""
     from radretrieve.foundation.errors import RadRetrieveError
 
     try:
         code = app(standalone_mode=False)
         # click returns (does not raise) the code of a `typer.Exit` in non-standalone mode
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        return code if isinstance(code, int) else 0
     except RadRetrieveError as exc:
         if _state["debug"]:
             _traceback_and_exit()
         error_line(str(exc))
-        sys.exit(1)
+        return 1
     except typer.Exit as exc:  # raised by commands to end with a code
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
         say("aborted", err=True)
-        sys.exit(130)
+        return 130
     except Exception as exc:  # noqa: BLE001 - the one error boundary
         if _is_usage_error(exc):
             exc.show(file=PrintableWriter(sys.stderr))  # type: ignore[attr-defined] - the value may be a file name
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            return exc.exit_code  # type: ignore[attr-defined]
         if _state["debug"]:
             _traceback_and_exit()
         error_line(f"{type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
-        sys.exit(1)
+        return 1
+
+
+def _exit_now(code: int) -> None:
+    """End the process with `code` once the exit handlers have run, without tearing down every module.
+
+    After torch and open_clip were imported, the interpreter's final clean-up (freeing tens of thousands of
+    modules' objects one by one) takes 1-3 s on a 2-core machine, longer than many commands' own work. Everything
+    this process writes is written and closed by then (radretrieve.foundation.fileio); the exit handlers
+    (reader processes, logging) run as in a normal exit. A thread still running, e.g. one a library started
+    and its owner did not join, gets the normal exit instead, which waits for it."""
+    import atexit
+    import os
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if others:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # the handlers a normal exit runs (multiprocessing, concurrent.futures, logging)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: a normal exit would lose the same output
+            code = code or 120
+    _flush_c_streams()
+    os._exit(code)
+
+
+def _flush_c_streams() -> None:
+    """Flush the C library's stdio buffers, as the normal exit does: what a native library (FAISS, OpenMP,
+    torch) wrote with printf sits there, in full when stdout is a pipe or a file, and `os._exit` drops it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)  # NULL: every open C stream
+    except (OSError, AttributeError):  # no C library to ask (not a POSIX build): nothing buffered we know of
+        pass
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -72,6 +72,25 @@ def _text_encoder(index: Path | None, encoder):
     return text_encoder_for_index(index).encode_text
 
 
+def _mode_scorer(modes: tuple[str, ...], index: Path | None, encoder):
+    """The keyword and hybrid ranking of `indexers` for the evaluation (None when only vectors are ranked), with
+    the vector list weighted as the search service weighs it for this model (untrained: less)."""
+    if modes == ("vector",):
+        return None
+    import functools
+
+    from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
+    from indexers.memory import mode_scores
+
+    if encoder is not None:
+        trained = encoder.provenance.trained
+    else:
+        from radretrieve.outdir.model_ref import recorded_model
+
+        trained = recorded_model(index).provenance.trained
+    return functools.partial(mode_scores, vector_weight=1.0 if trained else UNTRAINED_VECTOR_WEIGHT)
+
+
 @bench_app.command("retrieval")
 def retrieval(
     index: Path | None = typer.Option(None, "--index", "-i", help="Out dir written by `radretrieve index`."),
@@ -106,6 +125,12 @@ def retrieval(
     ),
     pool_size: int = typer.Option(128, "--pool-size", help="Studies per pool (--protocol pools)."),
     pools: int = typer.Option(10, "--pools", help="Seeded pool partitions averaged (--protocol pools)."),
+    mode: str = typer.Option(
+        "vector",
+        "--mode",
+        help="vector | keyword | hybrid | all (--protocol labels: one table per mode; keyword queries are the "
+        "class names against each item's report and description).",
+    ),
 ) -> None:
     """Text -> image and image -> text retrieval metrics (Recall@k, P@k, mAP, MRR, median rank, bootstrap CIs)."""
     from radretrieve.evaluation.prompts import load_templates
@@ -115,8 +140,16 @@ def retrieval(
 
     if protocol not in PROTOCOLS:
         raise RadRetrieveError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    modes = ("vector", "keyword", "hybrid") if mode == "all" else (mode,)
+    if any(m not in ("vector", "keyword", "hybrid") for m in modes):
+        raise RadRetrieveError(f"--mode {mode!r}: choose from vector, keyword, hybrid, all")
     options = BenchOptions(
-        ks=_parse_ks(k), label_sets=parse_label_sets(labels), n_bootstrap=bootstrap, confidence=confidence, seed=seed
+        ks=_parse_ks(k),
+        label_sets=parse_label_sets(labels),
+        n_bootstrap=bootstrap,
+        confidence=confidence,
+        seed=seed,
+        modes=modes,
     )
     tpl = load_templates(templates) if templates is not None else None
     emb, encoder = _load_embeddings(index, model, weights, data, split, batch_size, device, preprocess)
@@ -131,6 +164,7 @@ def retrieval(
         encode_text=encode_text,
         templates=tpl,
         pools=PoolOptions(pool_size=pool_size, partitions=pools),
+        scorer=_mode_scorer(modes, index, encoder),
     )
     say(files.markdown.read_text(encoding="utf-8"), nl=False)
     written = [p for p in (files.json, files.markdown, files.png) if p is not None]

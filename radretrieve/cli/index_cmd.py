@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import typer
 
-from radretrieve.application.indexing import AUTH_ENV
+from radretrieve.application.indexing import AUTH_ENV, check_timings_path, write_timings
 from radretrieve.cli.options import MODEL_HELP, PREPROCESS_HELP
 from radretrieve.cli.output import say, say_json
 
@@ -112,8 +113,16 @@ def index(
         False, "--quiet", "-q", help="No progress bars and no INFO log lines: warnings and errors only."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    timings: Path | None = typer.Option(
+        None,
+        "--timings",
+        help="Write where the time went to this JSON file: the wall-clock time each start-up step ended and the "
+        "job's seconds per stage (docs/guide/speed.md). Refused, before the job, inside the archive or the out dir "
+        "or over a file that is not an earlier timings file.",
+    ),
 ) -> None:
     """Embed an archive into Parquet shards (resumable: rerun to continue after a crash), then build the index."""
+    marks = {"command": time.time()}  # after the interpreter started and the CLI was imported
     from radretrieve.application.indexing import (
         DicomWebOptions,
         DimseOptions,
@@ -159,10 +168,13 @@ def index(
         dimse=DimseOptions(calling_aet, move_port),
     )
     options.check()
+    if timings is not None:  # before the job: the file is written only at its end
+        check_timings_path(timings, archive, out)
     if not anonymise_paths:
         say(KEEP_PATHS_WARNING, err=True)
     job = prepare_index(archive, options)  # bad options fail here, before torch and the model load
-    summary = run_index_job(job, out)
+    marks["prepared"] = time.time()
+    summary = run_index_job(job, out, marks)
     if as_json:
         say_json(json.dumps(summary_json(summary, out)))
     else:
@@ -174,6 +186,9 @@ def index(
             from radretrieve.cli.search_cmd import echo_indexes
 
             echo_indexes(infos)
+    if timings is not None:
+        marks["end"] = time.time()
+        write_timings(timings, marks, summary.stage_seconds)
 
 
 def register(app: typer.Typer) -> None:

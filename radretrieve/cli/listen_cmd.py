@@ -39,7 +39,9 @@ def listen(
         "releases its association).",
     ),
     batch_studies: int = typer.Option(64, "--batch-studies", help="Most studies indexed per micro-batch."),
-    workers: int = typer.Option(0, "--workers", help="Reader processes per batch (0: decode in this process)."),
+    workers: int = typer.Option(
+        0, "--workers", help="Reader processes, started once for the whole run (0: decode in this process)."
+    ),
     max_pdu: int = typer.Option(262_144, "--max-pdu", help="Largest PDU offered to senders, in bytes."),
     max_instance_mb: float = typer.Option(1024.0, "--max-instance-mb", help="Largest instance accepted, in MiB."),
     min_free_mb: float = typer.Option(
@@ -50,7 +52,13 @@ def listen(
     wait: float = typer.Option(
         0.0, "--wait", help="Seconds to wait for another job writing --out (default: stop at once naming it)."
     ),
-    no_index: bool = typer.Option(False, "--no-index", help="Do not update the FAISS indexes after each batch."),
+    no_index: bool = typer.Option(False, "--no-index", help="Do not update the FAISS indexes after batches."),
+    index_every: float = typer.Option(
+        60.0,
+        "--index-every",
+        help="While batches follow one another, seconds between FAISS index updates (at least); the indexes "
+        "are always updated once no other batch is ready.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON status line per indexed batch on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only on stderr."),
 ) -> None:
@@ -78,6 +86,7 @@ def listen(
         timeout=timeout,
         wait=wait,
         build_index=not no_index,
+        index_every=index_every,
     )
     check_listen(options)  # bad options: one line, before torch and the model load
     log = logging.getLogger("radretrieve.listen")

@@ -31,6 +31,11 @@ MODEL_OPT = typer.Option(None, "--model", "-m", help=MODEL_HELP)
 WEIGHTS_OPT = typer.Option(None, "--weights", "-w", help="Weights for --model.")
 ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
 WHERE_TIMEOUT_OPT = typer.Option(5.0, "--where-timeout", help="Seconds a --where filter may run (then it stops).")
+MODE_OPT = typer.Option(
+    "vector",
+    "--mode",
+    help="vector (embeddings) | keyword (full-text, BM25) | hybrid (both, reciprocal rank fusion).",
+)
 SHOW_BURNED_IN_OPT = typer.Option(
     False, "--show-burned-in", help="html: also draw images flagged as possibly carrying burned-in text (patient data)."
 )
@@ -135,17 +140,19 @@ def search(
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
     show_burned_in: bool = SHOW_BURNED_IN_OPT,
+    mode: str = MODE_OPT,
 ) -> None:
-    """Text -> studies: the images and volumes nearest to the query text."""
-    from radretrieve.application.search_service import read_query_file
+    """Text -> studies: the images and volumes nearest to the query text (or matching its words: --mode)."""
+    from radretrieve.application.search_service import check_mode, read_query_file
     from radretrieve.foundation.errors import RadRetrieveError
 
     run = Run(index, model, weights, fmt, out, archive, where_timeout, show_burned_in)
     run.check(k)
+    check_mode(mode)
     texts = ([text] if text else []) + (read_query_file(query_file) if query_file is not None else [])
     if not texts:
         raise RadRetrieveError("give the query TEXT or --query-file FILE")
-    run("radretrieve search", lambda service: service.search_text(texts, k, kind=kind, where=where))
+    run("radretrieve search", lambda service: service.search_text(texts, k, kind=kind, where=where, mode=mode))
 
 
 STUDY_HELP = "Item id, study key/UID, or a DICOM file, series folder, NIfTI or image to encode on the fly."
@@ -163,11 +170,15 @@ def reports(
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
     show_burned_in: bool = SHOW_BURNED_IN_OPT,
+    mode: str = MODE_OPT,
 ) -> None:
-    """Study -> the nearest reports."""
+    """Study -> the nearest reports (keyword evidence: the study's description, body part and labels; --mode)."""
+    from radretrieve.application.search_service import check_mode
+
     run = Run(index, model, weights, fmt, out, archive, where_timeout, show_burned_in)
     run.check(k)
-    run("radretrieve reports", lambda service: [service.reports(study, k, where=where)])
+    check_mode(mode)
+    run("radretrieve reports", lambda service: [service.reports(study, k, where=where, mode=mode)])
 
 
 def similar(

@@ -16,7 +16,7 @@ those of `radretrieve.evaluation.metrics`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,9 @@ class Side:
     study_keys: tuple[str, ...]  # per row: study key ("" = unknown, matches nothing)
     labels: tuple[Mapping[str, str], ...]  # per row: string labels (organ, modality, ...)
     kinds: tuple[str, ...] = ()  # per row: image | volume | report (empty = not known); names the unit ranked
+    # per row: the text keyword search finds it by (its report and description; never the labels, which are the
+    # ground truth); empty = not known (keyword and hybrid modes then have nothing to search)
+    texts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -60,6 +63,8 @@ class Side:
             )
         if self.kinds and len(self.kinds) != n:
             raise ValueError(f"Side arrays disagree: {n} ids, {len(self.kinds)} kinds")
+        if self.texts and len(self.texts) != n:
+            raise ValueError(f"Side arrays disagree: {n} ids, {len(self.texts)} texts")
 
     def unit(self) -> str:
         """What one row is, for reports: "image", "volume", "image+volume", "report" ("item" if unknown)."""
@@ -75,6 +80,7 @@ class Side:
             tuple(self.study_keys[r] for r in rows),
             tuple(self.labels[r] for r in rows),
             tuple(self.kinds[r] for r in rows) if self.kinds else (),
+            tuple(self.texts[r] for r in rows) if self.texts else (),
         )
 
     def __len__(self) -> int:
@@ -106,6 +112,13 @@ class BenchOptions:
     n_bootstrap: int = 1000  # bootstrap resamples of the queries for the CIs (0 = no CI)
     confidence: float = 0.95  # CI level
     seed: int = 0  # bootstrap RNG seed
+    modes: tuple[str, ...] = ("vector",)  # ranked side by side (--protocol labels): vector | keyword | hybrid
+
+
+# A search mode's scores for class queries (docs/guide/hybrid-search.md): (mode, cosine scores float[C, N], the
+# query texts [C], the gallery's texts [N]) -> float[C, N], higher first. The ranking lives in `indexers`, which the
+# evaluation may not import; the command passes `indexers.memory.mode_scores` in.
+ModeScorer = Callable[[str, np.ndarray, Sequence[str], Sequence[str]], np.ndarray]
 
 
 def parse_label_sets(values: Sequence[str] | None) -> tuple[tuple[str, ...], ...] | None:
@@ -251,6 +264,7 @@ __all__ = [
     "BenchOptions",
     "DEFAULT_LABEL_SET",
     "Embedded",
+    "ModeScorer",
     "Side",
     "bench_retrieval",
     "chance_lines",

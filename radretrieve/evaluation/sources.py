@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # Metadata read for every row of an out dir; embeddings are fetched separately by id.
 _META_SQL = (
     "SELECT item_id, coalesce(study_key, ''), coalesce(modality, ''), coalesce(body_part, ''), "
-    "coalesce(labels, ''), coalesce(kind, '') FROM {view} ORDER BY item_id"
+    "coalesce(labels, ''), coalesce(kind, ''), coalesce(text, ''), coalesce(description, '') "
+    "FROM {view} ORDER BY item_id"
 )
 
 
@@ -87,6 +88,9 @@ def _index_side(cat: Any, view: str, split: str | None) -> Side:
         tuple(rows[i][1] for i in kept),
         tuple(labels[i] for i in kept),
         tuple(rows[i][5] or ("report" if view == "reports" else "") for i in kept),
+        # what keyword search finds a row by, labels left out (they are the benchmark's ground truth)
+        # (modality and body part are left out too: they stand in for labels where a row has none)
+        tuple("\n".join(p for p in (rows[i][6], rows[i][7]) if p) for i in kept),
     )
 
 
@@ -207,6 +211,7 @@ def embeddings_from_model(model: Encoder, manifest: Path, split: str | None = No
         tuple(items[i].study_key for i in kept),
         tuple(_item_labels(items[i]) for i in kept),
         tuple(items[i].kind for i in kept),
+        tuple("\n".join(p for p in (items[i].text, items[i].description) if p) for i in kept),  # as _index_side
     )
     meta = {
         "source": "model",

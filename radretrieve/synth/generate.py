@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,10 +181,17 @@ def write_study(out: Path, seed: int, index: int, truth: StudyTruth, opts: Synth
     return f"{truth.key}/ct", truth.depth
 
 
-def synthesize(out: str | Path, studies: int, seed: int = 0, **options: object) -> SynthSummary:
+def synthesize(
+    out: str | Path,
+    studies: int,
+    seed: int = 0,
+    on_study: Callable[[int], None] | None = None,
+    **options: object,
+) -> SynthSummary:
     """Write `studies` synthetic studies under `out` (must be empty or absent) plus `manifest.csv`.
 
-    Options: image_size, min_slices, max_slices, lesion_rate, modality_weights (see SynthOptions).
+    Options: image_size, min_slices, max_slices, lesion_rate, modality_weights (see SynthOptions). `on_study(n)`:
+    called after each study with the number written so far (the demo's progress lines).
     """
     out = Path(out)
     opts = SynthOptions(**options)  # type: ignore[arg-type]
@@ -203,6 +210,8 @@ def synthesize(out: str | Path, studies: int, seed: int = 0, **options: object) 
         files += n
         by_modality[truth.modality] += 1
         with_lesion += truth.lesion is not None
+        if on_study is not None:
+            on_study(index + 1)
     manifest = out / MANIFEST_NAME
     atomic_write_bytes(manifest, _csv(rows))
     return SynthSummary(out, manifest, studies, files, by_modality, with_lesion)

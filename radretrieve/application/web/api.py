@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from radretrieve.application.search_service import DEFAULT_MODE
 from radretrieve.application.web.service import WebService, route_item_id
 
 K_HELP = "Hits to return (1 to 10000)."
@@ -21,7 +22,21 @@ WHERE_HELP = "SQL boolean expression over the catalog view, as the CLI's --where
 KIND_HELP = "volume | image"
 MODALITY_HELP = "Only this modality (an equality filter, allowed with --no-where too)."
 BODY_PART_HELP = "Only this body part (an equality filter, allowed with --no-where too)."
+MODE_HELP = "vector | keyword | hybrid (reciprocal rank fusion of both), as the CLI's --mode."
 STUDY_HELP = "An item id or a study key from the index (paths are not accepted)."
+
+
+class EvidenceModel(BaseModel):
+    """What found a keyword or hybrid hit (docs/guide/hybrid-search.md)."""
+
+    mode: str
+    matched_terms: list[str]
+    highlights: list[list[int]]  # [start, end) character (code point) spans of matching words in `text`
+    vector_rank: int | None
+    vector_score: float | None
+    keyword_rank: int | None
+    keyword_score: float | None
+    fused_rank: int | None
 
 
 class HitModel(BaseModel):
@@ -38,6 +53,7 @@ class HitModel(BaseModel):
     description: str
     text: str
     labels: dict[str, str]
+    evidence: EvidenceModel | None = None  # keyword and hybrid modes only
 
 
 class QueryResultModel(BaseModel):
@@ -82,8 +98,9 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         kind: str | None = Query(None, description=KIND_HELP),
         modality: str | None = Query(None, description=MODALITY_HELP),
         body_part: str | None = Query(None, description=BODY_PART_HELP),
+        mode: str = Query(DEFAULT_MODE, description=MODE_HELP),
     ) -> JSONResponse:
-        return JSONResponse(service.search_text(q, k, kind, where, modality, body_part))
+        return JSONResponse(service.search_text(q, k, kind, where, modality, body_part, mode))
 
     @router.get("/similar", summary="study -> similar studies", responses={200: {"model": QueryResultModel}})
     def similar(
@@ -101,8 +118,9 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         study: str = Query(..., description=STUDY_HELP),
         k: int = Query(5, description=K_HELP),
         where: str | None = Query(None, description=WHERE_HELP.replace("view", "reports view")),
+        mode: str = Query(DEFAULT_MODE, description=MODE_HELP),
     ) -> JSONResponse:
-        return JSONResponse(service.reports(study, k, where))
+        return JSONResponse(service.reports(study, k, where, mode))
 
     @router.get("/item/{item_id}", summary="the catalog row of an item or report (no embedding)")
     def item(item_id: str) -> JSONResponse:

@@ -20,10 +20,19 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from indexers.search import Hit
+from indexers.fulltext import read_fulltext_json
+from indexers.search import MODES, Hit
 from radretrieve.application.contact_sheet import png_bytes, thumbnail
 from radretrieve.application.info import collect_info
-from radretrieve.application.search_service import MAX_K, QueryResult, SearchService, check_k
+from radretrieve.application.search_service import (
+    DEFAULT_MODE,
+    MAX_K,
+    QueryResult,
+    SearchService,
+    check_k,
+    check_mode,
+    study_keywords,
+)
 from radretrieve.application.web.batching import TextBatcher
 from radretrieve.application.web.config import ServeConfig
 from radretrieve.foundation.errors import RadRetrieveError
@@ -122,6 +131,8 @@ class WebService:
         self.catalog = self.searcher.catalog
         for name in self.searcher.infos:  # open every index now, not on the first request
             self.searcher.index(name)
+        if read_fulltext_json(self.out_dir) is not None:  # and the keyword index (out dirs built before it lack it)
+            _ = self.searcher.keywords
         self.search.text_encoder()
         self.batcher = TextBatcher(self.search.encode_text, config.max_text_batch)
         self.batcher.encode("warm up")  # the first encoder call pays for lazy set-up
@@ -191,6 +202,8 @@ class WebService:
             "body_parts": distinct("body_part"),
             "where": self.config.allow_where,
             "max_k": MAX_K,
+            "modes": list(MODES),
+            "mode": DEFAULT_MODE,
             "model": self._page_model(),
         }
 
@@ -226,14 +239,16 @@ class WebService:
         where: str | None = None,
         modality: str | None = None,
         body_part: str | None = None,
+        mode: str = DEFAULT_MODE,
     ) -> dict[str, Any]:
-        """Text -> images and volumes: `{"query", "hits"}` as in `radretrieve search --format json`."""
+        """Text -> images and volumes: `{"query", "hits"}` as in `radretrieve search --format json --mode MODE`."""
         check_k(k)
+        check_mode(mode)
         if not q.strip():
             raise RadRetrieveError("empty query text")
         flt = self._where(where, modality, body_part)
-        vector = self.batcher.encode(q)
-        hits = self.searcher.search(vector, k, kind=kind or None, where=flt)[0]
+        vector = self.batcher.encode(q) if mode != "keyword" else None
+        hits = self.search.text_hits([q], vector, k, mode=mode, kind=kind or None, where=flt)[0]
         return QueryResult(q, tuple(hits), self.model).to_json()
 
     def similar(
@@ -252,12 +267,19 @@ class WebService:
         hits: list[Hit] = self.searcher.similar(query, k, kind=kind or None, where=flt)
         return QueryResult(study, tuple(hits), self.model).to_json()
 
-    def reports(self, study: str, k: int = 5, where: str | None = None) -> dict[str, Any]:
-        """Study -> nearest reports, as `radretrieve reports --format json`."""
+    def reports(self, study: str, k: int = 5, where: str | None = None, mode: str = DEFAULT_MODE) -> dict[str, Any]:
+        """Study -> nearest reports, as `radretrieve reports --format json --mode MODE`."""
         check_k(k)
+        check_mode(mode)
         flt = self._where(where, None, None)
-        query = self.searcher.resolve(study)
-        return QueryResult(study, tuple(self.searcher.reports_for(query, k, where=flt)), self.model).to_json()
+        query = self.searcher.resolve(study)  # item id or study key only: never a path
+        if mode == "vector":
+            return QueryResult(study, tuple(self.searcher.reports_for(query, k, where=flt)), self.model).to_json()
+        text = study_keywords(self.searcher, query)
+        if mode == "keyword" and not text.strip():
+            raise RadRetrieveError(f"{study!r}: no stored description, body part or labels to search reports by")
+        hits = self.search.text_hits([text], query.vector[None, :], k, mode=mode, index="reports", where=flt)[0]
+        return QueryResult(study, tuple(hits), self.model).to_json()
 
     # -- items and thumbnails ----------------------------------------------------------------------------
     def item(self, item_id: int) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Only the instances `read_item` will decode are fetched (the sampled slices of a 
 lands in a private temporary folder as the server sent it (transfer syntax `*`: as stored, no transcoding),
 under a numbered name (`scratch`). The answer is written to its file as it arrives (`transport.streaming`,
 `multipart.PartWriter`): in memory, each of the FETCH_THREADS requests holds one read chunk (64 KiB), never
-the instance, whatever `--max-response-mb` allows; `read_item` then decodes the files one at a time.
-The folder is removed as soon as the item is decoded, so no copy of
+the instance, whatever `--max-response-mb` allows. `read_item` decodes the files one at a time, each as soon
+as it is there (`Arriving`): the first slices are decoded while the next ones are on their way. The folder is
+removed as soon as the item is decoded (the fetch threads stopped first), so no copy of
 the archive stays on disk and at most one item's instances per reader are on disk at a time. The item is
 decoded as a copy whose `files` are those numbered names; errors name the instances' virtual paths again.
 Each fetched instance must be the one asked for (its UIDs), else the item fails at stage `fetch`.
@@ -17,7 +18,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -54,18 +55,57 @@ def read_remote_item(source: DicomWebSource, item: Item, cfg: Any) -> Decoded:
     local = dataclasses.replace(item, files=tuple(names))
     budget = DiskBudget(ITEM_BUDGET_ANSWERS * source.limits.max_response_bytes)
     with private_folder() as root:
-        needed = files_to_read(local, cfg)
-        _fetch(source, item, names, needed, root, budget)
+        pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="wado")
         try:
+            folder = Arriving(root)
+            needed = files_to_read(local, cfg)
+            folder.expect(_submit(pool, source, item, names, needed, root, budget))
             try:
-                return read_item(local, root, cfg)
-            except FileNotFoundError:  # not an axial series after all: its canonical slices need every file
-                _fetch(source, item, names, [f for f in local.files if f not in set(needed)], root, budget)
-                return read_item(local, root, cfg)
-        except ArchiveError as exc:
-            if exc.path not in names:
-                raise
-            raise ArchiveError(names[exc.path], exc.reason, exc.error_type, exc.stage) from None
+                try:
+                    return read_item(local, folder, cfg)  # type: ignore[arg-type]
+                except FileNotFoundError:  # not an axial series after all: its canonical slices need every file
+                    rest = [f for f in local.files if f not in set(needed)]
+                    folder.expect(_submit(pool, source, item, names, rest, root, budget))
+                    return read_item(local, folder, cfg)  # type: ignore[arg-type]
+            except ArchiveError as exc:
+                if exc.path not in names:
+                    raise
+                raise ArchiveError(names[exc.path], exc.reason, exc.error_type, exc.stage) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # before the folder goes: no thread still writes there
+
+
+class Arriving:
+    """An item's private folder while its instances are fetched: `folder / name` waits for that instance (and
+    raises its fetch's failure), so the first slices are decoded while the next ones are still on their way."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.futures: dict[str, Future[None]] = {}
+
+    def expect(self, futures: dict[str, Future[None]]) -> None:
+        self.futures.update(futures)
+
+    def __truediv__(self, name: str) -> Path:
+        future = self.futures.get(name)
+        if future is not None:
+            future.result()
+        return self.root / name  # (a name not fetched: missing, as a file would be)
+
+
+def _submit(
+    pool: ThreadPoolExecutor,
+    source: DicomWebSource,
+    item: Item,
+    names: dict[str, str],
+    wanted: Iterable[str],
+    root: Path,
+    budget: DiskBudget,
+) -> dict[str, Future[None]]:
+    """Start fetching the instances `wanted` (numbered names) into `root` in the order given, FETCH_THREADS
+    requests at a time (a request mostly waits on the server), all of them together within `budget` bytes."""
+    fetch_one = functools.partial(_fetch_one, source, item, budget=budget)
+    return {name: pool.submit(fetch_one, names[name], root, name) for name in wanted}
 
 
 def _fetch(
@@ -76,18 +116,10 @@ def _fetch(
     root: Path,
     budget: DiskBudget | None = None,
 ) -> None:
-    """Fetch the instances `wanted` (numbered names) into `root`, FETCH_THREADS requests at a time (a
-    request mostly waits on the server), all of them together within `budget` bytes on disk."""
-    wanted = list(wanted)
+    """Fetch the instances `wanted` (numbered names) into `root`, and wait for all of them."""
     budget = budget or DiskBudget(ITEM_BUDGET_ANSWERS * source.limits.max_response_bytes)
-    fetch_one = functools.partial(_fetch_one, source, item, budget=budget)
-    if len(wanted) <= 1:
-        for name in wanted:
-            fetch_one(names[name], root, name)
-        return
-    with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted)), thread_name_prefix="wado") as pool:
-        futures = [pool.submit(fetch_one, names[name], root, name) for name in wanted]
-        for future in futures:
+    with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="wado") as pool:
+        for future in _submit(pool, source, item, names, wanted, root, budget).values():
             future.result()  # the first failure is raised; the others finish or fail quietly
 
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from radretrieve.archive.dicomweb.listing import SERIES_KEYS, STUDY_LISTING, ListedSeries, SeriesRef
 from radretrieve.archive.dicomweb.uids import is_uid, why_not_uid
-from radretrieve.archive.dimse.association import DimseFailed, final_status, open_association, with_retries
+from radretrieve.archive.dimse.association import (
+    DimseFailed,
+    final_status,
+    open_association,
+    settle,
+    with_retries,
+)
 from radretrieve.archive.dimse.source import DimseSource
 from radretrieve.archive.records import ErrorRecord
 from radretrieve.foundation.errors import RadRetrieveError
@@ -35,12 +41,18 @@ class ListingTooLong(DimseFailed):
 
 def run_find(assoc: Any, watch: Any, query: Any, limit: int) -> Iterator[Any]:
     """The identifiers a C-FIND answers (pending answers), at most `limit`; raises DimseFailed for a failure
-    status, an aborted association, or more than `limit` answers."""
-    count = 0
+    status, an aborted association, more than `limit` answers, or an answer that arrived but was not handed
+    to us (transient: pynetdicom's reactor took it, see `association.settle`; trying again lists it)."""
+    settle(assoc)
+    count, taken, before = 0, 0, watch.find_answers
     for status, identifier in assoc.send_c_find(query, FIND):
         watch.mark()
+        taken += 1
         code = final_status(status, "a C-FIND")
         if code == 0x0000:
+            if watch.find_answers - before != taken:  # all decoded before the final one was queued
+                lost = watch.find_answers - before - taken
+                raise DimseFailed(f"{lost} C-FIND answer(s) arrived but were lost on our side", "FetchFailed", True)
             return
         if code not in PENDING:
             raise DimseFailed(f"C-FIND failed (status 0x{code:04X})", "FetchRefused", False)

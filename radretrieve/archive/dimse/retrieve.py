@@ -1,12 +1,13 @@
-"""C-GET or C-MOVE of chosen instances of one series into a private folder, each checked to be one asked for.
+"""C-GET or C-MOVE of chosen instances of one series, each checked to be one asked for, handed over in memory.
 
 Which SOP classes the instances have is asked first (C-FIND at IMAGE level), so that the association proposes
 a storage context for each class in every transfer syntax the folder decoder reads: the node then sends each
 instance as it stores it (no transcoding, so the decoded pixels are the folder's), and a class missing from the
-proposal cannot make an instance silently not arrive. Each instance received is written (pynetdicom's
-`encoded_dataset`: file meta and the data set as received, never decoded and encoded again) under a numbered
-name (`dicomweb.scratch`); it must be one asked for (its command's and its own study, series and SOP instance
-UIDs), and every instance asked for must arrive, else the retrieval fails (`WrongInstance`, `IncompleteSeries`).
+proposal cannot make an instance silently not arrive. Each instance received (pynetdicom's `encoded_dataset`:
+file meta and the data set as received, never decoded and encoded again) must be one asked for (its command's
+and its own study, series and SOP instance UIDs, read from its bytes), and every instance asked for must
+arrive, else the retrieval fails (`WrongInstance`, `IncompleteSeries`). Each is handed to the caller's
+`on_instance(sop, bytes)` as it arrives and written nowhere (`memory`): the caller keeps what it needs.
 
 C-MOVE (`--move-port`): the node opens its own association to our storage SCP (our calling AE title, the
 port) and sends the instances there. The SCP listens only while one retrieval runs, so the reader processes
@@ -18,16 +19,15 @@ node's own addresses, and only those asked for.
 from __future__ import annotations
 
 import errno
+import io
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from radretrieve.archive.dicomweb.scratch import write_new
 from radretrieve.archive.dicomweb.uids import is_uid, why_not_uid
 from radretrieve.archive.dimse.association import (
     DimseFailed,
@@ -68,13 +68,13 @@ _UID_KEYS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
 
 @dataclass
 class Wanted:
-    """The instances of one series to retrieve: SOP instance UID -> the numbered file name it is written to."""
+    """The instances of one series to retrieve, and which of them arrived."""
 
     study: str
     series: str
-    names: dict[str, str]  # SOP Instance UID -> file name in the folder
+    sops: frozenset[str]  # their SOP Instance UIDs
     classes: tuple[str, ...]  # their SOP Class UIDs (distinct, checked)
-    received: dict[str, Path] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)  # SOP Instance UID -> its size in bytes
 
 
 def instance_classes(source: DimseSource, study: str, series: str, sops: Sequence[str] = ()) -> list[tuple[str, str]]:
@@ -111,18 +111,21 @@ def storage_contexts(classes: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 
 class Receiver:
-    """The C-STORE handler of a retrieval: writes each instance asked for, checks it, refuses the others."""
+    """The C-STORE handler of a retrieval: checks each instance asked for and hands it to `on_instance`,
+    refuses the others. `max_bytes` bounds one instance; `max_total`, when the caller holds every instance
+    (an item's read), all of them together."""
 
     def __init__(
         self,
         wanted: Wanted,
-        folder: Path,
         max_bytes: int,
-        on_file: Callable[[str, Path], None] | None = None,
+        on_instance: Callable[[str, bytes], None],
         strict: bool = True,
         peers: frozenset[str] = frozenset(),
+        max_total: int | None = None,
     ) -> None:
-        self.wanted, self.folder, self.max_bytes, self.on_file, self.strict = wanted, folder, max_bytes, on_file, strict
+        self.wanted, self.max_bytes, self.on_instance, self.strict = wanted, max_bytes, on_instance, strict
+        self.max_total = max_total
         self.peers = peers  # C-MOVE from another machine: the node's addresses (empty: any, the SCP is loopback)
         self.problem: DimseFailed | None = None
         self.watch: Any = None  # the retrieve association's Watch, once it is open
@@ -154,26 +157,28 @@ class Receiver:
         if self.peers and event.assoc.requestor.address not in self.peers:
             return 0xA700  # not the node asked: nothing of it is written
         sop = str(event.request.AffectedSOPInstanceUID)
-        name = self.wanted.names.get(sop)
-        if name is None or sop in self.wanted.received:
+        asked = sop in self.wanted.sops
+        if not asked or sop in self.wanted.received:
             if self.strict:
                 why = "the node sent another instance than the ones asked for"
                 self._fail(DimseFailed(why, "WrongInstance", False))
-            return 0xA900 if name is None else 0x0000
+            return 0xA900 if not asked else 0x0000
         data = event.encoded_dataset(include_meta=True)
         if len(data) > self.max_bytes:
             why = f"an instance is larger than {self.max_bytes / 2**20:g} MiB (--max-response-mb)"
             self._fail(DimseFailed(why, "ResponseTooLarge", False))
             return 0xA700
-        path = write_new(self.folder, name, data)
-        if _sent_uids(path) != [self.wanted.study, self.wanted.series, sop]:
-            path.unlink(missing_ok=True)
+        if _sent_uids(data) != [self.wanted.study, self.wanted.series, sop]:
             self._fail(DimseFailed("the node sent another instance than the one asked for", "WrongInstance", False))
             return 0xA900
         with self._lock:
-            self.wanted.received[sop] = path
-        if self.on_file is not None:
-            self.on_file(sop, path)
+            self.wanted.received[sop] = len(data)
+            total = sum(self.wanted.received.values())
+        if self.max_total is not None and total > self.max_total:
+            why = f"the item's instances are larger than {self.max_total / 2**20:g} MiB (--max-response-mb)"
+            self._fail(DimseFailed(why, "ResponseTooLarge", False))
+            return 0xA700
+        self.on_instance(sop, data)
         return 0x0000
 
 
@@ -188,10 +193,10 @@ def retrieve(source: DimseSource, wanted: Wanted, receiver: Receiver, level: str
         code = _move(source, wanted, receiver, query)
     if receiver.problem is not None:
         raise receiver.problem
-    missing = len(wanted.names) - len(wanted.received)
+    missing = len(wanted.sops) - len(wanted.received)
     if missing:
         ended = f" (the node ended with status 0x{code:04X})" if code not in (0x0000, _STATUS_WARNING) else ""
-        why = f"{missing} of {len(wanted.names)} instances did not arrive{ended}"
+        why = f"{missing} of {len(wanted.sops)} instances did not arrive{ended}"
         raise DimseFailed(why, "IncompleteSeries", True)
 
 
@@ -202,7 +207,7 @@ def _identifier(wanted: Wanted, level: str) -> Any:
     query.QueryRetrieveLevel = level
     query.StudyInstanceUID, query.SeriesInstanceUID = wanted.study, wanted.series
     if level == "IMAGE":
-        query.SOPInstanceUID = sorted(wanted.names)  # UID list matching: one request for all of them
+        query.SOPInstanceUID = sorted(wanted.sops)  # UID list matching: one request for all of them
     return query
 
 
@@ -299,12 +304,12 @@ def _addresses(host: str) -> frozenset[str]:
         raise DimseFailed(f"cannot resolve {host}", "FetchFailed", True) from None
 
 
-def _sent_uids(path: Path) -> list[Any]:
-    """(study, series, SOP instance UID) of a received file, None where missing (all None: not DICOM)."""
+def _sent_uids(data: bytes) -> list[Any]:
+    """(study, series, SOP instance UID) of a received instance, None where missing (all None: not DICOM)."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_UID_KEYS)
-    except Exception:  # noqa: BLE001 - pydicom raises many types on a malformed file: not the instance asked for
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_UID_KEYS)
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a malformed instance: not the one asked for
         return [None, None, None]
     return [str(ds[key].value) if key in ds else None for key in _UID_KEYS]

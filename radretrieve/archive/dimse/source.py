@@ -38,6 +38,9 @@ class DimseSource:
     retry: Retry = Retry()
     limits: Limits = Limits()
     move_port: int | None = None  # None: C-GET; else C-MOVE to our storage SCP on 127.0.0.1 at this port
+    # keep what a series' header scan retrieved (within `limits.max_held_bytes` per process), so that reading
+    # its item does not retrieve its slices again (`dimse.memory`); False: every read retrieves
+    keep_scanned: bool = True
 
     @property
     def display(self) -> str:
@@ -70,10 +73,13 @@ class DimseSource:
         return assemble_series(self, scans, log_paths, policy, listing_errors)  # type: ignore[arg-type]
 
     def remove_stale(self) -> None:
-        """Scratch copies (patient headers) of a reader or job killed before it could remove them."""
+        """At a job's start: scratch copies (patient headers) of a reader or job killed before it could remove
+        them, and what an earlier job of this process kept from its scans and never read (`dimse.memory`)."""
         from radretrieve.archive.dicomweb.scratch import remove_stale
+        from radretrieve.archive.dimse.memory import KEPT
 
         remove_stale()
+        KEPT.clear()
 
 
 def check_ae_title(value: str, what: str) -> str:

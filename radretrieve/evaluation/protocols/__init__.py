@@ -18,7 +18,7 @@ from radretrieve.evaluation.prompts import Templates
 from radretrieve.evaluation.protocols.common import ProtocolReport, ProtocolTable, write_protocol_report
 from radretrieve.evaluation.protocols.pools import PoolOptions
 from radretrieve.evaluation.report import ReportFiles
-from radretrieve.evaluation.retrieval import BenchOptions, Embedded, bench_retrieval
+from radretrieve.evaluation.retrieval import BenchOptions, Embedded, ModeScorer, bench_retrieval
 from radretrieve.foundation.errors import RadRetrieveError
 
 PROTOCOLS = ("standard", "ct-rate", "pools", "labels")
@@ -32,8 +32,12 @@ def protocol_tables(
     encode_text: Callable[[Sequence[str]], Any] | None = None,
     templates: Templates | Sequence[str] | None = None,
     pools: PoolOptions = PoolOptions(),
+    scorer: ModeScorer | None = None,
 ) -> list[ProtocolTable]:
-    """The tables of a non-standard protocol. `labels` needs `encode_text` (the model's text tower)."""
+    """The tables of a non-standard protocol. `labels` needs `encode_text` (the model's text tower), and for
+    keyword or hybrid modes (`options.modes`) a `scorer`."""
+    if protocol != "labels" and tuple(options.modes) != ("vector",):
+        raise RadRetrieveError(f"--mode {','.join(options.modes)}: keyword and hybrid modes apply to --protocol labels")
     if protocol == "ct-rate":
         from radretrieve.evaluation.protocols.ct_rate import ct_rate_tables
 
@@ -47,7 +51,7 @@ def protocol_tables(
 
         if encode_text is None:
             raise RadRetrieveError("the labels protocol needs a text encoder to build its class queries")
-        return labels_tables(emb, options, encode_text, templates)
+        return labels_tables(emb, options, encode_text, templates, scorer)
     raise RadRetrieveError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
 
 
@@ -62,11 +66,16 @@ def run_protocol(
     encode_text: Callable[[Sequence[str]], Any] | None = None,
     templates: Templates | Sequence[str] | None = None,
     pools: PoolOptions = PoolOptions(),
+    scorer: ModeScorer | None = None,
 ) -> ReportFiles:
     """Run `protocol` and write ``out_dir/{name}.json``, ``.md`` (the printed tables) and ``.png``."""
+    if protocol == "standard" and tuple(options.modes) != ("vector",):
+        raise RadRetrieveError(f"--mode {','.join(options.modes)}: keyword and hybrid modes apply to --protocol labels")
     if protocol == "standard":
         return bench_retrieval(emb, out_dir, options, name=name, plot=plot)[1]
-    tables = protocol_tables(protocol, emb, options, encode_text=encode_text, templates=templates, pools=pools)
+    tables = protocol_tables(
+        protocol, emb, options, encode_text=encode_text, templates=templates, pools=pools, scorer=scorer
+    )
     meta = dict(emb.meta) | {"n_texts": len(emb.texts), "n_images": len(emb.images)}
     return write_protocol_report(ProtocolReport(protocol, tuple(tables), meta), out_dir, name, plot)
 

@@ -1,12 +1,18 @@
 """`labels`: one text query per class, built from a prompt ensemble (`radretrieve.evaluation.prompts`), e.g.
 "CT", "MRI" for the task `modality` or "chest", "head" for `organ`; the gallery items with that label are
-relevant. Reported per class: precision@10 and @50, plus their mean over the classes.
+relevant. Reported per class: precision@10 and @50, recall@10 and @50 (the share of the class's items in its
+top k), plus their means over the classes.
 
 The gallery of a task is every image/volume with a known value of that label ("" and "unknown" are left
 out: such an item may well be a CT, and counting it as a miss would punish a right answer). The classes are
 the label's values in that gallery. Chance at k is the class's share of the gallery (min(k, N)/k of it when
 the gallery is smaller than k). CIs: a percentile bootstrap over gallery items (one query per class leaves
 nothing else to resample): each resample draws N items with replacement and ranks the class queries on it.
+
+`BenchOptions.modes` ranks the same queries in several search modes, one table each (docs/guide/hybrid-search.md):
+keyword uses the class name (e.g. "kommerell diverticulum") as query text against each gallery item's text
+(`Side.texts`: its report and description, never its labels); hybrid fuses that ranking
+with the vector one. The scoring comes in as a `ModeScorer` (the ranking code lives in `indexers`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 from radretrieve.evaluation.metrics import chance_precision, rank_block
 from radretrieve.evaluation.prompts import Templates, class_embeddings, templates_hash
 from radretrieve.evaluation.protocols.common import ProtocolTable, run_dict
-from radretrieve.evaluation.retrieval import BenchOptions, Embedded, Side
+from radretrieve.evaluation.retrieval import BenchOptions, Embedded, ModeScorer, Side
 from radretrieve.foundation.errors import RadRetrieveError
 
 LABEL_KS = (10, 50)
@@ -44,8 +50,16 @@ def precision_at(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) ->
     return stats.hits / np.asarray(ks, dtype=np.float64)[None, :]
 
 
-def _bootstrap(scores: np.ndarray, relevant: np.ndarray, options: BenchOptions) -> np.ndarray | None:
-    """float [B, C, len(ks)]: precision@k on gallery resamples (None without bootstrap)."""
+def recall_at(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """float [C, len(ks)]: recall@k per class query, the share of its relevant items in the top k."""
+    stats = rank_block(scores, relevant, ks)
+    return stats.hits / np.maximum(relevant.sum(axis=1), 1)[:, None]
+
+
+def _bootstrap(
+    scores: np.ndarray, relevant: np.ndarray, options: BenchOptions, metric: Callable[..., np.ndarray] = precision_at
+) -> np.ndarray | None:
+    """float [B, C, len(ks)]: `metric` (precision@k, or recall@k) on gallery resamples (None without bootstrap)."""
     if options.n_bootstrap <= 0:
         return None
     rng = np.random.default_rng(options.seed)
@@ -53,7 +67,7 @@ def _bootstrap(scores: np.ndarray, relevant: np.ndarray, options: BenchOptions) 
     out = np.empty((options.n_bootstrap, scores.shape[0], len(LABEL_KS)))
     for b in range(options.n_bootstrap):
         idx = rng.integers(0, n, n)
-        out[b] = precision_at(scores[:, idx], relevant[:, idx], LABEL_KS)
+        out[b] = metric(scores[:, idx], relevant[:, idx], LABEL_KS)
     return out
 
 
@@ -66,8 +80,16 @@ def _metric(value: float, boot: np.ndarray | None, confidence: float) -> dict[st
 
 
 def task_table(
-    images: Side, task: str, encode_text: Callable[[Sequence[str]], Any], templates: Templates, options: BenchOptions
+    images: Side,
+    task: str,
+    encode_text: Callable[[Sequence[str]], Any],
+    templates: Templates,
+    options: BenchOptions,
+    mode: str = "vector",
+    scorer: ModeScorer | None = None,
 ) -> ProtocolTable:
+    """One task's table in one search `mode`: vector ranks by the prompt ensemble's embedding; keyword and hybrid
+    (through `scorer`) also by the class name as query text against each gallery item's own text."""
     rows, values = task_gallery(images, task)
     if rows.size == 0:
         raise RadRetrieveError(f"labels: no image or volume has a known {task!r} label")
@@ -75,15 +97,25 @@ def task_table(
     queries = class_embeddings(encode_text, classes, templates, task=task)
     gallery = images.vectors[rows]
     scores = queries @ gallery.T
+    if mode != "vector":
+        if scorer is None or not images.texts:
+            raise RadRetrieveError(f"labels: --mode {mode} needs the gallery's texts and a keyword scorer")
+        scores = scorer(mode, scores, classes, [images.texts[int(r)] for r in rows])
     vals = np.array(values)
     relevant = vals[None, :] == np.array(classes)[:, None]  # [C, N]
     point = precision_at(scores, relevant, LABEL_KS)
     boot = _bootstrap(scores, relevant, options)
+    recall = recall_at(scores, relevant, LABEL_KS)
+    boot_r = _bootstrap(scores, relevant, options, recall_at)
     n_rel = relevant.sum(axis=1)
     runs: dict[str, Any] = {}
     for c, label in enumerate(classes):
         metrics = {
             f"P@{k}": _metric(point[c, j], None if boot is None else boot[:, c, j], options.confidence)
+            for j, k in enumerate(LABEL_KS)
+        }
+        metrics |= {
+            f"R@{k}": _metric(recall[c, j], None if boot_r is None else boot_r[:, c, j], options.confidence)
             for j, k in enumerate(LABEL_KS)
         }
         metrics["chance P@10"] = _metric(chance_precision(n_rel[c : c + 1], rows.size, 10), None, options.confidence)
@@ -93,12 +125,18 @@ def task_table(
         f"P@{k}": _metric(point[:, j].mean(), None if boot is None else boot[:, :, j].mean(axis=1), options.confidence)
         for j, k in enumerate(LABEL_KS)
     }
+    mean |= {
+        f"R@{k}": _metric(
+            recall[:, j].mean(), None if boot_r is None else boot_r[:, :, j].mean(axis=1), options.confidence
+        )
+        for j, k in enumerate(LABEL_KS)
+    }
     mean["chance P@10"] = _metric(chance_precision(n_rel, rows.size, 10), None, options.confidence)
     # a class with fewer than 10 items cannot reach P@10 = 1: read the scores against this ceiling too
     mean["best possible P@10"] = _metric(float(np.mean(np.minimum(n_rel, 10) / 10)), None, options.confidence)
     runs[f"{task}: mean over {len(classes)} classes"] = _run(mean, rows.size, options, n_queries=len(classes))
     return ProtocolTable(
-        f"labels: {task}",
+        f"labels: {task}" + ("" if mode == "vector" else f" ({mode})"),
         images.unit(),
         int(rows.size),
         {f"P@{k}": chance_precision(n_rel, rows.size, k) for k in LABEL_KS},
@@ -137,6 +175,7 @@ def labels_tables(
     options: BenchOptions,
     encode_text: Callable[[Sequence[str]], Any],
     templates: Templates | Sequence[str] | None = None,
+    scorer: ModeScorer | None = None,
 ) -> list[ProtocolTable]:
     if templates is None:
         templates = Templates()
@@ -146,7 +185,8 @@ def labels_tables(
     for task in label_tasks(emb.images, options):
         if not task_gallery(emb.images, task)[1]:
             continue  # a task whose values are all unknown (VQA-RAD modality on some splits): nothing to rank
-        tables.append(task_table(emb.images, task, encode_text, templates, options))
+        for mode in options.modes:
+            tables.append(task_table(emb.images, task, encode_text, templates, options, mode, scorer))
     if not tables:
         raise RadRetrieveError("labels: no task has an image with a known label")
     return tables
