@@ -57,12 +57,16 @@ def test_the_mode_control_goes_into_the_shareable_url(hostile_server, browser): 
 
     browser.get(hostile_server.url + "/")
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#mode option")) == 3, "modes to load")
-    Select(browser.find_element(By.ID, "mode")).select_by_value("hybrid")
+    assert browser.find_element(By.ID, "mode").get_attribute("value") == "hybrid"  # the server's default
+    Select(browser.find_element(By.ID, "mode")).select_by_value("keyword")
     browser.find_element(By.ID, "q").send_keys("diverticulum", Keys.ENTER)
     tiles = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .hit") or None, "result tiles")
     assert tiles
     query = parse_qs(urlparse(browser.current_url).query)
-    assert query["mode"] == ["hybrid"] and query["q"] == ["diverticulum"]
+    assert query["mode"] == ["keyword"] and query["q"] == ["diverticulum"]
     browser.get(browser.current_url)  # the shared link opens in the same mode
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .hit .evidence") or None, "evidence")
+    assert browser.find_element(By.ID, "mode").get_attribute("value") == "keyword"
+    browser.get(hostile_server.url + "/?q=diverticulum")  # a link without a mode: the default, left out of it
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .hit .evidence") or None, "evidence")
     assert browser.find_element(By.ID, "mode").get_attribute("value") == "hybrid"

@@ -175,11 +175,13 @@ def test_the_python_api_searches_in_every_mode(serve_env):
 
     word = _word_of(serve_env)
     with radretrieve.open(serve_env["out"]) as out:
-        vector = out.search(word, k=3)
+        vector = out.search(word, k=3, mode="vector")
         keyword = out.search(word, k=3, mode="keyword")
         hybrid = out.search(word, k=3, mode="hybrid", kind="volume")
+        default = out.search(word, k=3, kind="volume")
     assert len(vector) == len(keyword) == len(hybrid) == 3
     assert all(h.evidence is None for h in vector)
+    assert [(h.item_id, h.score, h.evidence) for h in default] == [(h.item_id, h.score, h.evidence) for h in hybrid]
     assert all(h.evidence.mode == "keyword" and h.evidence.matched_terms for h in keyword)
     assert all(h.kind == "volume" and h.evidence.mode == "hybrid" for h in hybrid)
 
@@ -189,15 +191,40 @@ def test_the_http_api_takes_the_mode(server, serve_env):
     with server.client() as client:
         body = client.get("/api/search", params={"q": word, "k": 3, "mode": "hybrid"}).json()
         assert len(body["hits"]) == 3 and all(h["evidence"]["mode"] == "hybrid" for h in body["hits"])
-        plain = client.get("/api/search", params={"q": word, "k": 3}).json()
+        plain = client.get("/api/search", params={"q": word, "k": 3, "mode": "vector"}).json()
         assert all("evidence" not in h for h in plain["hits"])  # vector hits stay as they were
+        default = client.get("/api/search", params={"q": word, "k": 3}).json()
+        assert default["hits"] == body["hits"]  # the default: hybrid, the out dir having a full-text index
         study = body["hits"][0]["study_key"]
         rep = client.get("/api/reports", params={"study": study, "k": 2, "mode": "keyword"})
         assert rep.status_code == 200 and all(h["evidence"]["mode"] == "keyword" for h in rep.json()["hits"])
         bad = client.get("/api/search", params={"q": word, "mode": "nope"})
         assert bad.status_code == 400 and bad.json()["error"].startswith("--mode 'nope'")
         options = client.get("/api/options").json()
-        assert options["modes"] == ["vector", "keyword", "hybrid"] and options["mode"] in options["modes"]
+        assert options["modes"] == ["vector", "keyword", "hybrid"] and options["mode"] == "hybrid"
+
+
+def test_without_a_full_text_index_the_default_is_vector_and_keyword_modes_say_how_to_build_one(serve_env, tmp_path):
+    """An out dir indexed before there was a full-text index: a query without a mode is searched by vector, as
+    before; asking for keyword or hybrid says how to add the index."""
+    import shutil
+
+    import radretrieve
+
+    out = tmp_path / "out"
+    shutil.copytree(serve_env["out"], out, symlinks=True)
+    index_json = out / "index" / "index.json"
+    data = json.loads(index_json.read_text())
+    del data["fulltext"]
+    index_json.write_text(json.dumps(data))
+    word = _word_of(serve_env)
+    with radretrieve.open(out) as opened:
+        default = opened.search(word, k=3)
+        vector = opened.search(word, k=3, mode="vector")
+        with pytest.raises(RadRetrieveError, match=r"no full-text index .*radretrieve build-index"):
+            opened.search(word, k=3, mode="hybrid")
+    assert [(h.item_id, h.score) for h in default] == [(h.item_id, h.score) for h in vector]
+    assert all(h.evidence is None for h in default)
 
 
 def test_an_add_and_the_searcher_see_the_same_rows_in_every_mode(tmp_path):

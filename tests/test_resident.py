@@ -138,3 +138,27 @@ def test_a_stale_index_falls_back_to_the_shards(tmp_path):
         np.testing.assert_allclose(got, new.vectors[:5], rtol=1e-6)
     finally:
         resident.close()
+
+
+def test_rows_taken_across_the_batches_of_a_view_are_the_tables():
+    """A view read from many shards arrives in several record batches; `take` looks rows up batch by batch
+    (pyarrow's `Table.take` over many chunks costs milliseconds a call) and must give pyarrow's rows."""
+    import pyarrow as pa
+
+    from radretrieve.outdir.resident import ResidentView
+
+    n = 1000
+    table = pa.table(
+        {
+            "item_id": np.arange(n, dtype=np.int64),
+            "study_key": [f"s{i // 3}" for i in range(n)],
+            "x": [f"t{i}" for i in range(n)],
+        }
+    )
+    chunked = pa.Table.from_batches(table.to_batches(max_chunksize=97))
+    rv = ResidentView.from_table(chunked)
+    assert len(rv.batches) > 5
+    rng = np.random.default_rng(3)
+    for pos in (np.array([0, 96, 97, n - 1]), np.unique(rng.integers(0, n, 40)), np.arange(n), np.empty(0, np.int64)):
+        assert rv.take(pos) == table.take(pa.array(pos, pa.int64())).to_pylist()
+        assert rv.take(pos, ["x"]) == table.select(["x"]).take(pa.array(pos, pa.int64())).to_pylist()

@@ -136,7 +136,7 @@ def test_search_json_equals_searcher_on_encoded_text(env):
     from indexers.search import Searcher
 
     query = "CT of the abdomen with a hypodense lesion"
-    got = search_json("search", query, "--index", str(env["out"]), "-k", "6")
+    got = search_json("search", query, "--index", str(env["out"]), "-k", "6", "--mode", "vector")
     searcher = Searcher(env["out"], fingerprint=env["model"].fingerprint)
     try:
         want = searcher.search(env["model"].encode_text([query]).numpy(), k=6)[0]
@@ -164,11 +164,14 @@ def test_search_json_equals_searcher_on_encoded_text(env):
 
 
 def test_search_table_has_the_columns_and_k_rows(env):
-    lines = invoke("search", "chest radiograph", "--index", str(env["out"]), "-k", "3").stdout.splitlines()
-    assert lines[0].split() == ["rank", "score", "study", "modality", "description", "path"]
-    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
-    sources = {i.source for i in env["items"]}
-    assert all(line.split()[-1] in sources for line in lines[1:])
+    columns = ["rank", "score", "study", "modality", "description", "path"]
+    for mode in ("vector", "hybrid", None):  # None: the default, hybrid (the out dir has a full-text index)
+        args = ["--mode", mode] if mode else []
+        lines = invoke("search", "chest radiograph", "--index", str(env["out"]), "-k", "3", *args).stdout.splitlines()
+        assert lines[0].split() == (columns if mode == "vector" else [*columns, "found", "by"])
+        assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
+        sources = {i.source for i in env["items"]}
+        assert all(any(part in sources for part in line.split()) for line in lines[1:])
 
 
 def test_where_and_kind_filters_are_honoured(env):

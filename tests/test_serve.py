@@ -48,13 +48,23 @@ def cli_error(*args: str) -> str:
 
 
 def assert_same_result(got: dict, want: dict) -> None:
-    """Same query, same hits in the same order with the same fields in the same order; scores to 1e-5 (text
-    queries may be encoded in a batch with others)."""
+    """Same query, same hits in the same order with the same fields in the same order; scores (and the vector
+    scores of hybrid evidence) to 1e-5 (text queries may be encoded in a batch with others)."""
     assert got["query"] == want["query"]
     assert [list(h) for h in got["hits"]] == [list(h) for h in want["hits"]]
-    strip = lambda hits: [{k: v for k, v in h.items() if k != "score"} for h in hits]  # noqa: E731
+
+    def strip(hits: list[dict]) -> list[dict]:
+        out = [{k: v for k, v in h.items() if k != "score"} for h in hits]
+        for h in out:
+            if "evidence" in h:
+                h["evidence"] = {k: v for k, v in h["evidence"].items() if k != "vector_score"}
+        return out
+
+    def scores(hits: list[dict]) -> list[float]:
+        return [s for h in hits for s in (h["score"], h.get("evidence", {}).get("vector_score")) if s is not None]
+
     assert strip(got["hits"]) == strip(want["hits"])
-    np.testing.assert_allclose([h["score"] for h in got["hits"]], [h["score"] for h in want["hits"]], atol=1e-5)
+    np.testing.assert_allclose(scores(got["hits"]), scores(want["hits"]), atol=1e-5)
 
 
 def get(server, path: str, **params):

@@ -180,10 +180,11 @@ class OutDir:
 
     # -- queries: the CLI's code paths ---------------------------------------------------------------------
     def search(
-        self, text: str, k: int = 10, where: str | None = None, kind: str | None = None, mode: str = "vector"
+        self, text: str, k: int = 10, where: str | None = None, kind: str | None = None, mode: str | None = None
     ) -> Hits:
         """Text -> the `k` best images and volumes (`kind`: volume | image), as `radretrieve search`; `mode`:
-        vector | keyword | hybrid (docs/guide/hybrid-search.md)."""
+        vector | keyword | hybrid, None: hybrid where the out dir has a full-text index, else vector
+        (docs/guide/hybrid-search.md)."""
         return Hits.of(self.service.search_text([text], k, kind=kind, where=where, mode=mode)[0])
 
     def similar(self, item: int | str | Path, k: int = 10, where: str | None = None, kind: str | None = None) -> Hits:
@@ -191,7 +192,7 @@ class OutDir:
         the item's own study left out, as `radretrieve similar`."""
         return Hits.of(self.service.similar(str(item), k, kind=kind, where=where))
 
-    def reports(self, item: int | str | Path, k: int = 5, where: str | None = None, mode: str = "vector") -> Hits:
+    def reports(self, item: int | str | Path, k: int = 5, where: str | None = None, mode: str | None = None) -> Hits:
         """An item id, a study key, or a file/folder -> the `k` best reports, as `radretrieve reports`."""
         return Hits.of(self.service.reports(str(item), k, where=where, mode=mode))
 

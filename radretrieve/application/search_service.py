@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexers.errors import IndexMissing, SearchArgError, StudyNotFound
+from indexers.fulltext import read_fulltext_json
 from indexers.fusion import UNTRAINED_VECTOR_WEIGHT
 from indexers.search import HIT_ROW_FIELDS, MODES, Hit, Searcher, StudyQuery
 from radretrieve.foundation.errors import FingerprintMismatch, RadRetrieveError
@@ -30,7 +31,9 @@ from radretrieve.outdir.where import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODE = "vector"  # docs/guide/hybrid-search.md says why (the evaluation table)
+# what a query without a mode runs: hybrid where the out dir has a full-text index, else vector (an out dir
+# indexed before there was one); docs/guide/hybrid-search.md says why (the evaluation table)
+DEFAULT_MODE = "hybrid"
 MAX_K = 10_000  # results per query; more is a mistake on the command line (the GPU limit, 2048, is lower)
 JSON_FIELDS = ("rank", "score", "item_id", *HIT_ROW_FIELDS)  # docs/guide/search.md: Output
 
@@ -58,9 +61,10 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     return d
 
 
-def check_mode(mode: str) -> str:
-    """vector | keyword | hybrid; checked before any model or index is loaded."""
-    if mode not in MODES:
+def check_mode(mode: str | None) -> str | None:
+    """vector | keyword | hybrid, or None (the default: `SearchService.mode`); checked before any model or
+    index is loaded."""
+    if mode is not None and mode not in MODES:
         raise SearchArgError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     return mode
 
@@ -171,6 +175,12 @@ class SearchService:
     def close(self) -> None:
         self.searcher.close()
 
+    def mode(self, mode: str | None) -> str:
+        """`mode`, or for None the default: DEFAULT_MODE where the out dir has a full-text index, else vector."""
+        if mode is not None:
+            return mode
+        return DEFAULT_MODE if read_fulltext_json(self.out_dir) is not None else "vector"
+
     # -- queries -----------------------------------------------------------------------------------------
     def search_text(
         self,
@@ -179,11 +189,12 @@ class SearchService:
         *,
         kind: str | None = None,
         where: str | None = None,
-        mode: str = DEFAULT_MODE,
+        mode: str | None = None,
     ) -> list[QueryResult]:
-        """Text -> items (images and volumes), one result per text, found by `mode`: vector | keyword | hybrid."""
+        """Text -> items (images and volumes), one result per text, found by `mode`: vector | keyword | hybrid
+        (None: `default_mode`)."""
         check_k(k)
-        check_mode(mode)
+        mode = self.mode(check_mode(mode))
         if not texts or any(not t.strip() for t in texts):
             raise RadRetrieveError("empty query text")
         hits = self.text_hits(texts, None, k, mode=mode, kind=kind, where=where)
@@ -234,11 +245,11 @@ class SearchService:
         query = self.study_query(ref)
         return QueryResult(ref, tuple(self.searcher.similar(query, k, kind=kind, where=where)), self.model_json)
 
-    def reports(self, ref: str, k: int = 5, *, where: str | None = None, mode: str = DEFAULT_MODE) -> QueryResult:
+    def reports(self, ref: str, k: int = 5, *, where: str | None = None, mode: str | None = None) -> QueryResult:
         """Study -> nearest reports. Keyword evidence (modes keyword, hybrid) is the study's own description,
         modality, body part and labels (`study_text`); a path encoded on the fly has none."""
         check_k(k)
-        check_mode(mode)
+        mode = self.mode(check_mode(mode))
         query = self.study_query(ref)
         if mode == "vector":
             return QueryResult(ref, tuple(self.searcher.reports_for(query, k, where=where)), self.model_json)

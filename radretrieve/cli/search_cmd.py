@@ -32,9 +32,11 @@ WEIGHTS_OPT = typer.Option(None, "--weights", "-w", help="Weights for --model.")
 ARCHIVE_OPT = typer.Option(None, "--archive", help=ARCHIVE_HELP)
 WHERE_TIMEOUT_OPT = typer.Option(5.0, "--where-timeout", help="Seconds a --where filter may run (then it stops).")
 MODE_OPT = typer.Option(
-    "vector",
+    None,
     "--mode",
-    help="vector (embeddings) | keyword (full-text, BM25) | hybrid (both, reciprocal rank fusion).",
+    help="vector (embeddings) | keyword (full-text, BM25) | hybrid (both, reciprocal rank fusion). "
+    "Default: hybrid where the out dir has a full-text index, else vector.",
+    show_default=False,
 )
 SHOW_BURNED_IN_OPT = typer.Option(
     False, "--show-burned-in", help="html: also draw images flagged as possibly carrying burned-in text (patient data)."
@@ -140,7 +142,7 @@ def search(
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
     show_burned_in: bool = SHOW_BURNED_IN_OPT,
-    mode: str = MODE_OPT,
+    mode: str | None = MODE_OPT,
 ) -> None:
     """Text -> studies: the images and volumes nearest to the query text (or matching its words: --mode)."""
     from radretrieve.application.search_service import check_mode, read_query_file
@@ -170,7 +172,7 @@ def reports(
     archive: Path | None = ARCHIVE_OPT,
     where_timeout: float = WHERE_TIMEOUT_OPT,
     show_burned_in: bool = SHOW_BURNED_IN_OPT,
-    mode: str = MODE_OPT,
+    mode: str | None = MODE_OPT,
 ) -> None:
     """Study -> the nearest reports (keyword evidence: the study's description, body part and labels; --mode)."""
     from radretrieve.application.search_service import check_mode

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from radretrieve.application.search_service import DEFAULT_MODE
 from radretrieve.application.web.service import WebService, route_item_id
 
 K_HELP = "Hits to return (1 to 10000)."
@@ -22,7 +21,10 @@ WHERE_HELP = "SQL boolean expression over the catalog view, as the CLI's --where
 KIND_HELP = "volume | image"
 MODALITY_HELP = "Only this modality (an equality filter, allowed with --no-where too)."
 BODY_PART_HELP = "Only this body part (an equality filter, allowed with --no-where too)."
-MODE_HELP = "vector | keyword | hybrid (reciprocal rank fusion of both), as the CLI's --mode."
+MODE_HELP = (
+    "vector | keyword | hybrid (reciprocal rank fusion of both), as the CLI's --mode; default: hybrid where the "
+    "out dir has a full-text index, else vector."
+)
 STUDY_HELP = "An item id or a study key from the index (paths are not accepted)."
 
 
@@ -98,7 +100,7 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         kind: str | None = Query(None, description=KIND_HELP),
         modality: str | None = Query(None, description=MODALITY_HELP),
         body_part: str | None = Query(None, description=BODY_PART_HELP),
-        mode: str = Query(DEFAULT_MODE, description=MODE_HELP),
+        mode: str | None = Query(None, description=MODE_HELP),
     ) -> JSONResponse:
         return JSONResponse(service.search_text(q, k, kind, where, modality, body_part, mode))
 
@@ -118,7 +120,7 @@ def api_router(service: WebService, login: bool = False) -> APIRouter:
         study: str = Query(..., description=STUDY_HELP),
         k: int = Query(5, description=K_HELP),
         where: str | None = Query(None, description=WHERE_HELP.replace("view", "reports view")),
-        mode: str = Query(DEFAULT_MODE, description=MODE_HELP),
+        mode: str | None = Query(None, description=MODE_HELP),
     ) -> JSONResponse:
         return JSONResponse(service.reports(study, k, where, mode))
 

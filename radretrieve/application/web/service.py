@@ -25,7 +25,6 @@ from indexers.search import MODES, Hit
 from radretrieve.application.contact_sheet import png_bytes, thumbnail
 from radretrieve.application.info import collect_info
 from radretrieve.application.search_service import (
-    DEFAULT_MODE,
     MAX_K,
     QueryResult,
     SearchService,
@@ -203,7 +202,7 @@ class WebService:
             "where": self.config.allow_where,
             "max_k": MAX_K,
             "modes": list(MODES),
-            "mode": DEFAULT_MODE,
+            "mode": self.search.mode(None),
             "model": self._page_model(),
         }
 
@@ -239,11 +238,11 @@ class WebService:
         where: str | None = None,
         modality: str | None = None,
         body_part: str | None = None,
-        mode: str = DEFAULT_MODE,
+        mode: str | None = None,
     ) -> dict[str, Any]:
         """Text -> images and volumes: `{"query", "hits"}` as in `radretrieve search --format json --mode MODE`."""
         check_k(k)
-        check_mode(mode)
+        mode = self.search.mode(check_mode(mode))
         if not q.strip():
             raise RadRetrieveError("empty query text")
         flt = self._where(where, modality, body_part)
@@ -267,10 +266,10 @@ class WebService:
         hits: list[Hit] = self.searcher.similar(query, k, kind=kind or None, where=flt)
         return QueryResult(study, tuple(hits), self.model).to_json()
 
-    def reports(self, study: str, k: int = 5, where: str | None = None, mode: str = DEFAULT_MODE) -> dict[str, Any]:
+    def reports(self, study: str, k: int = 5, where: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Study -> nearest reports, as `radretrieve reports --format json --mode MODE`."""
         check_k(k)
-        check_mode(mode)
+        mode = self.search.mode(check_mode(mode))
         flt = self._where(where, None, None)
         query = self.searcher.resolve(study)  # item id or study key only: never a path
         if mode == "vector":
