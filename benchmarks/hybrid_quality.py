@@ -10,6 +10,7 @@ exact match on a rare term must not be buried by a model that knows nothing):
 
     python -m benchmarks.hybrid_quality                  # 120 synthetic studies + VQA-RAD test split
     python -m benchmarks.hybrid_quality --studies 60 --no-vqa-rad
+    python -m benchmarks.hybrid_quality --model radretrieve-demo/model --seed 1 --tag trained   # the demo's model
 
 Writes benchmarks/results/hybrid_quality_{synthetic,vqa_rad}.{json,md} (the .md is the printed table).
 """
@@ -105,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="radclip-tiny", help="registry name or model directory (untrained tiny)")
     ap.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs")
     ap.add_argument("--no-vqa-rad", action="store_true", help="skip VQA-RAD")
+    ap.add_argument("--tag", default="", help="suffix of the result files (e.g. trained: ..._synthetic-trained.json)")
     args = ap.parse_args(argv)
-    print(synthetic(args.studies, args.seed, args.model, args.bootstrap, RESULTS / "hybrid_quality_synthetic"))
+    tag = f"-{args.tag}" if args.tag else ""
+    print(synthetic(args.studies, args.seed, args.model, args.bootstrap, RESULTS / f"hybrid_quality_synthetic{tag}"))
     if not args.no_vqa_rad and (sample_data_dir() / "vqa-rad").is_dir():
-        print(vqa_rad(args.model, args.bootstrap, RESULTS / "hybrid_quality_vqa_rad"))
+        print(vqa_rad(args.model, args.bootstrap, RESULTS / f"hybrid_quality_vqa_rad{tag}"))
     return 0
 
 
