@@ -110,6 +110,7 @@ class SearchService:
         from radretrieve.outdir.model_ref import recorded_model
 
         self.out_dir = Path(out_dir)
+        self._default_mode: str | None = None  # `mode(None)`, decided on first use
         if not self.out_dir.is_dir():
             raise IndexMissing(f"--index {out_dir}: no such directory")
         self._model: Encoder | None = None
@@ -176,10 +177,14 @@ class SearchService:
         self.searcher.close()
 
     def mode(self, mode: str | None) -> str:
-        """`mode`, or for None the default: DEFAULT_MODE where the out dir has a full-text index, else vector."""
+        """`mode`, or for None the default: DEFAULT_MODE where the out dir has a full-text index, else vector.
+        The default is decided once, on first use (index.json is not read again for every query of a server;
+        like /api/info, it is the out dir as the service first saw it)."""
         if mode is not None:
             return mode
-        return DEFAULT_MODE if read_fulltext_json(self.out_dir) is not None else "vector"
+        if self._default_mode is None:
+            self._default_mode = DEFAULT_MODE if read_fulltext_json(self.out_dir) is not None else "vector"
+        return self._default_mode
 
     # -- queries -----------------------------------------------------------------------------------------
     def search_text(
