@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from indexers import analyzer, checks
+from indexers import analyzer, checks, rare
 from indexers.checks import FileCheck, file_name
 from indexers.errors import IndexMissing
 from indexers.meta import index_dir, shard_key
@@ -355,6 +355,18 @@ class KeywordIndex:
             limit = min(limit * 8, result.count)
         pairs.sort(key=lambda p: (-p[1], p[0]))
         return pairs[:k], terms
+
+    def exact_matches(
+        self, text: str, view: str, ids: Iterable[int], documents: int
+    ) -> tuple[frozenset[int], tuple[str, ...]]:
+        """(the ids among `ids` that hold every rare word of `text` in `view`, those rare words); `documents`: how
+        many rows the view has (indexers/rare.py)."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}")
+        field = f"{view}_words"
+        words = rare.rare_words(self._searcher, field, analyzer.query_terms(text)[analyzer.WORDS], documents)
+        found = rare.holding_all(self._searcher, self._schema, field, "item_id", words, ids)
+        return found, words
 
 
 def open_keyword(out_dir: Path) -> KeywordIndex:

@@ -14,8 +14,13 @@ knows the model's provenance), ``w / (rrf_k + rank)``, small enough that every k
 deep (at least ``1 / (rrf_k + depth)``) ranks above every hit found by the vector list alone (at most
 ``w / (rrf_k + 1)``), which then only fills the list and orders the keyword matches among themselves.
 
+Exact matches on rare words come first: the caller passes the ids that hold every rare word of the query
+(indexers/rare.py), and those items rank above all others, ordered among themselves by the fused score. Ranks
+alone cannot keep them there: a keyword list's 20th exact match and its 21st item, which matches only a common
+word, differ by less than a vector list's first hit adds.
+
 Ties are broken by the better of the two ranks, then by the item id, so the order is a function of the two
-lists alone (tests/test_hybrid_search.py checks it against a ranking computed by hand).
+lists and the exact set alone (tests/test_hybrid_search.py checks it against a ranking computed by hand).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Fused:
     vector_score: float | None  # cosine with the query vector
     keyword_rank: int | None  # 1-based rank in the keyword list (None: not in it)
     keyword_score: float | None  # BM25 score
+    exact: bool = False  # holds every rare word of the query (ranked above the items that do not)
 
 
 def rrf(
@@ -51,8 +57,10 @@ def rrf(
     k: int,
     rrf_k: int = RRF_K,
     vector_weight: float = 1.0,
+    exact: frozenset[int] = frozenset(),
 ) -> list[Fused]:
-    """The fused top-k of two ranked lists of (item id, score), best first; the vector list weighs `vector_weight`."""
+    """The fused top-k of two ranked lists of (item id, score), best first; the vector list weighs `vector_weight`;
+    the ids in `exact` (holding every rare query word) rank above all others."""
     if rrf_k < 1:
         raise ValueError(f"rrf_k must be at least 1, got {rrf_k}")
     weights = {"vector": float(vector_weight), "keyword": 1.0}
@@ -72,7 +80,14 @@ def rrf(
                 v[1] if v else None,
                 kw[0] if kw else None,
                 kw[1] if kw else None,
+                item in exact,
             )
         )
-    fused.sort(key=lambda f: (-f.score, min(r for r in (f.vector_rank, f.keyword_rank) if r is not None), f.item_id))
+    fused.sort(key=_order)
     return fused[:k]
+
+
+def _order(f: Fused) -> tuple[bool, float, int, int]:
+    """Exact matches first, then the fused score, the better of the two ranks, the item id."""
+    best = min(r for r in (f.vector_rank, f.keyword_rank) if r is not None)
+    return (not f.exact, -f.score, best, f.item_id)

@@ -56,6 +56,7 @@ class Evidence:
     keyword_rank: int | None = None  # 1-based rank in the keyword list (None: not in it)
     keyword_score: float | None = None  # BM25 score
     fused_rank: int | None = None  # rank after fusion (hybrid; equals the hit's rank)
+    exact_words: tuple[str, ...] = ()  # hybrid: the rare query words this hit holds all of (ranked first for it)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -67,6 +68,7 @@ class Evidence:
             "keyword_rank": self.keyword_rank,
             "keyword_score": self.keyword_score,
             "fused_rank": self.fused_rank,
+            "exact_words": list(self.exact_words),
         }
 
 
@@ -131,6 +133,7 @@ class Searcher:
         self._reconstructable: set[str] = set()  # indexes whose vectors `vectors` may read back
         self._stores: dict[str, VectorStore | None] = {}
         self._keywords: KeywordIndex | None = None  # the full-text index, opened on the first keyword query
+        self._view_rows: dict[str, int] = {}  # rows per catalog view, counted once (a rare word's share of them)
         self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
 
@@ -211,6 +214,7 @@ class Searcher:
         self._indexes.clear()
         self._stores.clear()
         self._keywords = None
+        self._view_rows.clear()
         self._reconstructable.clear()
 
     # -- core ----------------------------------------------------------------------------------------------
@@ -263,6 +267,13 @@ class Searcher:
             if self._keywords is None:
                 self._keywords = open_keyword(self.out_dir)
             return self._keywords
+
+    def _documents(self, view: str) -> int:
+        """Rows of a catalog view, counted on first use: what a rare word's document frequency is a share of."""
+        with self._open_lock:
+            if view not in self._view_rows:
+                self._view_rows[view] = self.catalog.count(view)
+            return self._view_rows[view]
 
     def keyword(
         self,
@@ -318,9 +329,13 @@ class Searcher:
         out = []
         for text, by_vector in zip(texts, vectors):
             by_keyword, terms = self.keywords.search(text, view, deep, flt.candidates) if text.strip() else ([], ())
-            fused = rrf(by_vector, by_keyword, k, rrf_k, vector_weight)
+            exact, rare_words = frozenset(), ()
+            if by_keyword:  # the exact-match tier (indexers/rare.py): only where some item holds a query word
+                ids = [i for i, _ in by_vector] + [i for i, _ in by_keyword]
+                exact, rare_words = self.keywords.exact_matches(text, view, ids, self._documents(view))
+            fused = rrf(by_vector, by_keyword, k, rrf_k, vector_weight, exact)
             hits = self._hits([[(f.item_id, f.score) for f in fused]], view)[0]
-            out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank)) for h, f in zip(hits, fused)])
+            out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank, rare_words)) for h, f in zip(hits, fused)])
         return out
 
     def _run(self, q: np.ndarray, k: int, flt: Filter, name: str, params: SearchParams | None) -> list[Picked]:
@@ -445,5 +460,6 @@ def _with_evidence(hit: Hit, terms: Sequence[str], evidence: Evidence) -> Hit:
     return replace(hit, evidence=evidence)
 
 
-def _fused_evidence(f: Fused, rank: int) -> Evidence:
-    return Evidence("hybrid", (), (), f.vector_rank, f.vector_score, f.keyword_rank, f.keyword_score, rank)
+def _fused_evidence(f: Fused, rank: int, rare_words: tuple[str, ...]) -> Evidence:
+    exact = rare_words if f.exact else ()
+    return Evidence("hybrid", (), (), f.vector_rank, f.vector_score, f.keyword_rank, f.keyword_score, rank, exact)

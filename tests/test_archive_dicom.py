@@ -310,3 +310,25 @@ def test_native_fast_path_matches_pydicom_for_12_bit_data(tmp_path: Path, signed
     vol, _ = load_volume(_only_item(tmp_path), tmp_path)
     np.testing.assert_array_equal(vol[0], pydicom.dcmread(tmp_path / "a.dcm").pixel_array.astype(np.float32))
     np.testing.assert_array_equal(vol[0], stored.astype(np.float32))
+
+
+def test_values_remembered_across_slices_are_pydicoms_own_per_character_set(tmp_path: Path) -> None:
+    from radretrieve.archive.dicom_header import _memo, read_header
+
+    pixels = np.zeros((4, 4))
+    a, b, c = tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "c.dcm"
+    _slice(a, pixels, 0.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 100", SeriesDescription="Crâne")
+    _slice(b, pixels, 1.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 144", SeriesDescription="Crтne")
+    _slice(c, pixels, 2.0, "1.2.3.4", "1.2.3", SeriesDescription="x" * 3000, BodyPartExamined="HEAD")
+    raw = [pydicom.dcmread(p).get_item(0x0008103E).value for p in (a, b)]
+    assert raw[0] == raw[1]  # the same bytes, read under two character sets
+    headers = [read_header(p, p.name) for p in (a, b, c, a)]
+    expected = [pydicom.dcmread(p).SeriesDescription for p in (a, b, c, a)]
+    assert [h.description for h in headers] == expected
+    assert expected[:2] == ["Crâne", "Crтne"]
+    assert {h.orientation for h in headers} == {(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)}
+    assert [h.position for h in headers] == [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 0.0)]
+    assert headers[2].body_part == "HEAD" and headers[0].body_part == ""
+    kept = " ".join(str(v) for v in _memo.values())
+    assert "Doe" not in kept and "MRN-0042" not in kept  # identifiers are never remembered
+    assert "x" * 3000 not in kept  # nor a long value

@@ -16,14 +16,14 @@ HOSTILE = '<script>document.title="owned"</script> Kommerell diverticulum <img s
 
 @pytest.fixture(scope="module")
 def hostile_server(serve_env, tmp_path_factory):
-    """A server over 3 synthetic studies, one of whose reports carries markup around a rare finding."""
+    """A server over 6 synthetic studies, one of whose reports carries markup around a rare finding."""
     from indexers.build import build_indexes
     from pipelines.job import IndexOptions, index_archive
     from radretrieve.synth import synthesize
 
     tmp = tmp_path_factory.mktemp("hostile")
     arch, out = tmp / "arch", tmp / "out"
-    synthesize(arch, studies=3, seed=1)
+    synthesize(arch, studies=6, seed=1)
     sidecar = sorted(arch.glob("*/*.json"))[0]
     data = json.loads(sidecar.read_text())
     data["text"] = HOSTILE
@@ -70,3 +70,13 @@ def test_the_mode_control_goes_into_the_shareable_url(hostile_server, browser): 
     browser.get(hostile_server.url + "/?q=diverticulum")  # a link without a mode: the default, left out of it
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .hit .evidence") or None, "evidence")
     assert browser.find_element(By.ID, "mode").get_attribute("value") == "hybrid"
+
+
+def test_a_hybrid_hit_that_holds_the_rare_words_says_so(hostile_server, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{hostile_server.url}/?q=kommerell%20diverticulum&mode=hybrid")
+    tiles = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .hit .evidence") or None, "tiles")
+    texts = [t.text for t in tiles]
+    assert texts[0].startswith("exact: kommerel, diverticulum · ")
+    assert not any("exact" in t for t in texts[1:])  # only the study whose report names it

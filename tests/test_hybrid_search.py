@@ -45,6 +45,17 @@ def test_a_hit_in_both_lists_beats_a_first_place_in_one():
     assert [f.item_id for f in rrf(vector, keyword, 3)] == [7, 1, 2]
 
 
+def test_exact_matches_rank_first_then_by_fused_score_by_hand():
+    vector = [(1, 0.9), (2, 0.8), (3, 0.7), (5, 0.1)]
+    keyword = [(4, 9.0), (3, 5.0), (5, 1.0)]
+    # scores: 1 -> 1/61; 2 -> 1/62; 3 -> 1/63 + 1/62; 4 -> 1/61; 5 -> 1/64 + 1/63; exact {2, 5}: 5 > 2 among them
+    fused = rrf(vector, keyword, 5, exact=frozenset({2, 5}))
+    assert [f.item_id for f in fused] == [5, 2, 3, 1, 4]
+    assert [f.exact for f in fused] == [True, True, False, False, False]
+    assert fused[0].score == pytest.approx(1 / 64 + 1 / 63)  # the score is the fusion's own, the tier only orders
+    assert [f.item_id for f in rrf(vector, keyword, 5)] == [3, 5, 1, 4, 2]  # without the tier
+
+
 def test_each_list_is_read_deep_enough():
     assert depth(10) == 100 and depth(500) == 1000
 
@@ -111,7 +122,9 @@ def test_hybrid_evidence_is_each_lists_own_rank_and_score(out):
             assert ev.matched_terms == by_keyword[hit.item_id].evidence.matched_terms
         expected = sum(1 / (60 + r) for r in (ev.vector_rank, ev.keyword_rank) if r is not None)
         assert hit.score == pytest.approx(expected)
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # exact matches on the query's rare words first (none here: the rare_share test below), then by score
+    order = [(not h.evidence.exact_words, -h.score) for h in hits]
+    assert order == sorted(order)
     searcher.close()
 
 
@@ -129,6 +142,84 @@ def test_a_rare_term_is_not_buried_by_an_untrained_models_noise(out):
     text = found.text
     assert [text[a:b] for a, b in found.evidence.highlights] == ["Kommerell", "diverticulum"]
     searcher.close()
+
+
+def test_a_rare_words_exact_matches_are_not_buried_by_a_confused_trained_model(tmp_path):
+    out = tmp_path / "out"
+    items, texts = texts_part(60, 21, 300_000, kinds=("volume", "image"))  # 60 rows, all in the items view
+    morgagni, bochdalek = [r for r in range(60) if r % 10 == 0], [r for r in range(60) if r % 4 == 1]
+    for r in morgagni:  # 6 of 60 rows: "morgagni" is rare (at most a fifth); "hernia" (21 rows) is not
+        texts[r] = "Incidental Morgagni hernia is noted."
+    for r in bochdalek:
+        texts[r] = "Incidental Bochdalek hernia is noted."
+    make_out(out, [(items, texts)])
+    build_indexes(out)
+    searcher = Searcher(out)
+    # a trained model (weight 1) that confuses the two hernias: its query vector is the Bochdalek rows' mean
+    vectors = normalise(items.vectors[bochdalek].mean(axis=0, keepdims=True))
+    holders = {int(items.ids[r]) for r, t in enumerate(texts) if "morgagni" in t.lower()}  # brute force
+    hits = searcher.hybrid(["Morgagni hernia"], vectors, 10)[0]
+    assert {h.item_id for h in hits[:6]} == holders
+    assert all(h.evidence.exact_words == ("morgagni",) for h in hits[:6])
+    assert all(h.evidence.exact_words == () for h in hits[6:])
+    assert [h.score for h in hits[:6]] == sorted((h.score for h in hits[:6]), reverse=True)
+    # rank fusion alone buries some of them under the model's confident Bochdalek rows
+    by_vector = [(h.item_id, h.score) for h in searcher.search(vectors, depth(10))[0]]
+    by_keyword = [(h.item_id, h.score) for h in searcher.keyword(["Morgagni hernia"], depth(10))[0]]
+    assert {f.item_id for f in rrf(by_vector, by_keyword, 6)} != holders
+    # a query without rare words ("hernia": 21 of 60 rows) is fused by rank alone
+    common = searcher.hybrid(["hernia"], vectors, 10)[0]
+    assert [h.item_id for h in common] == [f.item_id for f in rrf(by_vector, searcher_keyword(searcher), 10)]
+    searcher.close()
+
+
+def test_the_table_says_which_hits_are_exact_matches():
+    from indexers.search import Evidence, Hit
+    from radretrieve.application.render import _evidence_cell
+
+    ev = Evidence("hybrid", ("morgagni", "hernia"), (), 3, 0.2, 1, 7.5, 1, ("morgagni",))
+    assert _evidence_cell(Hit(5, 0.03, 1, evidence=ev)) == "exact, vector #3, keyword #1: morgagni hernia"
+    plain = Evidence("hybrid", ("hernia",), (), 1, 0.4, 9, 2.0, 2)
+    assert _evidence_cell(Hit(6, 0.02, 2, evidence=plain)) == "vector #1, keyword #9: hernia"
+
+
+def searcher_keyword(searcher: Searcher) -> list[tuple[int, float]]:
+    return [(h.item_id, h.score) for h in searcher.keyword(["hernia"], depth(10))[0]]
+
+
+def test_a_word_is_rare_when_at_most_a_fifth_of_the_views_rows_hold_it():
+    import tantivy
+
+    from indexers import analyzer
+    from indexers.rare import RARE_SHARE, holding_all, rare_words
+
+    docs = ["chiari malformation"] * 2 + ["chest film"] * 3 + ["chest chiari"] + ["normal"] * 4
+    index = tantivy.Index(schema := _words_schema())
+    analyzer.register(index)
+    writer = index.writer(15_000_000, 1)
+    for row, text in enumerate(docs):
+        writer.add_document(tantivy.Document(row=row, words=text))
+    writer.commit()
+    index.reload()
+    searcher = index.searcher()
+    words = analyzer.query_terms("chiari chest typo-word normal")[analyzer.WORDS]
+    # held by: chiari 3 (0.3), chest 4, typo 0, word 0, normal 4 -> none rare at a fifth; at 10 docs x 0.3: chiari
+    assert RARE_SHARE == 0.2 and rare_words(searcher, "words", words, len(docs)) == ()
+    assert rare_words(searcher, "words", words, 15) == ("chiari",)  # 3 of 15 rows = a fifth
+    assert holding_all(searcher, schema, "words", "row", ("chiari", "chest"), range(10)) == {5}
+    assert holding_all(searcher, schema, "words", "row", ("chiari",), [1, 5, 9]) == {1, 5}
+    assert holding_all(searcher, schema, "words", "row", (), range(10)) == frozenset()
+
+
+def _words_schema():
+    import tantivy
+
+    from indexers import analyzer
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("row", stored=False, indexed=True, fast=True)
+    builder.add_text_field("words", stored=False, tokenizer_name=analyzer.WORDS, index_option="freq")
+    return builder.build()
 
 
 def test_bad_mode_arguments_are_one_line_errors(out):
@@ -191,6 +282,7 @@ def test_the_http_api_takes_the_mode(server, serve_env):
     with server.client() as client:
         body = client.get("/api/search", params={"q": word, "k": 3, "mode": "hybrid"}).json()
         assert len(body["hits"]) == 3 and all(h["evidence"]["mode"] == "hybrid" for h in body["hits"])
+        assert all(isinstance(h["evidence"]["exact_words"], list) for h in body["hits"])
         plain = client.get("/api/search", params={"q": word, "k": 3, "mode": "vector"}).json()
         assert all("evidence" not in h for h in plain["hits"])  # vector hits stay as they were
         default = client.get("/api/search", params={"q": word, "k": 3}).json()
@@ -252,6 +344,13 @@ def test_mode_scores_for_the_bench_match_a_hand_computed_fusion():
     # vector ranks 1, 2, 3; keyword ranks -, 2, 1
     assert fused == pytest.approx([1 / 61, 1 / 62 + 1 / 62, 1 / 63 + 1 / 61])
     assert mode_scores("vector", cosine, ["Kommerell"], docs) is cosine
+    # 2 of 10 docs hold "Kommerell" (rare): they rank first, their score lifted by 1 above every fusion sum
+    docs = docs[1:] + ["pleural effusion"] * 8
+    cosine = np.linspace(1.0, 0.0, 10)[None, :][:, ::-1].copy()  # vector ranks: doc 9 first, doc 0 last
+    fused = mode_scores("hybrid", cosine, ["Kommerell"], docs)[0]
+    assert fused[1] == pytest.approx(1 + 1 / 69 + 1 / 61) and fused[0] == pytest.approx(1 + 1 / 70 + 1 / 62)
+    assert fused[9] == pytest.approx(1 / 61)
+    assert set(np.argsort(-fused)[:2]) == {0, 1}
 
 
 def test_the_labels_protocol_ranks_each_mode_with_precision_and_recall():

@@ -58,11 +58,13 @@ def to_table(results: Sequence[QueryResult]) -> str:
 
 
 def _evidence_cell(hit: Hit) -> str:
-    """ "vector #3, keyword #1: chiari malform" (the ranks in each list, the query terms the hit matched)."""
+    """ "exact, vector #3, keyword #1: chiari malform" (an exact match on the rare query words, the ranks in each
+    list, the query terms the hit matched)."""
     ev = hit.evidence
     if ev is None:
         return ""
     ranks = [f"{name} #{rank}" for name, rank in (("vector", ev.vector_rank), ("keyword", ev.keyword_rank)) if rank]
+    ranks = ["exact", *ranks] if ev.exact_words else ranks
     terms = " ".join(ev.matched_terms)
     return _cell(", ".join(ranks) + (f": {terms}" if terms else ""))
 

@@ -133,6 +133,7 @@ def read_header(path: Path, rel: str) -> DicomHeader:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_tags())
         except InvalidDicomError:  # no preamble/'DICM': old files without file meta
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_tags(), force=True)
+        ds = _Memo(ds)
         rows, cols = _number(ds, "Rows", int), _number(ds, "Columns", int)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage input
         raise ArchiveError(rel, f"not a readable DICOM file ({type(exc).__name__})", "CorruptFile", "scan") from None
@@ -160,6 +161,51 @@ def _tags() -> list[int]:
     from pydicom.tag import Tag
 
     return [Tag(tag_for_keyword(name)) for name in ALLOWED_TAGS + IDENTIFIER_TAGS]
+
+
+_MEMO_SIZE = 4096  # distinct raw values remembered per process (a series' shared attributes, a few per series)
+_MEMO_BYTES = 1024  # longer raw values are converted each time: a hostile file's huge values are not kept
+_memo: dict[tuple[object, ...], object] = {}
+_memo_tags: dict[str, int] = {}  # {keyword: tag} of ALLOWED_TAGS (identifiers are not remembered), set on first use
+
+
+class _Memo:
+    """A parsed header whose allow-listed values are converted once per distinct raw value in the process.
+
+    The slices of a series repeat most of their attributes byte for byte (UIDs of the study and series,
+    descriptions, orientation, spacing, sizes), and pydicom's conversion of a raw value was about a quarter of
+    the header scan (docs/guide/speed.md). A value is keyed by its tag, VR, bytes, byte order, VR encoding and
+    the file's character set, everything its conversion depends on, so the value is the one pydicom would give.
+    Identifiers are never remembered: they live only as long as their file's read (the module docstring)."""
+
+    __slots__ = ("_ds", "_charset", "_raw")
+
+    def __init__(self, ds: object) -> None:
+        from pydicom.dataelem import RawDataElement
+
+        if not _memo_tags:
+            _memo_tags.update(zip(ALLOWED_TAGS, _tags()))
+        self._ds, self._raw = ds, RawDataElement
+        self._charset = str(getattr(ds, "SpecificCharacterSet", "") or "")
+
+    def __getattr__(self, name: str) -> object:
+        tag = _memo_tags.get(name)
+        if tag is None:  # an identifier, file_meta, ...: pydicom's own
+            return getattr(self._ds, name)
+        raw = self._ds.get_item(tag)  # type: ignore[attr-defined]
+        if raw is None:
+            raise AttributeError(name)
+        if type(raw) is not self._raw or raw.VR == "SQ" or raw.value is None or len(raw.value) > _MEMO_BYTES:
+            return self._ds[tag].value  # type: ignore[index]
+        key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, self._charset)
+        try:
+            return _memo[key]
+        except KeyError:
+            value = self._ds[tag].value  # type: ignore[index]
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = value
+        return value
 
 
 def _values(ds: object, name: str) -> tuple[str, ...]:
