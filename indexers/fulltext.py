@@ -348,7 +348,7 @@ class KeywordIndex:
             ids = self._searcher.fast_field_values("item_id", [addr for _, addr in result.hits])
             pairs = [(int(i), float(s)) for (s, _), i in zip(result.hits, ids)]
             if candidates is not None:
-                keep = np.isin(np.fromiter((p[0] for p in pairs), np.int64, len(pairs)), candidates)
+                keep = _in_sorted(np.fromiter((p[0] for p in pairs), np.int64, len(pairs)), candidates)
                 pairs = [p for p, ok in zip(pairs, keep) if ok]
             if len(pairs) >= k or len(result.hits) >= result.count:
                 break
@@ -367,6 +367,15 @@ class KeywordIndex:
         words = rare.rare_words(self._searcher, field, analyzer.query_terms(text)[analyzer.WORDS], documents)
         found = rare.holding_all(self._searcher, self._schema, field, "item_id", words, ids)
         return found, words
+
+
+def _in_sorted(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """bool[n]: which of `ids` are in `sorted_ids` (ascending). A binary search each: `np.isin` hashes the whole
+    candidate set on every call, 190 ms for 333k candidates against a few hundred hits."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[pos] == ids
 
 
 def open_keyword(out_dir: Path) -> KeywordIndex:
