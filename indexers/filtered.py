@@ -42,11 +42,19 @@ class Filter:
         """bool[n]: which ids (int64[n]) pass the candidate set and id exclusions (not the study rules)."""
         ok = ids >= 0
         if self.candidates is not None:
-            pos = np.minimum(np.searchsorted(self.candidates, ids), max(len(self.candidates) - 1, 0))
-            ok &= (self.candidates[pos] == ids) if len(self.candidates) else False
+            ok &= in_sorted(ids, self.candidates)
         if self.exclude_ids:
             ok &= ~np.isin(ids, np.fromiter(self.exclude_ids, np.int64))
         return ok
+
+
+def in_sorted(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """bool[n]: which of `ids` are in `sorted_ids` (ascending). A binary search each: `np.isin` hashes the whole
+    set on every call (190 ms for a filter's 333k ids, against a few hundred keyword hits)."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[pos] == ids
 
 
 StudyLookup = Callable[[np.ndarray], dict[int, str]]  # ids int64[n] -> {id: study key}

@@ -14,10 +14,10 @@ knows the model's provenance), ``w / (rrf_k + rank)``, small enough that every k
 deep (at least ``1 / (rrf_k + depth)``) ranks above every hit found by the vector list alone (at most
 ``w / (rrf_k + 1)``), which then only fills the list and orders the keyword matches among themselves.
 
-Exact matches on rare words come first: the caller passes the ids that hold every rare word of the query
-(indexers/rare.py), and those items rank above all others, ordered among themselves by the fused score. Ranks
-alone cannot keep them there: a keyword list's 20th exact match and its 21st item, which matches only a common
-word, differ by less than a vector list's first hit adds.
+Exact matches of a specific query come first: the caller passes the ids that hold every word of the query the
+archive holds, when one of them is rare (indexers/rare.py), and those items rank above all others, ordered
+among themselves by the fused score. Ranks alone cannot keep them there: a keyword list's 20th exact match and
+its 21st item, which matches only a common word, differ by less than a vector list's first hit adds.
 
 Ties are broken by the better of the two ranks, then by the item id, so the order is a function of the two
 lists and the exact set alone (tests/test_hybrid_search.py checks it against a ranking computed by hand).
@@ -48,7 +48,7 @@ class Fused:
     vector_score: float | None  # cosine with the query vector
     keyword_rank: int | None  # 1-based rank in the keyword list (None: not in it)
     keyword_score: float | None  # BM25 score
-    exact: bool = False  # holds every rare word of the query (ranked above the items that do not)
+    exact: bool = False  # an exact match of a specific query (ranked above the items that are not)
 
 
 def rrf(
@@ -60,7 +60,7 @@ def rrf(
     exact: frozenset[int] = frozenset(),
 ) -> list[Fused]:
     """The fused top-k of two ranked lists of (item id, score), best first; the vector list weighs `vector_weight`;
-    the ids in `exact` (holding every rare query word) rank above all others."""
+    the ids in `exact` (exact matches, indexers/rare.py) rank above all others."""
     if rrf_k < 1:
         raise ValueError(f"rrf_k must be at least 1, got {rrf_k}")
     weights = {"vector": float(vector_weight), "keyword": 1.0}

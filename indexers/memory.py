@@ -4,7 +4,7 @@ search, over a gallery given as arrays (`radretrieve bench retrieval --mode`).
 `mode_scores(mode, cosine[C, N], queries, docs)` gives float[C, N], higher first: the cosine itself (vector), BM25
 from an in-memory tantivy index with the analyzers of indexers/analyzer.py (keyword; 0 where nothing matches), or
 the reciprocal rank fusion of both lists, each read `fusion.depth(k)` deep with k = `BENCH_K`, exact matches on the
-query's rare words first (hybrid; 0 outside both lists). Rows that score 0 tie at the bottom, where the metrics'
+query first (indexers/rare.py; hybrid; 0 outside both lists). Rows that score 0 tie at the bottom, where the metrics'
 pessimistic ties put them.
 """
 
@@ -91,7 +91,7 @@ def mode_scores(
         by_vector, by_keyword = _ranked(cosine[c], deep, False), _ranked(bm25[c], deep, True)
         exact: frozenset[int] = frozenset()
         if by_keyword:  # the exact-match tier, as Searcher.hybrid (indexers/rare.py)
-            words = rare.rare_words(searcher, "words", analyzer.query_terms(queries[c])[analyzer.WORDS], len(docs))
+            words = rare.exact_words(searcher, "words", analyzer.query_terms(queries[c])[analyzer.WORDS], len(docs))
             exact = rare.holding_all(searcher, schema, "words", "row", words, [i for i, _ in by_vector + by_keyword])
         for f in rrf(by_vector, by_keyword, deep, RRF_K, vector_weight, exact):
             fused[c, f.item_id] = f.score + (EXACT_TIER if f.exact else 0.0)

@@ -56,7 +56,7 @@ class Evidence:
     keyword_rank: int | None = None  # 1-based rank in the keyword list (None: not in it)
     keyword_score: float | None = None  # BM25 score
     fused_rank: int | None = None  # rank after fusion (hybrid; equals the hit's rank)
-    exact_words: tuple[str, ...] = ()  # hybrid: the rare query words this hit holds all of (ranked first for it)
+    exact_words: tuple[str, ...] = ()  # hybrid: the query words an exact match holds (ranked first for it)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -133,7 +133,7 @@ class Searcher:
         self._reconstructable: set[str] = set()  # indexes whose vectors `vectors` may read back
         self._stores: dict[str, VectorStore | None] = {}
         self._keywords: KeywordIndex | None = None  # the full-text index, opened on the first keyword query
-        self._view_rows: dict[str, int] = {}  # rows per catalog view, counted once (a rare word's share of them)
+        self._view_rows: dict[str, int] = {}  # rows per catalog view, counted once (what a rare word is rare in)
         self._open_lock = threading.RLock()  # lazy opens happen once, whichever thread asks first
         self._warn_if_stale()
 
@@ -269,8 +269,11 @@ class Searcher:
             return self._keywords
 
     def _documents(self, view: str) -> int:
-        """Rows of a catalog view, counted on first use: what a rare word's document frequency is a share of."""
-        with self._open_lock:
+        """Documents of a view in the full-text index: what a rare word's document frequency is a share of."""
+        counted = self.keywords.info.views  # the full-text index's own count, as its document frequencies are
+        if counted is not None:
+            return int(counted.get(view, 0))
+        with self._open_lock:  # an index built before it counted its views: the catalog's rows
             if view not in self._view_rows:
                 self._view_rows[view] = self.catalog.count(view)
             return self._view_rows[view]
@@ -329,13 +332,13 @@ class Searcher:
         out = []
         for text, by_vector in zip(texts, vectors):
             by_keyword, terms = self.keywords.search(text, view, deep, flt.candidates) if text.strip() else ([], ())
-            exact, rare_words = frozenset(), ()
+            exact, words = frozenset(), ()
             if by_keyword:  # the exact-match tier (indexers/rare.py): only where some item holds a query word
                 ids = [i for i, _ in by_vector] + [i for i, _ in by_keyword]
-                exact, rare_words = self.keywords.exact_matches(text, view, ids, self._documents(view))
+                exact, words = self.keywords.exact_matches(text, view, ids, self._documents(view))
             fused = rrf(by_vector, by_keyword, k, rrf_k, vector_weight, exact)
             hits = self._hits([[(f.item_id, f.score) for f in fused]], view)[0]
-            out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank, rare_words)) for h, f in zip(hits, fused)])
+            out.append([_with_evidence(h, terms, _fused_evidence(f, h.rank, words)) for h, f in zip(hits, fused)])
         return out
 
     def _run(self, q: np.ndarray, k: int, flt: Filter, name: str, params: SearchParams | None) -> list[Picked]:
@@ -460,6 +463,6 @@ def _with_evidence(hit: Hit, terms: Sequence[str], evidence: Evidence) -> Hit:
     return replace(hit, evidence=evidence)
 
 
-def _fused_evidence(f: Fused, rank: int, rare_words: tuple[str, ...]) -> Evidence:
-    exact = rare_words if f.exact else ()
+def _fused_evidence(f: Fused, rank: int, words: tuple[str, ...]) -> Evidence:
+    exact = words if f.exact else ()
     return Evidence("hybrid", (), (), f.vector_rank, f.vector_score, f.keyword_rank, f.keyword_score, rank, exact)

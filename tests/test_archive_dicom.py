@@ -312,23 +312,46 @@ def test_native_fast_path_matches_pydicom_for_12_bit_data(tmp_path: Path, signed
     np.testing.assert_array_equal(vol[0], stored.astype(np.float32))
 
 
-def test_values_remembered_across_slices_are_pydicoms_own_per_character_set(tmp_path: Path) -> None:
-    from radretrieve.archive.dicom_header import _memo, read_header
+def test_values_remembered_across_slices_are_pydicoms_own(tmp_path: Path) -> None:
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+    from radretrieve.archive.dicom_header import _memo, clear_memo, read_header
 
     pixels = np.zeros((4, 4))
-    a, b, c = tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "c.dcm"
-    _slice(a, pixels, 0.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 100", SeriesDescription="Crâne")
-    _slice(b, pixels, 1.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 144", SeriesDescription="Crтne")
-    _slice(c, pixels, 2.0, "1.2.3.4", "1.2.3", SeriesDescription="x" * 3000, BodyPartExamined="HEAD")
-    raw = [pydicom.dcmread(p).get_item(0x0008103E).value for p in (a, b)]
+    names = ("a", "b", "c", "d", "e")
+    files = [tmp_path / f"{n}.dcm" for n in names]
+    _slice(files[0], pixels, 0.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 100", SeriesDescription="Crâne")
+    _slice(files[1], pixels, 1.0, "1.2.3.4", "1.2.3", SpecificCharacterSet="ISO_IR 144", SeriesDescription="Crтne")
+    _slice(files[2], pixels, 2.0, "1.2.3.4", "1.2.3", SeriesDescription="x" * 3000, BodyPartExamined="Doe^John")
+    for path, syntax, little in ((files[3], ImplicitVRLittleEndian, True), (files[4], ExplicitVRBigEndian, False)):
+        _slice(path, pixels, 3.0, "1.2.3.4", "1.2.3", ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = syntax  # headers only: the pixel bytes are never read here
+        pydicom.dcmwrite(path, ds, implicit_vr=little, little_endian=little, force_encoding=True)
+    raw = [pydicom.dcmread(p).get_item(0x0008103E).value for p in files[:2]]
     assert raw[0] == raw[1]  # the same bytes, read under two character sets
-    headers = [read_header(p, p.name) for p in (a, b, c, a)]
-    expected = [pydicom.dcmread(p).SeriesDescription for p in (a, b, c, a)]
-    assert [h.description for h in headers] == expected
-    assert expected[:2] == ["Crâne", "Crтne"]
-    assert {h.orientation for h in headers} == {(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)}
-    assert [h.position for h in headers] == [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 0.0)]
-    assert headers[2].body_part == "HEAD" and headers[0].body_part == ""
+    clear_memo()
+    order = [0, 1, 2, 3, 4, 0, 4, 3]
+    headers = [read_header(files[i], files[i].name) for i in order]
+    own = [pydicom.dcmread(files[i]) for i in order]  # pydicom alone, each file read fresh
+    assert [h.description for h in headers] == [d.get("SeriesDescription", "") for d in own]
+    assert [h.description for h in headers[:2]] == ["Crâne", "Crтne"]
+    assert [h.orientation for h in headers] == [tuple(float(v) for v in d.ImageOrientationPatient) for d in own]
+    assert [h.pixel_spacing for h in headers] == [tuple(float(v) for v in d.PixelSpacing) for d in own]
+    assert [h.study_uid for h in headers] == [d.StudyInstanceUID for d in own]
+    assert {h.orientation for h in headers} == {(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)}
+    assert [h.position for h in headers] == [(0.0, 0.0, float(z)) for z in (0, 1, 2, 3, 3, 0, 3, 3)]
     kept = " ".join(str(v) for v in _memo.values())
-    assert "Doe" not in kept and "MRN-0042" not in kept  # identifiers are never remembered
-    assert "x" * 3000 not in kept  # nor a long value
+    assert "1.2.3.4" in kept and "1.2.3" in kept  # the series' shared values are remembered
+    assert "Doe" not in kept and "MRN-0042" not in kept  # identifiers and free text never are
+    assert "Crâne" not in kept and "x" * 3000 not in kept
+
+
+def test_a_file_with_a_huge_character_set_is_read_without_the_memo(tmp_path: Path) -> None:
+    from radretrieve.archive.dicom_header import _memo, clear_memo, read_header
+
+    path = tmp_path / "huge.dcm"
+    _slice(path, np.zeros((4, 4)), 0.0, "1.2.3.9", "1.2.8", SpecificCharacterSet=["ISO_IR 100"] * 200)
+    clear_memo()
+    header = read_header(path, path.name)
+    assert header.series_uid == "1.2.3.9" and not _memo  # nothing of it is kept

@@ -158,6 +158,12 @@ def test_keyword_hits_are_the_brute_force_scan_ranked_by_bm25(corpus, query, vie
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
 
 
+def test_a_huge_k_reads_at_most_every_document(corpus):
+    out, docs = corpus
+    hits, _ = open_keyword(out).search("Chiari", "items", 2 * 10**9)  # tantivy would allocate its heap for k
+    assert {i for i, _ in hits} == set(bm25(docs, "items", "Chiari"))
+
+
 def test_a_compound_term_ranks_its_exact_spelling_first(corpus):
     out, docs = corpus
     hits, _ = open_keyword(out).search("C5-C6", "items", 1000)
@@ -253,6 +259,8 @@ def test_an_add_indexes_only_the_new_shard_and_equals_a_full_rebuild(tmp_path):
     shutil.copytree(inc, full, ignore=shutil.ignore_patterns("index"))
     build_indexes(full, BuildConfig(rebuild=True))
     assert read_fulltext_json(full).build["mode"] == "rebuild"
+    catalog = Searcher(inc).catalog  # the documents per view the add counted, against the catalog's rows
+    assert grown.views == read_fulltext_json(full).views == {v: catalog.count(v) for v in ("items", "reports")}
     for query in ("Chiari malformation", "C5-C6", "hemorrhages", "T2 FLAIR", "CT HEAD"):
         for view in ("items", "reports"):
             assert open_keyword(inc).search(query, view, 200) == open_keyword(full).search(query, view, 200)

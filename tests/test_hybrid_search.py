@@ -135,9 +135,10 @@ def test_a_rare_term_is_not_buried_by_an_untrained_models_noise(out):
     vector_rank = [h.item_id for h in searcher.search(vectors, 10_000)[0]].index(rare) + 1
     hybrid = searcher.hybrid(["Kommerell diverticulum"], vectors, 10)[0]
     assert vector_rank > 10  # vector search alone does not find it
-    # hybrid puts it first or second: its keyword rank 1 weighs as much as the vector list's first hit
-    assert rare in [h.item_id for h in hybrid[:2]]
-    found = next(h for h in hybrid if h.item_id == rare)
+    # hybrid puts it first: the only exact match of a specific query (its keyword rank 1 alone would weigh only as
+    # much as the vector list's first hit)
+    assert hybrid[0].item_id == rare and hybrid[0].evidence.exact_words == ("kommerel", "diverticulum")
+    found = hybrid[0]
     assert found.evidence.keyword_rank == 1 and found.evidence.matched_terms == ("kommerel", "diverticulum")
     text = found.text
     assert [text[a:b] for a, b in found.evidence.highlights] == ["Kommerell", "diverticulum"]
@@ -160,16 +161,51 @@ def test_a_rare_words_exact_matches_are_not_buried_by_a_confused_trained_model(t
     holders = {int(items.ids[r]) for r, t in enumerate(texts) if "morgagni" in t.lower()}  # brute force
     hits = searcher.hybrid(["Morgagni hernia"], vectors, 10)[0]
     assert {h.item_id for h in hits[:6]} == holders
-    assert all(h.evidence.exact_words == ("morgagni",) for h in hits[:6])
+    assert all(h.evidence.exact_words == ("morgagni", "hernia") for h in hits[:6])
     assert all(h.evidence.exact_words == () for h in hits[6:])
     assert [h.score for h in hits[:6]] == sorted((h.score for h in hits[:6]), reverse=True)
     # rank fusion alone buries some of them under the model's confident Bochdalek rows
     by_vector = [(h.item_id, h.score) for h in searcher.search(vectors, depth(10))[0]]
     by_keyword = [(h.item_id, h.score) for h in searcher.keyword(["Morgagni hernia"], depth(10))[0]]
     assert {f.item_id for f in rrf(by_vector, by_keyword, 6)} != holders
-    # a query without rare words ("hernia": 21 of 60 rows) is fused by rank alone
-    common = searcher.hybrid(["hernia"], vectors, 10)[0]
-    assert [h.item_id for h in common] == [f.item_id for f in rrf(by_vector, searcher_keyword(searcher), 10)]
+    # the filter and the kind come first: an exact match they exclude is not lifted, nor shown
+    excluded = int(items.ids[morgagni[0]])
+    hits = searcher.hybrid(["Morgagni hernia"], vectors, 10, where=f"item_id <> {excluded}")[0]
+    assert {h.item_id for h in hits[:5]} == holders - {excluded} and excluded not in {h.item_id for h in hits}
+    images = searcher.hybrid(["Morgagni hernia"], vectors, 10, kind="image")[0]  # every Morgagni row is a volume
+    assert all(h.kind == "image" and h.evidence.exact_words == () for h in images)
+    # the benchmarks' in-memory fusion (indexers/memory.py) ranks the same rows the same way
+    from indexers.memory import mode_scores
+
+    scores = mode_scores("hybrid", vectors @ items.vectors.T, ["Morgagni hernia"], texts)[0]
+    ranked = [int(items.ids[r]) for r in np.lexsort((np.arange(len(scores)), -scores))[:10]]
+    assert ranked == [h.item_id for h in searcher.hybrid(["Morgagni hernia"], vectors, 10)[0]]
+    # by rank alone: a query without rare words ("hernia": 21 of 60 rows), and one whose words no row holds all
+    # of (each row names one hernia): "morgagni" alone must not outrank the rows that match the rest of it
+    for query in ("hernia", "Morgagni or Bochdalek hernia"):
+        hits = searcher.hybrid([query], vectors, 10)[0]
+        assert [h.item_id for h in hits] == [f.item_id for f in rrf(by_vector, _keyword_list(searcher, query), 10)]
+        assert all(h.evidence.exact_words == () for h in hits)
+    searcher.close()
+
+
+def test_a_word_is_rare_among_the_documents_of_the_view_searched(tmp_path):
+    out = tmp_path / "out"
+    items, texts = texts_part(60, 22, 400_000)  # rows alternate volume, image, report: 40 items, 20 reports
+    kinds = list(items.kinds)
+    in_items = [r for r, k in enumerate(kinds) if k != "report"][::5]  # 8 of 40 items: rare (a fifth)
+    in_reports = [r for r, k in enumerate(kinds) if k == "report"][:5]  # 5 of 20 reports: not rare
+    for r in in_items + in_reports:
+        texts[r] = "Incidental Morgagni hernia is noted."
+    make_out(out, [(items, texts)])
+    build_indexes(out)
+    searcher = Searcher(out)
+    vectors = normalise(np.random.default_rng(8).standard_normal((1, DIM)))
+    hits = searcher.hybrid(["Morgagni hernia"], vectors, 10)[0]
+    assert {h.item_id for h in hits[:8]} == {int(items.ids[r]) for r in in_items}
+    assert all(h.evidence.exact_words == ("morgagni", "hernia") for h in hits[:8])
+    reports = searcher.hybrid(["Morgagni hernia"], vectors, 10, index="reports")[0]
+    assert reports and all(h.kind == "report" and h.evidence.exact_words == () for h in reports)
     searcher.close()
 
 
@@ -177,21 +213,21 @@ def test_the_table_says_which_hits_are_exact_matches():
     from indexers.search import Evidence, Hit
     from radretrieve.application.render import _evidence_cell
 
-    ev = Evidence("hybrid", ("morgagni", "hernia"), (), 3, 0.2, 1, 7.5, 1, ("morgagni",))
+    ev = Evidence("hybrid", ("morgagni", "hernia"), (), 3, 0.2, 1, 7.5, 1, ("morgagni", "hernia"))
     assert _evidence_cell(Hit(5, 0.03, 1, evidence=ev)) == "exact, vector #3, keyword #1: morgagni hernia"
     plain = Evidence("hybrid", ("hernia",), (), 1, 0.4, 9, 2.0, 2)
     assert _evidence_cell(Hit(6, 0.02, 2, evidence=plain)) == "vector #1, keyword #9: hernia"
 
 
-def searcher_keyword(searcher: Searcher) -> list[tuple[int, float]]:
-    return [(h.item_id, h.score) for h in searcher.keyword(["hernia"], depth(10))[0]]
+def _keyword_list(searcher: Searcher, query: str) -> list[tuple[int, float]]:
+    return [(h.item_id, h.score) for h in searcher.keyword([query], depth(10))[0]]
 
 
-def test_a_word_is_rare_when_at_most_a_fifth_of_the_views_rows_hold_it():
+def test_an_exact_match_holds_every_word_the_archive_holds_when_one_is_rare():
     import tantivy
 
     from indexers import analyzer
-    from indexers.rare import RARE_SHARE, holding_all, rare_words
+    from indexers.rare import RARE_ONE_IN, exact_words, holding_all
 
     docs = ["chiari malformation"] * 2 + ["chest film"] * 3 + ["chest chiari"] + ["normal"] * 4
     index = tantivy.Index(schema := _words_schema())
@@ -202,12 +238,18 @@ def test_a_word_is_rare_when_at_most_a_fifth_of_the_views_rows_hold_it():
     writer.commit()
     index.reload()
     searcher = index.searcher()
-    words = analyzer.query_terms("chiari chest typo-word normal")[analyzer.WORDS]
-    # held by: chiari 3 (0.3), chest 4, typo 0, word 0, normal 4 -> none rare at a fifth; at 10 docs x 0.3: chiari
-    assert RARE_SHARE == 0.2 and rare_words(searcher, "words", words, len(docs)) == ()
-    assert rare_words(searcher, "words", words, 15) == ("chiari",)  # 3 of 15 rows = a fifth
-    assert holding_all(searcher, schema, "words", "row", ("chiari", "chest"), range(10)) == {5}
-    assert holding_all(searcher, schema, "words", "row", ("chiari",), [1, 5, 9]) == {1, 5}
+
+    def words(text: str, documents: int = len(docs)) -> tuple[str, ...]:
+        return exact_words(searcher, "words", analyzer.query_terms(text)[analyzer.WORDS], documents)
+
+    # rows holding: chiari 3, malformation 2, chest 4, normal 4, typo 0, word 0; rare: at most 2 of 10 (a fifth)
+    assert RARE_ONE_IN == 5
+    assert words("chiari malformation") == ("chiari", "malform")  # malformation is rare: both must be held
+    assert words("chiari chest typo-word normal") == ()  # nothing rare: not specific
+    assert words("chiari chest typo-word normal", 15) == ("chiari", "chest", "normal")  # 3 of 15 is a fifth
+    assert holding_all(searcher, schema, "words", "row", ("chiari", "malform"), range(10)) == {0, 1}
+    assert holding_all(searcher, schema, "words", "row", ("chiari", "chest"), [1, 5, 9]) == {5}
+    assert holding_all(searcher, schema, "words", "row", ("chiari", "chest", "normal"), range(10)) == frozenset()
     assert holding_all(searcher, schema, "words", "row", (), range(10)) == frozenset()
 
 

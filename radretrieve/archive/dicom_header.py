@@ -163,20 +163,38 @@ def _tags() -> list[int]:
     return [Tag(tag_for_keyword(name)) for name in ALLOWED_TAGS + IDENTIFIER_TAGS]
 
 
-_MEMO_SIZE = 4096  # distinct raw values remembered per process (a series' shared attributes, a few per series)
+# Converted for each file alone, never remembered across files (`_Memo`): free text (a description or body part
+# may hold a name until it is redacted) and per-instance values (never met again). Identifiers are not in
+# ALLOWED_TAGS, so MEMO_TAGS, the attributes a series repeats on every slice, hold none.
+PER_FILE_TAGS = (
+    "StudyDescription",  # free text
+    "SeriesDescription",
+    "BodyPartExamined",
+    "SOPInstanceUID",  # per instance
+    "InstanceNumber",
+    "ImagePositionPatient",
+)
+MEMO_TAGS = tuple(name for name in ALLOWED_TAGS if name not in PER_FILE_TAGS)
+_MEMO_SIZE = 4096  # distinct raw values remembered per process (a few per series)
 _MEMO_BYTES = 1024  # longer raw values are converted each time: a hostile file's huge values are not kept
+_CHARSET_CHARS = 256  # a file whose character set is longer is read without the memo
 _memo: dict[tuple[object, ...], object] = {}
-_memo_tags: dict[str, int] = {}  # {keyword: tag} of ALLOWED_TAGS (identifiers are not remembered), set on first use
+_memo_tags: dict[str, int] = {}  # {keyword: tag} of MEMO_TAGS, set on first use
+
+
+def clear_memo() -> None:
+    """Forget every remembered value (a benchmark's cold start)."""
+    _memo.clear()
 
 
 class _Memo:
-    """A parsed header whose allow-listed values are converted once per distinct raw value in the process.
+    """A parsed header whose values of `MEMO_TAGS` are converted once per distinct raw value in the process.
 
-    The slices of a series repeat most of their attributes byte for byte (UIDs of the study and series,
-    descriptions, orientation, spacing, sizes), and pydicom's conversion of a raw value was about a quarter of
-    the header scan (docs/guide/speed.md). A value is keyed by its tag, VR, bytes, byte order, VR encoding and
-    the file's character set, everything its conversion depends on, so the value is the one pydicom would give.
-    Identifiers are never remembered: they live only as long as their file's read (the module docstring)."""
+    The slices of a series repeat most of their attributes byte for byte (the study and series UIDs,
+    orientation, spacing, sizes), and pydicom's conversion of a raw value was about a quarter of the header scan
+    (docs/guide/speed.md). A value is keyed by its tag, VR, bytes, byte order, VR encoding and the file's
+    character set values, everything its conversion depends on, so it is the value pydicom would give. Every
+    other attribute, identifiers and free text included, is pydicom's own, converted for this file alone."""
 
     __slots__ = ("_ds", "_charset", "_raw")
 
@@ -184,13 +202,14 @@ class _Memo:
         from pydicom.dataelem import RawDataElement
 
         if not _memo_tags:
-            _memo_tags.update(zip(ALLOWED_TAGS, _tags()))
+            tags = dict(zip(ALLOWED_TAGS, _tags()))
+            _memo_tags.update((name, tags[name]) for name in MEMO_TAGS)
         self._ds, self._raw = ds, RawDataElement
-        self._charset = str(getattr(ds, "SpecificCharacterSet", "") or "")
+        self._charset = _charset_key(ds)
 
     def __getattr__(self, name: str) -> object:
         tag = _memo_tags.get(name)
-        if tag is None:  # an identifier, file_meta, ...: pydicom's own
+        if tag is None or self._charset is None:  # not remembered: pydicom's own
             return getattr(self._ds, name)
         raw = self._ds.get_item(tag)  # type: ignore[attr-defined]
         if raw is None:
@@ -206,6 +225,18 @@ class _Memo:
             _memo.clear()
         _memo[key] = value
         return value
+
+
+def _charset_key(ds: object) -> tuple[str, ...] | None:
+    """The file's SpecificCharacterSet values as a tuple (a value and a list never compare equal), or None when
+    they are too long to be kept in a key (the file is read without the memo)."""
+    value = getattr(ds, "SpecificCharacterSet", None)
+    values = (
+        tuple(str(v) for v in value)
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+        else (str(value or ""),)
+    )
+    return values if sum(len(v) for v in values) <= _CHARSET_CHARS else None
 
 
 def _values(ds: object, name: str) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ class EvidenceModel(BaseModel):
     keyword_rank: int | None
     keyword_score: float | None
     fused_rank: int | None
-    exact_words: list[str]  # hybrid: the rare query words the hit holds all of (such hits rank first)
+    exact_words: list[str]  # hybrid: the query words an exact match holds (such hits rank first)
 
 
 class HitModel(BaseModel):
