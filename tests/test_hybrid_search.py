@@ -207,6 +207,16 @@ def test_a_word_is_rare_among_the_documents_of_the_view_searched(tmp_path):
     reports = searcher.hybrid(["Morgagni hernia"], vectors, 10, index="reports")[0]
     assert reports and all(h.kind == "report" and h.evidence.exact_words == () for h in reports)
     searcher.close()
+    # an index built before it counted its views: the catalog's rows per view, the same answers
+    index_json = out / "index" / "index.json"
+    data = json.loads(index_json.read_text())
+    assert data["fulltext"].pop("views") == {"items": 40, "reports": 20}
+    index_json.write_text(json.dumps(data))
+    older = Searcher(out)
+    assert older.keywords.info.views is None
+    assert older.hybrid(["Morgagni hernia"], vectors, 10)[0] == hits
+    assert older.hybrid(["Morgagni hernia"], vectors, 10, index="reports")[0] == reports
+    older.close()
 
 
 def test_the_table_says_which_hits_are_exact_matches():
