@@ -95,20 +95,39 @@ class FulltextInfo:
         folder = file_name(data["folder"])
         if not FOLDER_RE.match(folder):
             raise ValueError(f"full-text folder {folder[:80]!r} is not fulltext.NNNNN")
+        count = _count(data["count"])
         return FulltextInfo(
             folder,
-            int(data["count"]),
+            count,
             str(data["analyzer"]),
             tuple(data["shards"]),
             {file_name(name): FileCheck.from_json(c) for name, c in dict(data["checks"]).items()},
             float(data["build_seconds"]),
             str(data["built_at"]),
             dict(data.get("build") or {}),
-            {str(v): int(n) for v, n in dict(data["views"]).items()} if data.get("views") is not None else None,
+            _views(data["views"], count) if data.get("views") is not None else None,
         )
 
     def path(self, out_dir: Path) -> Path:
         return index_dir(out_dir) / self.folder
+
+
+def _count(value: object) -> int:
+    """A document count from index.json: a non-negative integer, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"document count {str(value)[:40]!r} is not a non-negative integer")
+    return value
+
+
+def _views(value: object, count: int) -> dict[str, int]:
+    """`views` from index.json: a count for each view, summing to the index's documents; or ValueError (a
+    tampered share would switch the exact matches of hybrid search off, or make every word rare)."""
+    if not isinstance(value, dict) or set(value) != set(VIEWS):
+        raise ValueError(f"views must give a count for each of {', '.join(VIEWS)}")
+    views = {view: _count(value[view]) for view in VIEWS}
+    if sum(views.values()) != count:
+        raise ValueError(f"views sum to {sum(views.values())}, not the index's {count} documents")
+    return views
 
 
 def read_fulltext_json(out_dir: Path) -> FulltextInfo | None:
@@ -119,7 +138,7 @@ def read_fulltext_json(out_dir: Path) -> FulltextInfo | None:
     try:
         entry = json.loads(path.read_text()).get(KEY)
         return None if entry is None else FulltextInfo.from_json(entry)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise RadRetrieveError(f"{path}: unreadable full-text entry ({exc}); rebuild with --rebuild") from exc
 
 

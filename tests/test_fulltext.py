@@ -342,3 +342,35 @@ def test_a_folder_name_in_index_json_cannot_leave_the_index_folder(tmp_path):
             read_fulltext_json(out)
     build_indexes(out)  # an unreadable entry: everything is rebuilt
     assert open_keyword(out).search("Chiari", "items", 5)[1] == ("chiari",)
+
+
+def test_tampered_document_counts_in_index_json_are_refused_then_rebuilt(tmp_path):
+    out = tmp_path / "out"
+    make_out(out, [texts_part(12, 9, 1000)])  # 8 items, 4 reports
+    build_indexes(out)
+    path = out / "index" / "index.json"
+    good = json.loads(path.read_text())
+    assert good["fulltext"]["views"] == {"items": 8, "reports": 4} and good["fulltext"]["count"] == 12
+    bad_views = (
+        {"items": float("inf"), "reports": 4},  # json writes Infinity, which json.loads accepts
+        {"items": -8, "reports": 20},
+        {"items": True, "reports": 11},
+        {"items": 8.0, "reports": 4},
+        {"items": 12},
+        {"items": 8, "reports": 4, "errors": 0},
+        {"items": 80, "reports": 4},  # more than the index holds: every word would be rare
+        [8, 4],
+    )
+    for views in bad_views:
+        data = json.loads(json.dumps(good))
+        data["fulltext"]["views"] = views
+        path.write_text(json.dumps(data))
+        with pytest.raises(RadRetrieveError, match="unreadable full-text entry .*rebuild with --rebuild"):
+            read_fulltext_json(out)
+    data = json.loads(json.dumps(good))
+    data["fulltext"]["count"] = float("inf")
+    path.write_text(json.dumps(data))
+    with pytest.raises(RadRetrieveError, match="unreadable full-text entry"):
+        read_fulltext_json(out)
+    build_indexes(out)  # an unreadable entry: everything is rebuilt, views counted again
+    assert read_fulltext_json(out).views == {"items": 8, "reports": 4}

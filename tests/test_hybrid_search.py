@@ -122,7 +122,7 @@ def test_hybrid_evidence_is_each_lists_own_rank_and_score(out):
             assert ev.matched_terms == by_keyword[hit.item_id].evidence.matched_terms
         expected = sum(1 / (60 + r) for r in (ev.vector_rank, ev.keyword_rank) if r is not None)
         assert hit.score == pytest.approx(expected)
-    # exact matches on the query's rare words first (none here: the rare_share test below), then by score
+    # exact matches of a specific query first (tests below), then by score
     order = [(not h.evidence.exact_words, -h.score) for h in hits]
     assert order == sorted(order)
     searcher.close()

@@ -58,7 +58,7 @@ def to_table(results: Sequence[QueryResult]) -> str:
 
 
 def _evidence_cell(hit: Hit) -> str:
-    """ "exact, vector #3, keyword #1: chiari malform" (an exact match on the rare query words, the ranks in each
+    """ "exact, vector #3, keyword #1: chiari malform" (an exact match of a specific query, the ranks in each
     list, the query terms the hit matched)."""
     ev = hit.evidence
     if ev is None:
