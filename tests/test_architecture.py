@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "outdir": FOUNDATION | {"models"},
     "evaluation": FOUNDATION | {"models", "archive", "outdir"},
     "training": FOUNDATION | {"models", "archive", "evaluation"},
-    "testing": FOUNDATION | {"outdir"},
+    "testing": FOUNDATION | {"outdir", "models"},
     "root": FOUNDATION | {"models", "application"},
     "indexers": FOUNDATION | {"outdir"},
     "pipelines": CORE,

@@ -39,7 +39,11 @@ if mode == "open_clip":
     tokens = tok(texts)
 else:
     from radretrieve.models.loading import load_model
-    model = load_model(ref, device="cpu")
+    from radretrieve.models.open_clip_import import import_lean
+    import_lean()  # as the radretrieve command: first a model without a Hugging Face tower,
+    load_model("radclip-tiny", device="cpu", warn=False)
+    assert "transformers" not in sys.modules  # so open_clip was imported without transformers; then
+    model = load_model(ref, device="cpu")  # this model's tower needs it: open_clip's module for it is redone
     t, i, tokens = model.encode_text(texts), model.encode_images(images), model.tokenizer(texts)
 torch.save({{"text": t, "image": i, "tokens": tokens}}, out)
 """

@@ -62,6 +62,9 @@ class EncoderActor:
         import torch
 
         from radretrieve.models.loading import load_source
+        from radretrieve.models.open_clip_import import import_lean
+
+        import_lean()  # an actor's process is ours: open_clip without transformers where the model needs none
 
         # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1), so torch would encode on one thread while
         # the local engine's encoder uses every core; `threads` (0: the cores this process may run on)

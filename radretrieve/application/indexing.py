@@ -127,6 +127,7 @@ class PreparedIndex:
     source: Any  # the archive: a Path (folder or manifest), a DicomWebSource or a DimseSource (checked reachable)
     policy: ScanPolicy  # series selection, --reports, --scrubber, links
     options: IndexOptions
+    model: Any = None  # the --model reference parsed (a radretrieve.models.reference.ModelSource)
 
 
 def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -> PreparedIndex:
@@ -137,7 +138,7 @@ def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -
     from radretrieve.archive.scanner import make_policy
     from radretrieve.models.reference import parse_model_ref
 
-    parse_model_ref(options.model, options.weights)
+    model = parse_model_ref(options.model, options.weights)
     policy = make_policy(sel.include, sel.exclude, sel.selection, sel.reports, sel.scrubber, sel.follow_external_links)
     limits = _limits(str(archive), options.dicomweb)
     source = _source(str(archive), options.dicomweb, limits, options.dimse)
@@ -145,7 +146,7 @@ def prepare_index(archive: str | Path, options: IndexOptions = IndexOptions()) -
         from pipelines.preflight import check_archive
 
         check_archive(source)
-    return PreparedIndex(source, policy, options)
+    return PreparedIndex(source, policy, options, model)
 
 
 def run_index_job(job: PreparedIndex, out: Path, marks: dict[str, float] | None = None) -> IndexSummary:
@@ -174,15 +175,15 @@ def run_index_job(job: PreparedIndex, out: Path, marks: dict[str, float] | None 
 def _load_and_run(job: PreparedIndex, out: Path, marks: dict[str, float], readers: Any) -> IndexSummary:
     import time
 
-    import open_clip  # noqa: F401 - every model is built by it: imported here to time it apart from the build
-
     from pipelines.job import IndexOptions as JobOptions
     from pipelines.job import index_archive
-    from radretrieve.models.loading import load_model
+    from radretrieve.models.loading import import_open_clip_for, load_model
     from radretrieve.models.provenance import warn_if_untrained
 
-    marks["imports"] = time.time()
     o = job.options
+    if job.model is not None:  # every model is built by open_clip: imported here to time it apart from the build
+        import_open_clip_for(job.model)
+    marks["imports"] = time.time()
     # warned once the job has found work: a job refused (lock, archive, server) prints its one error line alone
     model = load_model(o.model, weights=o.weights, device=o.device, preprocess=o.preprocess, warn=False)
     marks["model"] = time.time()

@@ -74,6 +74,9 @@ def main() -> None:
 
 def entry() -> None:
     """The console script and `python -m radretrieve`: `main`, then the process ends at once (`_exit_now`)."""
+    from radretrieve.models.open_clip_import import import_lean
+
+    import_lean()  # this process is ours: open_clip without transformers where the model needs none
     _exit_now(_run())
 
 

@@ -30,6 +30,7 @@ from radretrieve.foundation.config import ModelConfig
 from radretrieve.foundation.errors import ModelLoadError
 from radretrieve.models.hf_convert import hf_to_open_clip, is_hf_clip
 from radretrieve.models.hub import OFFLINE_HINT, check_download
+from radretrieve.models.open_clip_import import import_open_clip
 from radretrieve.models.provenance import provenance_of_source, read_provenance, warn_if_untrained
 from radretrieve.models.radclip import CONFIG_FILE, TEXT_DIR, WEIGHTS_FILE, RadCLIP, file_identity
 from radretrieve.models.reference import ModelSource, parse_model_ref
@@ -53,6 +54,33 @@ def load_model(
     if preprocess is not None:
         source = dataclasses.replace(source, preprocess=preprocess)
     return load_source(source, device, warn=warn)
+
+
+CONFIG_MAX_BYTES = 1 << 20  # a model directory's config.json is a few KB
+
+
+def import_open_clip_for(source: ModelSource) -> None:
+    """Import open_clip as loading `source` will need it (`import_open_clip`): without `transformers` unless the
+    model's text tower is a Hugging Face model or its config cannot be read here (then open_clip is imported as
+    it is, and loading the model says what is wrong)."""
+    import_open_clip(hf_text=_may_have_hf_text(source))
+
+
+def _may_have_hf_text(source: ModelSource) -> bool:
+    if source.scheme == "open_clip":
+        return False  # a name whose text tower is a Hugging Face model is refused before it is built
+    if source.scheme == "registry":
+        return "hf_model_name" in get_model_config(source.ref).clip.get("text_cfg", {})
+    if source.scheme != "path":
+        return True  # an hf-hub id: its config is not known yet
+    path = Path(source.ref) / CONFIG_FILE
+    try:  # a regular file of config size only: a FIFO or a device would block or never end
+        if not path.is_file() or path.stat().st_size > CONFIG_MAX_BYTES:
+            return True
+        text_cfg = json.loads(path.read_text())["clip"]["text_cfg"]
+    except Exception:  # noqa: BLE001 - any unreadable config: loading the model names the problem
+        return True
+    return not isinstance(text_cfg, dict) or "hf_model_name" in text_cfg
 
 
 def load_source(source: ModelSource, device: str | None = None, *, warn: bool = True) -> RadCLIP:
@@ -199,7 +227,8 @@ def check_fits(module: torch.nn.Module, state: Mapping[str, Tensor], path: Path)
 
 def _from_open_clip(source: ModelSource) -> RadCLIP:
     """Build from open_clip's config for the name; with a pretrained tag / hf-hub id, download the weights."""
-    import open_clip
+    # a name whose text tower is a Hugging Face model is refused below; an hf-hub id's config is not known yet
+    open_clip = import_open_clip(hf_text=source.scheme == "hf-hub")
 
     name, tag = source.ref, source.weights
     check_download(f"{name}{' (' + tag + ')' if tag else ''}", _hub_repo(source))
@@ -229,7 +258,7 @@ def _from_open_clip(source: ModelSource) -> RadCLIP:
 
 def _hub_repo(source: ModelSource) -> str | None:
     """The hub repo a download would read (None: nothing to download, or weights from a plain URL)."""
-    import open_clip
+    open_clip = import_open_clip(hf_text=source.scheme == "hf-hub")
 
     if source.scheme == "hf-hub":
         return source.ref[len("hf-hub:") :]

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from radretrieve.foundation.config import ModelConfig, canonical_json
 from radretrieve.foundation.errors import InputShapeError, ModelLoadError
 from radretrieve.models.adapter import SlicePoolingAdapter
+from radretrieve.models.open_clip_import import import_open_clip
 from radretrieve.models.provenance import CHANGED, UNTRAINED, Provenance, write_provenance
 from radretrieve.models.reference import ModelSource
 from radretrieve.models.text import make_tokenizer
@@ -40,10 +41,11 @@ TEXT_FILE_MAX_BYTES = 64 << 20  # a tokenizer.json of a large vocabulary is tens
 def build_clip(cfg: ModelConfig, text_dir: Path | None = None) -> nn.Module:
     """An open_clip `CLIP` from the config's `clip` kwargs (random init); a `CustomTextCLIP` when the text tower
     is a Hugging Face model (`hf_model_name`), built from the config files in `text_dir` (never downloaded)."""
-    from open_clip.model import CLIP, CustomTextCLIP
-
     c = cfg.clip
     vision, text = dict(c["vision_cfg"]), dict(c["text_cfg"])
+    import_open_clip(hf_text="hf_model_name" in text)
+    from open_clip.model import CLIP, CustomTextCLIP
+
     if "timm_model_name" in vision:
         vision["timm_model_pretrained"] = False  # the weights file holds them; timm must not download any
     kind: type[nn.Module] = CLIP

@@ -261,10 +261,13 @@ def tiny_biomedclip_repos(text_repo: str, seed: int = 0) -> tuple[Any, dict[str,
     from pathlib import Path
 
     import torch
-    from open_clip.model import CustomTextCLIP
     from transformers import BertConfig
 
     from radretrieve.foundation.fileio import atomic_write_bytes
+    from radretrieve.models.open_clip_import import import_open_clip
+
+    import_open_clip(hf_text=True)  # this process may have imported open_clip for models without such a tower
+    from open_clip.model import CustomTextCLIP
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS.split()]
     bert = BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **TINY_BERT)
