@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -245,7 +246,8 @@ def test_listen_keeps_its_reader_processes_across_batches(tmp_path):
 
 def test_the_scp_answers_each_instance_without_waiting_for_a_delayed_ack(tmp_path, tiny_model):
     """40 instances over one association: a sender whose next request waits for our ACK of its last segment
-    (Nagle's algorithm) would take ~40 ms per instance; answered at once, far less."""
+    (Nagle's algorithm) would take ~40 ms per instance; answered at once, far less. The median instance is
+    compared: the delay hits every instance, a busy machine's pauses only some (the mean once failed at 24 ms)."""
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
 
@@ -263,15 +265,16 @@ def test_the_scp_answers_each_instance_without_waiting_for_a_delayed_ack(tmp_pat
     try:
         assoc = ae.associate("127.0.0.1", scp.port, ae_title="RADRETRIEVE")
         assert assoc.is_established
-        start = time.perf_counter()
+        seconds = []
         for ds in datasets:
+            start = time.perf_counter()
             assert assoc.send_c_store(ds).Status == 0
-        seconds = time.perf_counter() - start
+            seconds.append(time.perf_counter() - start)
         assoc.release()
     finally:
         ae.shutdown()
         scp.shutdown()
-    assert seconds / len(datasets) < 0.02, seconds
+    assert statistics.median(seconds) < 0.02, sorted(seconds)
 
 
 def test_a_dicomweb_read_gets_each_instance_as_soon_as_it_is_there(tmp_path):
